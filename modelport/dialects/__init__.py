@@ -1,0 +1,34 @@
+"""Dialects: pure translations between one wire format and the canonical types.
+
+Each dialect module (``openai``, ``anthropic``, ``gemini``) is used in both directions and
+does no I/O. It provides:
+
+Client side (modelport calling a provider)
+    chat_path(model_id, stream) -> str            path relative to the provider base URL
+    encode_request(request, model_id) -> dict     JSON body for the provider
+    decode_response(body, provider) -> ChatResponse
+    StreamDecoder().feed(event, data) -> list[StreamEvent]   one SSE event at a time
+    decode_error(status, body, headers, provider) -> ModelportError
+    retry_after(headers, body) -> float | None    the provider's own retry hint, seconds
+
+Server side (the gateway answering a caller)
+    decode_request(body, model=None) -> ChatRequest   raises BadRequestError naming the field
+    encode_response(response, model) -> dict
+    StreamEncoder(model, include_usage).encode(event) -> bytes; .close() -> bytes;
+        .error(exc) -> bytes
+    encode_error(exc) -> (status, body, headers)
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+DIALECTS = ("openai", "anthropic", "gemini")
+
+
+def get(name: str) -> ModuleType:
+    """Import a dialect module on first use so unused ones cost nothing."""
+    if name not in DIALECTS:
+        raise KeyError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}")
+    return importlib.import_module(f"modelport.dialects.{name}")

@@ -1,0 +1,159 @@
+"""One error hierarchy for every provider and entry point.
+
+Each class knows its ``kind`` (the vocabulary dialects translate into their own error
+types) and the HTTP ``status`` a gateway answers with. Every error carries the provider,
+the upstream status, the provider's own message and a ``hint`` that names the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelportError(Exception):
+    kind = "error"
+    status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        if status is not None:
+            self.status = status
+        self.hint = hint
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after
+        self.body = body
+
+    def __str__(self) -> str:
+        where = f"[{self.provider}] " if self.provider else ""
+        hint = f"\nhint: {self.hint}" if self.hint else ""
+        return f"{where}{self.message}{hint}"
+
+
+class ConfigError(ModelportError):
+    """The call cannot be made as configured: unknown provider or model, missing key or file."""
+
+    kind = "invalid_request"
+    status = 400
+
+
+class BadRequestError(ModelportError):
+    kind = "invalid_request"
+    status = 400
+
+
+class ContextLengthError(BadRequestError):
+    kind = "context_length"
+
+
+class AuthenticationError(ModelportError):
+    kind = "authentication"
+    status = 401
+
+
+class PermissionDeniedError(ModelportError):
+    kind = "permission"
+    status = 403
+
+
+class NotFoundError(ModelportError):
+    kind = "not_found"
+    status = 404
+
+
+class RequestTooLargeError(ModelportError):
+    kind = "request_too_large"
+    status = 413
+
+
+class RateLimitError(ModelportError):
+    kind = "rate_limit"
+    status = 429
+
+
+class QuotaExceededError(RateLimitError):
+    """A 429 that waiting will not fix (billing, exhausted quota): never retried."""
+
+    kind = "quota"
+
+
+class ServerError(ModelportError):
+    kind = "server"
+    status = 500
+
+
+class OverloadedError(ServerError):
+    kind = "overloaded"
+    status = 503
+
+
+class TimeoutError(ModelportError):  # noqa: A001 - the name users expect in this namespace
+    kind = "timeout"
+    status = 504
+
+
+class ConnectionError(ModelportError):  # noqa: A001
+    kind = "connection"
+    status = 502
+
+
+class StreamError(ModelportError):
+    """The provider reported an error, or the connection broke, after the stream began."""
+
+    kind = "server"
+    status = 500
+
+
+_BY_STATUS: dict[int, type[ModelportError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: QuotaExceededError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: TimeoutError,
+    413: RequestTooLargeError,
+    422: BadRequestError,
+    429: RateLimitError,
+    503: OverloadedError,
+    504: TimeoutError,
+    529: OverloadedError,
+}
+
+_CONTEXT_MARKERS = ("context_length", "context length", "maximum context", "too many tokens", "prompt is too long")
+_QUOTA_MARKERS = ("insufficient_quota", "billing", "quota exceeded", "per day")
+
+
+def error_for_status(status: int, message: str, *, code: str | None = None, **kwargs: Any) -> ModelportError:
+    """The error class for an upstream HTTP status, refined by the provider's code or message."""
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else BadRequestError)
+    probe = f"{code or ''} {message}".lower()
+    if cls is BadRequestError and any(m in probe for m in _CONTEXT_MARKERS):
+        cls = ContextLengthError
+    elif cls is RateLimitError and any(m in probe for m in _QUOTA_MARKERS):
+        cls = QuotaExceededError
+    return cls(message, status=status, code=code, **kwargs)
+
+
+def redact(text: str, secrets: list[str | None]) -> str:
+    """Remove every secret from text meant for a person or a log."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, mask(secret))
+    return text
+
+
+def mask(secret: str) -> str:
+    return f"{secret[:3]}…{secret[-4:]}" if len(secret) > 12 else "…"
