@@ -1,0 +1,16 @@
+"""Backends: the only code that talks to models.
+
+Every backend offers the same methods, so the client, the gateway and the batch engine
+never care which one they hold:
+
+    chat(request, model_id) -> ChatResponse
+    stream(request, model_id) -> Iterator[StreamEvent]
+    async achat(request, model_id) -> ChatResponse
+    astream(request, model_id) -> AsyncIterator[StreamEvent]
+    embed(inputs, model_id) -> EmbeddingResponse;  async aembed(inputs, model_id)
+    list_models() -> list[ModelInfo]
+    close();  async aclose()
+
+``http.HttpBackend`` serves every remote or local-server provider through its dialect;
+``local.LocalBackend`` runs GGUF models in process on llama.cpp.
+"""

@@ -1,0 +1,38 @@
+"""The `modelport` command. Subcommands live in their own modules and load only when used,
+so `modelport --help` and `modelport ask` start fast."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:attribute" of a click command; one line per subcommand.
+COMMANDS: dict[str, str] = {
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modelport")
+def main() -> None:
+    """modelport: one way to use LLMs from OpenAI, Anthropic, Gemini, Groq, LM Studio,
+    Ollama, vLLM and an embedded model that needs no key and no network.
+
+    \b
+    Start here:
+      modelport ask "What is a REST API?"        answer from the embedded model
+      modelport ask -m openai/gpt-4o-mini "Hi"   any provider/model
+      modelport models                           what you can use, and which keys are set
+    """
