@@ -1,0 +1,257 @@
+"""HttpBackend: any provider reached over HTTP, through its dialect.
+
+The only provider-specific knowledge here comes from the provider row (URL, auth header,
+fixed headers) and the dialect module; the retry loop is the sans-I/O ``RetryPolicy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Iterator
+
+from .. import dialects
+from ..errors import ConfigError, ModelportError, StreamError, redact
+from ..jsonio import JSONDecodeError, dumps, loads
+from ..providers import Provider, base_url
+from ..retry import RetryPolicy, is_retryable_status
+from ..sse import SSEParser
+from ..transport import AsyncTransport, RawResponse, SyncTransport, Timeouts
+from ..types import ChatRequest, ChatResponse, EmbeddingResponse, ModelInfo, StreamEvent
+
+
+class HttpBackend:
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        api_key: str | None = None,
+        url: str | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self.dialect = dialects.get(provider.dialect)
+        self.base_url = base_url(provider, url)
+        self._key = api_key
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self._headers = {"Content-Type": "application/json", **provider.auth_headers(api_key)}
+        self._sync: SyncTransport | None = None
+        self._async: AsyncTransport | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpBackend({self.name!r}, {self.base_url!r})"
+
+    # -- request preparation -------------------------------------------------------------
+
+    def _prepare(self, request: ChatRequest, model_id: str, stream: bool) -> tuple[str, bytes]:
+        if self.provider.key_required and not self._key:
+            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+        if request.stream != stream:
+            request = _with_stream(request, stream)
+        body = self.dialect.encode_request(request, model_id)
+        return self.base_url + self.dialect.chat_path(model_id, stream), dumps(body)
+
+    def _error(self, raw: RawResponse) -> ModelportError:
+        try:
+            body: Any = loads(raw.content) if raw.content else None
+        except JSONDecodeError:
+            body = raw.content.decode("utf-8", "replace")
+        err = self.dialect.decode_error(raw.status, body, raw.headers, self.name)
+        err.message = redact(err.message, [self._key])
+        if err.kind == "authentication" and not err.hint:
+            err.hint = self.provider.key_hint()
+        return err
+
+    def _decode(self, raw: RawResponse, started: float) -> ChatResponse:
+        try:
+            body = loads(raw.content)
+        except JSONDecodeError:
+            raise StreamError(f"{self.name} answered with invalid JSON", provider=self.name, status=502, hint="the server is not speaking the expected API; check its base URL") from None
+        response = self.dialect.decode_response(body, self.name)
+        response.latency = time.perf_counter() - started
+        return response
+
+    def _deadline(self) -> float | None:
+        return time.monotonic() + self.timeouts.total if self.timeouts.total else None
+
+    def _next_delay(self, attempt: int, error: ModelportError, retryable: bool, deadline: float | None) -> float | None:
+        if not retryable:
+            return None
+        delay = self.retry.delay(attempt, error.retry_after)
+        if delay is not None and deadline is not None and time.monotonic() + delay > deadline:
+            return None
+        return delay
+
+    def _status_error(self, raw: RawResponse) -> tuple[ModelportError, bool]:
+        err = self._error(raw)
+        return err, is_retryable_status(raw.status, raw.headers) and err.kind != "quota"
+
+    # -- sync ----------------------------------------------------------------------------
+
+    def _sync_transport(self) -> SyncTransport:
+        if self._sync is None:
+            self._sync = SyncTransport(self.timeouts)
+        return self._sync
+
+    def _post(self, url: str, body: bytes) -> RawResponse:
+        transport, deadline, attempt = self._sync_transport(), self._deadline(), 0
+        while True:
+            try:
+                raw = transport.request("POST", url, self._headers, body)
+                if raw.status < 400:
+                    return raw
+                err, retryable = self._status_error(raw)
+            except ModelportError as exc:
+                err, retryable = exc, True
+            delay = self._next_delay(attempt, err, retryable, deadline)
+            if delay is None:
+                err.provider = err.provider or self.name
+                raise err
+            time.sleep(delay)
+            attempt += 1
+
+    def chat(self, request: ChatRequest, model_id: str) -> ChatResponse:
+        started = time.perf_counter()
+        url, body = self._prepare(request, model_id, False)
+        return self._decode(self._post(url, body), started)
+
+    def stream(self, request: ChatRequest, model_id: str) -> Iterator[StreamEvent]:
+        url, body = self._prepare(request, model_id, True)
+        transport, deadline, attempt = self._sync_transport(), self._deadline(), 0
+        while True:
+            try:
+                with transport.stream("POST", url, self._headers, body) as (head, chunks):
+                    if head.status < 400:
+                        # From the first byte on, a failure is the caller's to see: no retry.
+                        yield from self._events(chunks)
+                        return
+                    err, retryable = self._status_error(head)
+            except StreamError:
+                raise
+            except ModelportError as exc:
+                err, retryable = exc, True
+            delay = self._next_delay(attempt, err, retryable, deadline)
+            if delay is None:
+                raise err
+            time.sleep(delay)
+            attempt += 1
+
+    def _events(self, chunks: Iterator[bytes]) -> Iterator[StreamEvent]:
+        parser, decoder = SSEParser(), self.dialect.StreamDecoder()
+        try:
+            for chunk in chunks:
+                for event, data in parser.feed(chunk):
+                    yield from decoder.feed(event, data)
+            for event, data in parser.close():
+                yield from decoder.feed(event, data)
+        except ModelportError as exc:
+            raise _broken_stream(exc, self.name) from None
+
+    # -- async ---------------------------------------------------------------------------
+
+    def _async_transport(self) -> AsyncTransport:
+        if self._async is None:
+            self._async = AsyncTransport(self.timeouts)
+        return self._async
+
+    async def _apost(self, url: str, body: bytes) -> RawResponse:
+        transport, deadline, attempt = self._async_transport(), self._deadline(), 0
+        while True:
+            try:
+                raw = await transport.request("POST", url, self._headers, body)
+                if raw.status < 400:
+                    return raw
+                err, retryable = self._status_error(raw)
+            except ModelportError as exc:
+                err, retryable = exc, True
+            delay = self._next_delay(attempt, err, retryable, deadline)
+            if delay is None:
+                err.provider = err.provider or self.name
+                raise err
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def achat(self, request: ChatRequest, model_id: str) -> ChatResponse:
+        started = time.perf_counter()
+        url, body = self._prepare(request, model_id, False)
+        return self._decode(await self._apost(url, body), started)
+
+    async def astream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]:
+        url, body = self._prepare(request, model_id, True)
+        transport, deadline, attempt = self._async_transport(), self._deadline(), 0
+        while True:
+            try:
+                async with transport.stream("POST", url, self._headers, body) as (head, chunks):
+                    if head.status < 400:
+                        parser, decoder = SSEParser(), self.dialect.StreamDecoder()
+                        try:
+                            async for chunk in chunks:
+                                for event, data in parser.feed(chunk):
+                                    for ev in decoder.feed(event, data):
+                                        yield ev
+                            for event, data in parser.close():
+                                for ev in decoder.feed(event, data):
+                                    yield ev
+                        except ModelportError as exc:
+                            raise _broken_stream(exc, self.name) from None
+                        return
+                    err, retryable = self._status_error(head)
+            except StreamError:
+                raise
+            except ModelportError as exc:
+                err, retryable = exc, True
+            delay = self._next_delay(attempt, err, retryable, deadline)
+            if delay is None:
+                raise err
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    # -- embeddings and models -----------------------------------------------------------
+
+    def embed(self, inputs: list[str], model_id: str) -> EmbeddingResponse:
+        url, body = self._embed_request(inputs, model_id)
+        return self.dialect.decode_embeddings_response(loads(self._post(url, body).content), self.name)
+
+    async def aembed(self, inputs: list[str], model_id: str) -> EmbeddingResponse:
+        url, body = self._embed_request(inputs, model_id)
+        return self.dialect.decode_embeddings_response(loads((await self._apost(url, body)).content), self.name)
+
+    def _embed_request(self, inputs: list[str], model_id: str) -> tuple[str, bytes]:
+        if self.provider.key_required and not self._key:
+            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+        path, body = self.dialect.encode_embeddings_request(inputs, model_id)
+        return self.base_url + path, dumps(body)
+
+    def list_models(self) -> list[ModelInfo]:
+        return [ModelInfo(m, self.name, self.name) for m in self.provider.models]
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
+        self.close()
+
+
+def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
+    from dataclasses import replace
+
+    return replace(request, stream=stream)
+
+
+def _broken_stream(exc: ModelportError, provider: str) -> StreamError:
+    if isinstance(exc, StreamError):
+        exc.provider = exc.provider or provider
+        return exc
+    return StreamError(
+        f"the stream from {provider} broke after it started: {exc.message}",
+        provider=provider,
+        hint="the partial answer was not retried, to avoid duplicated text; call again",
+    )
+

@@ -1,0 +1,395 @@
+"""Client and AsyncClient: "provider/model" -> backend, one canonical request, one answer.
+
+    client = Client()
+    client.chat("groq/llama-3.1-8b-instant", "Why is the sky blue?").text
+    for event in client.stream("local/smollm2", "Count to five"):
+        print(event.text, end="")
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+
+from .config import default_model, load_config
+from .errors import BadRequestError, ModelportError
+from .keys import resolve_key
+from .providers import Provider, provider_table, resolve
+from .retry import RetryPolicy
+from .transport import Timeouts
+from .types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, TextPart
+
+# Backend kinds named by the provider table's ``backend`` column, imported on first use.
+BACKENDS = {
+    "http": "modelport.backends.http:HttpBackend",
+    "local": "modelport.backends.local:LocalBackend",
+}
+
+# Keyword arguments that map one to one onto ChatRequest fields.
+_PLAIN_PARAMS = frozenset(
+    {
+        "temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "frequency_penalty",
+        "parallel_tool_calls", "reasoning_effort", "metadata", "extra",
+    }
+)
+
+Prompt = str | Message | Sequence[Message | dict[str, Any]] | None
+
+
+class _ClientCore:
+    """What sync and async clients share: configuration, routing and request building."""
+
+    def __init__(
+        self,
+        *,
+        api_keys: dict[str, str] | None = None,
+        base_urls: dict[str, str] | None = None,
+        timeout: Timeouts | float | None = None,
+        max_retries: int = 2,
+        config: dict[str, Any] | str | Path | None = None,
+        log: bool | str | Path = False,
+        cache: bool | float = False,
+        source: str = "sdk",
+    ) -> None:
+        self.config = config if isinstance(config, dict) else load_config(config)
+        self.providers = provider_table(self.config)
+        self.aliases: dict[str, str] = dict(self.config.get("aliases", {}))
+        self._api_keys = dict(api_keys or {})
+        self._base_urls = dict(base_urls or {})
+        self.timeouts = Timeouts.of(timeout)
+        self.retry = RetryPolicy(max_retries=max_retries)
+        self._backends: dict[str, Any] = {}
+        self._source = source
+        self._log = _open_log(log)
+        self._cache = _open_cache(cache)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(providers={len(self.providers)}, backends={sorted(self._backends)})"
+
+    # -- routing -------------------------------------------------------------------------
+
+    def resolve(self, model: str | None) -> tuple[Provider, str]:
+        return resolve(model or default_model(self.config), self.providers, self.aliases)
+
+    def backend(self, provider: Provider) -> Any:
+        backend = self._backends.get(provider.name)
+        if backend is None:
+            module, _, attr = BACKENDS[provider.backend].partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+            backend = self._backends[provider.name] = cls(
+                provider,
+                api_key=resolve_key(provider, self._api_keys.get(provider.name)),
+                url=self._base_urls.get(provider.name),
+                timeouts=self.timeouts,
+                retry=self.retry,
+            )
+        return backend
+
+    # -- request building ----------------------------------------------------------------
+
+    def request(self, model: str | None, prompt: Prompt = None, *, system: str | None = None, **params: Any) -> ChatRequest:
+        """The canonical request these arguments describe (no call is made)."""
+        return self._build(model, prompt, system, params)[0]
+
+    def _build(self, model: str | None, prompt: Prompt, system: str | None, params: dict[str, Any]) -> tuple[ChatRequest, Callable[[str], Any] | None, dict[str, Callable[..., Any]]]:
+        """The request, the validator for structured output, and the executable tools."""
+        messages = _messages(prompt, params.pop("messages", None))
+        if system is not None:
+            messages = [m for m in messages if m.role != "system"]
+            messages.insert(0, Message.system(system))
+        if not messages:
+            raise BadRequestError("no prompt given", hint='pass a prompt string or messages=[...], e.g. chat("local/smollm2", "Hello")')
+        fields: dict[str, Any] = {}
+        for name in list(params):
+            if name in _PLAIN_PARAMS:
+                fields[name] = params.pop(name)
+        stop = params.pop("stop", None)
+        if stop is not None:
+            fields["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        tools = params.pop("tools", None)
+        functions: dict[str, Callable[..., Any]] = {}
+        if tools:
+            from .tools import to_tools
+
+            fields["tools"], functions = to_tools(tools)
+        choice = params.pop("tool_choice", None)
+        if choice is not None:
+            from .tools import to_tool_choice
+
+            fields["tool_choice"] = to_tool_choice(choice)
+        validator = None
+        response_format = params.pop("response_format", None)
+        if response_format is not None:
+            from .structured import to_response_format
+
+            fields["response_format"], validator = to_response_format(response_format)
+        if params:
+            names = ", ".join(sorted(params))
+            raise BadRequestError(
+                f"unknown parameter(s): {names}",
+                param=next(iter(params)),
+                hint="pass provider-specific fields explicitly with extra={...}; "
+                "common ones are temperature, top_p, max_tokens, stop, seed, tools, response_format",
+            )
+        return ChatRequest(model=model or default_model(self.config), messages=messages, **fields), validator, functions
+
+    def _finish(self, response: ChatResponse, validator: Callable[[str], Any] | None) -> ChatResponse:
+        if validator is not None:
+            from .structured import parse
+
+            parse(response, validator)
+        return response
+
+    def _record(self, request: ChatRequest, provider: str, started: float, response: ChatResponse | None = None,
+                error: BaseException | None = None, cached: bool = False) -> None:
+        if self._log is not None:
+            self._log.record(request, response, error, provider=provider, model=request.model, source=self._source,
+                             latency=time.perf_counter() - started, cached=cached)
+
+
+class Client(_ClientCore):
+    """Synchronous client: a real sync transport, safe in notebooks and threads."""
+
+    def chat(self, model: str | None = None, prompt: Prompt = None, *, system: str | None = None,
+             run_tools: bool = False, max_turns: int = 8, **params: Any) -> ChatResponse:
+        request, validator, functions = self._build(model, prompt, system, params)
+        if run_tools and functions:
+            from .tools import run_tool_loop
+
+            return self._finish(run_tool_loop(self.send, request, functions, max_turns=max_turns), validator)
+        return self._finish(self.send(request), validator)
+
+    def send(self, request: ChatRequest) -> ChatResponse:
+        """Send a canonical request as it is."""
+        provider, model_id = self.resolve(request.model)
+        started = time.perf_counter()
+        cached = self._cache.get(request) if self._cache is not None else None
+        if cached is not None:
+            self._record(request, provider.name, started, cached, cached=True)
+            return cached
+        try:
+            response = self.backend(provider).chat(request, model_id)
+        except ModelportError as exc:
+            self._record(request, provider.name, started, error=exc)
+            raise
+        response.provider = provider.name
+        response.model = response.model or model_id
+        if self._cache is not None:
+            self._cache.put(request, response)
+        self._record(request, provider.name, started, response)
+        return response
+
+    def stream(self, model: str | None = None, prompt: Prompt = None, *, system: str | None = None, **params: Any) -> ChatStream:
+        request, validator, _ = self._build(model, prompt, system, params)
+        return self.send_stream(request, validator)
+
+    def send_stream(self, request: ChatRequest, validator: Callable[[str], Any] | None = None) -> ChatStream:
+        provider, model_id = self.resolve(request.model)
+        return ChatStream(self, request, provider, model_id, validator)
+
+    def embed(self, model: str, inputs: str | Sequence[str]) -> EmbeddingResponse:
+        provider, model_id = self.resolve(model)
+        items = [inputs] if isinstance(inputs, str) else list(inputs)
+        return self.backend(provider).embed(items, model_id)
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+        self._backends.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ChatStream:
+    """Iterate for StreamEvents; ``.response`` is the assembled ChatResponse afterwards.
+
+    ``text_stream()`` yields only the text, for ``print(..., end="")`` loops.
+    """
+
+    def __init__(self, client: Client, request: ChatRequest, provider: Provider, model_id: str,
+                 validator: Callable[[str], Any] | None) -> None:
+        self._client, self._request, self._provider, self._model_id = client, request, provider, model_id
+        self._validator = validator
+        self._acc = StreamAccumulator(model_id, provider.name)
+        self.response: ChatResponse | None = None
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        client, request, started = self._client, self._request, time.perf_counter()
+        cache = client._cache
+        cached = cache.get(request) if cache is not None else None
+        if cached is not None:
+            from .cache import replay
+
+            events: Iterator[StreamEvent] = iter(replay(cached))
+        else:
+            events = client.backend(self._provider).stream(request, self._model_id)
+        try:
+            for event in events:
+                self._acc.add(event)
+                yield event
+        except ModelportError as exc:
+            client._record(request, self._provider.name, started, error=exc)
+            raise
+        response = self._acc.response(time.perf_counter() - started)
+        response.model = response.model or self._model_id
+        self.response = client._finish(response, self._validator)
+        if cache is not None and cached is None:
+            cache.put(request, response)
+        client._record(request, self._provider.name, started, response, cached=cached is not None)
+
+    def text_stream(self) -> Iterator[str]:
+        for event in self:
+            if event.kind == "text" and event.text:
+                yield event.text
+
+    def until_done(self) -> ChatResponse:
+        for _ in self:
+            pass
+        assert self.response is not None
+        return self.response
+
+
+class AsyncClient(_ClientCore):
+    """Asynchronous client on aiohttp: thousands of calls in flight on one event loop."""
+
+    async def chat(self, model: str | None = None, prompt: Prompt = None, *, system: str | None = None,
+                   run_tools: bool = False, max_turns: int = 8, **params: Any) -> ChatResponse:
+        request, validator, functions = self._build(model, prompt, system, params)
+        if run_tools and functions:
+            from .tools import arun_tool_loop
+
+            return self._finish(await arun_tool_loop(self.send, request, functions, max_turns=max_turns), validator)
+        return self._finish(await self.send(request), validator)
+
+    async def send(self, request: ChatRequest) -> ChatResponse:
+        provider, model_id = self.resolve(request.model)
+        started = time.perf_counter()
+        cached = self._cache.get(request) if self._cache is not None else None
+        if cached is not None:
+            self._record(request, provider.name, started, cached, cached=True)
+            return cached
+        try:
+            response = await self.backend(provider).achat(request, model_id)
+        except ModelportError as exc:
+            self._record(request, provider.name, started, error=exc)
+            raise
+        response.provider = provider.name
+        response.model = response.model or model_id
+        if self._cache is not None:
+            self._cache.put(request, response)
+        self._record(request, provider.name, started, response)
+        return response
+
+    def stream(self, model: str | None = None, prompt: Prompt = None, *, system: str | None = None, **params: Any) -> AsyncChatStream:
+        request, validator, _ = self._build(model, prompt, system, params)
+        return self.send_stream(request, validator)
+
+    def send_stream(self, request: ChatRequest, validator: Callable[[str], Any] | None = None) -> AsyncChatStream:
+        provider, model_id = self.resolve(request.model)
+        return AsyncChatStream(self, request, provider, model_id, validator)
+
+    async def embed(self, model: str, inputs: str | Sequence[str]) -> EmbeddingResponse:
+        provider, model_id = self.resolve(model)
+        items = [inputs] if isinstance(inputs, str) else list(inputs)
+        return await self.backend(provider).aembed(items, model_id)
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()
+        self._backends.clear()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncChatStream:
+    def __init__(self, client: AsyncClient, request: ChatRequest, provider: Provider, model_id: str,
+                 validator: Callable[[str], Any] | None) -> None:
+        self._client, self._request, self._provider, self._model_id = client, request, provider, model_id
+        self._validator = validator
+        self._acc = StreamAccumulator(model_id, provider.name)
+        self.response: ChatResponse | None = None
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        client, request, started = self._client, self._request, time.perf_counter()
+        cache = client._cache
+        cached = cache.get(request) if cache is not None else None
+        try:
+            if cached is not None:
+                from .cache import replay
+
+                for event in replay(cached):
+                    self._acc.add(event)
+                    yield event
+            else:
+                async for event in client.backend(self._provider).astream(request, self._model_id):
+                    self._acc.add(event)
+                    yield event
+        except ModelportError as exc:
+            client._record(request, self._provider.name, started, error=exc)
+            raise
+        response = self._acc.response(time.perf_counter() - started)
+        response.model = response.model or self._model_id
+        self.response = client._finish(response, self._validator)
+        if cache is not None and cached is None:
+            cache.put(request, response)
+        client._record(request, self._provider.name, started, response, cached=cached is not None)
+
+    async def text_stream(self) -> AsyncIterator[str]:
+        async for event in self:
+            if event.kind == "text" and event.text:
+                yield event.text
+
+    async def until_done(self) -> ChatResponse:
+        async for _ in self:
+            pass
+        assert self.response is not None
+        return self.response
+
+
+def _messages(prompt: Prompt, messages: Any) -> list[Message]:
+    if messages is None:
+        if prompt is None:
+            return []
+        if isinstance(prompt, str):
+            return [Message("user", [TextPart(prompt)])]
+        messages = [prompt] if isinstance(prompt, Message) else prompt
+    items = list(messages)
+    if all(isinstance(m, Message) for m in items):
+        return items
+    # OpenAI-shaped dicts are the lingua franca of chat histories: read them with that dialect.
+    from .dialects import openai
+
+    out: list[Message] = []
+    for item in items:
+        out.extend([item] if isinstance(item, Message) else openai.decode_request({"model": "-", "messages": [item]}).messages)
+    return out
+
+
+def _open_log(log: bool | str | Path) -> Any:
+    if not log:
+        return None
+    import os
+
+    if os.environ.get("MODELPORT_LOG") == "0":
+        return None
+    from .calllog import CallLog
+
+    return CallLog(None if log is True else log)
+
+
+def _open_cache(cache: bool | float) -> Any:
+    if cache is False or cache is None:
+        return None
+    from .cache import ResponseCache
+
+    return ResponseCache(ttl=None if cache is True else float(cache))

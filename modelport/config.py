@@ -1,0 +1,69 @@
+"""The user's config file (TOML) and where modelport keeps its files.
+
+Every setting can also come from an environment variable, which wins:
+
+    default_model = "openai/gpt-4o-mini"     # MODELPORT_MODEL
+    [aliases]
+    fast = "groq/llama-3.1-8b-instant"
+    [providers.mybox]                        # any OpenAI-compatible server
+    base_url = "http://10.0.0.5:8080/v1"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "local/smollm2"
+
+
+def config_dir() -> Path:
+    env = os.environ.get("MODELPORT_CONFIG_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("modelport"))
+
+
+def data_dir() -> Path:
+    env = os.environ.get("MODELPORT_DATA_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("modelport"))
+
+
+def config_path() -> Path:
+    env = os.environ.get("MODELPORT_CONFIG")
+    return Path(env) if env else config_dir() / "config.toml"
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """The parsed config file, or {} when there is none. Cached per path."""
+    return _load(str(path or config_path()))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.exists():
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - 3.10 only
+        import tomli as tomllib
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}", hint=f"fix or remove {file}") from None
+
+
+def default_model(config: dict[str, Any]) -> str:
+    return os.environ.get("MODELPORT_MODEL") or config.get("default_model") or DEFAULT_MODEL

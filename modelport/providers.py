@@ -1,0 +1,154 @@
+"""The provider table: every provider is a row of data, never a class or an `if`.
+
+Adding an OpenAI-compatible provider is one row here, or one table in the config file:
+
+    [providers.mybox]
+    base_url = "http://10.0.0.5:8080/v1"
+    key_env = "MYBOX_API_KEY"      # optional
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    base_url: str
+    dialect: str = "openai"
+    # Standard environment variables for the key, in order of preference.
+    key_env: tuple[str, ...] = ()
+    key_required: bool = True
+    # How the key travels: "bearer" (Authorization), or the name of a header that carries it.
+    auth_header: str = "bearer"
+    headers: tuple[tuple[str, str], ...] = ()
+    # Environment variables the provider's own SDK reads for its base URL.
+    base_url_env: tuple[str, ...] = ()
+    # "http" for anything reached over HTTP; "local" for the in-process llama.cpp engine.
+    backend: str = "http"
+    # Where a newcomer gets a key; shown in hints.
+    signup: str = ""
+    # Models offered when the user asks `modelport models` (the provider has more).
+    models: tuple[str, ...] = field(default=())
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        headers = dict(self.headers)
+        if key:
+            if self.auth_header == "bearer":
+                headers["Authorization"] = f"Bearer {key}"
+            else:
+                headers[self.auth_header] = key
+        return headers
+
+    def key_hint(self) -> str:
+        env = self.key_env[0] if self.key_env else f"MODELPORT_{env_name(self.name)}_API_KEY"
+        where = f" (get one at {self.signup})" if self.signup else ""
+        return f"set {env} or run `modelport keys set {self.name}`{where}"
+
+
+def env_name(provider: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", provider).upper()
+
+
+PROVIDERS: dict[str, Provider] = {
+    p.name: p
+    for p in (
+        Provider("local", "", backend="local", key_required=False, models=("smollm2",)),
+        Provider(
+            "openai", "https://api.openai.com/v1", key_env=("OPENAI_API_KEY",), base_url_env=("OPENAI_BASE_URL",),
+            signup="https://platform.openai.com/api-keys", models=("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini"),
+        ),
+        Provider(
+            "anthropic", "https://api.anthropic.com", dialect="anthropic", key_env=("ANTHROPIC_API_KEY",),
+            auth_header="x-api-key", headers=(("anthropic-version", "2023-06-01"),), base_url_env=("ANTHROPIC_BASE_URL",),
+            signup="https://console.anthropic.com/settings/keys",
+            models=("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"),
+        ),
+        Provider(
+            "gemini", "https://generativelanguage.googleapis.com/v1beta", dialect="gemini",
+            key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"), auth_header="x-goog-api-key",
+            signup="https://aistudio.google.com/apikey", models=("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash"),
+        ),
+        Provider(
+            "groq", "https://api.groq.com/openai/v1", key_env=("GROQ_API_KEY",), signup="https://console.groq.com/keys",
+            models=("openai/gpt-oss-120b", "llama-3.3-70b-versatile", "llama-3.1-8b-instant"),
+        ),
+        Provider("lmstudio", "http://localhost:1234/v1", key_env=("LM_API_TOKEN",), key_required=False),
+        Provider("ollama", "http://localhost:11434/v1", key_env=("OLLAMA_API_KEY",), key_required=False),
+        Provider("vllm", "http://localhost:8000/v1", key_env=("VLLM_API_KEY",), key_required=False),
+        Provider("openrouter", "https://openrouter.ai/api/v1", key_env=("OPENROUTER_API_KEY",), signup="https://openrouter.ai/keys"),
+        Provider("together", "https://api.together.xyz/v1", key_env=("TOGETHER_API_KEY",), signup="https://api.together.ai/settings/api-keys"),
+        Provider("deepseek", "https://api.deepseek.com/v1", key_env=("DEEPSEEK_API_KEY",), signup="https://platform.deepseek.com/api_keys",
+                 models=("deepseek-chat", "deepseek-reasoner")),
+        Provider("mistral", "https://api.mistral.ai/v1", key_env=("MISTRAL_API_KEY",), signup="https://console.mistral.ai/api-keys",
+                 models=("mistral-small-latest", "mistral-large-latest")),
+        Provider("xai", "https://api.x.ai/v1", key_env=("XAI_API_KEY",), signup="https://console.x.ai", models=("grok-4",)),
+    )
+}
+
+
+def provider_table(config: dict[str, Any] | None = None) -> dict[str, Provider]:
+    """The built-in rows, extended and overridden by the config's ``[providers.*]`` tables."""
+    table = dict(PROVIDERS)
+    for name, spec in (config or {}).get("providers", {}).items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"config [providers.{name}] must be a table", hint="see `modelport models --help`")
+        base = table.get(name)
+        fields: dict[str, Any] = {}
+        for key in ("base_url", "dialect", "auth_header", "key_required", "signup"):
+            if key in spec:
+                fields[key] = spec[key]
+        for key in ("key_env", "models"):
+            if key in spec:
+                value = spec[key]
+                fields[key] = (value,) if isinstance(value, str) else tuple(value)
+        if "headers" in spec:
+            fields["headers"] = tuple(dict(spec["headers"]).items())
+        if base is not None:
+            table[name] = replace(base, **fields)
+        elif "base_url" not in fields:
+            raise ConfigError(
+                f"config [providers.{name}] needs a base_url",
+                hint=f'add base_url = "http://host:port/v1" under [providers.{name}]',
+            )
+        else:
+            fields.setdefault("key_required", False)
+            table[name] = Provider(name, **fields)
+    return table
+
+
+def base_url(provider: Provider, override: str | None = None) -> str:
+    """Explicit argument, then MODELPORT_<NAME>_BASE_URL, then the SDK's own variable, then the row."""
+    url = override or os.environ.get(f"MODELPORT_{env_name(provider.name)}_BASE_URL")
+    if not url:
+        url = next((os.environ[e] for e in provider.base_url_env if os.environ.get(e)), provider.base_url)
+    return url.rstrip("/")
+
+
+def resolve(model: str, table: dict[str, Provider], aliases: dict[str, str] | None = None) -> tuple[Provider, str]:
+    """``provider/model-id`` (or an alias of one) -> the provider row and the provider's own id.
+
+    Only the first segment names the provider (``groq/openai/gpt-oss-120b`` is Groq's
+    ``openai/gpt-oss-120b``). A name that matches no provider is an error, never a guess.
+    """
+    seen = set()
+    while aliases and model in aliases and model not in seen:
+        seen.add(model)
+        model = aliases[model]
+    provider_name, sep, model_id = model.partition("/")
+    provider = table.get(provider_name)
+    if provider is None or not sep or not model_id:
+        known = ", ".join(sorted(table))
+        raise ConfigError(
+            f"unknown model {model!r}: models are named provider/model-id",
+            status=404,
+            hint=f"use one of these providers: {known} (e.g. local/smollm2, openai/gpt-4o-mini), "
+            "or add an alias under [aliases] in the config file",
+        )
+    return provider, model_id
