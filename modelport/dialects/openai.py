@@ -1,0 +1,954 @@
+"""The OpenAI chat-completions dialect, both directions, no I/O.
+
+It also speaks for every OpenAI-compatible server (Groq, LM Studio, Ollama ``/v1``, vLLM,
+DeepSeek...), so the decoders are tolerant of their additions (``reasoning_content`` /
+``reasoning`` text, errors without the ``error`` wrapper) while the encoders emit only what
+the OpenAI spec defines, plus ``reasoning_content`` when there is reasoning to carry.
+
+Choices made once, here:
+
+* Output cap: ``ChatRequest.max_tokens`` goes out as ``max_tokens``, the field every
+  compatible server reads. For OpenAI reasoning models, which want
+  ``max_completion_tokens``, pass ``extra={"max_completion_tokens": n}`` instead. Incoming
+  requests accept both, ``max_completion_tokens`` winning.
+* Roles: ``developer`` messages become canonical ``system`` ones; ``system`` is what goes out.
+* Content: one text part travels as a plain string, anything else as a part array. Empty
+  text carries no meaning and is dropped.
+* Reasoning parts in history are dropped on the way out: chat completions has no slot for them.
+* The canonical finish reason ``error`` has no OpenAI spelling and goes out as ``stop``.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import re
+import sys
+import time
+from array import array
+from email.utils import parsedate_to_datetime
+from typing import Any, Mapping
+
+from modelport.errors import (
+    BadRequestError,
+    ModelportError,
+    QuotaExceededError,
+    StreamError,
+    error_for_status,
+)
+from modelport.sse import format_event
+from modelport.types import (
+    ChatRequest,
+    ChatResponse,
+    Embedding,
+    EmbeddingResponse,
+    ImagePart,
+    Message,
+    ModelInfo,
+    Part,
+    ReasoningPart,
+    ResponseFormat,
+    StreamEvent,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    Usage,
+)
+
+try:
+    import orjson
+
+    _loads = orjson.loads
+
+    def _dumps(value: Any) -> str:
+        return orjson.dumps(value).decode()
+
+except ImportError:  # orjson is optional: stdlib json gives the same text, only slower
+    import json
+
+    _loads = json.loads
+
+    def _dumps(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+_FINISH_IN = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "error": "error",
+}
+_FINISH_OUT = {"error": "stop"}
+_MESSAGE_ROLES = ("system", "user", "assistant", "tool", "developer")
+_TOOL_CHOICE_MODES = ("auto", "none", "required")
+_DEFAULT_PARAMETERS = {"type": "object", "properties": {}}
+
+
+# ---------------------------------------------------------------------------------------
+# Client side: modelport calling an OpenAI-compatible provider
+# ---------------------------------------------------------------------------------------
+
+
+def chat_path(model_id: str, stream: bool) -> str:
+    return "/chat/completions"
+
+
+def encode_request(req: ChatRequest, model_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model_id, "messages": [_encode_message(m) for m in req.messages]}
+    for key in ("temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "frequency_penalty"):
+        value = getattr(req, key)
+        if value is not None:
+            body[key] = value
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if req.response_format is not None:
+        body["response_format"] = _encode_response_format(req.response_format)
+    if req.tools:
+        body["tools"] = [_encode_tool(t) for t in req.tools]
+    if req.tool_choice is not None:
+        body["tool_choice"] = _encode_tool_choice(req.tool_choice)
+    if req.parallel_tool_calls is not None:
+        body["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.reasoning_effort is not None:
+        body["reasoning_effort"] = req.reasoning_effort
+    if req.metadata:
+        body["metadata"] = dict(req.metadata)
+    if req.stream:
+        body["stream"] = True
+        # Without this an OpenAI stream carries no usage at all.
+        body["stream_options"] = {"include_usage": True}
+    if req.extra:
+        body.update(req.extra)
+    return body
+
+
+def _encode_message(msg: Message) -> dict[str, Any]:
+    role = msg.role
+    if role == "assistant":
+        out: dict[str, Any] = {"role": "assistant", "content": _encode_content(msg.content)}
+        if msg.tool_calls:
+            if out["content"] == "":
+                out["content"] = None
+            out["tool_calls"] = [_encode_tool_call(c) for c in msg.tool_calls]
+        return out
+    if role == "tool":
+        return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": _encode_content(msg.content)}
+    return {"role": role, "content": _encode_content(msg.content)}
+
+
+def _encode_content(parts: list[Part]) -> str | list[dict[str, Any]]:
+    kept = [p for p in parts if not isinstance(p, ReasoningPart) and not (isinstance(p, TextPart) and not p.text)]
+    if not kept:
+        return ""
+    if len(kept) == 1 and isinstance(kept[0], TextPart):
+        return kept[0].text
+    return [_encode_part(p) for p in kept]
+
+
+def _encode_part(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    image: dict[str, Any] = {"url": part.data_url}
+    if part.detail:
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
+
+
+def _encode_tool_call(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _encode_tool(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = tool.parameters
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
+
+
+def _encode_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.name:
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
+
+
+def _encode_response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    # OpenAI requires a name; other dialects have none to give, so one is made up.
+    spec: dict[str, Any] = {"name": fmt.name or "response", "schema": fmt.schema or {}}
+    if fmt.strict is not None:
+        spec["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def decode_response(body: dict[str, Any], provider: str) -> ChatResponse:
+    choices = body.get("choices")
+    if not choices:
+        if body.get("error"):
+            raise _stream_error(body["error"], provider)
+        raise StreamError("response has no choices", provider=provider, body=body)
+    choice = choices[0]
+    message = _decode_response_message(choice.get("message") or {})
+    return ChatResponse(
+        id=body.get("id") or "",
+        model=body.get("model") or "",
+        message=message,
+        finish_reason=_decode_finish(choice.get("finish_reason"), bool(message.tool_calls)),
+        usage=_decode_usage(body.get("usage")),
+        provider=provider,
+        created=body.get("created") or 0,
+        raw=body,
+    )
+
+
+def _decode_response_message(msg: dict[str, Any]) -> Message:
+    content: list[Part] = []
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append(ReasoningPart(reasoning))
+    # A refusal is the model's answer to the caller; keep it readable as the text.
+    text = msg.get("content") or msg.get("refusal")
+    if isinstance(text, str):
+        if text:
+            content.append(TextPart(text))
+    elif isinstance(text, list):
+        content.extend(TextPart(p.get("text") or p.get("refusal") or "") for p in text if isinstance(p, dict))
+    calls = [
+        ToolCall(c.get("id") or "", (c.get("function") or {}).get("name") or "", _arguments_text(c.get("function") or {}))
+        for c in msg.get("tool_calls") or ()
+    ]
+    return Message("assistant", content, calls)
+
+
+def _arguments_text(function: dict[str, Any]) -> str:
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        return arguments or "{}"
+    # Ollama and some proxies send an object where OpenAI sends JSON text.
+    return _dumps(arguments) if arguments is not None else "{}"
+
+
+def _decode_finish(value: str | None, has_calls: bool) -> str:
+    finish = _FINISH_IN.get(value or "", "stop")
+    # Some compatible servers say "stop" after tool calls; the content decides (protocols §9.8).
+    if has_calls and finish == "stop":
+        return "tool_calls"
+    return finish
+
+
+def _decode_usage(usage: dict[str, Any] | None) -> Usage:
+    if not usage:
+        return Usage()
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=usage.get("prompt_tokens") or 0,
+        output_tokens=usage.get("completion_tokens") or 0,
+        cached_tokens=prompt_details.get("cached_tokens") or 0,
+        cache_write_tokens=prompt_details.get("cache_write_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
+
+
+class StreamDecoder:
+    """Turns chat.completion.chunk objects into canonical stream events.
+
+    ``feed`` takes SSE data strings; ``feed_json`` takes chunks already parsed (the embedded
+    llama.cpp engine hands them over as dicts). ``done`` turns true at ``[DONE]``.
+    """
+
+    __slots__ = ("provider", "done", "_started", "_has_calls", "_call_ids", "_raw_lines")
+
+    def __init__(self, provider: str = "") -> None:
+        self.provider = provider
+        self.done = False
+        self._started = False
+        self._has_calls = False
+        self._call_ids: dict[str, int] = {}
+        self._raw_lines: list[str] = []
+
+    def feed(self, event: str | None, data: str) -> list[StreamEvent]:
+        if event == "raw":
+            return self._feed_raw(data)
+        if data == "[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = _loads(data)
+        except ValueError:
+            raise StreamError(f"malformed stream chunk: {data[:200]!r}", provider=self.provider) from None
+        return self.feed_json(chunk)
+
+    def _feed_raw(self, line: str) -> list[StreamEvent]:
+        # A server that fails mid-stream may write a bare (even pretty-printed) JSON error body.
+        self._raw_lines.append(line)
+        try:
+            body = _loads("\n".join(self._raw_lines))
+        except ValueError:
+            return []
+        self._raw_lines.clear()
+        return self.feed_json(body) if isinstance(body, dict) else []
+
+    def feed_json(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        error = chunk.get("error") or (chunk.get("x_groq") or {}).get("error")
+        if error:
+            raise _stream_error(error, self.provider)
+        events: list[StreamEvent] = []
+        if not self._started:
+            self._started = True
+            events.append(StreamEvent("start", id=chunk.get("id") or "", model=chunk.get("model") or ""))
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) == 0:
+                self._decode_choice(choice, events)
+        usage = chunk.get("usage")
+        if usage:
+            events.append(StreamEvent("usage", usage=_decode_usage(usage)))
+        return events
+
+    def _decode_choice(self, choice: dict[str, Any], events: list[StreamEvent]) -> None:
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            events.append(StreamEvent("reasoning", text=reasoning))
+        text = delta.get("content") or delta.get("refusal")
+        if isinstance(text, str) and text:
+            events.append(StreamEvent("text", text=text))
+        for position, call in enumerate(delta.get("tool_calls") or ()):
+            events.append(self._decode_call_fragment(position, call))
+        finish = choice.get("finish_reason")
+        if finish:
+            events.append(StreamEvent("finish", finish_reason=_decode_finish(finish, self._has_calls)))
+
+    def _decode_call_fragment(self, position: int, call: dict[str, Any]) -> StreamEvent:
+        self._has_calls = True
+        function = call.get("function") or {}
+        call_id = call.get("id")
+        index = call.get("index")
+        if index is None:
+            # Servers that send whole calls may omit the index; a new id means a new call.
+            index = self._call_ids.setdefault(call_id, len(self._call_ids)) if call_id else position
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, str):
+            arguments = _dumps(arguments)
+        return StreamEvent("tool_call", index=index, id=call_id or None, name=function.get("name") or None, arguments=arguments or "")
+
+
+def _stream_error(error: Any, provider: str) -> StreamError:
+    if isinstance(error, dict):
+        message = error.get("message") or "stream failed"
+        return StreamError(message, provider=provider, code=_code_text(error.get("code")), param=error.get("param"), body=error)
+    return StreamError(str(error), provider=provider, body=error)
+
+
+def decode_error(status: int, body: Any, headers: Mapping[str, str] | None, provider: str) -> ModelportError:
+    message, err_type, code, param, parsed = _parse_error_body(status, body)
+    exc = error_for_status(
+        status, message, code=code, provider=provider, param=param, retry_after=retry_after(headers, parsed), body=parsed
+    )
+    # OpenAI marks a spent quota in `type` with a null code sometimes; waiting will not help.
+    if status == 429 and err_type == "insufficient_quota" and not isinstance(exc, QuotaExceededError):
+        exc = QuotaExceededError(
+            message, status=status, code=code, provider=provider, param=param, retry_after=exc.retry_after, body=parsed
+        )
+    return exc
+
+
+def _parse_error_body(status: int, body: Any) -> tuple[str, str | None, str | None, str | None, Any]:
+    """(message, type, code, param, parsed body) from whatever the server sent."""
+    parsed = body
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str):
+        try:
+            parsed = body = _loads(body) if body.strip() else None
+        except ValueError:
+            text = body.strip()
+            return (text[:1000] or f"HTTP {status}"), None, None, None, text
+    if isinstance(body, dict):
+        # {"error": {...}} from OpenAI and Groq, {"error": "..."} from Ollama, a bare object from vLLM
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            message = error.get("message") or error.get("detail") or f"HTTP {status}"
+            return str(message), error.get("type"), _code_text(error.get("code")), error.get("param"), parsed
+        if error:
+            return str(error), None, None, None, parsed
+    return f"HTTP {status}", None, None, None, parsed
+
+
+def _code_text(code: Any) -> str | None:
+    # vLLM puts the HTTP status (an int) in `code`; only symbolic codes mean anything here.
+    return code if isinstance(code, str) else None
+
+
+_TRY_AGAIN = re.compile(r"try again in (?:(\d+)m)?(\d+(?:\.\d+)?)(ms|s)\b")
+
+
+def retry_after(headers: Mapping[str, str] | None, body: Any = None) -> float | None:
+    """Seconds to wait: ``retry-after-ms``, then ``retry-after`` (seconds or HTTP date),
+    then the "Please try again in 1.5s" that OpenAI and Groq write in 429 messages."""
+    millis = _header(headers, "retry-after-ms")
+    if millis is not None:
+        try:
+            return max(float(millis) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    seconds = _header(headers, "retry-after")
+    if seconds is not None:
+        delay = _parse_retry_after(seconds)
+        if delay is not None:
+            return delay
+    return _retry_after_from_message(body)
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None and isinstance(headers, dict):
+        # A plain dict is case-sensitive, unlike the header maps of httpx and aiohttp.
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value
+
+
+def _parse_retry_after(value: str) -> float | None:
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _retry_after_from_message(body: Any) -> float | None:
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    match = _TRY_AGAIN.search(message) if isinstance(message, str) else None
+    if match is None:
+        return None
+    minutes, amount, unit = match.groups()
+    seconds = float(amount) / (1000.0 if unit == "ms" else 1.0)
+    return seconds + 60.0 * int(minutes or 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Server side: the gateway answering an OpenAI-speaking caller
+# ---------------------------------------------------------------------------------------
+
+
+def _bad(param: str, problem: str, code: str = "invalid_type") -> BadRequestError:
+    return BadRequestError(f"{param}: {problem}", param=param, code=code)
+
+
+def _optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    # bool is an int in Python, never in JSON.
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        raise _bad(key, f"expected {what}")
+    return value
+
+
+def decode_request(body: Any, model: str | None = None) -> ChatRequest:
+    """The canonical request for an incoming chat-completions body.
+
+    Unknown fields are ignored. ``model``, when given (from a route), wins over the body's.
+    """
+    if not isinstance(body, dict):
+        raise _bad("body", "expected a JSON object")
+    model = model or body.get("model")
+    if not model:
+        raise _bad("model", "required", "missing_required_parameter")
+    if not isinstance(model, str):
+        raise _bad("model", "expected a string")
+    raw_messages = body.get("messages")
+    if raw_messages is None:
+        raise _bad("messages", "required", "missing_required_parameter")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise _bad("messages", "expected a non-empty array")
+    max_tokens = _optional(body, "max_completion_tokens", int, "an integer")
+    if max_tokens is None:
+        max_tokens = _optional(body, "max_tokens", int, "an integer")
+    return ChatRequest(
+        model=model,
+        messages=_decode_messages(raw_messages),
+        temperature=_optional(body, "temperature", (int, float), "a number"),
+        top_p=_optional(body, "top_p", (int, float), "a number"),
+        top_k=_optional(body, "top_k", int, "an integer"),
+        max_tokens=max_tokens,
+        stop=_decode_stop(body.get("stop")),
+        seed=_optional(body, "seed", int, "an integer"),
+        presence_penalty=_optional(body, "presence_penalty", (int, float), "a number"),
+        frequency_penalty=_optional(body, "frequency_penalty", (int, float), "a number"),
+        response_format=_decode_response_format(body.get("response_format")),
+        tools=_decode_tools(body.get("tools")),
+        tool_choice=_decode_tool_choice(body.get("tool_choice")),
+        parallel_tool_calls=_optional(body, "parallel_tool_calls", bool, "a boolean"),
+        reasoning_effort=_optional(body, "reasoning_effort", str, "a string"),
+        metadata=_decode_metadata(body.get("metadata")),
+        stream=bool(_optional(body, "stream", bool, "a boolean")),
+    )
+
+
+def stream_include_usage(body: dict[str, Any]) -> bool:
+    """Whether the caller asked for the final usage chunk (``stream_options.include_usage``)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _decode_messages(raw: list[Any]) -> list[Message]:
+    messages: list[Message] = []
+    # OpenAI tool messages carry only the call id; other dialects need the tool's name.
+    names_by_call_id: dict[str, str] = {}
+    for i, item in enumerate(raw):
+        path = f"messages[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(path, "expected an object")
+        role = item.get("role")
+        if role not in _MESSAGE_ROLES:
+            raise _bad(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}", "invalid_value")
+        message = _decode_message(role, item, path, names_by_call_id)
+        for call in message.tool_calls:
+            names_by_call_id[call.id] = call.name
+        messages.append(message)
+    return messages
+
+
+def _decode_message(role: str, item: dict[str, Any], path: str, names_by_call_id: dict[str, str]) -> Message:
+    content = _decode_content(item.get("content"), f"{path}.content", role == "user")
+    if role == "developer":
+        return Message("system", content)
+    if role == "assistant":
+        calls = _decode_tool_calls(item.get("tool_calls"), f"{path}.tool_calls")
+        return Message("assistant", content, calls)
+    if role == "tool":
+        call_id = item.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise _bad(f"{path}.tool_call_id", "required: the id of the tool call this answers", "missing_required_parameter")
+        name = names_by_call_id.get(call_id) or item.get("name")
+        return Message("tool", content, tool_call_id=call_id, name=name if isinstance(name, str) else None)
+    return Message(role, content)
+
+
+def _decode_content(content: Any, path: str, images_allowed: bool) -> list[Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)] if content else []
+    if not isinstance(content, list):
+        raise _bad(path, "expected a string or an array of content parts")
+    parts: list[Part] = []
+    for j, raw in enumerate(content):
+        part = _decode_part(raw, f"{path}[{j}]", images_allowed)
+        if part is not None:
+            parts.append(part)
+    return parts
+
+
+def _decode_part(raw: Any, path: str, images_allowed: bool) -> Part | None:
+    if not isinstance(raw, dict):
+        raise _bad(path, "expected an object")
+    kind = raw.get("type")
+    if kind in ("text", "refusal"):
+        text = raw.get(kind)
+        if not isinstance(text, str):
+            raise _bad(f"{path}.{kind}", "expected a string")
+        return TextPart(text) if text else None
+    if kind == "image_url" and images_allowed:
+        image = raw.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str) or not url:
+            raise _bad(f"{path}.image_url.url", "expected a string", "missing_required_parameter")
+        return ImagePart.from_url(url, image.get("detail"))
+    allowed = "text or image_url" if images_allowed else "text"
+    raise _bad(f"{path}.type", f"unsupported content part {kind!r}; expected {allowed}", "invalid_value")
+
+
+def _decode_tool_calls(raw: Any, path: str) -> list[ToolCall]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _bad(path, "expected an array")
+    calls = []
+    for k, call in enumerate(raw):
+        where = f"{path}[{k}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise _bad(f"{where}.function", "expected an object with name and arguments")
+        call_id, name = call.get("id"), function.get("name")
+        if not isinstance(call_id, str) or not call_id:
+            raise _bad(f"{where}.id", "expected a string", "missing_required_parameter")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{where}.function.name", "expected a string", "missing_required_parameter")
+        calls.append(ToolCall(call_id, name, _arguments_text(function)))
+    return calls
+
+
+def _decode_stop(stop: Any) -> list[str] | None:
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise _bad("stop", "expected a string or an array of strings")
+    return list(stop) or None
+
+
+def _decode_response_format(raw: Any) -> ResponseFormat | None:
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind in ("text", "json_object"):
+        return ResponseFormat(kind)
+    if kind != "json_schema":
+        raise _bad("response_format.type", "expected one of text, json_object, json_schema", "invalid_value")
+    spec = raw.get("json_schema")
+    if not isinstance(spec, dict):
+        raise _bad("response_format.json_schema", "expected an object", "missing_required_parameter")
+    schema = spec.get("schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise _bad("response_format.json_schema.schema", "expected an object")
+    return ResponseFormat("json_schema", schema, spec.get("name"), spec.get("strict"))
+
+
+def _decode_tools(raw: Any) -> list[Tool]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _bad("tools", "expected an array")
+    tools = []
+    for i, tool in enumerate(raw):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type", "function") != "function":
+            raise _bad(f"tools[{i}]", "expected a function tool {type: function, function: {name, parameters}}", "invalid_value")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"tools[{i}].function.name", "expected a string", "missing_required_parameter")
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _bad(f"tools[{i}].function.parameters", "expected a JSON Schema object")
+        tools.append(
+            Tool(name, function.get("description") or "", parameters or dict(_DEFAULT_PARAMETERS), function.get("strict"))
+        )
+    return tools
+
+
+def _decode_tool_choice(raw: Any) -> ToolChoice | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if raw not in _TOOL_CHOICE_MODES:
+            raise _bad("tool_choice", "expected one of auto, none, required, or a function choice", "invalid_value")
+        return ToolChoice(raw)
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "function":
+        name = (raw.get("function") or {}).get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad("tool_choice.function.name", "expected a string", "missing_required_parameter")
+        return ToolChoice("required", name)
+    if kind == "allowed_tools":
+        # The subset has no canonical slot; its mode is the part every backend can honour.
+        mode = (raw.get("allowed_tools") or {}).get("mode", "auto")
+        return ToolChoice("required" if mode == "required" else "auto")
+    raise _bad("tool_choice.type", "expected function or allowed_tools", "invalid_value")
+
+
+def _decode_metadata(raw: Any) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise _bad("metadata", "expected an object of string values")
+    return dict(raw) or None
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()
+
+
+def _completion_id(response_id: str | None) -> str:
+    # Upstream ids of other dialects (msg_..., Gemini's) are not leaked to OpenAI callers.
+    return response_id if response_id and response_id.startswith("chatcmpl-") else _new_id("chatcmpl-")
+
+
+def encode_response(resp: ChatResponse, model: str) -> dict[str, Any]:
+    message = resp.message
+    text = message.text
+    out: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not message.tool_calls else None,
+        "refusal": None,
+    }
+    reasoning = message.reasoning
+    if reasoning:
+        out["reasoning_content"] = reasoning
+    if message.tool_calls:
+        out["tool_calls"] = [_encode_tool_call(c) for c in message.tool_calls]
+    return {
+        "id": _completion_id(resp.id),
+        "object": "chat.completion",
+        "created": resp.created or int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": out, "logprobs": None, "finish_reason": _FINISH_OUT.get(resp.finish_reason, resp.finish_reason)}
+        ],
+        "usage": _encode_usage(resp.usage),
+    }
+
+
+def _encode_usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": usage.cache_write_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+class StreamEncoder:
+    """Canonical stream events in, chat.completion.chunk SSE bytes out.
+
+    Chunks share one id and created time; their constant head is serialised once. Usage is
+    held back and sent, when the caller asked for it, as the ``choices: []`` chunk that
+    precedes ``[DONE]``.
+    """
+
+    __slots__ = (
+        "model", "include_usage", "id", "created", "_head", "_role_sent", "_finished",
+        "_closed", "_usage", "_indices", "_has_calls",
+    )
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.created = int(time.time())
+        self._set_id(_new_id("chatcmpl-"))
+        self._role_sent = False
+        self._finished = False
+        self._closed = False
+        self._usage: Usage | None = None
+        self._indices: dict[int, int] = {}
+        self._has_calls = False
+
+    def _set_id(self, chunk_id: str) -> None:
+        self.id = chunk_id
+        self._head = (
+            f'data: {{"id":{_dumps(chunk_id)},"object":"chat.completion.chunk",'
+            f'"created":{self.created},"model":{_dumps(self.model)},"choices":'
+        )
+
+    def _chunk(self, choices: list[dict[str, Any]], tail: str = "") -> bytes:
+        return (self._head + _dumps(choices) + tail + "}\n\n").encode()
+
+    def _delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        prefix = b""
+        if not self._role_sent:
+            self._role_sent = True
+            prefix = self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        return prefix + self._chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
+
+    def encode(self, event: StreamEvent) -> bytes:
+        kind = event.kind
+        if self._closed:
+            return b""
+        if kind == "text":
+            return self._delta({"content": event.text}) if event.text else b""
+        if kind == "tool_call":
+            return self._delta({"tool_calls": [self._call_fragment(event)]})
+        if kind == "reasoning":
+            return self._delta({"reasoning_content": event.text}) if event.text else b""
+        if kind == "start":
+            return self._start(event)
+        if kind == "usage":
+            self._usage = event.usage
+            return b""
+        if kind == "finish":
+            return self._finish(event.finish_reason, event.usage)
+        return b""
+
+    def _start(self, event: StreamEvent) -> bytes:
+        if self._role_sent:
+            return b""
+        if event.id and event.id.startswith("chatcmpl-"):
+            self._set_id(event.id)
+        self._role_sent = True
+        return self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+
+    def _call_fragment(self, event: StreamEvent) -> dict[str, Any]:
+        self._has_calls = True
+        index = self._indices.get(event.index)
+        if index is not None:
+            return {"index": index, "function": {"arguments": event.arguments}}
+        # OpenAI indices count calls from 0; upstream indices (e.g. Anthropic block numbers) may not.
+        index = self._indices[event.index] = len(self._indices)
+        return {
+            "index": index,
+            "id": event.id or _new_id("call_"),
+            "type": "function",
+            "function": {"name": event.name or "", "arguments": event.arguments},
+        }
+
+    def _finish(self, reason: str | None, usage: Usage | None) -> bytes:
+        if self._finished:
+            return b""
+        self._finished = True
+        if usage is not None:
+            self._usage = usage
+        reason = reason or ("tool_calls" if self._has_calls else "stop")
+        return self._delta({}, _FINISH_OUT.get(reason, reason))
+
+    def close(self) -> bytes:
+        """The end of the stream: a finish chunk if none was sent, the usage chunk, ``[DONE]``."""
+        if self._closed:
+            return b""
+        pending = self._finish(None, None)
+        self._closed = True
+        if self.include_usage:
+            pending += self._chunk([], ',"usage":' + _dumps(_encode_usage(self._usage or Usage())))
+        return pending + b"data: [DONE]\n\n"
+
+    def error(self, exc: BaseException) -> bytes:
+        """The in-stream error event; the stream ends with it (no ``[DONE]`` follows)."""
+        self._closed = True
+        _, body, _ = encode_error(exc)
+        return format_event(_dumps(body))
+
+
+# kind -> (status, error.type, default error.code); protocols.md §2.15 and §9.13
+_ERROR_SPELLING: dict[str, tuple[int, str, str | None]] = {
+    "invalid_request": (400, "invalid_request_error", None),
+    "context_length": (400, "invalid_request_error", "context_length_exceeded"),
+    "authentication": (401, "invalid_request_error", "invalid_api_key"),
+    "permission": (403, "permission_error", None),
+    "not_found": (404, "invalid_request_error", "model_not_found"),
+    "request_too_large": (413, "invalid_request_error", "request_too_large"),
+    "rate_limit": (429, "requests", "rate_limit_exceeded"),
+    "quota": (429, "insufficient_quota", "insufficient_quota"),
+    "server": (500, "server_error", None),
+    "overloaded": (503, "server_error", "overloaded"),
+    "timeout": (504, "server_error", "timeout"),
+    "connection": (502, "server_error", "upstream_unreachable"),
+}
+
+
+def encode_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(HTTP status, OpenAI error body, headers) for any exception the gateway meets."""
+    if not isinstance(exc, ModelportError):
+        body = {"error": {"message": f"internal error: {type(exc).__name__}: {exc}", "type": "server_error", "param": None, "code": None}}
+        return 500, body, {}
+    status, err_type, default_code = _ERROR_SPELLING.get(exc.kind, _ERROR_SPELLING["server"])
+    # A specific upstream status (409, 422, 502...) says more than the family default,
+    # but only within the family: Anthropic's 529 must reach OpenAI callers as 503.
+    if exc.kind in ("invalid_request", "server") and status // 100 == exc.status // 100:
+        status = exc.status
+    message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+    body = {"error": {"message": message, "type": err_type, "param": exc.param, "code": exc.code or default_code}}
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(math.ceil(exc.retry_after))
+        headers["retry-after-ms"] = str(int(exc.retry_after * 1000))
+    if isinstance(exc, QuotaExceededError):
+        headers["x-should-retry"] = "false"
+    return status, body, headers
+
+
+# ---------------------------------------------------------------------------------------
+# Models and embeddings (gateway and client helpers)
+# ---------------------------------------------------------------------------------------
+
+
+def encode_models(models: list[ModelInfo]) -> dict[str, Any]:
+    data = []
+    for info in models:
+        item: dict[str, Any] = {"id": info.id, "object": "model", "created": 0, "owned_by": info.owned_by or info.provider}
+        if info.context_length:
+            item["context_length"] = info.context_length
+        data.append(item)
+    return {"object": "list", "data": data}
+
+
+def decode_models(body: dict[str, Any], provider: str) -> list[ModelInfo]:
+    models = []
+    for item in body.get("data") or ():
+        context = item.get("context_length") or item.get("max_model_len") or item.get("context_window")
+        models.append(ModelInfo(item["id"], provider, item.get("owned_by") or "", context if isinstance(context, int) else None))
+    return models
+
+
+def encode_embeddings_request(inputs: list[str], model_id: str, dimensions: int | None = None) -> dict[str, Any]:
+    # float, not base64: not every compatible server implements base64.
+    body: dict[str, Any] = {"model": model_id, "input": list(inputs), "encoding_format": "float"}
+    if dimensions is not None:
+        body["dimensions"] = dimensions
+    return body
+
+
+def decode_embeddings_response(body: dict[str, Any], provider: str) -> EmbeddingResponse:
+    data = [
+        Embedding(item.get("index", i), _decode_vector(item.get("embedding")))
+        for i, item in enumerate(body.get("data") or ())
+    ]
+    data.sort(key=lambda e: e.index)
+    usage = body.get("usage") or {}
+    return EmbeddingResponse(
+        model=body.get("model") or "", data=data, usage=Usage(input_tokens=usage.get("prompt_tokens") or 0), provider=provider
+    )
+
+
+def _decode_vector(value: Any) -> list[float]:
+    if isinstance(value, str):
+        floats = array("f")
+        floats.frombytes(base64.b64decode(value))
+        if sys.byteorder == "big":
+            floats.byteswap()
+        return floats.tolist()
+    return list(value or ())
+
+
+def _encode_vector(vector: list[float]) -> str:
+    floats = array("f", vector)
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return base64.b64encode(floats.tobytes()).decode("ascii")
+
+
+def decode_embeddings_request(body: Any) -> tuple[str, list[str], str]:
+    """(model, inputs, encoding_format) of an incoming embeddings body."""
+    if not isinstance(body, dict):
+        raise _bad("body", "expected a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "required", "missing_required_parameter")
+    raw = body.get("input")
+    if isinstance(raw, str):
+        inputs = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(s, str) for s in raw):
+        inputs = list(raw)
+    else:
+        raise _bad("input", "expected a string or a non-empty array of strings (token arrays are not supported)")
+    encoding_format = body.get("encoding_format") or "float"
+    if encoding_format not in ("float", "base64"):
+        raise _bad("encoding_format", "expected float or base64", "invalid_value")
+    return model, inputs, encoding_format
+
+
+def encode_embeddings_response(resp: EmbeddingResponse, encoding_format: str = "float") -> dict[str, Any]:
+    encode = _encode_vector if encoding_format == "base64" else list
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": e.index, "embedding": encode(e.vector)} for e in resp.data],
+        "model": resp.model,
+        "usage": {"prompt_tokens": resp.usage.input_tokens, "total_tokens": resp.usage.input_tokens},
+    }
