@@ -1,0 +1,1 @@
+"""Loopback fake upstreams for tests and benchmarks (``server`` is the generic engine)."""
