@@ -9,6 +9,11 @@ import click
 
 # name -> "module:attribute" of a click command; one line per subcommand.
 COMMANDS: dict[str, str] = {
+    "ask": "modelport.cli.ask:ask",
+    "chat": "modelport.cli.ask:chat",
+    "keys": "modelport.cli.keys:keys",
+    "models": "modelport.cli.models:models",
+    "pull": "modelport.cli.models:pull",
 }
 
 
