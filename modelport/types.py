@@ -207,6 +207,9 @@ class ChatResponse:
     raw: Any = field(default=None, compare=False, repr=False)
     # Set by the client when a response_format schema was requested and the answer validated.
     parsed: Any = field(default=None, compare=False)
+    # The provider's rate-limit response headers (x-ratelimit-*, anthropic-ratelimit-*), lower-cased,
+    # so a caller pacing many calls (the batch engine) can follow the provider's own counters.
+    rate_limits: dict[str, str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def text(self) -> str:

@@ -20,6 +20,10 @@ from ..transport import AsyncTransport, RawResponse, SyncTransport, Timeouts
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, ModelInfo, StreamEvent
 
 
+# Response headers that carry the provider's rate-limit counters (protocols §2.16, §3.11).
+_RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+
+
 class HttpBackend:
     def __init__(
         self,
@@ -72,6 +76,7 @@ class HttpBackend:
             raise StreamError(f"{self.name} answered with invalid JSON", provider=self.name, status=502, hint="the server is not speaking the expected API; check its base URL") from None
         response = self.dialect.decode_response(body, self.name)
         response.latency = time.perf_counter() - started
+        response.rate_limits = {k: v for k, v in raw.headers.items() if k.startswith(_RATE_LIMIT_PREFIXES)} or None
         return response
 
     def _deadline(self) -> float | None:
