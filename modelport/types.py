@@ -26,6 +26,19 @@ def dump_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+# reasoning_effort as a thinking-token budget for providers that take a budget (Anthropic
+# thinking.budget_tokens, Gemini thinkingBudget). Policy, not provider-defined (protocols §9.15).
+REASONING_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+
+
+def effort_for_budget(budget: int) -> str:
+    """The smallest effort whose budget covers ``budget``: REASONING_BUDGETS read backwards."""
+    for effort, limit in REASONING_BUDGETS.items():
+        if budget <= limit:
+            return effort
+    return "high"
+
+
 @dataclass(slots=True)
 class TextPart:
     text: str
@@ -87,6 +100,17 @@ class ToolCall:
         if not isinstance(value, dict):
             raise ValueError(f"tool call {self.name!r} arguments are not a JSON object")
         return value
+
+    def args_object(self) -> dict[str, Any]:
+        """The arguments for wire formats that need an object (Anthropic, Gemini).
+
+        Invalid JSON or a non-object is carried as ``{"_raw": text}`` instead of being lost
+        or failing the whole call (protocols §9.7).
+        """
+        try:
+            return self.args
+        except ValueError:
+            return {"_raw": self.arguments}
 
 
 @dataclass(slots=True)
