@@ -1,0 +1,136 @@
+"""The `modelport` command, run as a user runs it: a subprocess with its own environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_upstream import OpenAIUpstream, openai_error
+
+KEY = "sk-cli-test-0123456789abcdef"
+
+
+@pytest.fixture()
+def upstream():
+    with OpenAIUpstream(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture()
+def env(tmp_path: Path, upstream: OpenAIUpstream) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "OPENAI_BASE_URL"}
+    return {
+        **clean,
+        "MODELPORT_CONFIG_DIR": str(tmp_path / "config"),
+        "MODELPORT_LOG_PATH": str(tmp_path / "logs.db"),
+        "MODELPORT_OPENAI_BASE_URL": upstream.url + "/v1",
+        "OPENAI_API_KEY": KEY,
+    }
+
+
+def run(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "modelport", *args], env=env, input=stdin if stdin is not None else "",
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_ask_streams_the_answer(env, upstream):
+    result = run(env, "ask", "-m", "openai/gpt-fake", "hello there")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "echo: hello there\n"
+    assert upstream.last_request.body["stream"] is True
+
+
+def test_ask_no_stream_sends_options_as_typed_json(env, upstream):
+    result = run(env, "ask", "--no-stream", "-m", "openai/gpt-fake", "-o", "temperature=0.2", "-o", "seed=7",
+                 "-o", 'stop=["END"]', "-s", "be brief", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "echo: hi\n"
+    body = upstream.last_request.body
+    assert (body["temperature"], body["seed"], body["stop"]) == (0.2, 7, ["END"])
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+
+
+def test_ask_reads_piped_stdin_and_prompt_together(env, upstream):
+    result = run(env, "ask", "-m", "openai/gpt-fake", "summarise", stdin="some notes")
+    assert result.returncode == 0, result.stderr
+    assert upstream.last_request.body["messages"][-1]["content"] == "some notes\n\nsummarise"
+
+
+def test_ask_json_prints_the_whole_response(env):
+    result = run(env, "ask", "--json", "-m", "openai/gpt-fake", "hello")
+    data = json.loads(result.stdout)
+    assert data["message"]["content"][0]["text"] == "echo: hello"
+    assert data["provider"] == "openai" and data["usage"]["output_tokens"] == 2
+
+
+def test_ask_continue_sends_the_previous_turns(env, upstream):
+    assert run(env, "ask", "-m", "openai/gpt-fake", "first question").returncode == 0
+    result = run(env, "ask", "-c", "-m", "openai/gpt-fake", "second question")
+    assert result.returncode == 0, result.stderr
+    texts = [m["content"] for m in upstream.last_request.body["messages"]]
+    assert texts == ["first question", "echo: first question", "second question"]
+
+
+def test_provider_errors_are_one_clear_message_without_traceback(env, upstream):
+    upstream.inject(openai_error(404, "The model `nope` does not exist", "invalid_request_error", "model_not_found"))
+    result = run(env, "ask", "-m", "openai/nope", "hi")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "does not exist" in result.stderr
+
+
+def test_missing_key_names_the_env_var_and_the_command(env):
+    env = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    result = run(env, "ask", "-m", "openai/gpt-fake", "hi")
+    assert result.returncode == 1
+    assert "OPENAI_API_KEY" in result.stderr and "modelport keys set openai" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_provider_lists_the_known_ones(env):
+    result = run(env, "ask", "-m", "nosuch/model", "hi")
+    assert result.returncode == 1
+    assert "groq" in result.stderr and "local/smollm2" in result.stderr
+
+
+def test_keys_are_stored_private_and_listed_masked(env, tmp_path):
+    env = {k: v for k, v in env.items() if k != "GROQ_API_KEY"}
+    secret = "gsk_abcdefghijklmnopqrstuvwxyz"
+    assert run(env, "keys", "set", "groq", "--value", secret).returncode == 0
+    path = tmp_path / "config" / "keys.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    listed = run(env, "keys", "list").stdout
+    assert "groq" in listed and secret not in listed
+    assert run(env, "keys", "remove", "groq").returncode == 0
+    assert "groq" not in run(env, "keys", "list").stdout
+
+
+def _all_commands(group, prefix=()):
+    import click
+
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, (*prefix, name))
+
+
+def test_every_command_has_help_a_newcomer_can_read():
+    from click.testing import CliRunner
+
+    from modelport.cli import main
+
+    runner = CliRunner()
+    commands = list(_all_commands(main))
+    assert len(commands) >= 5
+    for path, command in commands:
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert len((command.help or "").split()) >= 4, f"`modelport {' '.join(path)}` needs a real description"
