@@ -1,0 +1,185 @@
+"""The response cache shared by the SDK, CLI, batch engine and gateway (opt-in).
+
+An exact-match cache: the key is the SHA-256 of the canonical serialized request, minus
+its ``stream`` flag, so a streamed and a non-streamed call of the same request share an
+entry, and any difference in model, messages, parameters, tools or ``extra`` misses.
+Streamed answers are stored as their assembled ChatResponse; ``replay`` turns a cached
+response back into the stream events that assemble into it.
+
+The cache is a SQLite file beside the call log (``cache.db``), or ``MODELPORT_CACHE_PATH``.
+Turn it on per client (``Client(cache=True)`` or a TTL in seconds), with
+``MODELPORT_CACHE=1`` (or a TTL in seconds), or with ``[cache] enabled = true`` and
+``ttl = 3600`` in the config file; ``MODELPORT_CACHE=0`` turns it off everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from modelport.calllog import connect, default_log_path
+from modelport.serialize import request_to_dict, response_from_dict, response_to_dict
+from modelport.types import ChatRequest, ChatResponse, ReasoningPart, StreamEvent, TextPart
+
+
+def _migration_1_entries(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE entries (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            response_json TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            hits INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    conn.execute("CREATE INDEX entries_created_at ON entries (created_at)")
+
+
+MIGRATIONS = [_migration_1_entries]
+
+
+def default_cache_path() -> Path:
+    configured = os.environ.get("MODELPORT_CACHE_PATH")
+    return Path(configured).expanduser() if configured else default_log_path().parent / "cache.db"
+
+
+def cache_for(setting: bool | float | None = None) -> ResponseCache | None:
+    """The cache to use, or None: ``MODELPORT_CACHE=0`` always wins; then ``setting``
+    (True, False, or a TTL in seconds); then ``MODELPORT_CACHE`` (1 or a TTL); then the
+    config's ``[cache]`` table; else off."""
+    env = os.environ.get("MODELPORT_CACHE", "").strip().lower()
+    if env in {"0", "false", "no", "off"}:
+        return None
+    if setting is None and env:
+        setting = True if env in {"1", "true", "yes", "on"} else float(env)
+    config = _config_section()
+    if setting is None:
+        setting = bool(config.get("enabled", False))
+    if setting is False:
+        return None
+    ttl = config.get("ttl") if setting is True else float(setting)
+    return ResponseCache(ttl=None if ttl is None else float(ttl))
+
+
+def _config_section() -> dict[str, Any]:
+    try:
+        from modelport.config import load_config
+    except ImportError:  # the config module is optional at this layer
+        return {}
+    section = load_config().get("cache", {})
+    return section if isinstance(section, dict) else {}
+
+
+def request_key(request: ChatRequest) -> str:
+    # Stdlib json with fixed options, never orjson: a key must not depend on what is installed.
+    canonical = json.dumps(
+        request_to_dict(request, include_stream=False), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Cached responses at ``path``; entries older than ``ttl`` seconds are misses."""
+
+    def __init__(self, path: str | Path | None = None, ttl: float | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_cache_path()
+        self.ttl = ttl
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    key = staticmethod(request_key)
+
+    def get(self, request: ChatRequest) -> ChatResponse | None:
+        key = request_key(request)
+        with self._lock:
+            conn = self._connection()
+            row = conn.execute("SELECT response_json, created_at FROM entries WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            if self.ttl is not None and row[1] < time.time() - self.ttl:
+                conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+                return None
+            conn.execute("UPDATE entries SET hits = hits + 1 WHERE key = ?", (key,))
+        return response_from_dict(json.loads(row[0]))
+
+    def put(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Store an answer; one that ended in an error is not worth replaying."""
+        if response.finish_reason == "error":
+            return
+        text = json.dumps(response_to_dict(response), ensure_ascii=False)
+        with self._lock:
+            self._connection().execute(
+                "INSERT OR REPLACE INTO entries (key, model, response_json, created_at, hits) VALUES (?, ?, ?, ?, 0)",
+                (request_key(request), request.model, text, time.time()),
+            )
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        with self._lock:
+            conn = self._connection()
+            removed = conn.execute("DELETE FROM entries").rowcount
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+        return removed
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            entries, hits, oldest, newest = self._connection().execute(
+                "SELECT count(*), coalesce(sum(hits), 0), min(created_at), max(created_at) FROM entries"
+            ).fetchone()
+            expired = 0
+            if self.ttl is not None:
+                expired = self._connection().execute(
+                    "SELECT count(*) FROM entries WHERE created_at < ?", (time.time() - self.ttl,)
+                ).fetchone()[0]
+        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        return {
+            "path": str(self.path),
+            "entries": entries,
+            "hits": hits,
+            "expired": expired,
+            "ttl": self.ttl,
+            "oldest": oldest,
+            "newest": newest,
+            "bytes": size,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._conn = connect(self.path, MIGRATIONS, "response cache")
+        return self._conn
+
+
+def replay(response: ChatResponse) -> list[StreamEvent]:
+    """The stream events that ``StreamAccumulator`` assembles back into ``response``.
+
+    A stream carries reasoning (with its signature), text, tool calls, usage and the finish
+    reason; the envelope (``provider``, ``created``, ``latency``) is the caller's to set.
+    """
+    events = [StreamEvent("start", id=response.id, model=response.model)]
+    for part in response.message.content:
+        if isinstance(part, ReasoningPart):
+            events.append(StreamEvent("reasoning", text=part.text, signature=part.signature))
+        elif isinstance(part, TextPart):
+            events.append(StreamEvent("text", text=part.text))
+    for index, call in enumerate(response.message.tool_calls):
+        events.append(
+            StreamEvent("tool_call", index=index, id=call.id, name=call.name, arguments=call.arguments, signature=call.signature)
+        )
+    events.append(StreamEvent("usage", usage=response.usage))
+    events.append(StreamEvent("finish", finish_reason=response.finish_reason))
+    return events
