@@ -262,13 +262,22 @@ def _config_section(name: str) -> dict[str, Any]:
 
 
 def default_log_path() -> Path:
-    """``MODELPORT_LOG_PATH``, else the config's ``[log] path``, else the user data dir."""
+    """``MODELPORT_LOG_PATH``, else the config's ``[log] path``, else ``logs.db`` in the
+    user data dir."""
     configured = os.environ.get("MODELPORT_LOG_PATH") or _config_section("log").get("path")
     if configured:
         return Path(configured).expanduser()
-    import platformdirs
+    return _data_dir() / "logs.db"
 
-    return Path(platformdirs.user_data_dir("modelport")) / "logs.db"
+
+def _data_dir() -> Path:
+    try:
+        from modelport.config import data_dir
+    except ImportError:
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("modelport"))
+    return data_dir()
 
 
 def logging_enabled(source: str, enabled: bool | None = None) -> bool:
@@ -508,7 +517,7 @@ class CallLog:
     ) -> str:
         """Queue one call for the log and return its id at once.
 
-        ``model`` is the provider's own model id; ``source`` one of SOURCES; ``latency``
+        ``model`` is the provider's own model id (a ``provider/`` prefix is dropped); ``source`` one of SOURCES; ``latency``
         in seconds (defaults to ``response.latency``); ``cached`` marks a response served
         from the response cache (it cost nothing); ``batch_discount`` is passed to
         ``prices.cost`` for calls made through a provider's batch API.
@@ -516,6 +525,10 @@ class CallLog:
         call_id = new_id()
         if not self.enabled:
             return call_id
+        # Callers may hand over the routed name ("groq/openai/gpt-oss-120b"); prices and
+        # the log's model column use the provider's own id.
+        if model.startswith(provider + "/"):
+            model = model[len(provider) + 1 :]
         if isinstance(error, BaseException):
             error_kind = getattr(error, "kind", None) or type(error).__name__
             error_text = str(error) or type(error).__name__
@@ -740,7 +753,7 @@ class CallLog:
         sql += " GROUP BY grp ORDER BY grp"
         with self._reader() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [UsageRow(*row) for row in rows]
+        return [UsageRow(*row[:8], round(row[8], 11), row[9]) for row in rows]
 
     def last_conversation_id(self) -> str | None:
         """The conversation of the most recent call that had one, for ``chat -c``."""

@@ -79,7 +79,8 @@ def cost(usage: Usage, price: Price | None, *, batch_discount: float = 0.0) -> f
         + written * (rates.input if rates.cache_write is None else rates.cache_write)
         + usage.output_tokens * rates.output
     )
-    return total / 1_000_000 * (1.0 - batch_discount)
+    # Rounded to a billionth of a cent so sums and displays are free of float noise.
+    return round(total / 1_000_000 * (1.0 - batch_discount), 11)
 
 
 def price_for(provider: str, model: str, *, overrides: dict[str, Any] | None = None) -> Price | None:
