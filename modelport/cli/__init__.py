@@ -10,10 +10,13 @@ import click
 # name -> "module:attribute" of a click command; one line per subcommand.
 COMMANDS: dict[str, str] = {
     "ask": "modelport.cli.ask:ask",
+    "cache": "modelport.cli.logs:cache",
     "chat": "modelport.cli.ask:chat",
     "keys": "modelport.cli.keys:keys",
+    "logs": "modelport.cli.logs:logs",
     "models": "modelport.cli.models:models",
     "pull": "modelport.cli.models:pull",
+    "usage": "modelport.cli.logs:usage",
 }
 
 
