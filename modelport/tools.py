@@ -9,7 +9,6 @@ a schema or an argument needs it.
 
 from __future__ import annotations
 
-import asyncio
 import collections.abc as cabc
 import dataclasses
 import enum
@@ -23,6 +22,7 @@ from functools import lru_cache
 from typing import Any, Awaitable, Callable, Iterable, Literal, Union
 
 from .errors import BadRequestError
+from .structured import explain_error
 from .types import ChatRequest, ChatResponse, Message, Tool, ToolCall, ToolChoice, Usage
 
 __all__ = [
@@ -93,7 +93,7 @@ def _describe(obj: Any) -> str:
 def _tool_from_dict(spec: dict[str, Any]) -> Tool:
     if spec.get("type") == "function" and isinstance(spec.get("function"), dict):
         spec = spec["function"]  # OpenAI's wrapper; strict lives inside it
-    elif spec.get("type", "custom") != "custom":  # Anthropic marks its plain tools "custom"
+    elif spec.get("type", "custom") not in ("custom", "function"):  # Anthropic: "custom"; Responses API: flat "function"
         raise BadRequestError(
             f"unsupported tool type {spec['type']!r}",
             hint="provider-hosted tools do not translate between providers; describe a function tool "
@@ -500,6 +500,8 @@ def execute(call: ToolCall, functions: dict[str, Callable[..., Any]]) -> Message
 
 async def aexecute(call: ToolCall, functions: dict[str, Callable[..., Any]]) -> Message:
     """``execute`` for the async world: awaits async functions, runs sync ones in a thread."""
+    import asyncio  # here, not at the top: only async callers pay for it, and they have it loaded
+
     prepared = _prepare(call, functions)
     if isinstance(prepared, Message):
         return prepared
@@ -549,7 +551,7 @@ def _arguments(call: ToolCall, params: tuple[_Param, ...]) -> dict[str, Any]:
         try:
             kwargs[key] = _coerce(by_name[key].annotation, value)
         except ValueError as exc:
-            problems.append(f"{key}: {_explain(exc)}")
+            problems.append(f"{key}: {explain_error(exc)}")
     if problems:
         raise _ArgumentError("invalid argument(s): " + "; ".join(problems))
     return kwargs
@@ -575,18 +577,6 @@ def _adapter(annotation: Any) -> Any:
     from pydantic import TypeAdapter
 
     return TypeAdapter(annotation)
-
-
-def _explain(exc: ValueError) -> str:
-    """pydantic's errors without their documentation links; the model needs the facts only."""
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
-    parts = []
-    for err in errors():
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return "; ".join(parts)
 
 
 def _error(call: ToolCall, text: str) -> Message:
@@ -714,6 +704,8 @@ async def arun_tool_loop(
     max_turns: int = 8,
 ) -> ToolLoopResponse:
     """``run_tool_loop`` for async ``send``; the calls of one turn run concurrently."""
+    import asyncio
+
     loop = _Loop(request, functions, max_turns)
     response = await asend(loop.request)
     while calls := loop.calls_to_run(response):
