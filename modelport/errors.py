@@ -117,6 +117,24 @@ class StreamError(ModelportError):
     status = 500
 
 
+class StructuredOutputError(ModelportError):
+    """The model's answer does not parse or validate against the requested response_format.
+
+    ``text`` is the answer as it came, ``error`` the parse or validation error, and
+    ``response`` the whole ChatResponse (usage, finish_reason) for inspection or a retry.
+    """
+
+    kind = "server"
+    status = 502  # the upstream answered, but not with what was asked for
+
+    def __init__(self, message: str, *, text: str = "", error: BaseException | None = None,
+                 response: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.text = text
+        self.error = error
+        self.response = response
+
+
 _BY_STATUS: dict[int, type[ModelportError]] = {
     400: BadRequestError,
     401: AuthenticationError,
