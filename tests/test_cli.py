@@ -134,3 +134,14 @@ def test_every_command_has_help_a_newcomer_can_read():
         result = runner.invoke(main, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert len((command.help or "").split()) >= 4, f"`modelport {' '.join(path)}` needs a real description"
+
+
+def test_chat_keeps_the_conversation_and_obeys_slash_commands(env, upstream):
+    script = "hello\n/system be nice\nagain\n/model nosuch/x\n/exit\n"
+    result = run(env, "chat", "-m", "openai/gpt-fake", stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["echo: hello", "echo: again"]
+    messages = upstream.last_request.body["messages"]
+    assert messages[0] == {"role": "system", "content": "be nice"}
+    assert [m["content"] for m in messages[1:]] == ["hello", "echo: hello", "again"]
+    assert "unknown model 'nosuch/x'" in result.stderr

@@ -149,9 +149,11 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
     session = Session(model, system, parse_options(options), continue_last, cid)
     name = model or session.client.request(None, "-").model
     click.secho(f"Chatting with {name}. /exit to leave, /help for commands.", fg="cyan", err=True)
+    # The "> " prompt is for people; piped scripts get only the answers on stdout.
+    prompt = "> " if sys.stdin.isatty() else ""
     while True:
         try:
-            line = input("> ")
+            line = input(prompt)
         except EOFError:
             click.echo(err=True)
             return

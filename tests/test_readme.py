@@ -1,0 +1,104 @@
+"""The README's examples run, exactly as written.
+
+Provider examples run against a loopback fake of that provider's wire format (reached
+through MODELPORT_<PROVIDER>_BASE_URL); the test checks the exact request that went out
+and the answer printed. Examples on the embedded model run the real model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_upstream import OpenAIUpstream
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+BASH_BLOCKS = re.findall(r"```bash\n(.*?)```", README, re.S)
+
+
+def block_using(model_prefix: str) -> str:
+    found = [b for b in PYTHON_BLOCKS if f'"{model_prefix}' in b]
+    assert len(found) == 1, f"expected one README example using {model_prefix}"
+    return found[0]
+
+
+def run_example(code: str, env_extra: dict[str, str]) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(env_extra)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test_command = next(b.strip() for b in BASH_BLOCKS if "pytest" in b)
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_starts_with_two_commands_on_a_fresh_machine():
+    setup_command = BASH_BLOCKS[0].strip()
+    assert setup_command == 'pip install -e . && modelport ask "What is a REST API?"'
+
+
+@pytest.mark.parametrize(
+    ("prefix", "provider", "key_env", "expected_body"),
+    [
+        ("openai/", "OPENAI", "OPENAI_API_KEY", {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Write a one-sentence bedtime story about a unicorn."}],
+        }),
+        ("groq/", "GROQ", "GROQ_API_KEY", {
+            "model": "llama-3.3-70b-versatile",
+            "messages": [{"role": "user", "content": "Explain the importance of fast language models"}],
+        }),
+        ("lmstudio/", "LMSTUDIO", None, {
+            "model": "qwen2.5-7b-instruct",
+            "messages": [{"role": "system", "content": "Always answer in rhymes."}, {"role": "user", "content": "Introduce yourself."}],
+            "temperature": 0.7,
+        }),
+    ],
+)
+def test_openai_compatible_examples_send_exactly_this_and_print_the_answer(prefix, provider, key_env, expected_body):
+    with OpenAIUpstream() as upstream:
+        env = {f"MODELPORT_{provider}_BASE_URL": upstream.url + "/v1"}
+        if key_env:
+            env[key_env] = "sk-readme-example"
+        printed = run_example(block_using(prefix), env)
+        request = upstream.last_request
+    assert request.path == "/v1/chat/completions"
+    assert request.body == expected_body
+    if key_env:
+        assert request.headers["authorization"] == "Bearer sk-readme-example"
+    else:
+        assert "authorization" not in request.headers
+    assert printed == f"echo: {expected_body['messages'][-1]['content']}\n"
+
+
+def test_gemini_example_sends_generate_content_and_prints_the_answer():
+    from tests.fakes.gemini_upstream import GeminiUpstream
+
+    with GeminiUpstream() as upstream:
+        printed = run_example(block_using("gemini/"), {
+            "MODELPORT_GEMINI_BASE_URL": upstream.url + "/v1beta",
+            "GEMINI_API_KEY": "gm-readme-example",
+        })
+        request = upstream.last_request
+    assert request.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert request.headers["x-goog-api-key"] == "gm-readme-example"
+    assert request.body == {"contents": [{"role": "user", "parts": [{"text": "Explain how AI works in a few words"}]}]}
+    assert printed.strip() == upstream.answer_for("Explain how AI works in a few words")
+
+
+def test_local_model_examples_run_on_the_embedded_model():
+    local_blocks = [b for b in PYTHON_BLOCKS if '"local/smollm2"' in b]
+    assert len(local_blocks) >= 2
+    for code in local_blocks:
+        printed = run_example(code, {})
+        assert printed.strip(), code
