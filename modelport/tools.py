@@ -74,6 +74,8 @@ def to_tool(obj: Any) -> Tool:
 
 def to_tools(items: Iterable[Any]) -> tuple[list[Tool], dict[str, Callable[..., Any]]]:
     """The tools to declare, and the functions among them that can be executed, by name."""
+    if isinstance(items, (dict, Tool)) or callable(items):  # one tool given bare, not a dict's keys
+        items = [items]
     tools: list[Tool] = []
     functions: dict[str, Callable[..., Any]] = {}
     for item in items:
@@ -156,13 +158,7 @@ def _params(fn: Callable[..., Any]) -> tuple[_Param, ...]:
 @lru_cache(maxsize=512)
 def _function_params(fn: Callable[..., Any]) -> tuple[_Param, ...]:
     name = getattr(fn, "__name__", repr(fn))
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception as exc:  # NameError for forward refs, TypeError for odd annotations
-        raise BadRequestError(
-            f"cannot resolve the type hints of {name}: {exc}",
-            hint="define or import the annotation's types at module level so typing.get_type_hints can resolve them",
-        ) from None
+    hints = _hints(fn, name)
     out = []
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
@@ -173,6 +169,16 @@ def _function_params(fn: Callable[..., Any]) -> tuple[_Param, ...]:
         required = param.default is param.empty
         out.append(_Param(param.name, hints.get(param.name, Any), required, None if required else param.default))
     return tuple(out)
+
+
+def _hints(obj: Any, name: str) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(obj, include_extras=True)
+    except Exception as exc:  # NameError for unresolvable forward refs, TypeError for odd annotations
+        raise BadRequestError(
+            f"cannot resolve the type hints of {name}: {exc}",
+            hint="define or import the annotation's types at module level so typing.get_type_hints can resolve them",
+        ) from None
 
 
 # -- JSON schema from type hints -----------------------------------------------------------
@@ -270,7 +276,7 @@ class _SchemaBuilder:
         if dataclasses.is_dataclass(cls) and doc.startswith(f"{cls.__name__}("):
             doc = ""  # the signature dataclass writes when there is no docstring says nothing new
         description, docs = parse_docstring(doc)
-        hints = typing.get_type_hints(cls, include_extras=True)
+        hints = _hints(cls, cls.__name__)
         if dataclasses.is_dataclass(cls):
             fields = [(f.name, hints[f.name], *_field_default(f)) for f in dataclasses.fields(cls)]
         else:

@@ -247,11 +247,20 @@ def test_unsupported_annotations_name_the_parameter(annotation):
     assert info.value.hint
 
 
-def test_unresolvable_hint():
+@dataclasses.dataclass
+class Dangling:
+    other: "Missing"  # noqa: F821
+
+
+def test_unresolvable_hints():
     def f(x: "Missing"): ...  # noqa: F821
+
+    def g(d: Dangling): ...
 
     with pytest.raises(BadRequestError, match="cannot resolve the type hints of f"):
         to_tool(f)
+    with pytest.raises(BadRequestError, match="cannot resolve the type hints of Dangling"):
+        to_tool(g)
 
 
 @pytest.mark.parametrize("signature", ["*args", "**kwargs", "a, /"])
@@ -423,6 +432,8 @@ def test_to_tools_keeps_only_functions_executable():
     tools, functions = to_tools([search, Order, {"name": "other"}])
     assert [t.name for t in tools] == ["search", "Order", "other"]
     assert functions == {"search": search}
+    assert to_tools(search) == ([to_tool(search)], {"search": search})
+    assert to_tools({"name": "other"})[0] == [Tool("other")]
     with pytest.raises(BadRequestError, match="two tools are named 'search'"):
         to_tools([search, {"name": "search"}])
 
