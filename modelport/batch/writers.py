@@ -1,0 +1,199 @@
+"""Output records and streaming writers.
+
+A row's output record is derived from its journal entry only, so the same journal always
+gives the same output, byte for byte: that is what lets a resumed job truncate its output
+to the last committed length and extend it.
+
+Formats: JSONL and CSV are appended as rows become final (in input order); Parquet cannot
+be appended to, so it is written from the journal once the job has ended, in row groups.
+OpenAI batch-format input gets OpenAI batch-format output lines, keyed by ``custom_id``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..jsonio import dumps
+
+OUTPUT_FORMATS = ("jsonl", "csv", "parquet", "openai")
+RESULT_COLUMNS = ("answer", "parsed", "input_tokens", "output_tokens", "cost", "cached", "finish_reason", "error")
+
+
+def output_format(path: str | Path, input_format: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    return "openai" if input_format == "openai" else "jsonl"
+
+
+def record_for(spec: Any, idx: int, key: str | None, data: Any, state: int, result: Any, error: Any,
+               cost: float | None, cached: bool) -> dict[str, Any]:
+    """The output record of one final journal row, in the job's output shape."""
+    if spec.input_format == "openai" and spec.output_format in (None, "openai"):
+        return openai_record(spec.job_id, idx, key, result, error)
+    return row_record(idx, data, result, error, cost, cached)
+
+
+def row_record(idx: int, data: Any, result: Any, error: Any, cost: float | None, cached: bool) -> dict[str, Any]:
+    """The plain output record of one final row."""
+    response = (result or {}).get("response") or {}
+    usage = response.get("usage") or {}
+    if error is None and (result or {}).get("parse_error"):
+        error = {"type": "invalid_output", "status": None, "code": None, "message": result["parse_error"]}
+    return {
+        "index": idx,
+        "input": data,
+        "answer": _text(response) if response else None,
+        "parsed": (result or {}).get("parsed"),
+        "usage": {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)},
+        "cost": cost,
+        "cached": cached,
+        "finish_reason": response.get("finish_reason"),
+        "error": error,
+    }
+
+
+def flat_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A row record as flat columns: the input's columns, then the result columns."""
+    data = record["input"]
+    out: dict[str, Any] = dict(data) if isinstance(data, dict) else {"prompt": data}
+    error = record["error"]
+    out.update(
+        answer=record["answer"],
+        parsed=record["parsed"],
+        input_tokens=record["usage"]["input_tokens"],
+        output_tokens=record["usage"]["output_tokens"],
+        cost=record["cost"],
+        cached=record["cached"],
+        finish_reason=record["finish_reason"],
+        error=None if error is None else error.get("message"),
+    )
+    return out
+
+
+def openai_record(job_id: str, idx: int, key: str | None, result: Any, error: Any) -> dict[str, Any]:
+    """One OpenAI batch output line (protocols §2.14)."""
+    line_id = f"batch_req_{job_id}_{idx}"
+    if error is not None:
+        status = int(error.get("status") or 500)
+        body = {"error": {"message": error.get("message", ""), "type": error.get("type", "server_error"), "param": None,
+                          "code": error.get("code")}}
+        return {"id": line_id, "custom_id": key, "response": {"status_code": status, "request_id": line_id, "body": body},
+                "error": None}
+    from ..dialects import openai as dialect
+    from ..serialize import response_from_dict
+
+    response = response_from_dict(result["response"])
+    body = dialect.encode_response(response, response.model)
+    return {"id": line_id, "custom_id": key, "response": {"status_code": 200, "request_id": line_id, "body": body}, "error": None}
+
+
+def _text(response: dict[str, Any]) -> str:
+    parts = (response.get("message") or {}).get("content") or []
+    return "".join(p.get("text", "") for p in parts if p.get("type") == "text")
+
+
+class AppendWriter:
+    """Appends records to a JSONL or CSV file, starting from a known-good length."""
+
+    def __init__(self, path: str | Path, fmt: str, size: int) -> None:
+        self.path = Path(path)
+        self.fmt = fmt
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "r+b" if self.path.exists() else "w+b"
+        self.file = self.path.open(mode)
+        # Drop anything past the committed length: a torn line from a killed run.
+        self.file.truncate(size)
+        self.file.seek(size)
+        self._columns: list[str] | None = _csv_header(self.path) if fmt == "csv" and size else None
+
+    @property
+    def size(self) -> int:
+        return self.file.tell()
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        if self.fmt == "csv":
+            self._write_csv(records)
+        else:
+            self.file.write(b"".join(dumps(r) + b"\n" for r in records))
+
+    def _write_csv(self, records: Iterable[dict[str, Any]]) -> None:
+        rows = [flat_record(r) for r in records]
+        if not rows:
+            return
+        text = io.StringIO()
+        if self._columns is None:
+            self._columns = list(rows[0])
+            if self.file.tell() == 0:
+                csv.writer(text).writerow(self._columns)
+        writer = csv.DictWriter(text, self._columns, extrasaction="ignore")
+        for row in rows:
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+        self.file.write(text.getvalue().encode("utf-8"))
+
+    def flush(self) -> int:
+        """Push the bytes to the OS (they then survive the process being killed); returns the length."""
+        self.file.flush()
+        return self.file.tell()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The header of an existing CSV output, so appended rows keep its column order."""
+    with path.open(newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), None)
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return dumps(value).decode()
+    return "" if value is None else value
+
+
+def write_parquet(path: str | Path, batches: Iterable[list[dict[str, Any]]]) -> None:
+    """Write flat records, batch by batch, as row groups; a temporary file is renamed into
+    place so a half-written Parquet file is never left behind."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("writing Parquet needs pyarrow: pip install 'modelport[pandas]'") from None
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = None
+    schema = None
+    try:
+        for batch in batches:
+            rows = [{k: (dumps(v).decode() if isinstance(v, (dict, list)) else v) for k, v in flat_record(r).items()} for r in batch]
+            if not rows:
+                continue
+            if writer is None:
+                schema = _parquet_schema(pa, pa.Table.from_pylist(rows).schema)
+                writer = pq.ParquetWriter(tmp, schema)
+            table = pa.Table.from_pylist(rows, schema=schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        os.replace(tmp, path)
+
+
+def _parquet_schema(pa: Any, inferred: Any) -> Any:
+    """Fixed types for the result columns, and string for input columns that were all null
+    in the first batch (a later batch may have values)."""
+    fixed = {"answer": pa.string(), "parsed": pa.string(), "input_tokens": pa.int64(), "output_tokens": pa.int64(),
+             "cost": pa.float64(), "cached": pa.bool_(), "finish_reason": pa.string(), "error": pa.string()}
+    fields = []
+    for f in inferred:
+        kind = fixed.get(f.name) or (pa.string() if pa.types.is_null(f.type) else f.type)
+        fields.append(pa.field(f.name, kind))
+    return pa.schema(fields)
