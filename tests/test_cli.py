@@ -28,6 +28,7 @@ def env(tmp_path: Path, upstream: OpenAIUpstream) -> dict[str, str]:
     return {
         **clean,
         "MODELPORT_CONFIG_DIR": str(tmp_path / "config"),
+        "MODELPORT_KEYS_PATH": str(tmp_path / "config" / "keys.json"),
         "MODELPORT_LOG_PATH": str(tmp_path / "logs.db"),
         "MODELPORT_OPENAI_BASE_URL": upstream.url + "/v1",
         "OPENAI_API_KEY": KEY,
