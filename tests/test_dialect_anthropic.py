@@ -256,7 +256,16 @@ def test_encode_response_round_trips():
         provider="anthropic",
     )
     wire = A.encode_response(response, "claude-x")
-    assert wire["usage"] == {"input_tokens": 55, "output_tokens": 30, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 40, "output_tokens_details": {"thinking_tokens": 7}}
+    assert wire["usage"] == {
+        "input_tokens": 55,
+        "output_tokens": 30,
+        "cache_creation_input_tokens": 5,
+        "cache_read_input_tokens": 40,
+        "output_tokens_details": {"thinking_tokens": 7},
+        "cache_creation": None,
+        "server_tool_use": None,
+        "service_tier": None,
+    }
     assert wire["stop_reason"] == "tool_use" and wire["type"] == "message"
     assert A.decode_response(wire, "anthropic") == response
 

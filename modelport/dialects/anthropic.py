@@ -579,6 +579,11 @@ def encode_count_tokens_response(n: int) -> dict[str, Any]:
 def encode_response(response: ChatResponse, model: str) -> dict[str, Any]:
     message = response.message
     content = _content_blocks(message.content, unsigned_reasoning=True) + [_tool_use_block(c) for c in message.tool_calls]
+    # The Message schema requires these keys even when empty; the SDKs' types expect them.
+    for block in content:
+        if block["type"] == "text":
+            block["citations"] = None
+    usage = {**_usage_to_wire(response.usage), "cache_creation": None, "server_tool_use": None, "service_tier": None}
     return {
         "id": response.id or _new_id("msg_"),
         "type": "message",
@@ -587,7 +592,7 @@ def encode_response(response: ChatResponse, model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": _STOP_TO_WIRE[response.finish_reason],
         "stop_sequence": None,
-        "usage": _usage_to_wire(response.usage),
+        "usage": usage,
     }
 
 
