@@ -10,6 +10,7 @@ import click
 # name -> "module:attribute" of a click command; one line per subcommand.
 COMMANDS: dict[str, str] = {
     "ask": "modelport.cli.ask:ask",
+    "batch": "modelport.cli.batch:batch",
     "cache": "modelport.cli.logs:cache",
     "chat": "modelport.cli.ask:chat",
     "keys": "modelport.cli.keys:keys",

@@ -1,0 +1,282 @@
+"""`modelport batch`: run a prompt over a file of rows, resumably, and manage the jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import friendly_errors
+
+# Exit status of a job that stopped before the end but can be resumed (budget, cancel).
+EXIT_INCOMPLETE = 3
+
+
+@click.group()
+def batch() -> None:
+    """Run prompts over many rows at the provider's rate limit, resumably and exactly once.
+
+    \b
+      modelport batch run reviews.csv -m openai/gpt-4o-mini --prompt "Sentiment of: {text}"
+      modelport batch run requests.jsonl -m local/smollm2          # OpenAI batch-format input
+      modelport batch list
+      modelport batch resume JOB --max-cost 5
+    """
+
+
+def _job_path(job: str) -> Path:
+    from ..batch.spec import journal_path
+
+    path = Path(job)
+    if path.suffix == ".db" and path.exists():
+        return path
+    path = journal_path(job)
+    if not path.exists():
+        raise click.ClickException(f"no batch job {job!r}; see `modelport batch list`")
+    return path
+
+
+@batch.command("run")
+@click.argument("input", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-m", "--model", help="provider/model; for OpenAI batch-format input, overrides each line's model")
+@click.option("--prompt", help='template filled from each row\'s columns, e.g. "Summarise: {text}"')
+@click.option("--system", help="system prompt for every row")
+@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON Schema file: structured output, parsed per row")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="output file (.jsonl, .csv, .parquet); default INPUT.results.jsonl")
+@click.option("--concurrency", type=click.IntRange(1), default=32, show_default=True, help="requests in flight at most")
+@click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="requests per minute to stay under (else learned from the provider)")
+@click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="tokens per minute to stay under")
+@click.option("--max-cost", type=click.FloatRange(min=0), help="stop cleanly once this many USD are spent; resume with a higher one")
+@click.option("--dry-run", is_flag=True, help="estimate tokens and cost; send nothing")
+@click.option("--cache", is_flag=True, help="answer identical requests from the local response cache")
+@click.option("--mode", type=click.Choice(["live", "native"]), default="live", show_default=True, help="native: the provider's own batch API (half price, slower)")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: spread the rows over a Ray cluster")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="request parameter, e.g. -p temperature=0 -p max_tokens=200")
+@click.option("--format", "input_format", type=click.Choice(["jsonl", "csv", "parquet", "openai"]), help="input format (default: from the file)")
+@click.option("--max-retries", type=click.IntRange(0), default=6, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="seconds per request")
+@click.option("--job-id", help="name for the job (default: generated)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--json", "as_json", is_flag=True, help="print the final summary as JSON")
+@friendly_errors
+def run(input: Path, model: str | None, prompt: str | None, system: str | None, schema_file: Path | None, output: Path | None,
+        concurrency: int, rpm: float | None, tpm: float | None, max_cost: float | None, dry_run: bool, cache: bool, mode: str,
+        engine: str, params: tuple[str, ...], input_format: str | None, max_retries: int, timeout: float, job_id: str | None,
+        quiet: bool, as_json: bool) -> None:
+    """Run a job over INPUT (JSONL, CSV, Parquet, or OpenAI batch-format JSONL)."""
+    from ..batch.readers import detect_format
+    from ..batch.spec import JobSpec, journal_path, new_job_id
+    from ..batch.writers import output_format
+    from .common import parse_options
+
+    fmt = input_format or detect_format(input)
+    if fmt != "openai" and not model:
+        raise click.UsageError("give the model with -m provider/model")
+    output = output or input.with_name(input.stem + ".results" + (".jsonl" if input.suffix.lower() != ".csv" else ".csv"))
+    schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file else None
+    spec = JobSpec(
+        job_id=job_id or new_job_id(), model=model, prompt=prompt, system=system, params=parse_options(params), schema=schema,
+        input=str(input.resolve()), input_format=fmt, output=str(output.resolve()), output_format=output_format(output, fmt),
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, cache=cache, max_retries=max_retries, timeout=timeout,
+        mode=mode,
+    )
+    if dry_run:
+        _dry_run(spec, as_json)
+        return
+    path = journal_path(spec.job_id)
+    if path.exists():
+        raise click.ClickException(f"job {spec.job_id} exists already; `modelport batch resume {spec.job_id}` continues it")
+    from ..batch import open_job
+
+    journal, spec = open_job(path, spec)
+    click.echo(f"job {spec.job_id}: {input.name} -> {output}", err=True)
+    _run(journal, spec, engine=engine, quiet=quiet, as_json=as_json)
+
+
+@batch.command("resume")
+@click.argument("job")
+@click.option("--max-cost", type=click.FloatRange(min=0), help="a new budget in USD")
+@click.option("--concurrency", type=click.IntRange(1))
+@click.option("--rpm", type=click.FloatRange(min=0, min_open=True))
+@click.option("--tpm", type=click.FloatRange(min=0, min_open=True))
+@click.option("--retry-failed", is_flag=True, help="send the rows that failed again (the output is rebuilt)")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--quiet", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float | None, tpm: float | None, retry_failed: bool,
+           engine: str, quiet: bool, as_json: bool) -> None:
+    """Continue JOB: rows already answered are never sent again."""
+    from ..batch import open_job
+
+    journal, spec = open_job(_job_path(job), max_cost=max_cost, concurrency=concurrency, rpm=rpm, tpm=tpm)
+    if retry_failed:
+        reopened = journal.reopen_failed()
+        if reopened:
+            # Failed rows are already in the output: rebuild it from the journal, in order.
+            journal.set_written(0, 0)
+        click.echo(f"{reopened} failed rows will be sent again", err=True)
+    _run(journal, spec, engine=engine, quiet=quiet, as_json=as_json)
+
+
+def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) -> None:
+    from rich.console import Console
+
+    from ..batch import arun
+    from ..batch.progress import ProgressReporter, summary_table
+
+    reporter = None if quiet or as_json else ProgressReporter(description=spec.job_id)
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        # SIGTERM stops like Ctrl-C: finished rows are committed and the output flushed first.
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        if engine == "ray":
+            from ..batch.ray_runner import arun_ray
+
+            return await arun_ray(journal, spec, on_progress=reporter.update if reporter else None)
+        return await arun(journal, spec, on_progress=reporter.update if reporter else None)
+
+    try:
+        stats = asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo(f"\nstopped; `modelport batch resume {spec.job_id}` continues", err=True)
+        sys.exit(130)
+    finally:
+        if reporter is not None:
+            reporter.close()
+        journal.close()
+    if as_json:
+        click.echo(json.dumps({"job": spec.job_id, "output": spec.output, **stats.as_dict()}))
+    else:
+        Console(stderr=True).print(summary_table(stats, title=f"job {spec.job_id}"))
+        if stats.status in ("budget", "cancelled", "stopped"):
+            click.echo(f"resume with: modelport batch resume {spec.job_id}" + (" --max-cost <more>" if stats.status == "budget" else ""), err=True)
+    if stats.status == "error":
+        click.secho(f"Error: {stats.message}", fg="red", err=True)
+        sys.exit(1)
+    if stats.status != "completed":
+        sys.exit(EXIT_INCOMPLETE)
+
+
+def _dry_run(spec: Any, as_json: bool) -> None:
+    from ..batch import estimate, make_client
+    from ..batch.readers import read_rows
+
+    result = estimate(spec, read_rows(spec.input, spec.input_format), client=make_client(spec))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="dry run: nothing was sent", show_header=False)
+    table.add_row("rows", f"{result['rows']:,}" + (f" ({result['unrenderable_rows']} cannot be built)" if result["unrenderable_rows"] else ""))
+    table.add_row("input tokens", f"~{result['input_tokens']:,} (from characters)")
+    table.add_row("output tokens", f"~{result['output_tokens']:,} ({result['output_estimate']})")
+    cost = result["cost"]
+    table.add_row("cost", "unknown: no price for " + ", ".join(result["unknown_price"]) if cost is None else f"~${cost:.4f}")
+    Console().print(table)
+
+
+@batch.command("status")
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def status(job: str | None, as_json: bool) -> None:
+    """Where JOB stands (default: the most recent job)."""
+    path = _job_path(job) if job else _latest()
+    info = _describe(path)
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"job {info['job']}", show_header=False)
+    for key in ("status", "model", "input", "output", "rows", "done", "failed", "pending", "inflight", "written", "tokens", "spend", "message"):
+        if info.get(key) not in (None, ""):
+            table.add_row(key, str(info[key]))
+    Console().print(table)
+
+
+@batch.command("cancel")
+@click.argument("job")
+@friendly_errors
+def cancel(job: str) -> None:
+    """Stop JOB: a running job stops sending, finishes what is in flight, and can be resumed."""
+    from ..batch.journal import Journal
+
+    journal = Journal(_job_path(job))
+    try:
+        journal.set("cancel", True)
+        if journal.get("status") != "running":
+            journal.set("status", "cancelled")
+        for remote in journal.remotes():
+            if remote["status"] not in ("ended", "collected"):
+                click.echo(f"note: provider batch {remote['remote_id']} keeps running remotely until cancelled with the provider", err=True)
+    finally:
+        journal.close()
+    click.echo(f"job {job} cancelled; `modelport batch resume {job}` continues it", err=True)
+
+
+@batch.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def list_jobs(as_json: bool) -> None:
+    """Every batch job on this machine, newest first."""
+    from ..batch.spec import jobs_dir
+
+    paths = sorted(jobs_dir().glob("*.db"), key=lambda p: p.stat().st_mtime, reverse=True) if jobs_dir().exists() else []
+    infos = [_describe(p) for p in paths]
+    if as_json:
+        click.echo(json.dumps(infos))
+        return
+    if not infos:
+        click.echo("no batch jobs yet; start one with `modelport batch run INPUT -m MODEL`", err=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("job", "status", "model", "rows", "done", "failed", "spend", "input"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(info["job"], info["status"], str(info["model"] or "(per line)"), str(info["rows"]), str(info["done"]),
+                      str(info["failed"]), info["spend"], Path(info["input"] or "-").name)
+    Console().print(table)
+
+
+def _latest() -> Path:
+    from ..batch.spec import jobs_dir
+
+    paths = sorted(jobs_dir().glob("*.db"), key=lambda p: p.stat().st_mtime) if jobs_dir().exists() else []
+    if not paths:
+        raise click.ClickException("no batch jobs yet")
+    return paths[-1]
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    from ..batch.journal import Journal
+    from ..batch.progress import spend_text
+
+    journal = Journal(path)
+    try:
+        spec = journal.get("spec") or {}
+        totals = journal.totals()
+        return {
+            "job": spec.get("job_id", path.stem), "status": journal.get("status", "new"), "message": journal.get("message", ""),
+            "model": spec.get("model"), "input": spec.get("input"), "output": spec.get("output"), "mode": spec.get("mode"),
+            "rows": totals["rows"], "done": totals["done"], "failed": totals["failed"], "pending": totals["pending"],
+            "inflight": totals["inflight"], "written": journal.written[0],
+            "tokens": f"{totals['input_tokens']:,} in, {totals['output_tokens']:,} out",
+            "spend": spend_text(totals["cost"], totals["unknown_cost_rows"], totals["done"]), "journal": str(path),
+        }
+    finally:
+        journal.close()
