@@ -86,8 +86,8 @@ def cost(usage: Usage, price: Price | None, *, batch_discount: float = 0.0) -> f
 def price_for(provider: str, model: str, *, overrides: dict[str, Any] | None = None) -> Price | None:
     """The price of ``provider/model``: config overrides first, then the built-in table.
 
-    ``overrides`` has the shape of the config's ``[prices]`` table; by default it is read
-    from the config file once per process.
+    ``overrides`` has the shape of the config's ``[prices]`` table; by default it comes from
+    the config file (which ``load_config`` caches).
     """
     if overrides is None:
         overrides = _config_overrides()
@@ -164,7 +164,6 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-@functools.lru_cache(maxsize=1)
 def _config_overrides() -> dict[str, Any]:
     try:
         from modelport.config import load_config
