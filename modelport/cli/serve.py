@@ -1,0 +1,41 @@
+"""`modelport serve`: the gateway on uvicorn (httptools + uvloop when installed)."""
+
+from __future__ import annotations
+
+import click
+
+from .common import friendly_errors
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1; anything else turns --auth on]")
+@click.option("--port", type=int, default=None, help="Port  [default: 1234, LM Studio's, so its examples run unchanged]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config: aliases, fallbacks, [server] settings.")
+@click.option("--auth/--no-auth", default=None, help="Require a gateway key (`modelport keys create`)  [default: on unless bound to loopback]")
+@click.option("--max-body", "max_body_mb", type=float, default=None, help="Largest request body, MiB  [default: 16]")
+@click.option("--max-tokens", type=int, default=None, help="Upper bound of max_tokens, also the default  [default: 16384]")
+@click.option("--timeout", type=float, default=None, help="Per-request limit, seconds  [default: 600]")
+@click.option("--graceful-timeout", type=float, default=None, help="On shutdown, how long in-flight streams may finish  [default: 30]")
+@click.option("--log/--no-log", "log_calls", default=None, help="Record calls in the call log  [default: on]")
+@click.option("--access-log", is_flag=True, default=False, help="One log line per request, with its id.")
+@friendly_errors
+def serve(host: str | None, port: int | None, config_path: str | None, auth: bool | None, max_body_mb: float | None,
+          max_tokens: int | None, timeout: float | None, graceful_timeout: float | None, log_calls: bool | None, access_log: bool) -> None:
+    """Serve the OpenAI, Anthropic and Gemini APIs on one port, routing any of them to any
+    model: remote providers with the keys you set, or the embedded model.
+
+    \b
+    OpenAI / LM Studio code:  OpenAI(base_url="http://localhost:1234/v1", api_key="lm-studio")
+    Anthropic:                Anthropic(base_url="http://localhost:1234", api_key="...")
+    Gemini:                   genai.Client(http_options={"base_url": "http://localhost:1234"})
+    Groq:                     Groq(base_url="http://localhost:1234")
+    """
+    from ..server import build_settings, run
+
+    settings = build_settings(
+        config_path, host=host, port=port, auth=auth,
+        max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb is not None else None,
+        max_tokens=max_tokens, request_timeout=timeout, graceful_timeout=graceful_timeout,
+        log_calls=log_calls, access_log=access_log or None,
+    )
+    run(settings, config_path)

@@ -1,0 +1,58 @@
+"""The gateway: ``modelport serve``. See ``app`` for the ASGI application."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from typing import Any
+
+from .app import Gateway, Settings
+
+__all__ = ["Gateway", "Settings", "build_settings", "run", "uvicorn_config"]
+
+
+def build_settings(config_path: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the config's ``[server]`` table, overridden by non-None arguments."""
+    from ..config import load_config
+    from ..errors import ConfigError
+
+    section = load_config(config_path).get("server") or {}
+    known = {f.name for f in fields(Settings)}
+    values = {k: v for k, v in section.items() if k in known}
+    unknown = sorted(set(section) - known - {"models"})
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [server]: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known | {'models'}))}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def uvicorn_config(app: Gateway, settings: Settings) -> Any:
+    import importlib.util
+
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+    )
+
+
+def run(settings: Settings, config_path: str | None = None) -> None:
+    """Serve until interrupted; Ctrl-C or SIGTERM lets in-flight streams finish first."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO if settings.access_log else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Gateway(settings, config=config_path)
+    where = f"http://{settings.host}:{settings.port}"
+    auth = "gateway keys required" if app.auth_required else "open (loopback)"
+    print(f"modelport gateway on {where}  [{auth}]  OpenAI: {where}/v1  Anthropic/Gemini/Groq: {where}", flush=True)
+    uvicorn.Server(uvicorn_config(app, settings)).run()

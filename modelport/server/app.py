@@ -1,0 +1,645 @@
+"""The gateway: a raw ASGI app that speaks OpenAI, Anthropic and Gemini to any backend.
+
+No framework: a request costs one dict lookup to route, one body read, one JSON parse and
+one dialect translation each way. The front doors (``openai_door``, ``anthropic_door``,
+``gemini_door``) glue a dialect to the services here: ``chat``, ``stream``, ``embed``,
+``respond``. Everything that could block (SQLite for keys and usage, the call log) runs in
+a worker thread or a background writer, never on the event loop.
+
+Every response, error or not, carries ``x-request-id``; every log line names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from itertools import count
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+from ..client import AsyncClient
+from ..errors import (
+    BadRequestError,
+    ModelportError,
+    NotFoundError,
+    PermissionDeniedError,
+    RequestTooLargeError,
+    ServerError,
+    TimeoutError,
+)
+from ..jsonio import JSONDecodeError, dumps, loads
+from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamAccumulator, StreamEvent, Usage
+from .auth import Caller, KeyRing, KeyStore
+from .limits import Booking, estimate_tokens
+from .metrics import Metrics
+from .router import Router, Target, may_fall_back
+
+log = logging.getLogger("modelport.server")
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_JSON_HEADERS = ((b"content-type", b"application/json"),)
+_SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
+KEY_SYNC_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What ``modelport serve`` is told; every limit has a safe default."""
+
+    host: str = "127.0.0.1"
+    port: int = 1234
+    # None: required exactly when the server listens beyond loopback.
+    auth: bool | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    # Upper bound of max_tokens; requests without one get this many.
+    max_tokens: int = 16384
+    request_timeout: float = 600.0
+    graceful_timeout: float = 30.0
+    log_calls: bool | None = None
+    access_log: bool = False
+    keys_path: str | None = None
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth if self.auth is not None else self.host not in LOOPBACK_HOSTS
+
+
+class Request:
+    """One HTTP exchange, as the doors and the services see it."""
+
+    __slots__ = ("scope", "receive", "send", "method", "path", "headers", "query", "id", "_id_header",
+                 "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected")
+
+    def __init__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]], request_id: str) -> None:
+        self.scope, self.receive, self.send = scope, receive, send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_query = scope.get("query_string") or b""
+        self.query: dict[str, str] = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
+        given = self.headers.get("x-request-id")
+        self.id = given if given and _REQUEST_ID.match(given) else request_id
+        self._id_header = (b"x-request-id", self.id.encode())
+        self.caller: Caller | None = None
+        self.door = "-"
+        self.dialect: Any = None
+        self.model = "-"
+        self.status = 0
+        self.started = time.perf_counter()
+        self.error_kind: str | None = None
+        self.usage: Usage | None = None
+        self.cost = 0.0
+        self.disconnected = False
+
+    @property
+    def key_name(self) -> str:
+        return self.caller.name if self.caller is not None else "-"
+
+    def presented_key(self) -> str | None:
+        """The gateway key, wherever the caller's SDK puts it."""
+        headers = self.headers
+        auth = headers.get("authorization")
+        if auth and auth[:7].lower() == "bearer ":
+            return auth[7:].strip()
+        return headers.get("x-api-key") or headers.get("x-goog-api-key") or self.query.get("key")
+
+    async def body(self, limit: int) -> bytes:
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise RequestTooLargeError(f"request body of {length} bytes is over this gateway's limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                raise BadRequestError("the client went away before sending the whole body", param="body")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLargeError(f"request body is over this gateway's limit of {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def json(self, limit: int) -> Any:
+        raw = await self.body(limit)
+        if not raw.strip():
+            raise BadRequestError("body: required: send a JSON object", param="body", code="missing_required_parameter")
+        try:
+            return loads(raw)
+        except (JSONDecodeError, ValueError) as exc:
+            raise BadRequestError(f"body: not valid JSON ({exc})", param="body", code="invalid_json") from None
+
+
+class _Interrupt:
+    """Cancels the running task for a reason (deadline, client gone) that the code catching
+    the CancelledError can tell apart from a shutdown's cancellation."""
+
+    __slots__ = ("task", "reason")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.reason: str | None = None
+
+    def fire(self, reason: str) -> None:
+        if self.reason is None and self.task is not None:
+            self.reason = reason
+            self.task.cancel()
+
+    def disarm(self) -> None:
+        """From here on nothing may cancel the task (its cleanup is under way)."""
+        self.task = None
+
+    def absorb(self) -> str | None:
+        """After a CancelledError: this interrupt's reason (the cancel is undone), or None."""
+        task = asyncio.current_task()
+        if self.reason is not None and task is not None and hasattr(task, "uncancel"):
+            task.uncancel()
+        return self.reason
+
+
+def _timeout_error(seconds: float) -> TimeoutError:
+    return TimeoutError(f"the request took longer than this gateway's limit of {seconds:g} s", hint="ask for fewer tokens, or raise --timeout")
+
+
+Handler = Callable[[Request, str], Awaitable[None]]
+
+
+class Gateway:
+    """The ASGI application. ``client`` is the AsyncClient whose backends serve the calls."""
+
+    def __init__(self, settings: Settings | None = None, client: AsyncClient | None = None, *, config: Any = None) -> None:
+        self.settings = settings or Settings()
+        self.client = client or AsyncClient(config=config, max_retries=0, source="gateway")
+        self.router = Router(self.client)
+        self.metrics = Metrics()
+        self.keys = KeyRing(KeyStore(self.settings.keys_path))
+        self.auth_required = self.settings.auth_required
+        from ..calllog import log_for
+
+        self.call_log = log_for("gateway", self.settings.log_calls)
+        # One thread for the key store: SQLite connections stay on the thread that made them.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-keys")
+        self._sync_lock: asyncio.Lock | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._last_unknown_key_sync = 0.0
+        self._ids = count(1)
+        self._id_prefix = "req_" + os.urandom(4).hex()
+        self._routes, self._patterns = self._route_table()
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _route_table(self) -> tuple[dict[tuple[str, str], tuple[str, Any, Handler]], list[tuple[str, re.Pattern[str], str, Any, Handler]]]:
+        from .. import dialects
+        from .anthropic_door import AnthropicDoor
+        from .gemini_door import GeminiDoor
+        from .openai_door import OpenAIDoor
+
+        openai, anthropic, gemini = (dialects.get(n) for n in ("openai", "anthropic", "gemini"))
+        oa, an, gm = OpenAIDoor(self, openai), AnthropicDoor(self, anthropic), GeminiDoor(self, gemini)
+        routes: dict[tuple[str, str], tuple[str, Any, Handler]] = {
+            ("GET", "/health"): ("health", openai, self._health),
+            ("GET", "/metrics"): ("metrics", openai, self._metrics),
+            ("POST", "/v1/messages"): ("anthropic", anthropic, an.messages),
+            ("POST", "/v1/messages/count_tokens"): ("anthropic", anthropic, an.count_tokens),
+        }
+        # OpenAI under /v1 (its SDK), bare (a base URL without /v1) and /openai/v1 (Groq's SDK).
+        for prefix in ("/v1", "", "/openai/v1"):
+            routes[("POST", prefix + "/chat/completions")] = ("openai", openai, oa.chat_completions)
+            routes[("POST", prefix + "/completions")] = ("openai", openai, oa.completions)
+            routes[("POST", prefix + "/embeddings")] = ("openai", openai, oa.embeddings)
+            routes[("GET", prefix + "/models")] = ("openai", openai, oa.models)
+        for version in ("/v1beta", "/v1alpha"):
+            routes[("GET", version + "/models")] = ("gemini", gemini, gm.models)
+        patterns = [
+            # Gemini methods: the model may hold slashes and colons, the method follows the last colon.
+            ("POST", re.compile(r"^/v1(?:beta|alpha)?/(?:models/)?(.+):([A-Za-z]+)$"), "gemini", gemini, gm.method),
+            ("GET", re.compile(r"^/v1(?:beta|alpha)/models/(.+)$"), "gemini", gemini, gm.model),
+            ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
+            ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
+        ]
+        self._gemini_door = ("gemini", gemini, gm)
+        return routes, patterns
+
+    def _route(self, req: Request) -> tuple[str, Any, Handler, str]:
+        route = self._routes.get((req.method, req.path))
+        if route is not None:
+            door, dialect, handler = route
+            if door == "openai" and req.path == "/v1/models" and self._speaks_gemini(req):
+                door, dialect, gm = self._gemini_door
+                handler = gm.models
+            return door, dialect, handler, ""
+        for method, pattern, door, dialect, handler in self._patterns:
+            match = pattern.match(req.path)
+            if match is None:
+                continue
+            if method != req.method:
+                raise ModelportError(f"{req.method} is not allowed on {req.path}; use {method}", status=405)
+            if door == "openai" and self._speaks_gemini(req):
+                door, dialect, gm = self._gemini_door
+                handler = gm.model
+            return door, dialect, handler, "\0".join(match.groups())
+        paths = sorted({p for _, p in self._routes if p.startswith("/v1/")})
+        raise NotFoundError(f"no such endpoint: {req.method} {req.path}; this gateway serves {', '.join(paths)} and Gemini's /v1beta/models/...", code="unknown_url")
+
+    @staticmethod
+    def _speaks_gemini(req: Request) -> bool:
+        # GET /v1/models and /v1/models/{id} are both OpenAI's and Gemini's (genai 3.x uses /v1).
+        headers = req.headers
+        return "x-goog-api-key" in headers or "x-goog-api-client" in headers or "key" in req.query
+
+    # -- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}"))
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, req: Request) -> None:
+        metrics = self.metrics
+        metrics.in_flight += 1
+        try:
+            try:
+                door, req.dialect, handler, arg = self._route(req)
+                req.door = door
+                await self._authenticate(req, door)
+                await handler(req, arg)
+            except ModelportError as exc:
+                await self.fail(req, exc)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                # Raised while reading a caller's oddly shaped body: the caller's mistake.
+                log.info("%s bad request body: %r", req.id, exc)
+                await self.fail(req, BadRequestError(f"invalid request: {type(exc).__name__}: {exc}", param="body"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s unexpected error on %s %s", req.id, req.method, req.path)
+                await self.fail(req, ServerError(f"internal error ({type(exc).__name__}); request id {req.id}"))
+        finally:
+            metrics.in_flight -= 1
+            seconds = time.perf_counter() - req.started
+            key = req.key_name
+            metrics.request(req.door, req.model, key, req.status, seconds)
+            if req.error_kind is not None:
+                metrics.error(req.model, key, req.error_kind)
+            if self.settings.access_log:
+                log.info("%s %s %s %d model=%s key=%s %.1fms", req.id, req.method, req.path, req.status, req.model, key, seconds * 1000)
+
+    async def _authenticate(self, req: Request, door: str) -> None:
+        if door == "health":
+            return
+        key = req.presented_key()
+        if not self.auth_required:
+            # Open server: a real gateway key still attributes usage; SDK placeholders are ignored.
+            if key and key.startswith("mpk_"):
+                _, req.caller = self.keys.lookup(key)
+            return
+        if key:
+            key_id, caller = self.keys.lookup(key)
+            if caller is None and key_id is not None and await self._sync_for_unknown_key():
+                _, caller = self.keys.lookup(key)
+        req.caller = self.keys.authenticate(key)
+
+    async def _sync_for_unknown_key(self) -> bool:
+        """A key made after the last sync: read the store now, at most once a second."""
+        now = time.monotonic()
+        if now - self._last_unknown_key_sync < KEY_SYNC_SECONDS:
+            return False
+        self._last_unknown_key_sync = now
+        await self.sync_keys()
+        return True
+
+    # -- responses -----------------------------------------------------------------------
+
+    async def respond(self, req: Request, body: Any, status: int = 200, headers: dict[str, str] | None = None,
+                      content_type: bytes | None = None) -> None:
+        """One whole response: JSON (``body`` any JSON value) or raw bytes with a content type."""
+        payload = body if isinstance(body, bytes) else dumps(body)
+        head = [(b"content-type", content_type) if content_type else _JSON_HEADERS[0],
+                (b"content-length", str(len(payload)).encode()), req._id_header]
+        if headers:
+            head.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        req.status = status
+        await req.send({"type": "http.response.start", "status": status, "headers": head})
+        await req.send({"type": "http.response.body", "body": payload})
+
+    async def fail(self, req: Request, exc: ModelportError) -> None:
+        """The error in the caller's dialect (OpenAI's before a door is known)."""
+        req.error_kind = exc.kind
+        if exc.status >= 500:
+            log.warning("%s %s %s failed: %s", req.id, req.method, req.path, exc)
+        dialect = req.dialect
+        if dialect is None:
+            from .. import dialects
+
+            dialect = dialects.get("gemini" if req.path.startswith(("/v1beta", "/v1alpha")) else "openai")
+        status, body, headers = dialect.encode_error(exc)
+        if isinstance(body, dict) and "request_id" in body:
+            body["request_id"] = req.id
+        await self.respond(req, body, status, headers)
+
+    # -- services for the doors ------------------------------------------------------------
+
+    def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None]:
+        """Route, check the key's models, cap max_tokens and book the key's limits."""
+        targets = self.router.targets(request.model)
+        req.model = request.model
+        cap = self.settings.max_tokens
+        if request.max_tokens is None or request.max_tokens <= 0 or request.max_tokens > cap:
+            request = replace(request, max_tokens=cap)
+        caller = req.caller
+        if caller is None:
+            return targets, request, None
+        self.keys.check_model(caller, request.model, targets[0].name)
+        tokens = estimate_tokens(request)
+        limits = caller.record.limits
+        cost = self._worst_cost(targets, Usage(tokens, request.max_tokens or 0)) if limits.budget is not None else 0.0
+        return targets, request, caller.state.reserve(tokens + (request.max_tokens or 0), cost)
+
+    def _worst_cost(self, targets: tuple[Target, ...], usage: Usage) -> float:
+        from ..prices import cost, price_for
+
+        worst = 0.0
+        for target in targets:
+            value = cost(usage, price_for(target.provider.name, target.model_id))
+            if value is None:
+                raise PermissionDeniedError(
+                    f"model {target.name!r} has no known price, and this gateway key has a budget",
+                    hint="use a priced model, or add its price under [prices] in the config",
+                )
+            worst = max(worst, value)
+        return worst
+
+    def _settle(self, req: Request, booking: Booking | None, target: Target | None, usage: Usage | None) -> None:
+        usage = usage or Usage()
+        req.usage = usage
+        spent = 0.0
+        if target is not None and (usage.input_tokens or usage.output_tokens):
+            from ..prices import cost, price_for
+
+            spent = cost(usage, price_for(target.provider.name, target.model_id)) or 0.0
+        req.cost = spent
+        self.metrics.usage(req.model, req.key_name, usage.input_tokens, usage.output_tokens, spent)
+        caller = req.caller
+        if caller is not None:
+            if booking is not None:
+                caller.state.settle(booking, usage.input_tokens + usage.output_tokens, spent)
+            self.keys.record_usage(caller, usage.input_tokens, usage.output_tokens, spent)
+
+    def _log_call(self, req: Request, request: ChatRequest, target: Target, response: ChatResponse | None, error: BaseException | None) -> None:
+        if self.call_log is not None:
+            self.call_log.record(
+                request, response, error, provider=target.provider.name, model=target.model_id,
+                source="gateway", latency=time.perf_counter() - req.started, key_name=req.caller.name if req.caller else None,
+            )
+
+    async def chat(self, req: Request, request: ChatRequest) -> ChatResponse:
+        """A whole answer, from the first target that does not fail with a fallback error."""
+        targets, request, booking = self._admit(req, request)
+        interrupt = _Interrupt()
+        timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
+        target = targets[0]
+        response: ChatResponse | None = None
+        try:
+            for i, target in enumerate(targets):
+                try:
+                    response = await target.backend.achat(request, target.model_id)
+                except ModelportError as exc:
+                    if i + 1 < len(targets) and may_fall_back(exc):
+                        log.info("%s %s failed (%s); falling back to %s", req.id, target.name, exc.kind, targets[i + 1].name)
+                        continue
+                    self._log_call(req, request, target, None, exc)
+                    raise
+                response.provider = target.provider.name
+                self._log_call(req, request, target, response, None)
+                return response
+            raise AssertionError("unreachable: the last target returns or raises")
+        except asyncio.CancelledError:
+            if interrupt.absorb() is None:
+                raise
+            error = _timeout_error(self.settings.request_timeout)
+            self._log_call(req, request, target, None, error)
+            raise error from None
+        finally:
+            timer.cancel()
+            interrupt.disarm()
+            self._settle(req, booking, target, response.usage if response is not None else None)
+
+    async def stream(self, req: Request, request: ChatRequest, encoder: Any) -> None:
+        """Stream the answer through the dialect's encoder.
+
+        Nothing is sent until the first event arrives, so failures before it (unknown model,
+        upstream 429) still get a proper status, and fallbacks still apply. After that, a
+        failure ends the stream with the dialect's error event.
+        """
+        targets, request, booking = self._admit(req, request)
+        loop = asyncio.get_running_loop()
+        interrupt = _Interrupt()
+        timer = loop.call_later(self.settings.request_timeout, interrupt.fire, "timeout")
+        watcher: asyncio.Task[None] | None = None
+        events: Any = None
+        target = targets[0]
+        acc = StreamAccumulator(request.model, target.provider.name)
+        error: ModelportError | None = None
+        send = req.send
+        try:
+            try:
+                events, first, target = await self._open_stream(req, request, targets)
+                acc.provider = target.provider.name
+                self.metrics.time_to_first_token(req.model, time.perf_counter() - req.started)
+                req.status = 200
+                await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, req._id_header]})
+                watcher = loop.create_task(self._watch_disconnect(req, interrupt))
+                if first is not None:
+                    acc.add(first)
+                    chunk = encoder.encode(first)
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    async for event in events:
+                        acc.add(event)
+                        chunk = encoder.encode(event)
+                        if chunk:
+                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                tail = encoder.close()
+            except asyncio.CancelledError:
+                reason = interrupt.absorb()
+                if reason is None:
+                    raise
+                if reason == "disconnect":
+                    req.status = 499
+                    req.error_kind = "disconnected"
+                    return
+                error = _timeout_error(self.settings.request_timeout)
+                if req.status == 0:
+                    raise error from None
+                tail = encoder.error(error)
+            except ModelportError as exc:
+                if req.status == 0:
+                    error = exc
+                    raise
+                # Mid-stream: the status is sent, so the error travels as the dialect's event.
+                error = exc
+                log.warning("%s stream from %s broke: %s", req.id, target.name, exc)
+                req.error_kind = exc.kind
+                tail = encoder.error(exc)
+            timer.cancel()
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        finally:
+            timer.cancel()
+            interrupt.disarm()
+            if watcher is not None:
+                watcher.cancel()
+            if events is not None:
+                await events.aclose()
+            response = acc.response(time.perf_counter() - req.started) if error is None else None
+            self._settle(req, booking, target, acc.usage)
+            self._log_call(req, request, target, response, error)
+
+    async def _open_stream(self, req: Request, request: ChatRequest, targets: tuple[Target, ...]) -> tuple[Any, StreamEvent | None, Target]:
+        for i, target in enumerate(targets):
+            events = target.backend.astream(request, target.model_id).__aiter__()
+            try:
+                return events, await events.__anext__(), target
+            except StopAsyncIteration:
+                return events, None, target
+            except ModelportError as exc:
+                await events.aclose()
+                if i + 1 < len(targets) and may_fall_back(exc):
+                    log.info("%s %s failed (%s); falling back to %s", req.id, target.name, exc.kind, targets[i + 1].name)
+                    continue
+                raise
+        raise AssertionError("unreachable: the last target returns or raises")
+
+    @staticmethod
+    async def _watch_disconnect(req: Request, interrupt: _Interrupt) -> None:
+        """Stop generating (and free the model's slot) as soon as the caller hangs up."""
+        while True:
+            message = await req.receive()
+            if message["type"] == "http.disconnect":
+                req.disconnected = True
+                interrupt.fire("disconnect")
+                return
+
+    async def embed(self, req: Request, model: str, inputs: list[str]) -> EmbeddingResponse:
+        targets = self.router.targets(model)
+        req.model = model
+        target = targets[0]
+        caller = req.caller
+        booking = None
+        if caller is not None:
+            self.keys.check_model(caller, model, target.name)
+            tokens = sum(len(text) for text in inputs) // 4 + len(inputs)
+            limits = caller.record.limits
+            cost = self._worst_cost(targets[:1], Usage(tokens)) if limits.budget is not None else 0.0
+            booking = caller.state.reserve(tokens, cost)
+        interrupt = _Interrupt()
+        timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
+        response = None
+        try:
+            response = await target.backend.aembed(inputs, target.model_id)
+            return response
+        except asyncio.CancelledError:
+            if interrupt.absorb() is None:
+                raise
+            raise _timeout_error(self.settings.request_timeout) from None
+        finally:
+            timer.cancel()
+            interrupt.disarm()
+            self._settle(req, booking, target, response.usage if response is not None else None)
+
+    def admit_model(self, req: Request, model: str) -> Target:
+        """Route a model for a request that runs no model (token counting, model info)."""
+        target = self.router.targets(model)[0]
+        req.model = model
+        if req.caller is not None:
+            self.keys.check_model(req.caller, model, target.name)
+        return target
+
+    # -- built-in endpoints ----------------------------------------------------------------
+
+    async def _health(self, req: Request, _: str) -> None:
+        await self.respond(req, {"status": "ok", "in_flight": self.metrics.in_flight})
+
+    async def _metrics(self, req: Request, _: str) -> None:
+        await self.respond(req, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def sync_keys(self) -> None:
+        """Save unsaved usage, then reload every key row (one worker-thread job, in order,
+        so the reloaded totals already include what was just saved)."""
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            usage = self.keys.take_usage()
+            store = self.keys.store
+
+            def save_and_read() -> list[Any]:
+                try:
+                    store.add_usage(usage)
+                except Exception:
+                    log.exception("could not save gateway key usage; keeping it for the next try")
+                    raise
+                return store.records()
+
+            try:
+                records = await asyncio.get_running_loop().run_in_executor(self._io, save_and_read)
+            except Exception:
+                self._restore_usage(usage)
+                return
+            self.keys.load(records)
+
+    def _restore_usage(self, usage: dict[str, list[Any]]) -> None:
+        for key_id, totals in usage.items():
+            current = self.keys._unsaved.setdefault(key_id, [0, 0, 0, 0.0, 0.0])
+            for i in range(4):
+                current[i] += totals[i]
+            current[4] = max(current[4], totals[4])
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_SYNC_SECONDS)
+            await self.sync_keys()
+
+    async def startup(self) -> None:
+        if self.auth_required or self.keys.store.exists():
+            await self.sync_keys()
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+        if self.auth_required and not len(self.keys):
+            log.warning("authentication is on but no gateway key exists: create one with `modelport keys create NAME`")
+
+    async def shutdown(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            self._sync_task = None
+            await self.sync_keys()
+        await self.client.aclose()
+        if self.call_log is not None:
+            await asyncio.get_running_loop().run_in_executor(self._io, self.call_log.flush, 5.0)
+        self._io.shutdown(wait=False)
+
+    async def _lifespan(self, receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+

@@ -1,0 +1,134 @@
+"""The OpenAI front door (also Groq's ``/openai/v1`` and LM Studio's base URL): chat
+completions, legacy completions, embeddings and models, glued to the gateway's services.
+
+The legacy ``/v1/completions`` form has no canonical counterpart, so its small translation
+(prompt in, ``text_completion`` out) lives here rather than in the dialect.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..errors import BadRequestError
+from ..jsonio import dumps
+from ..types import StreamEvent, Usage
+from .app import Gateway, Request
+
+# The legacy endpoint's own default (protocols §2.11), far below chat's.
+LEGACY_DEFAULT_MAX_TOKENS = 16
+
+
+class OpenAIDoor:
+    def __init__(self, gateway: Gateway, dialect: Any) -> None:
+        self.gateway = gateway
+        self.dialect = dialect
+
+    async def chat_completions(self, req: Request, _: str) -> None:
+        gateway, dialect = self.gateway, self.dialect
+        body = await req.json(gateway.settings.max_body_bytes)
+        request = dialect.decode_request(body)
+        if request.stream:
+            encoder = dialect.StreamEncoder(request.model, dialect.stream_include_usage(body))
+            await gateway.stream(req, request, encoder)
+            return
+        response = await gateway.chat(req, request)
+        await gateway.respond(req, dialect.encode_response(response, request.model))
+
+    async def completions(self, req: Request, _: str) -> None:
+        gateway, dialect = self.gateway, self.dialect
+        body = await req.json(gateway.settings.max_body_bytes)
+        if not isinstance(body, dict):
+            raise BadRequestError("body: expected a JSON object", param="body")
+        prompt = _prompt(body.get("prompt"))
+        chat_body = {k: v for k, v in body.items() if k not in ("prompt", "suffix", "echo", "best_of", "logprobs", "n")}
+        chat_body["messages"] = [{"role": "user", "content": prompt}]
+        if chat_body.get("max_tokens") is None:
+            chat_body["max_tokens"] = LEGACY_DEFAULT_MAX_TOKENS
+        request = dialect.decode_request(chat_body)
+        if request.stream:
+            await gateway.stream(req, request, CompletionStreamEncoder(request.model, dialect.stream_include_usage(body)))
+            return
+        response = await gateway.chat(req, request)
+        choice = {"index": 0, "text": response.text, "logprobs": None, "finish_reason": _finish(response.finish_reason)}
+        await gateway.respond(req, {
+            "id": _new_id(), "object": "text_completion", "created": int(time.time()), "model": request.model,
+            "choices": [choice], "usage": _usage(response.usage),
+        })
+
+    async def embeddings(self, req: Request, _: str) -> None:
+        gateway, dialect = self.gateway, self.dialect
+        model, inputs, encoding_format = dialect.decode_embeddings_request(await req.json(gateway.settings.max_body_bytes))
+        response = await gateway.embed(req, model, inputs)
+        response.model = model
+        await gateway.respond(req, dialect.encode_embeddings_response(response, encoding_format))
+
+    async def models(self, req: Request, _: str) -> None:
+        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.router.list_models()))
+
+    async def model(self, req: Request, model: str) -> None:
+        info = self.gateway.router.find_model(model)
+        if req.caller is not None:
+            self.gateway.admit_model(req, model)
+        await self.gateway.respond(req, self.dialect.encode_models([info])["data"][0])
+
+
+def _prompt(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
+        return raw[0]
+    if raw is None:
+        raise BadRequestError("prompt: required", param="prompt", code="missing_required_parameter")
+    raise BadRequestError("prompt: expected a string (one prompt per request; token arrays are not supported)", param="prompt", code="invalid_type")
+
+
+def _new_id() -> str:
+    return "cmpl-" + os.urandom(12).hex()
+
+
+def _finish(reason: str | None) -> str:
+    # text_completion knows stop, length and content_filter only.
+    return reason if reason in ("length", "content_filter") else "stop"
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens, "total_tokens": usage.total_tokens}
+
+
+class CompletionStreamEncoder:
+    """Canonical stream events to ``text_completion`` chunks, ending with ``[DONE]``."""
+
+    __slots__ = ("model", "include_usage", "_head", "_usage", "_finish")
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self._head = {"id": _new_id(), "object": "text_completion", "created": int(time.time()), "model": model}
+        self._usage = Usage()
+        self._finish: str | None = None
+
+    def _chunk(self, text: str, finish: str | None) -> bytes:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        return b"data: " + dumps({**self._head, "choices": [choice]}) + b"\n\n"
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if event.kind == "text" and event.text:
+            return self._chunk(event.text, None)
+        if event.kind in ("usage", "finish"):
+            self._usage = event.usage or self._usage
+            self._finish = event.finish_reason or self._finish
+        return b""
+
+    def close(self) -> bytes:
+        out = self._chunk("", _finish(self._finish))
+        if self.include_usage:
+            out += b"data: " + dumps({**self._head, "choices": [], "usage": _usage(self._usage)}) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    def error(self, exc: BaseException) -> bytes:
+        from ..dialects import openai
+
+        _, body, _ = openai.encode_error(exc)
+        return b"data: " + dumps(body) + b"\n\n"
