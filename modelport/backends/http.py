@@ -64,7 +64,11 @@ class HttpBackend:
         except JSONDecodeError:
             body = raw.content.decode("utf-8", "replace")
         err = self.dialect.decode_error(raw.status, body, raw.headers, self.name)
+        # Providers echo the key they received in 401 messages: scrub it from everything the
+        # error shows, including args (repr, tracebacks of pickled errors) and the raw body.
         err.message = redact(err.message, [self._key])
+        err.args = (err.message, *err.args[1:])
+        err.body = _redact_value(err.body, [self._key])
         if err.kind == "authentication" and not err.hint:
             err.hint = self.provider.key_hint()
         return err
@@ -242,6 +246,17 @@ class HttpBackend:
         if self._async is not None:
             await self._async.aclose()
         self.close()
+
+
+def _redact_value(value: Any, secrets: list[str | None]) -> Any:
+    """``value`` (a parsed JSON body) with every secret masked in every string."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v, secrets) for v in value]
+    return value
 
 
 def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
