@@ -499,3 +499,59 @@ def test_decode_error_context_length_and_non_json_body():
 def test_retry_after_reads_ms_first():
     assert A.retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert A.retry_after({}) is None
+
+
+# -- against the fake upstream ---------------------------------------------------------------------
+
+httpx = pytest.importorskip("httpx")
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    from tests.fakes.anthropic_upstream import AnthropicUpstream
+
+    with AnthropicUpstream(api_key="sk-ant-test") as server:
+        yield server
+
+
+def _post(upstream, body: dict) -> httpx.Response:
+    return httpx.post(upstream.base_url + A.chat_path("claude-fake", bool(body.get("stream"))), json=body, headers={"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"})
+
+
+def test_fake_upstream_chat_and_forced_tool(upstream):
+    body = A.encode_request(ChatRequest("m", [Message.user("Where is A-118?")]), "claude-fake")
+    assert A.decode_response(_post(upstream, body).json(), "anthropic").text == "echo: Where is A-118?"
+    forced = ChatRequest("m", [Message.user("x")], tools=[Tool("lookup_order", parameters=SCHEMA)], tool_choice=ToolChoice("required", "lookup_order"))
+    response = A.decode_response(_post(upstream, A.encode_request(forced, "claude-fake")).json(), "anthropic")
+    assert response.finish_reason == "tool_calls" and response.tool_calls[0].args == {"echo": "x"}
+
+
+def test_fake_upstream_stream_equals_non_stream(upstream):
+    from tests.fakes.anthropic_upstream import Answer
+
+    answer = Answer(text="Hello there you", tool_calls=[("toolu_9", "f", '{"a":1}')], reasoning="think", cached_tokens=2)
+    request = ChatRequest("m", [Message.user("one two three")])
+    upstream.script(answer, answer)
+    whole = A.decode_response(_post(upstream, A.encode_request(request, "claude-fake")).json())
+    request.stream = True
+    streamed = accumulate(decode_stream(_post(upstream, A.encode_request(request, "claude-fake")).content))
+    whole.provider, whole.raw = "", None
+    assert streamed == whole and whole.usage.cached_tokens == 2
+
+
+def test_fake_upstream_errors(upstream):
+    from tests.fakes.anthropic_upstream import error_mid_stream, overloaded, rate_limited
+
+    body = A.encode_request(ChatRequest("m", [Message.user("x")]), "claude-fake")
+    upstream.inject(rate_limited(3))
+    r = _post(upstream, body)
+    err = A.decode_error(r.status_code, r.json(), {k.lower(): v for k, v in r.headers.items()}, "anthropic")
+    assert isinstance(err, RateLimitError) and err.retry_after == 3.0
+    upstream.inject(overloaded())
+    r = _post(upstream, body)
+    assert isinstance(A.decode_error(r.status_code, r.json(), {}, "anthropic"), OverloadedError)
+    upstream.inject(error_mid_stream())
+    with pytest.raises(StreamError):
+        decode_stream(_post(upstream, {**body, "stream": True}).content)
+    r = httpx.post(upstream.base_url + "/v1/messages", json=body, headers={"authorization": "Bearer wrong"})
+    assert isinstance(A.decode_error(r.status_code, r.json(), {}, "anthropic"), AuthenticationError)

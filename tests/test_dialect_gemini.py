@@ -424,3 +424,65 @@ def test_models_count_tokens_and_embeddings():
     response = EmbeddingResponse("", [Embedding(0, [0.5]), Embedding(1, [0.25])], provider="gemini")
     assert G.decode_embeddings_response(G.encode_embeddings_response(response), "gemini") == response
     assert G.encode_embeddings_response(response, batch=False) == {"embedding": {"values": [0.5]}}
+
+
+# -- against the fake upstream ---------------------------------------------------------------------
+
+httpx = pytest.importorskip("httpx")
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    from tests.fakes.gemini_upstream import GeminiUpstream
+
+    with GeminiUpstream(api_key="g-key") as server:
+        yield server
+
+
+def _post(upstream, body: dict, stream: bool = False, version: str = "v1beta") -> httpx.Response:
+    return httpx.post(upstream.base_url_for(version) + G.chat_path("gemini-fake", stream), json=body, headers={"x-goog-api-key": "g-key"})
+
+
+def test_fake_upstream_chat_and_forced_call_with_signature_round_trip(upstream):
+    body = G.encode_request(ChatRequest("m", [Message.user("Where is A-118?")]))
+    assert G.decode_response(_post(upstream, body, version="v1").json()).text == "echo: Where is A-118?"
+    forced = ChatRequest("m", [Message.user("x")], tools=[Tool("lookup_order", parameters=SCHEMA)], tool_choice=ToolChoice("required"))
+    response = G.decode_response(_post(upstream, G.encode_request(forced)).json())
+    (call,) = response.tool_calls
+    assert response.finish_reason == "tool_calls" and call.signature == "fake-sig-0" and call.args == {"echo": "x"}
+    follow_up = ChatRequest("m", [*forced.messages, response.message, Message.tool(call.id, "shipped")], tools=forced.tools)
+    _post(upstream, G.encode_request(follow_up))
+    sent = upstream.last_request.body["contents"]
+    assert sent[1]["parts"][0] == {"functionCall": {"name": "lookup_order", "args": {"echo": "x"}}, "thoughtSignature": "fake-sig-0"}
+    assert sent[2]["parts"][0] == {"functionResponse": {"name": "lookup_order", "response": {"result": "shipped"}}}
+
+
+def test_fake_upstream_stream_equals_non_stream(upstream):
+    from tests.fakes.gemini_upstream import Answer
+
+    answer = Answer(text="Hello there you", tool_calls=[("", "f", '{"a":1}')], reasoning="think", reasoning_tokens=4)
+    body = G.encode_request(ChatRequest("m", [Message.user("one two three")]))
+    upstream.script(answer, answer)
+    whole = G.decode_response(_post(upstream, body).json(), "")
+    streamed = accumulate(decode_stream(_post(upstream, body, stream=True).content))
+    whole.raw = None
+    assert streamed == whole and whole.usage.reasoning_tokens == 4
+
+
+def test_fake_upstream_errors(upstream):
+    from tests.fakes.gemini_upstream import gemini_error, rate_limited
+
+    body = G.encode_request(ChatRequest("m", [Message.user("x")]))
+    upstream.inject(rate_limited("37.4s"))
+    r = _post(upstream, body)
+    assert "retry-after" not in r.headers
+    err = G.decode_error(r.status_code, r.json(), {}, "gemini")
+    assert isinstance(err, RateLimitError) and err.retry_after == 37.4
+    upstream.inject(rate_limited(per_day=True))
+    r = _post(upstream, body)
+    assert isinstance(G.decode_error(r.status_code, r.json(), {}, "gemini"), QuotaExceededError)
+    upstream.inject(gemini_error(503, "The model is overloaded."))
+    r = _post(upstream, body)
+    assert isinstance(G.decode_error(r.status_code, r.json(), {}, "gemini"), OverloadedError)
+    r = httpx.post(upstream.base_url_for() + G.chat_path("gemini-fake"), json=body, headers={"x-goog-api-key": "bad"})
+    assert isinstance(G.decode_error(r.status_code, r.json(), {}, "gemini"), AuthenticationError)
