@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "logs": "modelport.cli.logs:logs",
     "models": "modelport.cli.models:models",
     "pull": "modelport.cli.models:pull",
+    "serve": "modelport.cli.serve:serve",
     "usage": "modelport.cli.logs:usage",
 }
 

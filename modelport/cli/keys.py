@@ -68,3 +68,4 @@ def remove(provider: str) -> None:
     if not remove_key(provider):
         raise click.ClickException(f"no stored key for {provider!r}")
     click.echo(f"removed the {provider} key")
+from . import gateway_keys  # noqa: E402,F401  registers create/revoke/usage (gateway keys for `modelport serve`)
