@@ -11,7 +11,7 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 from .. import dialects
-from ..errors import ConfigError, ModelportError, StreamError, redact
+from ..errors import ConfigError, ModelportError, StreamError, TimeoutError, redact
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..providers import Provider, base_url
 from ..retry import RetryPolicy, is_retryable_status
@@ -131,16 +131,18 @@ class HttpBackend:
         url, body = self._prepare(request, model_id, True)
         transport, deadline, attempt = self._sync_transport(), self._deadline(), 0
         while True:
+            began = False
             try:
                 with transport.stream("POST", url, self._headers, body) as (head, chunks):
                     if head.status < 400:
                         # From the first byte on, a failure is the caller's to see: no retry.
+                        began = True
                         yield from self._events(chunks)
                         return
                     err, retryable = self._status_error(head)
-            except StreamError:
-                raise
             except ModelportError as exc:
+                if began:
+                    raise
                 err, retryable = exc, True
             delay = self._next_delay(attempt, err, retryable, deadline)
             if delay is None:
@@ -192,9 +194,11 @@ class HttpBackend:
         url, body = self._prepare(request, model_id, True)
         transport, deadline, attempt = self._async_transport(), self._deadline(), 0
         while True:
+            began = False
             try:
                 async with transport.stream("POST", url, self._headers, body) as (head, chunks):
                     if head.status < 400:
+                        began = True
                         parser, decoder = SSEParser(), self.dialect.StreamDecoder()
                         try:
                             async for chunk in chunks:
@@ -208,9 +212,9 @@ class HttpBackend:
                             raise _broken_stream(exc, self.name) from None
                         return
                     err, retryable = self._status_error(head)
-            except StreamError:
-                raise
             except ModelportError as exc:
+                if began:
+                    raise
                 err, retryable = exc, True
             delay = self._next_delay(attempt, err, retryable, deadline)
             if delay is None:
@@ -265,9 +269,15 @@ def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
     return replace(request, stream=stream)
 
 
-def _broken_stream(exc: ModelportError, provider: str) -> StreamError:
+def _broken_stream(exc: ModelportError, provider: str) -> ModelportError:
     if isinstance(exc, StreamError):
         exc.provider = exc.provider or provider
+        return exc
+    if isinstance(exc, TimeoutError):
+        # A stall is a timeout, whatever stage it happens at: callers catch TimeoutError.
+        exc.provider = exc.provider or provider
+        exc.hint = "the stream stalled after it started and was not retried, to avoid duplicated text; " \
+                   "raise Timeouts(read=...) or call again"
         return exc
     return StreamError(
         f"the stream from {provider} broke after it started: {exc.message}",
