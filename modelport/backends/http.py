@@ -146,6 +146,7 @@ class HttpBackend:
                 err, retryable = exc, True
             delay = self._next_delay(attempt, err, retryable, deadline)
             if delay is None:
+                err.provider = err.provider or self.name
                 raise err
             time.sleep(delay)
             attempt += 1
@@ -218,6 +219,7 @@ class HttpBackend:
                 err, retryable = exc, True
             delay = self._next_delay(attempt, err, retryable, deadline)
             if delay is None:
+                err.provider = err.provider or self.name
                 raise err
             await asyncio.sleep(delay)
             attempt += 1
