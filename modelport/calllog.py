@@ -165,6 +165,8 @@ def connect(path: Path, migrations: list[Callable[[sqlite3.Connection], None]], 
 # Ids and time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two characters per lookup: 13 lookups encode an id instead of 26 shifts and masks.
+_CROCKFORD_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 _id_lock = threading.Lock()
 _last_id_ms = 0
 _last_id_random = 0
@@ -183,7 +185,7 @@ def new_id() -> str:
             rand = int.from_bytes(os.urandom(10), "big")
         _last_id_ms, _last_id_random = ms, rand
     value = (ms << 80) | rand
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return "".join([_CROCKFORD_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def _iso(ts: float) -> str:

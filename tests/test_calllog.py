@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -163,6 +164,11 @@ def test_ids_are_unique_and_sort_in_creation_order() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(len(i) == 26 for i in ids)
+    # The first ten characters are the ULID timestamp: milliseconds since the epoch.
+    ms = 0
+    for char in ids[-1][:10]:
+        ms = ms * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char)
+    assert abs(ms / 1000 - time.time()) < 60
 
 
 def test_conversations_continue_from_the_latest_answered_call(log: CallLog) -> None:
