@@ -84,21 +84,21 @@ def test_the_validator_rejects_what_the_spec_forbids():
 
 
 @needs_spec
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chat_requests)
 def test_encoded_requests_follow_the_spec(req: ChatRequest):
     assert_valid(oa.encode_request(req, req.model), "CreateChatCompletionRequest")
 
 
 @needs_spec
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chat_responses())
 def test_encoded_responses_follow_the_spec(resp):
     assert_valid(oa.encode_response(resp, "gateway/model"), "CreateChatCompletionResponse")
 
 
 @needs_spec
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chat_responses(), st.booleans(), st.data())
 def test_encoded_stream_chunks_follow_the_spec(resp, include_usage, data):
     encoder = oa.StreamEncoder("gateway/model", include_usage)

@@ -14,7 +14,7 @@ from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelport import errors
@@ -760,21 +760,21 @@ def as_stream_events(resp: ChatResponse, draw) -> list[StreamEvent]:
     return events + [StreamEvent("usage", usage=resp.usage), StreamEvent("finish", finish_reason=resp.finish_reason)]
 
 
-@settings(max_examples=150)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chat_requests)
 def test_the_gateway_decodes_exactly_what_the_client_encodes(req):
     wire = json.loads(json.dumps(oa.encode_request(req, req.model)))
     assert oa.decode_request(wire) == req
 
 
-@settings(max_examples=150)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chat_responses())
 def test_the_client_decodes_exactly_what_the_gateway_encodes(resp):
     wire = json.loads(json.dumps(oa.encode_response(resp, resp.model)))
     assert oa.decode_response(wire, "openai") == resp
 
 
-@settings(max_examples=150)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chat_responses(), st.data())
 def test_a_streamed_answer_folds_into_the_same_response_as_the_whole_one(resp, data):
     encoder = oa.StreamEncoder(resp.model, include_usage=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelport.sse import SSEParser, format_event
@@ -72,6 +72,7 @@ payloads = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), mi
 )
 
 
+@settings(deadline=None)
 @given(
     st.lists(st.tuples(st.one_of(st.none(), st.sampled_from(["delta", "error", "message_stop"])), payloads), min_size=1, max_size=8),
     st.data(),
