@@ -49,8 +49,8 @@ class _ClientCore:
         timeout: Timeouts | float | None = None,
         max_retries: int = 2,
         config: dict[str, Any] | str | Path | None = None,
-        log: bool | str | Path = False,
-        cache: bool | float = False,
+        log: bool | None = None,
+        cache: bool | float | None = None,
         source: str = "sdk",
     ) -> None:
         self.config = config if isinstance(config, dict) else load_config(config)
@@ -62,8 +62,12 @@ class _ClientCore:
         self.retry = RetryPolicy(max_retries=max_retries)
         self._backends: dict[str, Any] = {}
         self._source = source
-        self._log = _open_log(log)
-        self._cache = _open_cache(cache)
+        # None defers to MODELPORT_LOG / MODELPORT_CACHE and the config file.
+        from .cache import cache_for
+        from .calllog import log_for
+
+        self._log = log_for(source, log)
+        self._cache = cache_for(cache)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(providers={len(self.providers)}, backends={sorted(self._backends)})"
@@ -142,10 +146,10 @@ class _ClientCore:
             parse(response, validator)
         return response
 
-    def _record(self, request: ChatRequest, provider: str, started: float, response: ChatResponse | None = None,
+    def _record(self, request: ChatRequest, provider: str, model_id: str, started: float, response: ChatResponse | None = None,
                 error: BaseException | None = None, cached: bool = False) -> None:
         if self._log is not None:
-            self._log.record(request, response, error, provider=provider, model=request.model, source=self._source,
+            self._log.record(request, response, error, provider=provider, model=model_id, source=self._source,
                              latency=time.perf_counter() - started, cached=cached)
 
 
@@ -167,18 +171,18 @@ class Client(_ClientCore):
         started = time.perf_counter()
         cached = self._cache.get(request) if self._cache is not None else None
         if cached is not None:
-            self._record(request, provider.name, started, cached, cached=True)
+            self._record(request, provider.name, model_id, started, cached, cached=True)
             return cached
         try:
             response = self.backend(provider).chat(request, model_id)
         except ModelportError as exc:
-            self._record(request, provider.name, started, error=exc)
+            self._record(request, provider.name, model_id, started, error=exc)
             raise
         response.provider = provider.name
         response.model = response.model or model_id
         if self._cache is not None:
             self._cache.put(request, response)
-        self._record(request, provider.name, started, response)
+        self._record(request, provider.name, model_id, started, response)
         return response
 
     def stream(self, model: str | None = None, prompt: Prompt = None, *, system: str | None = None, **params: Any) -> ChatStream:
@@ -234,14 +238,14 @@ class ChatStream:
                 self._acc.add(event)
                 yield event
         except ModelportError as exc:
-            client._record(request, self._provider.name, started, error=exc)
+            client._record(request, self._provider.name, self._model_id, started, error=exc)
             raise
         response = self._acc.response(time.perf_counter() - started)
         response.model = response.model or self._model_id
         self.response = client._finish(response, self._validator)
         if cache is not None and cached is None:
             cache.put(request, response)
-        client._record(request, self._provider.name, started, response, cached=cached is not None)
+        client._record(request, self._provider.name, self._model_id, started, response, cached=cached is not None)
 
     def text_stream(self) -> Iterator[str]:
         for event in self:
@@ -272,18 +276,18 @@ class AsyncClient(_ClientCore):
         started = time.perf_counter()
         cached = self._cache.get(request) if self._cache is not None else None
         if cached is not None:
-            self._record(request, provider.name, started, cached, cached=True)
+            self._record(request, provider.name, model_id, started, cached, cached=True)
             return cached
         try:
             response = await self.backend(provider).achat(request, model_id)
         except ModelportError as exc:
-            self._record(request, provider.name, started, error=exc)
+            self._record(request, provider.name, model_id, started, error=exc)
             raise
         response.provider = provider.name
         response.model = response.model or model_id
         if self._cache is not None:
             self._cache.put(request, response)
-        self._record(request, provider.name, started, response)
+        self._record(request, provider.name, model_id, started, response)
         return response
 
     def stream(self, model: str | None = None, prompt: Prompt = None, *, system: str | None = None, **params: Any) -> AsyncChatStream:
@@ -335,14 +339,14 @@ class AsyncChatStream:
                     self._acc.add(event)
                     yield event
         except ModelportError as exc:
-            client._record(request, self._provider.name, started, error=exc)
+            client._record(request, self._provider.name, self._model_id, started, error=exc)
             raise
         response = self._acc.response(time.perf_counter() - started)
         response.model = response.model or self._model_id
         self.response = client._finish(response, self._validator)
         if cache is not None and cached is None:
             cache.put(request, response)
-        client._record(request, self._provider.name, started, response, cached=cached is not None)
+        client._record(request, self._provider.name, self._model_id, started, response, cached=cached is not None)
 
     async def text_stream(self) -> AsyncIterator[str]:
         async for event in self:
@@ -374,22 +378,3 @@ def _messages(prompt: Prompt, messages: Any) -> list[Message]:
         out.extend([item] if isinstance(item, Message) else openai.decode_request({"model": "-", "messages": [item]}).messages)
     return out
 
-
-def _open_log(log: bool | str | Path) -> Any:
-    if not log:
-        return None
-    import os
-
-    if os.environ.get("MODELPORT_LOG") == "0":
-        return None
-    from .calllog import CallLog
-
-    return CallLog(None if log is True else log)
-
-
-def _open_cache(cache: bool | float) -> Any:
-    if cache is False or cache is None:
-        return None
-    from .cache import ResponseCache
-
-    return ResponseCache(ttl=None if cache is True else float(cache))

@@ -20,7 +20,8 @@ class Session:
     def __init__(self, model: str | None, system: str | None, options: dict[str, Any], continue_last: bool, cid: str | None) -> None:
         from ..client import Client
 
-        self.client = Client(source="cli")
+        # The session logs each turn itself, with its conversation id.
+        self.client = Client(source="cli", log=False)
         self.model = model
         self.system = system
         self.options = options
@@ -76,13 +77,9 @@ class Session:
 
 
 def _call_log() -> Any:
-    import os
+    from ..calllog import log_for
 
-    if os.environ.get("MODELPORT_LOG") == "0":
-        return None
-    from ..calllog import CallLog
-
-    return CallLog()
+    return log_for("cli")
 
 
 def _read_prompt(prompt: str | None) -> str:
