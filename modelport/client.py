@@ -122,7 +122,7 @@ class _ClientCore:
         if choice is not None:
             from .tools import to_tool_choice
 
-            fields["tool_choice"] = to_tool_choice(choice)
+            fields["tool_choice"] = to_tool_choice(choice, fields.get("tools"))
         validator = None
         response_format = params.pop("response_format", None)
         if response_format is not None:
