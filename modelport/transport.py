@@ -46,19 +46,22 @@ class SyncTransport:
         import httpx
 
         self._httpx = httpx
+        self._timeouts = timeouts
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> RawResponse:
+    def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, cap: float | None = None) -> RawResponse:
+        """``cap`` (seconds) shortens every wait of this request, so a deadline holds."""
         with self._errors(url):
-            r = self._client.request(method, url, headers=headers, content=body)
+            r = self._client.request(method, url, headers=headers, content=body, timeout=self._timeout(cap))
             return RawResponse(r.status_code, _lower(r.headers), r.content)
 
     @contextmanager
-    def stream(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Iterator[tuple[RawResponse, Iterator[bytes]]]:
-        with self._errors(url), self._client.stream(method, url, headers=headers, content=body) as r:
+    def stream(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+               cap: float | None = None) -> Iterator[tuple[RawResponse, Iterator[bytes]]]:
+        with self._errors(url), self._client.stream(method, url, headers=headers, content=body, timeout=self._timeout(cap)) as r:
             head = RawResponse(r.status_code, _lower(r.headers), b"")
             if r.status_code >= 400:
                 head.content = r.read()
@@ -67,6 +70,12 @@ class SyncTransport:
     def _chunks(self, response: Any, url: str) -> Iterator[bytes]:
         with self._errors(url):
             yield from response.iter_raw()
+
+    def _timeout(self, cap: float | None) -> Any:
+        if cap is None:
+            return self._httpx.USE_CLIENT_DEFAULT
+        t = self._timeouts
+        return self._httpx.Timeout(min(t.read, cap), connect=min(t.connect, cap))
 
     @contextmanager
     def _errors(self, url: str) -> Iterator[None]:
@@ -107,22 +116,30 @@ class AsyncTransport:
             self._loop = loop
         return self._session
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> RawResponse:
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, cap: float | None = None) -> RawResponse:
+        """``cap`` (seconds) shortens every wait of this request, so a deadline holds."""
         session = self._get_session()
         async with self._errors(url):
-            async with session.request(method, url, headers=headers, data=body) as r:
+            async with session.request(method, url, headers=headers, data=body, **self._timeout(cap)) as r:
                 content = await r.read()
                 return RawResponse(r.status, _lower(r.headers), content)
 
     @asynccontextmanager
-    async def stream(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> AsyncIterator[tuple[RawResponse, AsyncIterator[bytes]]]:
+    async def stream(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+                     cap: float | None = None) -> AsyncIterator[tuple[RawResponse, AsyncIterator[bytes]]]:
         session = self._get_session()
         async with self._errors(url):
-            async with session.request(method, url, headers=headers, data=body) as r:
+            async with session.request(method, url, headers=headers, data=body, **self._timeout(cap)) as r:
                 head = RawResponse(r.status, _lower(r.headers), b"")
                 if r.status >= 400:
                     head.content = await r.read()
                 yield head, self._chunks(r, url)
+
+    def _timeout(self, cap: float | None) -> dict[str, Any]:
+        if cap is None:
+            return {}
+        t = self._timeouts
+        return {"timeout": self._aiohttp.ClientTimeout(total=None, connect=min(t.connect, cap), sock_read=min(t.read, cap))}
 
     async def _chunks(self, response: Any, url: str) -> AsyncIterator[bytes]:
         async with self._errors(url):

@@ -109,7 +109,7 @@ class HttpBackend:
         transport, deadline, attempt = self._sync_transport(), self._deadline(), 0
         while True:
             try:
-                raw = transport.request("POST", url, self._headers, body)
+                raw = transport.request("POST", url, self._headers, body, _remaining(deadline))
                 if raw.status < 400:
                     return raw
                 err, retryable = self._status_error(raw)
@@ -133,7 +133,7 @@ class HttpBackend:
         while True:
             began = False
             try:
-                with transport.stream("POST", url, self._headers, body) as (head, chunks):
+                with transport.stream("POST", url, self._headers, body, _remaining(deadline)) as (head, chunks):
                     if head.status < 400:
                         # From the first byte on, a failure is the caller's to see: no retry.
                         began = True
@@ -173,7 +173,7 @@ class HttpBackend:
         transport, deadline, attempt = self._async_transport(), self._deadline(), 0
         while True:
             try:
-                raw = await transport.request("POST", url, self._headers, body)
+                raw = await transport.request("POST", url, self._headers, body, _remaining(deadline))
                 if raw.status < 400:
                     return raw
                 err, retryable = self._status_error(raw)
@@ -197,7 +197,7 @@ class HttpBackend:
         while True:
             began = False
             try:
-                async with transport.stream("POST", url, self._headers, body) as (head, chunks):
+                async with transport.stream("POST", url, self._headers, body, _remaining(deadline)) as (head, chunks):
                     if head.status < 400:
                         began = True
                         parser, decoder = SSEParser(), self.dialect.StreamDecoder()
@@ -252,6 +252,11 @@ class HttpBackend:
         if self._async is not None:
             await self._async.aclose()
         self.close()
+
+
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left before the call's ``total`` deadline: the cap on every wait of an attempt."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.001)
 
 
 def _redact_value(value: Any, secrets: list[str | None]) -> Any:
