@@ -222,8 +222,16 @@ class ChatStream:
         self._validator = validator
         self._acc = StreamAccumulator(model_id, provider.name)
         self.response: ChatResponse | None = None
+        self._events: Iterator[StreamEvent] | None = None
 
     def __iter__(self) -> Iterator[StreamEvent]:
+        # One request per stream: iterating again (text_stream() then until_done()) goes on
+        # where the last loop stopped instead of sending the request a second time.
+        if self._events is None:
+            self._events = self._run()
+        return self._events
+
+    def _run(self) -> Iterator[StreamEvent]:
         client, request, started = self._client, self._request, time.perf_counter()
         cache = client._cache
         cached = cache.get(request) if cache is not None else None
@@ -322,8 +330,15 @@ class AsyncChatStream:
         self._validator = validator
         self._acc = StreamAccumulator(model_id, provider.name)
         self.response: ChatResponse | None = None
+        self._events: AsyncIterator[StreamEvent] | None = None
 
-    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        # One request per stream, as in ChatStream.__iter__.
+        if self._events is None:
+            self._events = self._run()
+        return self._events
+
+    async def _run(self) -> AsyncIterator[StreamEvent]:
         client, request, started = self._client, self._request, time.perf_counter()
         cache = client._cache
         cached = cache.get(request) if cache is not None else None
