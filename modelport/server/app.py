@@ -174,12 +174,14 @@ Handler = Callable[[Request, str], Awaitable[None]]
 
 
 class Gateway:
-    """The ASGI application. ``client`` is the AsyncClient whose backends serve the calls."""
+    """The ASGI application. ``config`` is a config dict or file path; ``api_keys`` are
+    provider keys beyond the environment's and the keys file's. Retrying is the caller's
+    SDK's job, so the gateway's own client never retries (fallbacks aside)."""
 
-    def __init__(self, settings: Settings | None = None, client: AsyncClient | None = None, *, config: Any = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, config: Any = None, api_keys: dict[str, str] | None = None) -> None:
         self.settings = settings or Settings()
-        self.client = client or AsyncClient(config=config, max_retries=0, source="gateway")
-        self.router = Router(self.client)
+        self.client = AsyncClient(config=config, api_keys=api_keys, max_retries=0, source="gateway")
+        self.router = Router(self.client, api_keys)
         self.metrics = Metrics()
         self.keys = KeyRing(KeyStore(self.settings.keys_path))
         self.auth_required = self.settings.auth_required
@@ -276,10 +278,6 @@ class Gateway:
                 await handler(req, arg)
             except ModelportError as exc:
                 await self.fail(req, exc)
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                # Raised while reading a caller's oddly shaped body: the caller's mistake.
-                log.info("%s bad request body: %r", req.id, exc)
-                await self.fail(req, BadRequestError(f"invalid request: {type(exc).__name__}: {exc}", param="body"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -349,6 +347,17 @@ class Gateway:
         await self.respond(req, body, status, headers)
 
     # -- services for the doors ------------------------------------------------------------
+
+    @staticmethod
+    def decode(decoder: Callable[..., Any], *args: Any) -> Any:
+        """Run a dialect's request decoder; a body shaped so oddly that the decoder trips
+        over it is still the caller's mistake (400), never the server's (500)."""
+        try:
+            return decoder(*args)
+        except ModelportError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            raise BadRequestError(f"invalid request body: {type(exc).__name__}: {exc}", param="body") from None
 
     def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None]:
         """Route, check the key's models, cap max_tokens and book the key's limits."""

@@ -51,8 +51,10 @@ class Target:
 
 
 class Router:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, api_keys: dict[str, str] | None = None) -> None:
         self.client = client
+        # Keys handed to the client explicitly (the rest come from the environment or keys file).
+        self._api_keys = api_keys or {}
         config = client.config
         self.default = default_model(config)
         self.aliases = client.aliases
@@ -109,7 +111,7 @@ class Router:
     def _has_key(self, provider: Provider) -> bool:
         known = self._keyed.get(provider.name)
         if known is None:
-            known = self._keyed[provider.name] = not provider.key_required or bool(resolve_key(provider))
+            known = self._keyed[provider.name] = not provider.key_required or bool(resolve_key(provider, self._api_keys.get(provider.name)))
         return known
 
     def _unknown(self, model: str, why: str) -> NotFoundError:
