@@ -77,7 +77,10 @@ class HttpBackend:
         try:
             body = loads(raw.content)
         except JSONDecodeError:
-            raise StreamError(f"{self.name} answered with invalid JSON", provider=self.name, status=502, hint="the server is not speaking the expected API; check its base URL") from None
+            body = None
+        if not isinstance(body, dict):
+            # Not JSON, or JSON that is no object (a list, a string): dialects read objects.
+            raise StreamError(f"{self.name} answered with invalid JSON", provider=self.name, status=502, hint="the server is not speaking the expected API; check its base URL")
         response = self.dialect.decode_response(body, self.name)
         response.latency = time.perf_counter() - started
         response.rate_limits = {k: v for k, v in raw.headers.items() if k.startswith(_RATE_LIMIT_PREFIXES)} or None
