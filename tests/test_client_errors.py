@@ -15,6 +15,7 @@ the backoff itself is arithmetic, proven in test_retry.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -343,6 +344,14 @@ def test_malformed_json_in_a_200_is_a_clear_error_and_not_retried(api, openai_up
     assert caught.value.provider == "openai"
     assert "invalid JSON" in caught.value.message
     assert "base URL" in caught.value.hint
+
+
+@pytest.mark.parametrize("body", [[1, 2], "a bare string", 42])
+def test_json_that_is_not_an_object_is_the_same_clear_error(api, openai_upstream, body):
+    openai_upstream.inject(http_error(200, json.dumps(body).encode()))  # valid JSON, but no object
+    with pytest.raises(ModelportError) as caught:
+        api.chat()
+    assert "invalid JSON" in caught.value.message and caught.value.provider == "openai"
 
 
 def test_a_stalled_answer_times_out_and_is_retried(api, openai_upstream):
