@@ -192,7 +192,7 @@ class Gateway:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-keys")
         self._sync_lock: asyncio.Lock | None = None
         self._sync_task: asyncio.Task[None] | None = None
-        self._last_unknown_key_sync = 0.0
+        self._synced_at = 0.0
         self._ids = count(1)
         self._id_prefix = "req_" + os.urandom(4).hex()
         self._routes, self._patterns = self._route_table()
@@ -304,18 +304,11 @@ class Gateway:
             return
         if key:
             key_id, caller = self.keys.lookup(key)
-            if caller is None and key_id is not None and await self._sync_for_unknown_key():
-                _, caller = self.keys.lookup(key)
+            if caller is None and key_id is not None:
+                # Perhaps a key made since the last sync: read the store (unless a read that
+                # began after this request arrived already did), then look again.
+                await self.sync_keys(unless_since=req.started)
         req.caller = self.keys.authenticate(key)
-
-    async def _sync_for_unknown_key(self) -> bool:
-        """A key made after the last sync: read the store now, at most once a second."""
-        now = time.monotonic()
-        if now - self._last_unknown_key_sync < KEY_SYNC_SECONDS:
-            return False
-        self._last_unknown_key_sync = now
-        await self.sync_keys()
-        return True
 
     # -- responses -----------------------------------------------------------------------
 
@@ -584,12 +577,16 @@ class Gateway:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def sync_keys(self) -> None:
+    async def sync_keys(self, unless_since: float | None = None) -> None:
         """Save unsaved usage, then reload every key row (one worker-thread job, in order,
-        so the reloaded totals already include what was just saved)."""
+        so the reloaded totals already include what was just saved). One sync at a time:
+        a flood of unknown keys queues here instead of on the database."""
         if self._sync_lock is None:
             self._sync_lock = asyncio.Lock()
         async with self._sync_lock:
+            if unless_since is not None and self._synced_at >= unless_since:
+                return
+            self._synced_at = time.perf_counter()
             usage = self.keys.take_usage()
             store = self.keys.store
 
