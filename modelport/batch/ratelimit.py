@@ -46,15 +46,17 @@ class Bucket:
         return cls(rate, capacity, capacity, now)
 
     def refill(self, now: float) -> None:
+        # A stamp in the future holds the bucket empty until then (a pause after a 429).
         if now > self.stamp:
             self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
+            self.stamp = now
 
     def wait(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` fits. Amounts above capacity wait for a full bucket."""
         self.refill(now)
         need = min(amount, self.capacity)
-        if self.level >= need:
+        # Within float rounding of enough is enough: else a wait of 1e-14 s could repeat forever.
+        if self.level >= need - 1e-9:
             return 0.0
         return (need - self.level) / self.rate
 
