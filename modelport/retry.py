@@ -8,6 +8,7 @@ hint from the provider wins over backoff when it fits in ``max_retry_after``.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Mapping
@@ -44,23 +45,29 @@ def is_retryable_status(status: int, headers: Mapping[str, str] | None = None) -
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms`` first, then ``retry-after`` as seconds or an HTTP date."""
-    value = headers.get("retry-after-ms")
+    value = _header(headers, "retry-after-ms")
     if value:
         try:
-            return float(value) / 1000
+            return max(float(value) / 1000, 0.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
+    value = _header(headers, "retry-after")
     if not value:
         return None
     try:
-        return float(value)
+        return max(float(value), 0.0)
     except ValueError:
         pass
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
-    import time
-
     return max(0.0, when.timestamp() - time.time())
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None and isinstance(headers, dict):
+        # A plain dict is case-sensitive, unlike the header maps of httpx and aiohttp.
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value

@@ -27,7 +27,6 @@ import re
 import sys
 import time
 from array import array
-from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
 from modelport.errors import (
@@ -37,6 +36,8 @@ from modelport.errors import (
     StreamError,
     error_for_status,
 )
+from modelport.jsonio import dumps, loads
+from modelport.retry import parse_retry_after
 from modelport.sse import format_event
 from modelport.types import (
     ChatRequest,
@@ -57,21 +58,11 @@ from modelport.types import (
     Usage,
 )
 
-try:
-    import orjson
+_loads = loads
 
-    _loads = orjson.loads
 
-    def _dumps(value: Any) -> str:
-        return orjson.dumps(value).decode()
-
-except ImportError:  # orjson is optional: stdlib json gives the same text, only slower
-    import json
-
-    _loads = json.loads
-
-    def _dumps(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _dumps(value: Any) -> str:
+    return dumps(value).decode()
 
 
 _FINISH_IN = {
@@ -393,40 +384,8 @@ _TRY_AGAIN = re.compile(r"try again in (?:(\d+)m)?(\d+(?:\.\d+)?)(ms|s)\b")
 def retry_after(headers: Mapping[str, str] | None, body: Any = None) -> float | None:
     """Seconds to wait: ``retry-after-ms``, then ``retry-after`` (seconds or HTTP date),
     then the "Please try again in 1.5s" that OpenAI and Groq write in 429 messages."""
-    millis = _header(headers, "retry-after-ms")
-    if millis is not None:
-        try:
-            return max(float(millis) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    seconds = _header(headers, "retry-after")
-    if seconds is not None:
-        delay = _parse_retry_after(seconds)
-        if delay is not None:
-            return delay
-    return _retry_after_from_message(body)
-
-
-def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    if not headers:
-        return None
-    value = headers.get(name)
-    if value is None and isinstance(headers, dict):
-        # A plain dict is case-sensitive, unlike the header maps of httpx and aiohttp.
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
-
-
-def _parse_retry_after(value: str) -> float | None:
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+    delay = parse_retry_after(headers) if headers else None
+    return delay if delay is not None else _retry_after_from_message(body)
 
 
 def _retry_after_from_message(body: Any) -> float | None:
