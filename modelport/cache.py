@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from modelport.calllog import connect, default_log_path
+from modelport.config import section
 from modelport.serialize import request_to_dict, response_from_dict, response_to_dict
 from modelport.types import ChatRequest, ChatResponse, ReasoningPart, StreamEvent, TextPart
 
@@ -58,22 +59,13 @@ def cache_for(setting: bool | float | None = None) -> ResponseCache | None:
         return None
     if setting is None and env:
         setting = True if env in {"1", "true", "yes", "on"} else float(env)
-    config = _config_section()
+    config = section("cache")
     if setting is None:
         setting = bool(config.get("enabled", False))
     if setting is False:
         return None
     ttl = config.get("ttl") if setting is True else float(setting)
     return ResponseCache(ttl=None if ttl is None else float(ttl))
-
-
-def _config_section() -> dict[str, Any]:
-    try:
-        from modelport.config import load_config
-    except ImportError:  # the config module is optional at this layer
-        return {}
-    section = load_config().get("cache", {})
-    return section if isinstance(section, dict) else {}
 
 
 def request_key(request: ChatRequest) -> str:

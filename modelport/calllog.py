@@ -38,6 +38,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from modelport import config
 from modelport.errors import ConfigError
 from modelport.serialize import (
     message_from_dict,
@@ -254,32 +255,13 @@ def scrub_params(value: Any) -> Any:
 # Switches and the shared instance
 
 
-def _config_section(name: str) -> dict[str, Any]:
-    try:
-        from modelport.config import load_config
-    except ImportError:  # the config module is optional at this layer
-        return {}
-    section = load_config().get(name, {})
-    return section if isinstance(section, dict) else {}
-
-
 def default_log_path() -> Path:
     """``MODELPORT_LOG_PATH``, else the config's ``[log] path``, else ``logs.db`` in the
     user data dir."""
-    configured = os.environ.get("MODELPORT_LOG_PATH") or _config_section("log").get("path")
+    configured = os.environ.get("MODELPORT_LOG_PATH") or config.section("log").get("path")
     if configured:
         return Path(configured).expanduser()
-    return _data_dir() / "logs.db"
-
-
-def _data_dir() -> Path:
-    try:
-        from modelport.config import data_dir
-    except ImportError:
-        import platformdirs
-
-        return Path(platformdirs.user_data_dir("modelport"))
-    return data_dir()
+    return config.data_dir() / "logs.db"
 
 
 def logging_enabled(source: str, enabled: bool | None = None) -> bool:
@@ -293,7 +275,7 @@ def logging_enabled(source: str, enabled: bool | None = None) -> bool:
         return enabled
     if env in _ON:
         return True
-    configured = _config_section("log").get("enabled")
+    configured = config.section("log").get("enabled")
     if configured is not None:
         return bool(configured)
     return source != "sdk"

@@ -65,5 +65,11 @@ def _load(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}", hint=f"fix or remove {file}") from None
 
 
+def section(name: str) -> dict[str, Any]:
+    """One ``[table]`` of the config file, or {} when absent or not a table."""
+    value = load_config().get(name, {})
+    return value if isinstance(value, dict) else {}
+
+
 def default_model(config: dict[str, Any]) -> str:
     return os.environ.get("MODELPORT_MODEL") or config.get("default_model") or DEFAULT_MODEL

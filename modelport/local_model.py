@@ -46,13 +46,10 @@ _pull_lock = threading.Lock()
 
 
 def data_dir() -> Path:
-    """modelport's model directory: $MODELPORT_DATA_DIR/models, else the platform's user data dir."""
-    base = os.environ.get("MODELPORT_DATA_DIR")
-    if not base:
-        import platformdirs
+    """Where pulled model files live: ``models/`` in modelport's data dir."""
+    from .config import data_dir as modelport_data_dir
 
-        base = platformdirs.user_data_dir("modelport")
-    return Path(base) / "models"
+    return modelport_data_dir() / "models"
 
 
 def _package_model_path() -> Path | None:
