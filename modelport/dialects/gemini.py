@@ -140,10 +140,19 @@ def _call_part(call: ToolCall) -> dict[str, Any]:
     return part
 
 
+def _standard_base64(data: Any) -> Any:
+    """proto3 JSON accepts bytes in either base64 alphabet, and google-genai sends the URL-safe
+    one; the canonical ImagePart.data is standard base64, as data: URLs and the other
+    providers want it."""
+    if isinstance(data, str) and ("-" in data or "_" in data):
+        return data.replace("-", "+").replace("_", "/")
+    return data
+
+
 def _decode_image(part: Mapping[str, Any]) -> ImagePart | None:
     inline = part.get("inlineData") or part.get("inline_data")
     if inline is not None:
-        return ImagePart(data=inline.get("data"), media_type=inline.get("mimeType") or inline.get("mime_type"))
+        return ImagePart(data=_standard_base64(inline.get("data")), media_type=inline.get("mimeType") or inline.get("mime_type"))
     file = part.get("fileData") or part.get("file_data")
     if file is not None:
         return ImagePart(url=file.get("fileUri") or file.get("file_uri"), media_type=file.get("mimeType") or file.get("mime_type"))
