@@ -244,7 +244,7 @@ class Gateway:
             if match is None:
                 continue
             if method != req.method:
-                raise ModelportError(f"{req.method} is not allowed on {req.path}; use {method}", status=405)
+                raise BadRequestError(f"{req.method} is not allowed on {req.path}; use {method}", status=405, code="method_not_allowed")
             if door == "openai" and self._speaks_gemini(req):
                 door, dialect, gm = self._gemini_door
                 handler = gm.model
