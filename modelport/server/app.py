@@ -193,6 +193,7 @@ class Gateway:
         self._sync_lock: asyncio.Lock | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._synced_at = 0.0
+        self._prices: dict[str, Any] = {}
         self._ids = count(1)
         self._id_prefix = "req_" + os.urandom(4).hex()
         self._routes, self._patterns = self._route_table()
@@ -368,12 +369,22 @@ class Gateway:
         cost = self._worst_cost(targets, Usage(tokens, request.max_tokens or 0)) if limits.budget is not None else 0.0
         return targets, request, caller.state.reserve(tokens + (request.max_tokens or 0), cost)
 
+    def _price(self, target: Target) -> Any:
+        """The target's price, looked up once: price_for reads the config file each time."""
+        try:
+            return self._prices[target.name]
+        except KeyError:
+            from ..prices import price_for
+
+            price = self._prices[target.name] = price_for(target.provider.name, target.model_id)
+            return price
+
     def _worst_cost(self, targets: tuple[Target, ...], usage: Usage) -> float:
-        from ..prices import cost, price_for
+        from ..prices import cost
 
         worst = 0.0
         for target in targets:
-            value = cost(usage, price_for(target.provider.name, target.model_id))
+            value = cost(usage, self._price(target))
             if value is None:
                 raise PermissionDeniedError(
                     f"model {target.name!r} has no known price, and this gateway key has a budget",
@@ -387,9 +398,9 @@ class Gateway:
         req.usage = usage
         spent = 0.0
         if target is not None and (usage.input_tokens or usage.output_tokens):
-            from ..prices import cost, price_for
+            from ..prices import cost
 
-            spent = cost(usage, price_for(target.provider.name, target.model_id)) or 0.0
+            spent = cost(usage, self._price(target)) or 0.0
         req.cost = spent
         self.metrics.usage(req.model, req.key_name, usage.input_tokens, usage.output_tokens, spent)
         caller = req.caller
