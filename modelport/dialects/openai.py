@@ -89,7 +89,7 @@ def chat_path(model_id: str, stream: bool) -> str:
 
 
 def encode_request(req: ChatRequest, model_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model_id, "messages": [_encode_message(m) for m in req.messages]}
+    body: dict[str, Any] = {"model": model_id, "messages": _encode_messages(req.messages)}
     for key in ("temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "frequency_penalty"):
         value = getattr(req, key)
         if value is not None:
@@ -117,6 +117,23 @@ def encode_request(req: ChatRequest, model_id: str) -> dict[str, Any]:
     return body
 
 
+def _encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Tool messages take text only (protocols §9.3): images a tool returned go in one user
+    message right after the run of tool messages, which must stay together."""
+    wire: list[dict[str, Any]] = []
+    images: list[ImagePart] = []
+    for msg in messages:
+        if msg.role == "tool":
+            images.extend(p for p in msg.content if isinstance(p, ImagePart))
+        elif images:
+            wire.append({"role": "user", "content": [_encode_part(p) for p in images]})
+            images = []
+        wire.append(_encode_message(msg))
+    if images:
+        wire.append({"role": "user", "content": [_encode_part(p) for p in images]})
+    return wire
+
+
 def _encode_message(msg: Message) -> dict[str, Any]:
     role = msg.role
     if role == "assistant":
@@ -127,7 +144,8 @@ def _encode_message(msg: Message) -> dict[str, Any]:
             out["tool_calls"] = [_encode_tool_call(c) for c in msg.tool_calls]
         return out
     if role == "tool":
-        return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": _encode_content(msg.content)}
+        text = [p for p in msg.content if not isinstance(p, ImagePart)]
+        return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": _encode_content(text)}
     return {"role": role, "content": _encode_content(msg.content)}
 
 
