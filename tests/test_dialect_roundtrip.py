@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from modelport.dialects import anthropic as A
 from modelport.dialects import gemini as G
+from modelport.dialects import openai as O
 from modelport.sse import SSEParser
 from modelport.types import (
     REASONING_BUDGETS,
@@ -132,7 +133,8 @@ def responses(draw) -> ChatResponse:
     reasoning, answer = draw(st.integers(0, 500)), draw(st.integers(0, 500))
     finish = "tool_calls" if calls else draw(st.sampled_from(["stop", "length", "content_filter", "error"]))
     return ChatResponse(
-        id="resp_" + draw(ident),
+        # OpenAI keeps only its own chatcmpl- ids; both kinds are drawn.
+        id=draw(st.sampled_from(["resp_", "chatcmpl-"])) + draw(ident),
         model="the-model",
         message=Message("assistant", content, calls),
         finish_reason=finish,
@@ -217,6 +219,75 @@ def expressible_gemini(request: ChatRequest) -> ChatRequest:
     return request
 
 
+def expressible_openai(request: ChatRequest) -> ChatRequest:
+    """OpenAI chat completions: messages stay in place (system ones too), but reasoning in
+    the history has no slot, nor do tool-call signatures or ``is_error`` on tool results;
+    tool messages carry no name (it is recovered from the call) and take text only, so a
+    tool's images follow the run of tool messages in one user message; image URLs carry no
+    media type. Everything else, top_k included (vLLM, LM Studio and Ollama read it), is sent
+    as is. A format without a name gets "response", which OpenAI requires."""
+    request = copy.deepcopy(request)
+    names = {c.id: c.name for m in request.messages for c in m.tool_calls}
+    messages: list[Message] = []
+    images: list[ImagePart] = []
+    for message in request.messages:
+        if message.role == "tool":
+            images.extend(p for p in message.content if isinstance(p, ImagePart))
+            message.content = [p for p in message.content if not isinstance(p, ImagePart)]
+            message.name = names[message.tool_call_id]
+            message.is_error = False
+        elif images:
+            messages.append(Message("user", images))
+            images = []
+        message.content = [p for p in message.content if not isinstance(p, ReasoningPart)]
+        for call in message.tool_calls:
+            call.signature = None
+        for part in message.content:
+            if isinstance(part, ImagePart) and part.url is not None:
+                part.media_type = None
+        messages.append(message)
+    if images:
+        messages.append(Message("user", images))
+    request.messages = messages
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json_schema" and fmt.name is None:
+        fmt.name = "response"
+    return request
+
+
+class Fresh:
+    """A value the encoder makes up, equal to anything ``check`` accepts: an id it must not
+    leak from another dialect, or a timestamp the canonical response did not have."""
+
+    def __init__(self, what: str, check) -> None:
+        self.what, self.check = what, check
+
+    def __eq__(self, other: object) -> bool:
+        return self.check(other)
+
+    def __repr__(self) -> str:
+        return f"<fresh {self.what}>"
+
+
+def response_openai(response: ChatResponse) -> ChatResponse:
+    """OpenAI: reasoning text travels (as reasoning_content) without its signature; tool calls
+    carry none either; "error" goes out as stop; an id that is not OpenAI's own (chatcmpl-)
+    is replaced by a fresh one, and a missing creation time by the current one."""
+    response = copy.deepcopy(response)
+    if response.finish_reason == "error":
+        response.finish_reason = "stop"
+    for part in response.message.content:
+        if isinstance(part, ReasoningPart):
+            part.signature = None
+    for call in response.message.tool_calls:
+        call.signature = None
+    if not response.id.startswith("chatcmpl-"):
+        response.id = Fresh("chatcmpl- id", lambda v: isinstance(v, str) and v.startswith("chatcmpl-") and len(v) > len("chatcmpl-"))
+    if not response.created:
+        response.created = Fresh("creation time", lambda v: isinstance(v, int) and v > 0)
+    return response
+
+
 def response_anthropic(response: ChatResponse) -> ChatResponse:
     """Anthropic: no "error" finish (sent as end_turn); no tool-call signatures."""
     response = copy.deepcopy(response)
@@ -236,13 +307,17 @@ def response_gemini(response: ChatResponse) -> ChatResponse:
     return response
 
 
-DIALECTS = {"anthropic": (A, expressible_anthropic, response_anthropic), "gemini": (G, expressible_gemini, response_gemini)}
+DIALECTS = {
+    "anthropic": (A, expressible_anthropic, response_anthropic),
+    "gemini": (G, expressible_gemini, response_gemini),
+    "openai": (O, expressible_openai, response_openai),
+}
 
 # -- properties --------------------------------------------------------------------------------------
 
 
 def _decode_request(dialect, body):
-    # Anthropic carries the model in the body; Gemini's comes from the URL path.
+    # Anthropic and OpenAI carry the model in the body; Gemini's comes from the URL path.
     return dialect.decode_request(body, "m")
 
 
@@ -256,6 +331,12 @@ def test_anthropic_request_round_trip(request):
 @given(requests())
 def test_gemini_request_round_trip(request):
     assert _decode_request(G, G.encode_request(request, "m")) == expressible_gemini(request)
+
+
+@SETTINGS
+@given(requests())
+def test_openai_request_round_trip(request):
+    assert _decode_request(O, O.encode_request(request, "m")) == expressible_openai(request)
 
 
 @SETTINGS
@@ -307,4 +388,11 @@ def test_streamed_equals_non_streamed(response):
                 acc.add(item)
         streamed = acc.response()
         whole = dialect.decode_response(dialect.encode_response(response, "the-model"), "")
+        if name == "openai":
+            # Each encoder makes up its own id for a foreign one (never leaked), and stream
+            # events carry no creation time, so the accumulator's stays 0.
+            assert streamed.id.startswith("chatcmpl-") and whole.created > 0
+            if not response.id.startswith("chatcmpl-"):
+                streamed.id = whole.id
+            streamed.created = whole.created
         assert streamed == whole, name
