@@ -139,7 +139,7 @@ def test_limits_and_routing_errors(gateway: GatewayThread) -> None:
     assert httpx.post(gateway.url + "/v1/models/x").status_code == 405
     echoed = httpx.get(gateway.url + "/health", headers={"x-request-id": "trace-123"})
     assert echoed.headers["x-request-id"] == "trace-123"
-    hostile = httpx.get(gateway.url + "/health", headers={"x-request-id": "a\u00e9" * 50})
+    hostile = httpx.get(gateway.url + "/health", headers={"x-request-id": "a b;" * 30})
     assert hostile.headers["x-request-id"].startswith("req_")
 
 
