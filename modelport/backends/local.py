@@ -97,7 +97,8 @@ class LocalBackend:
     # -- engines -----------------------------------------------------------------------
 
     def engine(self, model_id: str, *, embedding: bool = False) -> Any:
-        """The ``xllamacpp.Server`` for a model (loaded on first use, then shared)."""
+        """The ``xllamacpp.Server`` for a model, loaded on first use and then shared by
+        every LocalBackend in the process (the first one to load a file sets its slots)."""
         path = self._paths.get(model_id)
         if path is None:
             from ..local_model import resolve_model
@@ -363,7 +364,12 @@ def _reject_images(request: ChatRequest, model_id: str) -> None:
 
 
 def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
-    """The JSON schema the reply must match, and the system text that explains it."""
+    """The JSON schema the reply must match, and the system text that explains it.
+
+    The reply is one object: ``{"tool": name, "arguments": {...}}`` (one branch per callable
+    tool, so the name and its arguments' schema go together) or, unless a call is required,
+    ``{"answer": ...}``. That allows one call per turn, which is all a 135M model does well.
+    """
     by_name = {t.name: t for t in tools}
     if choice is not None and choice.name is not None:
         if choice.name not in by_name:
