@@ -70,9 +70,12 @@ class Bucket:
 class RateLimiter:
     """Pacing for one (provider, model). Call ``delay`` until it returns 0, then ``acquire``."""
 
-    # After a 429 the rate is multiplied by this, and recovers by RECOVERY of the ceiling per second.
-    DECREASE = 0.7
-    RECOVERY = 0.05
+    # After a 429 the rate is multiplied by this, and recovers by RECOVERY of the ceiling per
+    # second. 429s within COALESCE seconds of a decrease answer requests sent before it, so
+    # they pause but do not cut the rate again.
+    DECREASE = 0.85
+    RECOVERY = 0.1
+    COALESCE = 1.0
     MIN_FACTOR = 0.05
     # Backoff for a 429 that came without a hint: doubles from BASE up to MAX.
     BASE_PAUSE = 0.5
@@ -92,6 +95,7 @@ class RateLimiter:
         self.paused_until = -math.inf
         self.factor = 1.0
         self._factor_at = now
+        self._decreased_at = -math.inf
         self._strikes = 0
         self._observed = 0.0
         self._observed_at = now
@@ -148,8 +152,9 @@ class RateLimiter:
         pause = retry_after if retry_after is not None and retry_after >= 0 else min(self.MAX_PAUSE, self.BASE_PAUSE * 2**self._strikes)
         self._strikes += 1
         self.paused_until = max(self.paused_until, now + pause)
-        self.factor = max(self.MIN_FACTOR, self.current_factor(now) * self.DECREASE)
-        self._factor_at = now
+        if now - self._decreased_at >= self.COALESCE:
+            self.factor = max(self.MIN_FACTOR, self.current_factor(now) * self.DECREASE)
+            self._factor_at = self._decreased_at = now
         if self.requests is None:
             # No limit known: pace at what the provider actually sustained, as requests per minute.
             observed = self._observed * math.exp(-max(0.0, now - self._observed_at) / self.TAU)
@@ -177,7 +182,9 @@ class RateLimiter:
                 if configured is None or limit < configured or bucket is None:
                     setattr(self, attr, limit)
                     if bucket is None:
+                        # Learned mid-run, after unpaced sending: assume nothing is left to burst.
                         bucket = Bucket.full(limit / 60, self.burst, now)
+                        bucket.level = 0.0
                         setattr(self, kind, bucket)
                     else:
                         bucket.resize(limit / 60, self.burst, now)
