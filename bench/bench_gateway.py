@@ -33,6 +33,8 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
+# LiteLLM refuses to start without a strong master key; the other servers ignore it.
+BENCH_KEY = "sk-bench-" + "5f3c9a1e7b2d4c6f8a0e1d3b5c7a9f2e"
 BODY = {"model": "gpt-fake", "messages": [{"role": "user", "content": "one two three four five six seven eight"}], "max_tokens": 16}
 
 
@@ -105,6 +107,8 @@ def start_litellm(binary: str, port: int, upstream: str, workdir: Path) -> subpr
               api_key: sk-bench
         litellm_settings:
           drop_params: true
+        general_settings:
+          master_key: {BENCH_KEY}
     """))
     proc = subprocess.Popen([binary, "--config", str(config), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LITELLM_LOG": "ERROR"})
@@ -175,7 +179,7 @@ def main() -> None:
             for stream in (False, True):
                 for concurrency in levels:
                     for name, url in targets.items():
-                        cell = asyncio.run(load(url, concurrency, stream, args.seconds, {"authorization": "Bearer sk-bench"}))
+                        cell = asyncio.run(load(url, concurrency, stream, args.seconds, {"authorization": f"Bearer {BENCH_KEY}"}))
                         table[f"{name} {'stream' if stream else 'plain'} c={concurrency}"] = cell
                         print(f"{name:10} {'stream' if stream else 'plain ':6} c={concurrency:<3} "
                               f"p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  {cell['rps']:8.0f} rps  errors {cell['errors']}", flush=True)
