@@ -91,17 +91,16 @@ async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any
     own_client = client is None
     client = client or make_client(spec)
     try:
-        if spec.mode == "native":
-            from .native import NativeRunner
+        if spec.mode != "live":
+            from ..errors import ConfigError
 
-            runner: Any = NativeRunner(journal, spec, client, on_progress=on_progress, on_records=on_records)
-        else:
-            cache = None
-            if spec.cache:
-                from ..cache import ResponseCache
+            raise ConfigError(f"batch mode {spec.mode!r} is not available yet", hint="use --mode live (the default)")
+        cache = None
+        if spec.cache:
+            from ..cache import ResponseCache
 
-                cache = ResponseCache()
-            runner = Engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits)
+            cache = ResponseCache()
+        runner = Engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits)
         stats = await runner.run()
         if spec.output and spec.output_format == "parquet":
             from .writers import write_parquet

@@ -137,10 +137,10 @@ def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) ->
         loop = asyncio.get_running_loop()
         # SIGTERM stops like Ctrl-C: finished rows are committed and the output flushed first.
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        if engine == "ray":
-            from ..batch.ray_runner import arun_ray
+        if engine != "local":
+            from ..errors import ConfigError
 
-            return await arun_ray(journal, spec, on_progress=reporter.update if reporter else None)
+            raise ConfigError(f"--engine {engine} is not available yet", hint="use --engine local (the default)")
         return await arun(journal, spec, on_progress=reporter.update if reporter else None)
 
     try:
