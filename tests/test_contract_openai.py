@@ -122,7 +122,7 @@ def test_error_bodies_follow_the_spec(exc):
 @needs_spec
 def test_models_and_embeddings_follow_the_spec():
     assert_valid(oa.encode_models([ModelInfo("openai/gpt-4o", "openai"), ModelInfo("local/smollm2", "local", context_length=8192)]), "ListModelsResponse")
-    assert_valid(oa.encode_embeddings_request(["a", "b"], "text-embedding-3-small", 64), "CreateEmbeddingRequest")
+    assert_valid(oa.encode_embeddings_request(["a", "b"], "text-embedding-3-small", 64)[1], "CreateEmbeddingRequest")
     resp = EmbeddingResponse("e", [Embedding(0, [0.1, 0.2])], Usage(2))
     assert_valid(oa.encode_embeddings_response(resp, "float"), "CreateEmbeddingResponse")
 

@@ -638,7 +638,8 @@ def test_models_list():
 
 
 def test_embeddings_request_both_ways():
-    body = oa.encode_embeddings_request(["a", "b"], "text-embedding-3-small", dimensions=256)
+    path, body = oa.encode_embeddings_request(["a", "b"], "text-embedding-3-small", dimensions=256)
+    assert path == "/embeddings"
     assert body == {"model": "text-embedding-3-small", "input": ["a", "b"], "encoding_format": "float", "dimensions": 256}
     assert oa.decode_embeddings_request(body) == ("text-embedding-3-small", ["a", "b"], "float")
     assert oa.decode_embeddings_request({"model": "e", "input": "one"}) == ("e", ["one"], "float")

@@ -234,8 +234,11 @@ class LocalBackend:
     def embed(self, inputs: list[str] | str, model_id: str) -> EmbeddingResponse:
         openai = _openai()
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        body = openai.encode_embeddings_request(texts, model_id)
-        response = openai.decode_embeddings_response(_call(self.engine(model_id, embedding=True).handle_embeddings, body), PROVIDER)
+        _, body = openai.encode_embeddings_request(texts, model_id)
+        result = _call(self.engine(model_id, embedding=True).handle_embeddings, body)
+        if "error" in result:
+            raise _engine_error(result["error"])
+        response = openai.decode_embeddings_response(result, PROVIDER)
         response.model = model_id
         return response
 

@@ -10,6 +10,7 @@ Client side (modelport calling a provider)
     StreamDecoder().feed(event, data) -> list[StreamEvent]   one SSE event at a time
     decode_error(status, body, headers, provider) -> ModelportError
     retry_after(headers, body) -> float | None    the provider's own retry hint, seconds
+    encode_embeddings_request(inputs, model_id) -> (path, body);  decode_embeddings_response
 
 Server side (the gateway answering a caller)
     decode_request(body, model=None) -> ChatRequest   raises BadRequestError naming the field

@@ -864,12 +864,13 @@ def decode_models(body: dict[str, Any], provider: str) -> list[ModelInfo]:
     return models
 
 
-def encode_embeddings_request(inputs: list[str], model_id: str, dimensions: int | None = None) -> dict[str, Any]:
+def encode_embeddings_request(inputs: list[str], model_id: str, dimensions: int | None = None) -> tuple[str, dict[str, Any]]:
+    """The path and body, as every dialect returns them (Gemini's path names the model)."""
     # float, not base64: not every compatible server implements base64.
     body: dict[str, Any] = {"model": model_id, "input": list(inputs), "encoding_format": "float"}
     if dimensions is not None:
         body["dimensions"] = dimensions
-    return body
+    return "/embeddings", body
 
 
 def decode_embeddings_response(body: dict[str, Any], provider: str) -> EmbeddingResponse:
