@@ -1,0 +1,128 @@
+"""Tool calling and structured output on the embedded model, through the public Client.
+
+``local/smollm2`` is a real 135M model on llama.cpp. Its chat template knows nothing of
+tools, so the local backend describes the tools in the system prompt and constrains the
+reply with a JSON schema (a call of one tool, or an answer); see backends/local.py. What
+the caller sees must not depend on that: a forced tool gives a ToolCall whose arguments
+satisfy the tool's schema, ``run_tools=True`` runs a Python function and feeds its result
+back until the model answers, ``response_format=<pydantic model>`` gives ``.parsed`` as that
+model, and a streamed tool call is the non-streamed one.
+
+Few, short calls (temperature 0, a fixed seed, small max_tokens), one client for the file so
+the model loads once. Assertions are about shape and protocol, never about the model's
+(often wrong) facts.
+"""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+from pydantic import BaseModel
+
+from modelport import Client
+from modelport.tools import ToolLoopResponse
+from modelport.types import ToolCall
+
+MODEL = "local/smollm2"
+GREEDY = {"temperature": 0, "seed": 1}
+
+
+def get_weather(city: str) -> str:
+    """Get the current weather for a city.
+
+    Args:
+        city: The city name, e.g. Paris.
+    """
+    WEATHER_CALLS.append(city)
+    return f"Sunny, 24 degrees Celsius in {city}"
+
+
+def get_time(timezone: str) -> str:
+    """Get the current time in a timezone.
+
+    Args:
+        timezone: An IANA timezone name, e.g. Europe/Paris.
+    """
+    return "12:00"
+
+
+WEATHER_CALLS: list[str] = []
+
+
+class City(BaseModel):
+    name: str
+    country: str
+    population: int
+
+
+@pytest.fixture(scope="module")
+def client():
+    # No call log or cache: the module outlives each test's isolated home.
+    with Client(log=False, cache=False) as client:
+        yield client
+
+
+def schema_of(client: Client, tool) -> dict:
+    """The JSON schema modelport declares for this tool, as every provider would get it."""
+    return client.request(MODEL, "-", tools=[tool]).tools[0].parameters
+
+
+def assert_valid_call(client: Client, call: ToolCall, tool) -> None:
+    assert call.name == tool.__name__
+    assert call.id  # a tool result must be able to answer it
+    jsonschema.validate(call.args, schema_of(client, tool))
+
+
+def test_required_tool_choice_returns_a_valid_call_and_the_stream_returns_the_same(client):
+    """tool_choice="required" with two tools: one call, to one of them, with valid arguments.
+    The same request streamed (same seed, temperature 0) makes the same call; only the id,
+    which the local backend draws at random for each call, differs."""
+    params = dict(tools=[get_weather, get_time], tool_choice="required", max_tokens=40, **GREEDY)
+    whole = client.chat(MODEL, "What's the weather in Paris?", **params)
+    stream = client.stream(MODEL, "What's the weather in Paris?", **params)
+    kinds = [event.kind for event in stream]
+    streamed = stream.response
+
+    assert whole.finish_reason == streamed.finish_reason == "tool_calls"
+    assert whole.text == streamed.text == ""
+    (call,) = whole.tool_calls
+    assert_valid_call(client, call, get_weather if call.name == "get_weather" else get_time)
+    assert [(c.name, c.args) for c in streamed.tool_calls] == [(call.name, call.args)]
+    assert kinds.count("tool_call") == 1 and kinds[-1] == "finish"
+    assert streamed.tool_calls[0].id and streamed.tool_calls[0].id != call.id
+
+
+def test_a_named_tool_is_the_one_called(client):
+    """Naming the tool forces that one, even when the question is about the other."""
+    response = client.chat(MODEL, "What's the weather in Paris?", tools=[get_weather, get_time], tool_choice="get_time", max_tokens=40, **GREEDY)
+    (call,) = response.tool_calls
+    assert response.finish_reason == "tool_calls"
+    assert_valid_call(client, call, get_time)
+
+
+def test_run_tools_executes_the_function_and_feeds_the_result_back_until_the_model_answers(client):
+    WEATHER_CALLS.clear()
+    response = client.chat(
+        MODEL, "What's the weather in Paris?", tools=[get_weather], tool_choice="required", run_tools=True,
+        max_turns=3, max_tokens=60, **GREEDY,
+    )
+    assert isinstance(response, ToolLoopResponse)
+    assert WEATHER_CALLS and all(isinstance(city, str) and city for city in WEATHER_CALLS)
+    assert not response.max_turns_reached and response.turns == len(WEATHER_CALLS) + 1
+    assert response.text.strip() and response.tool_calls == [] and response.finish_reason == "stop"
+    # The conversation shows the call, the function's own result answering it, then the answer.
+    roles = [m.role for m in response.messages]
+    assert roles[:2] == ["user", "assistant"] and roles[-1] == "assistant"
+    first_call = response.messages[1].tool_calls[0]
+    result = response.messages[2]
+    assert result.role == "tool" and result.tool_call_id == first_call.id and not result.is_error
+    assert result.text == f"Sunny, 24 degrees Celsius in {WEATHER_CALLS[0]}"
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0  # summed over the turns
+
+
+def test_response_format_pydantic_model_gives_parsed_as_that_model(client):
+    response = client.chat(MODEL, "Describe the city of Paris as JSON.", response_format=City, max_tokens=60, **GREEDY)
+    assert response.finish_reason == "stop"  # the JSON closed before max_tokens
+    assert isinstance(response.parsed, City)
+    assert response.parsed == City.model_validate_json(response.text)
+    assert response.parsed.name
