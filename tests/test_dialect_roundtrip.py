@@ -289,12 +289,15 @@ def response_openai(response: ChatResponse) -> ChatResponse:
 
 
 def response_anthropic(response: ChatResponse) -> ChatResponse:
-    """Anthropic: no "error" finish (sent as end_turn); no tool-call signatures."""
+    """Anthropic: no "error" finish (sent as end_turn); no tool-call signatures; an id that
+    is not Anthropic's own (msg_) is replaced by a fresh one."""
     response = copy.deepcopy(response)
     if response.finish_reason == "error":
         response.finish_reason = "stop"
     for call in response.message.tool_calls:
         call.signature = None
+    if not response.id.startswith("msg_"):
+        response.id = Fresh("msg_ id", lambda v: isinstance(v, str) and v.startswith("msg_") and len(v) > len("msg_"))
     return response
 
 
@@ -388,11 +391,13 @@ def test_streamed_equals_non_streamed(response):
                 acc.add(item)
         streamed = acc.response()
         whole = dialect.decode_response(dialect.encode_response(response, "the-model"), "")
+        own_prefix = {"openai": "chatcmpl-", "anthropic": "msg_"}.get(name)
+        if own_prefix and not response.id.startswith(own_prefix):
+            # Each encoder makes up its own id for a foreign one (never leaked).
+            assert streamed.id.startswith(own_prefix) and whole.id.startswith(own_prefix)
+            streamed.id = whole.id
         if name == "openai":
-            # Each encoder makes up its own id for a foreign one (never leaked), and stream
-            # events carry no creation time, so the accumulator's stays 0.
-            assert streamed.id.startswith("chatcmpl-") and whole.created > 0
-            if not response.id.startswith("chatcmpl-"):
-                streamed.id = whole.id
+            # Stream events carry no creation time, so the accumulator's stays 0.
+            assert whole.created > 0
             streamed.created = whole.created
         assert streamed == whole, name

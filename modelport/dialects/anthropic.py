@@ -398,6 +398,16 @@ def _need(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
     return value
 
 
+def _maybe(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    """An optional field: absent or null is None, a present one must have the right type."""
+    return None if body.get(key) is None else _need(body, key, kind, "")
+
+
+def _message_id(upstream_id: str | None) -> str:
+    # Ids of other dialects (chatcmpl-..., Gemini's) are not leaked to Anthropic callers.
+    return upstream_id if upstream_id and upstream_id.startswith("msg_") else _new_id("msg_")
+
+
 def _decode_image(block: Mapping[str, Any], where: str) -> ImagePart:
     source = block.get("source")
     if not isinstance(source, dict):
@@ -542,14 +552,16 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
         messages.extend(_decode_message(wire, i, names))
     tools = [_decode_tool(t, i) for i, t in enumerate(body.get("tools") or ())]
     tool_choice, parallel = _decode_tool_choice(body.get("tool_choice"))
-    stop = body.get("stop_sequences")
-    metadata = body.get("metadata") or {}
+    stop = _maybe(body, "stop_sequences", list)
+    if stop and not all(isinstance(s, str) for s in stop):
+        raise _bad("expected a list of strings", "stop_sequences")
+    metadata = _maybe(body, "metadata", dict) or {}
     return ChatRequest(
         model=model or _need(body, "model", str, ""),
         messages=messages,
-        temperature=body.get("temperature"),
-        top_p=body.get("top_p"),
-        top_k=body.get("top_k"),
+        temperature=_maybe(body, "temperature", (int, float)),
+        top_p=_maybe(body, "top_p", (int, float)),
+        top_k=_maybe(body, "top_k", int),
         max_tokens=max_tokens,
         stop=list(stop) if stop else None,
         response_format=_decode_format(body),
@@ -585,7 +597,7 @@ def encode_response(response: ChatResponse, model: str) -> dict[str, Any]:
             block["citations"] = None
     usage = {**_usage_to_wire(response.usage), "cache_creation": None, "server_tool_use": None, "service_tier": None}
     return {
-        "id": response.id or _new_id("msg_"),
+        "id": _message_id(response.id),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -624,7 +636,7 @@ class StreamEncoder:
             return b""
         self._started = True
         message = {
-            "id": self._id or _new_id("msg_"),
+            "id": _message_id(self._id),
             "type": "message",
             "role": "assistant",
             "model": self.model,
