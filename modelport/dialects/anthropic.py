@@ -36,6 +36,7 @@ from ..types import (
     ChatRequest,
     ChatResponse,
     ImagePart,
+    ModelInfo,
     Message,
     Part,
     ReasoningPart,
@@ -579,6 +580,13 @@ def decode_count_tokens_request(body: Any, model: str | None = None) -> ChatRequ
     if isinstance(body, dict) and "max_tokens" not in body:
         body = {**body, "max_tokens": DEFAULT_MAX_TOKENS}
     return decode_request(body, model)
+
+
+def encode_models(models: list[ModelInfo]) -> dict[str, Any]:
+    """GET /v1/models as Anthropic lists them (RFC 3339 times; one page)."""
+    data = [{"type": "model", "id": m.id, "display_name": m.id, "created_at": "1970-01-01T00:00:00Z"} for m in models]
+    return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
 
 
 def encode_count_tokens_response(n: int) -> dict[str, Any]:

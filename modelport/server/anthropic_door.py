@@ -22,6 +22,9 @@ class AnthropicDoor:
         response = await gateway.chat(req, request)
         await gateway.respond(req, dialect.encode_response(response, request.model))
 
+    async def models(self, req: Request, _: str) -> None:
+        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.router.list_models()))
+
     async def count_tokens(self, req: Request, _: str) -> None:
         # An estimate: backends offer no tokenizer call, and the count only has to be
         # good enough to budget a context window.

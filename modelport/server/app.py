@@ -230,15 +230,15 @@ class Gateway:
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
         ]
         self._gemini_door = ("gemini", gemini, gm)
+        self._anthropic_models = ("anthropic", anthropic, an.models)
         return routes, patterns
 
     def _route(self, req: Request) -> tuple[str, Any, Handler, str]:
         route = self._routes.get((req.method, req.path))
         if route is not None:
             door, dialect, handler = route
-            if door == "openai" and req.path == "/v1/models" and self._speaks_gemini(req):
-                door, dialect, gm = self._gemini_door
-                handler = gm.models
+            if door == "openai" and req.path == "/v1/models":
+                door, dialect, handler = self._models_door(req, route)
             return door, dialect, handler, ""
         for method, pattern, door, dialect, handler in self._patterns:
             match = pattern.match(req.path)
@@ -258,6 +258,15 @@ class Gateway:
         # GET /v1/models and /v1/models/{id} are both OpenAI's and Gemini's (genai 3.x uses /v1).
         headers = req.headers
         return "x-goog-api-key" in headers or "x-goog-api-client" in headers or "key" in req.query
+
+    def _models_door(self, req: Request, route: tuple[str, Any, Handler]) -> tuple[str, Any, Handler]:
+        """GET /v1/models is OpenAI's, Gemini's and Anthropic's path: the caller's headers tell which."""
+        if self._speaks_gemini(req):
+            door, dialect, gm = self._gemini_door
+            return door, dialect, gm.models
+        if "anthropic-version" in req.headers:
+            return self._anthropic_models
+        return route
 
     # -- ASGI ----------------------------------------------------------------------------
 
