@@ -319,7 +319,7 @@ def test_module_level_chat_with_env_configured_base_url(openai_upstream):
     # A fresh interpreter, as a user's script would be: configuration only through the env.
     env = {**os.environ, "MODELPORT_OPENAI_BASE_URL": openai_upstream.base_url, "OPENAI_API_KEY": KEY}
     code = "import modelport; print(modelport.chat('openai/gpt-fake', 'from a script').text)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "echo: from a script"
     assert openai_upstream.last_request.headers["authorization"] == f"Bearer {KEY}"
