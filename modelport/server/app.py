@@ -37,7 +37,7 @@ from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamAccumula
 from .auth import Caller, KeyRing, KeyStore
 from .limits import Booking, estimate_tokens
 from .metrics import Metrics
-from .router import Router, Target, may_fall_back
+from .router import DEFAULT_NAME, Router, Target, may_fall_back
 
 log = logging.getLogger("modelport.server")
 
@@ -64,6 +64,8 @@ class Settings:
     log_calls: bool | None = None
     access_log: bool = False
     keys_path: str | None = None
+    # Uploads and batch jobs of the Files/Batches API; None: "gateway" in the data dir.
+    batch_dir: str | None = None
 
     @property
     def auth_required(self) -> bool:
@@ -196,6 +198,7 @@ class Gateway:
         self._prices: dict[str, Any] = {}
         self._ids = count(1)
         self._id_prefix = "req_" + os.urandom(4).hex()
+        self._files_api: Any = None
         self._routes, self._patterns = self._route_table()
 
     # -- routing -------------------------------------------------------------------------
@@ -214,6 +217,9 @@ class Gateway:
             ("POST", "/v1/messages"): ("anthropic", anthropic, an.messages),
             ("POST", "/v1/messages/count_tokens"): ("anthropic", anthropic, an.count_tokens),
         }
+        for collection in ("/v1/files", "/v1/batches"):
+            for method in ("GET", "POST"):
+                routes[(method, collection)] = ("batches", openai, self._batches)
         # OpenAI under /v1 (its SDK), bare (a base URL without /v1) and /openai/v1 (Groq's SDK).
         for prefix in ("/v1", "", "/openai/v1"):
             routes[("POST", prefix + "/chat/completions")] = ("openai", openai, oa.chat_completions)
@@ -223,6 +229,8 @@ class Gateway:
         for version in ("/v1beta", "/v1alpha"):
             routes[("GET", version + "/models")] = ("gemini", gemini, gm.models)
         patterns = [
+            # One file or batch: the Files/Batches handlers tell the methods apart themselves.
+            ("*", re.compile(r"^/v1/(?:files|batches)/[^/]+(?:/[a-z]+)?$"), "batches", openai, self._batches),
             # Gemini methods: the model may hold slashes and colons, the method follows the last colon.
             ("POST", re.compile(r"^/v1(?:beta|alpha)?/(?:models/)?(.+):([A-Za-z]+)$"), "gemini", gemini, gm.method),
             ("GET", re.compile(r"^/v1(?:beta|alpha)/models/(.+)$"), "gemini", gemini, gm.model),
@@ -244,7 +252,7 @@ class Gateway:
             match = pattern.match(req.path)
             if match is None:
                 continue
-            if method != req.method:
+            if method != req.method and method != "*":
                 raise BadRequestError(f"{req.method} is not allowed on {req.path}; use {method}", status=405, code="method_not_allowed")
             if door == "openai" and self._speaks_gemini(req):
                 door, dialect, gm = self._gemini_door
@@ -595,6 +603,66 @@ class Gateway:
     async def _metrics(self, req: Request, _: str) -> None:
         await self.respond(req, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
+    # -- OpenAI's Files and Batches API, run by the batch engine -----------------------------
+
+    def _batch_root(self) -> Any:
+        from pathlib import Path
+
+        if self.settings.batch_dir:
+            return Path(self.settings.batch_dir)
+        from ..config import data_dir
+
+        return data_dir() / "gateway"
+
+    def files_api(self) -> Any:
+        """Made on first use, so a gateway that never sees a batch leaves no files behind."""
+        if self._files_api is None:
+            from ..batch.files_api import FilesAPI
+
+            self._files_api = FilesAPI(self._batch_root(), _BatchClient(self))
+        return self._files_api
+
+    async def _batches(self, req: Request, _: str) -> None:
+        from ..batch.files_api import handle
+
+        api = self.files_api()
+        body = await req.body(self.settings.max_body_bytes) if req.method == "POST" else b""
+        if req.caller is not None and req.method == "POST" and req.path == "/v1/batches":
+            await self._check_batch_models(req, api, body)
+        result = await handle(api, req.method, req.path, req.query, req.headers, body)
+        if isinstance(result, bytes):
+            await self.respond(req, result, content_type=b"application/octet-stream")
+        else:
+            await self.respond(req, result)
+
+    async def _check_batch_models(self, req: Request, api: Any, body: bytes) -> None:
+        """A key limited to some models may not reach others through a batch file."""
+        try:
+            file_id = loads(body).get("input_file_id")
+            path = api.root / "files" / file_id
+        except (JSONDecodeError, ValueError, AttributeError, TypeError):
+            return  # the handler answers the malformed body
+        if not path.is_file():
+            return
+
+        def models() -> set[str]:
+            names: set[str] = set()
+            with path.open("rb") as f:
+                for line in f:
+                    try:
+                        names.add(str(loads(line)["body"]["model"]))
+                    except (JSONDecodeError, ValueError, KeyError, TypeError):
+                        continue
+            return names
+
+        assert req.caller is not None
+        for model in await asyncio.to_thread(models):
+            try:
+                target = self.router.targets(model)[0]
+            except ModelportError:
+                continue  # an unknown model fails its own lines
+            self.keys.check_model(req.caller, model, target.name)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def sync_keys(self, unless_since: float | None = None) -> None:
@@ -643,12 +711,17 @@ class Gateway:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
         if self.auth_required and not len(self.keys):
             log.warning("authentication is on but no gateway key exists: create one with `modelport keys create NAME`")
+        if (self._batch_root() / "files.db").exists():
+            # Batches a stopped server left open carry on.
+            await self.files_api().startup()
 
     async def shutdown(self) -> None:
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = None
             await self.sync_keys()
+        if self._files_api is not None:
+            await self._files_api.shutdown()
         await self.client.aclose()
         if self.call_log is not None:
             await asyncio.get_running_loop().run_in_executor(self._io, self.call_log.flush, 5.0)
@@ -669,3 +742,38 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+
+
+class _BatchClient:
+    """The batch engine's client inside the gateway: every model routes exactly as a chat
+    call does (aliases, the offered list, fallbacks, no local file paths), on the gateway's
+    own backends, which never retry (the engine does)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def resolve(self, model: str | None) -> tuple[Any, str]:
+        target = self.gateway.router.targets(model or DEFAULT_NAME)[0]
+        return target.provider, target.model_id
+
+    def request(self, model: str | None, prompt: Any = None, **params: Any) -> ChatRequest:
+        return self.gateway.client.request(model, prompt, **params)
+
+    async def send(self, request: ChatRequest) -> ChatResponse:
+        targets = self.gateway.router.targets(request.model or DEFAULT_NAME)
+        cap = self.gateway.settings.max_tokens
+        if request.max_tokens is None or request.max_tokens <= 0 or request.max_tokens > cap:
+            request = replace(request, max_tokens=cap)
+        for i, target in enumerate(targets):
+            try:
+                response = await target.backend.achat(request, target.model_id)
+            except ModelportError as exc:
+                if i + 1 < len(targets) and may_fall_back(exc):
+                    continue
+                raise
+            response.provider = target.provider.name
+            return response
+        raise AssertionError("unreachable: the last target returns or raises")
+
+    async def aclose(self) -> None:
+        """The gateway closes its client itself, after the batches have stopped."""
