@@ -444,16 +444,18 @@ def _post(upstream, body: dict, stream: bool = False, version: str = "v1beta") -
 
 
 def test_fake_upstream_chat_and_forced_call_with_signature_round_trip(upstream):
+    from tests.fakes.gemini_upstream import fake_signature
+
     body = G.encode_request(ChatRequest("m", [Message.user("Where is A-118?")]))
     assert G.decode_response(_post(upstream, body, version="v1").json()).text == "echo: Where is A-118?"
     forced = ChatRequest("m", [Message.user("x")], tools=[Tool("lookup_order", parameters=SCHEMA)], tool_choice=ToolChoice("required"))
     response = G.decode_response(_post(upstream, G.encode_request(forced)).json())
     (call,) = response.tool_calls
-    assert response.finish_reason == "tool_calls" and call.signature == "fake-sig-0" and call.args == {"echo": "x"}
+    assert response.finish_reason == "tool_calls" and call.signature == fake_signature(0) and call.args == {"echo": "x"}
     follow_up = ChatRequest("m", [*forced.messages, response.message, Message.tool(call.id, "shipped")], tools=forced.tools)
     _post(upstream, G.encode_request(follow_up))
     sent = upstream.last_request.body["contents"]
-    assert sent[1]["parts"][0] == {"functionCall": {"name": "lookup_order", "args": {"echo": "x"}}, "thoughtSignature": "fake-sig-0"}
+    assert sent[1]["parts"][0] == {"functionCall": {"name": "lookup_order", "args": {"echo": "x"}}, "thoughtSignature": fake_signature(0)}
     assert sent[2]["parts"][0] == {"functionResponse": {"name": "lookup_order", "response": {"result": "shipped"}}}
 
 

@@ -438,21 +438,9 @@ def _gemini_normalised(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-class SignedGeminiUpstream(GeminiUpstream):
-    """The Gemini fake with its thoughtSignatures as real base64 (a bytes field on the wire):
-    google-genai refuses the fake's plain "fake-sig-0" while parsing the response."""
-
-    def _model_call(self, request: Recorded) -> Any:
-        reply = super()._model_call(request)
-        real = b'"' + base64.b64encode(b"fake-sig-0") + b'"'
-        reply.body = reply.body.replace(b'"fake-sig-0"', real)
-        reply.chunks = reply.chunks and [c.replace(b'"fake-sig-0"', real) for c in reply.chunks]
-        return reply
-
-
 @pytest.fixture()
 def gemini_fake():
-    with SignedGeminiUpstream() as fake:
+    with GeminiUpstream() as fake:
         yield fake
 
 

@@ -22,6 +22,7 @@ empty call id means "no id"; ``finish_reason`` is Gemini's own value). ``gemini_
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections import deque
@@ -30,9 +31,14 @@ from typing import Any
 from tests.fakes.openai_upstream import Answer, fake_vector
 from tests.fakes.server import Fault, FakeServer, Recorded, Reply, http_error
 
-__all__ = ["Answer", "GeminiUpstream", "gemini_error", "rate_limited"]
+__all__ = ["Answer", "GeminiUpstream", "fake_signature", "gemini_error", "rate_limited"]
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def fake_signature(n: int) -> str:
+    """thoughtSignature is a bytes field: base64 on the wire, as google-genai insists."""
+    return base64.b64encode(f"fake-sig-{n}".encode()).decode()
 
 
 def _json_text(value: Any) -> str:
@@ -149,7 +155,7 @@ def _chunks(body: dict[str, Any], answer: Answer, model: str) -> list[dict[str, 
         call = {"name": name, "args": json.loads(arguments)}
         if call_id:
             call = {"id": call_id, **call}
-        parts.append({"functionCall": call, "thoughtSignature": f"fake-sig-{n}"})
+        parts.append({"functionCall": call, "thoughtSignature": fake_signature(n)})
     prompt = answer.prompt_tokens if answer.prompt_tokens is not None else _prompt_words(body)
     output = answer.completion_tokens if answer.completion_tokens is not None else len((answer.text or "").split()) + len(answer.tool_calls)
     usage = {"promptTokenCount": prompt, "candidatesTokenCount": output, "totalTokenCount": prompt + output + answer.reasoning_tokens}
