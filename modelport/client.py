@@ -140,7 +140,9 @@ class _ClientCore:
         return ChatRequest(model=model or default_model(self.config), messages=messages, **fields), validator, functions
 
     def _finish(self, response: ChatResponse, validator: Callable[[str], Any] | None) -> ChatResponse:
-        if validator is not None:
+        # An answer that only calls tools has no structured output yet: the caller runs the
+        # tools (or run_tools=True does) and the final answer is parsed.
+        if validator is not None and not (response.tool_calls and not response.text):
             from .structured import parse
 
             parse(response, validator)
