@@ -173,10 +173,20 @@ class HttpBackend:
         return self._async
 
     async def _apost(self, url: str, body: bytes) -> RawResponse:
+        return await self._asend("POST", url, body, self._headers)
+
+    async def arequest(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> RawResponse:
+        """Any other call on the provider's API (the native batch APIs use it), with the same
+        key, retries and error mapping as chat; ``path`` is relative to the base URL."""
+        if self.provider.key_required and not self._key:
+            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+        return await self._asend(method, self.base_url + path, body, {**self._headers, "Content-Type": content_type})
+
+    async def _asend(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> RawResponse:
         transport, deadline, attempt = self._async_transport(), self._deadline(), 0
         while True:
             try:
-                raw = await transport.request("POST", url, self._headers, body, _remaining(deadline))
+                raw = await transport.request(method, url, headers, body, _remaining(deadline))
                 if raw.status < 400:
                     return raw
                 err, retryable = self._status_error(raw)

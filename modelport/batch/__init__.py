@@ -91,16 +91,21 @@ async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any
     own_client = client is None
     client = client or make_client(spec)
     try:
-        if spec.mode != "live":
+        engine: type[Engine] = Engine
+        if spec.mode == "native":
+            from .native import NativeEngine
+
+            engine = NativeEngine
+        elif spec.mode != "live":
             from ..errors import ConfigError
 
-            raise ConfigError(f"batch mode {spec.mode!r} is not available yet", hint="use --mode live (the default)")
+            raise ConfigError(f"unknown batch mode {spec.mode!r}", hint="use --mode live (the default) or native")
         cache = None
-        if spec.cache:
+        if spec.cache and spec.mode == "live":
             from ..cache import ResponseCache
 
             cache = ResponseCache()
-        runner = Engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits)
+        runner = engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits)
         stats = await runner.run()
         if spec.output and spec.output_format == "parquet":
             from .writers import write_parquet

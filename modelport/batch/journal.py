@@ -165,6 +165,11 @@ class Journal:
             self.commit()
         return cur.rowcount == 1
 
+    def attempts(self, idx: int) -> int:
+        """How often the row was sent (native mode: in how many provider batches)."""
+        row = self.db.execute("SELECT attempts FROM rows WHERE idx = ?", (idx,)).fetchone()
+        return 0 if row is None else int(row[0])
+
     def idx_for_key(self, key: str) -> int | None:
         row = self.db.execute("SELECT idx FROM rows WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]

@@ -38,11 +38,11 @@ class ProgressReporter:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rows_s]} rows/s  {task.fields[tok_s]} tok/s  errors {task.fields[errors]}  "
-                       "429s {task.fields[limited]}  spend {task.fields[spend]}  ETA {task.fields[eta]}"),
+                       "429s {task.fields[limited]}  spend {task.fields[spend]}  ETA {task.fields[eta]}  {task.fields[note]}"),
             console=self.console,
             transient=False,
         )
-        self.task = self.progress.add_task(description, total=None, rows_s="-", tok_s="-", errors=0, limited=0, spend="$0", eta="-")
+        self.task = self.progress.add_task(description, total=None, rows_s="-", tok_s="-", errors=0, limited=0, spend="$0", eta="-", note="")
         self.progress.start()
         self._last = 0.0
 
@@ -56,6 +56,8 @@ class ProgressReporter:
             self.task, total=stats.total or None, completed=stats.finished, rows_s=f"{row_rate:,.1f}", tok_s=f"{token_rate:,.0f}",
             errors=stats.failed, limited=stats.rate_limited, spend=spend_text(stats.cost, stats.unknown_cost_rows, stats.done),
             eta="-" if eta is None else _duration(eta),
+            # What a native job's provider batches are doing while no row is final yet.
+            note=stats.message if stats.status == "running" else "",
         )
 
     def close(self) -> None:
