@@ -791,3 +791,16 @@ def test_a_streamed_answer_folds_into_the_same_response_as_the_whole_one(resp, d
     assert acc.response() == dataclasses.replace(resp, created=encoder.created)
     whole = oa.decode_response(oa.encode_response(resp, resp.model), "openai")
     assert acc.response() == dataclasses.replace(whole, created=encoder.created)
+
+
+def test_gemini_thought_signatures_travel_through_the_openai_door():
+    """A Gemini tool call served to an OpenAI caller keeps its thoughtSignature in
+    extra_content, and comes back with it when the caller replays the assistant turn."""
+    call = ToolCall("call_1", "lookup_order", '{"order_no":"A-118"}', signature="c2lnbmF0dXJl")
+    served = oa.encode_response(ChatResponse("chatcmpl-1", "m", Message.assistant(tool_calls=[call]), "tool_calls"), "m")
+    wire_call = served["choices"][0]["message"]["tool_calls"][0]
+    assert wire_call["extra_content"] == {"google": {"thought_signature": "c2lnbmF0dXJl"}}
+    replay = oa.decode_request({"model": "m", "messages": [{"role": "user", "content": "hi"}, served["choices"][0]["message"]]})
+    assert replay.messages[1].tool_calls == [call]
+    # The client side never sends it to a real OpenAI-compatible upstream, which would reject it.
+    assert "extra_content" not in oa.encode_request(replay, "m")["messages"][1]["tool_calls"][0]

@@ -270,17 +270,15 @@ class Fresh:
 
 
 def response_openai(response: ChatResponse) -> ChatResponse:
-    """OpenAI: reasoning text travels (as reasoning_content) without its signature; tool calls
-    carry none either; "error" goes out as stop; an id that is not OpenAI's own (chatcmpl-)
-    is replaced by a fresh one, and a missing creation time by the current one."""
+    """OpenAI: reasoning text travels (as reasoning_content) without its signature; tool-call
+    signatures travel in extra_content; "error" goes out as stop; an id that is not OpenAI's
+    own (chatcmpl-) is replaced by a fresh one, and a missing creation time by the current one."""
     response = copy.deepcopy(response)
     if response.finish_reason == "error":
         response.finish_reason = "stop"
     for part in response.message.content:
         if isinstance(part, ReasoningPart):
             part.signature = None
-    for call in response.message.tool_calls:
-        call.signature = None
     if not response.id.startswith("chatcmpl-"):
         response.id = Fresh("chatcmpl- id", lambda v: isinstance(v, str) and v.startswith("chatcmpl-") and len(v) > len("chatcmpl-"))
     if not response.created:

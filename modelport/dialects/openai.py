@@ -171,6 +171,22 @@ def _encode_tool_call(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
+def _signed(out: dict[str, Any], signature: str | None) -> dict[str, Any]:
+    """Gemini's thoughtSignature rides in ``extra_content`` (Gemini's own OpenAI-compatible
+    spelling), so an OpenAI caller that replays the call keeps a Gemini upstream working.
+    Only the gateway writes it: real OpenAI would reject the unknown field."""
+    if signature:
+        out["extra_content"] = {"google": {"thought_signature": signature}}
+    return out
+
+
+def _signature_of(call: dict[str, Any]) -> str | None:
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return signature if isinstance(signature, str) and signature else None
+
+
 def _encode_tool(tool: Tool) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name}
     if tool.description:
@@ -230,7 +246,7 @@ def _decode_response_message(msg: dict[str, Any]) -> Message:
     elif isinstance(text, list):
         content.extend(TextPart(p.get("text") or p.get("refusal") or "") for p in text if isinstance(p, dict))
     calls = [
-        ToolCall(c.get("id") or "", (c.get("function") or {}).get("name") or "", _arguments_text(c.get("function") or {}))
+        ToolCall(c.get("id") or "", (c.get("function") or {}).get("name") or "", _arguments_text(c.get("function") or {}), _signature_of(c))
         for c in msg.get("tool_calls") or ()
     ]
     return Message("assistant", content, calls)
@@ -346,7 +362,8 @@ class StreamDecoder:
         arguments = function.get("arguments")
         if arguments is not None and not isinstance(arguments, str):
             arguments = _dumps(arguments)
-        return StreamEvent("tool_call", index=index, id=call_id or None, name=function.get("name") or None, arguments=arguments or "")
+        return StreamEvent("tool_call", index=index, id=call_id or None, name=function.get("name") or None, arguments=arguments or "",
+                           signature=_signature_of(call))
 
 
 def _stream_error(error: Any, provider: str) -> StreamError:
@@ -569,7 +586,7 @@ def _decode_tool_calls(raw: Any, path: str) -> list[ToolCall]:
             raise _bad(f"{where}.id", "expected a string", "missing_required_parameter")
         if not isinstance(name, str) or not name:
             raise _bad(f"{where}.function.name", "expected a string", "missing_required_parameter")
-        calls.append(ToolCall(call_id, name, _arguments_text(function)))
+        calls.append(ToolCall(call_id, name, _arguments_text(function), _signature_of(call)))
     return calls
 
 
@@ -671,7 +688,7 @@ def encode_response(resp: ChatResponse, model: str) -> dict[str, Any]:
     if reasoning:
         out["reasoning_content"] = reasoning
     if message.tool_calls:
-        out["tool_calls"] = [_encode_tool_call(c) for c in message.tool_calls]
+        out["tool_calls"] = [_signed(_encode_tool_call(c), c.signature) for c in message.tool_calls]
     return {
         "id": _completion_id(resp.id),
         "object": "chat.completion",
@@ -770,12 +787,12 @@ class StreamEncoder:
             return {"index": index, "function": {"arguments": event.arguments}}
         # OpenAI indices count calls from 0; upstream indices (e.g. Anthropic block numbers) may not.
         index = self._indices[event.index] = len(self._indices)
-        return {
+        return _signed({
             "index": index,
             "id": event.id or _new_id("call_"),
             "type": "function",
             "function": {"name": event.name or "", "arguments": event.arguments},
-        }
+        }, event.signature)
 
     def _finish(self, reason: str | None, usage: Usage | None) -> bytes:
         if self._finished:
