@@ -189,6 +189,25 @@ class Journal:
             expected += 1
         return out
 
+    def copy_final_rows(self, source: Journal, start: int, limit: int = 2000) -> int:
+        """Copy ``source``'s contiguous final rows from ``start`` into this journal (rows
+        final here already stay as they are), in one commit. Returns where the copy stopped."""
+        cur = source.db.execute(
+            "SELECT idx, state, result, error, input_tokens, output_tokens, cost, cached, finished_at FROM rows "
+            "WHERE idx >= ? ORDER BY idx LIMIT ?", (start, limit))
+        batch = []
+        for row in cur:
+            if row[0] != start + len(batch) or row[1] < DONE:
+                break
+            batch.append((*row[1:], row[0]))
+        if batch:
+            self._begin()
+            self.db.executemany(
+                "UPDATE rows SET state = ?, result = ?, error = ?, input_tokens = ?, output_tokens = ?, cost = ?, cached = ?, "
+                "finished_at = ? WHERE idx = ? AND state < 2", batch)
+            self.commit()
+        return start + len(batch)
+
     def reopen_failed(self) -> int:
         """Make failed rows pending again (``resume --retry-failed``). Returns how many."""
         self._begin()

@@ -115,6 +115,9 @@ def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float
     from ..batch import open_job
 
     journal, spec = open_job(_job_path(job), max_cost=max_cost, concurrency=concurrency, rpm=rpm, tpm=tpm)
+    if retry_failed and engine == "ray":
+        journal.close()
+        raise click.UsageError("--retry-failed runs with --engine local")
     if retry_failed:
         reopened = journal.reopen_failed()
         if reopened:
@@ -137,10 +140,10 @@ def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) ->
         loop = asyncio.get_running_loop()
         # SIGTERM stops like Ctrl-C: finished rows are committed and the output flushed first.
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        if engine != "local":
-            from ..errors import ConfigError
+        if engine == "ray":
+            from ..batch import ray_engine
 
-            raise ConfigError(f"--engine {engine} is not available yet", hint="use --engine local (the default)")
+            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None)
         return await arun(journal, spec, on_progress=reporter.update if reporter else None)
 
     try:
