@@ -102,3 +102,11 @@ def test_local_model_examples_run_on_the_embedded_model():
     for code in local_blocks:
         printed = run_example(code, {})
         assert printed.strip(), code
+
+
+def test_every_python_example_is_run_by_a_test_above():
+    providers = ("openai/", "gemini/", "groq/", "lmstudio/")
+    for code in PYTHON_BLOCKS:
+        local = '"local/smollm2"' in code
+        remote = [p for p in providers if f'"{p}' in code]
+        assert local or len(remote) == 1, f"README example not covered by tests:\n{code}"
