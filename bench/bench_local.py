@@ -69,7 +69,7 @@ def make_variants(backend: LocalBackend, tokens: int, pool: ThreadPoolExecutor) 
 
         return sum(a.usage.output_tokens for a in asyncio.run(run()))
 
-    return {"raw engine": raw, "LocalBackend.chat (threads)": backend_threads, "LocalBackend.achat (asyncio)": backend_async}
+    return {"raw engine": raw, "chat (threads)": backend_threads, "achat (asyncio)": backend_async}
 
 
 def main() -> None:
@@ -85,7 +85,7 @@ def main() -> None:
         for run in variants.values():  # the first graph build is slow; keep it out of the figures
             run(1)
         rates: dict[tuple[str, int], list[float]] = {(v, c): [] for v in names for c in CONCURRENCY}
-        columns = (TextColumn("{task.description:<42}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("warming up", total=args.rounds * len(CONCURRENCY) * len(names))
             for round_no in range(args.rounds):
@@ -96,6 +96,8 @@ def main() -> None:
                         started = time.perf_counter()
                         produced = variants[name](c)
                         rates[(name, c)].append(produced / (time.perf_counter() - started))
+                        # One line per measurement, so an interrupted run still leaves figures.
+                        progress.console.log(f"round {round_no + 1} c={c} {name}: {rates[(name, c)][-1]:.1f} tok/s")
                         if produced != c * args.tokens:
                             console.print(f"[yellow]{name} c={c}: {produced} tokens, expected {c * args.tokens}")
                         progress.advance(task)

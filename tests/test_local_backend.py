@@ -276,6 +276,8 @@ def test_embeddings_have_the_model_dimension(backend):
     assert response.data[0].vector != response.data[1].vector
     assert response.provider == "local"
     assert len(asyncio.run(backend.aembed("one", MODEL)).data) == 1
+    with pytest.raises(ContextLengthError):
+        backend.embed(["word " * 3000], MODEL)
 
 
 def test_list_models_names_the_embedded_model(backend):
