@@ -28,7 +28,7 @@ from ..errors import ConfigError, ModelportError
 from ..serialize import response_to_dict
 from ..types import ChatRequest, ChatResponse, Usage
 from .journal import Journal
-from .ratelimit import Limits, RateLimiter
+from .ratelimit import Limits, RateLimiter, limit_seeds
 from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens
 from .writers import AppendWriter, record_for
 
@@ -100,7 +100,7 @@ class Engine:
         self.journal = journal
         self.spec = spec
         self.client = client
-        self.limits = limits or Limits(spec.rpm, spec.tpm)
+        self.limits = limits or Limits(spec.rpm, spec.tpm, seeds=config_seeds(client))
         self.cache = cache
         self.on_progress = on_progress
         self.on_records = on_records
@@ -403,6 +403,21 @@ class Engine:
     def _progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.stats)
+
+
+def config_seeds(client: Any) -> dict[str, dict[str, float]]:
+    """The config's ``[limits]`` for the limiters, keyed as the client routes the names."""
+
+    def resolve(name: str) -> tuple[str, str]:
+        try:
+            provider, model_id = client.resolve(name)
+        except ModelportError:
+            # A name this client cannot route paces nothing; it is not worth failing the job.
+            provider_name, _, model_id = name.partition("/")
+            return provider_name, model_id
+        return provider.name, model_id
+
+    return limit_seeds(getattr(client, "config", None), resolve)
 
 
 def _parse(text: str, schema: dict[str, Any]) -> dict[str, Any]:

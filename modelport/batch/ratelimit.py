@@ -200,7 +200,8 @@ class Limits:
     """The limiters of one job (or one gateway), one per (provider, model), made on first use.
 
     ``seeds`` maps ``"provider/model"`` or ``"provider/*"`` to ``{"rpm": .., "tpm": ..}``
-    (the config's ``[batch.limits]`` table); ``rpm``/``tpm`` apply to every key not seeded.
+    (the config's ``[limits]`` table, see ``limit_seeds``); ``rpm``/``tpm``, when given,
+    apply to every key and win over the seeds.
     """
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, *,
@@ -223,6 +224,38 @@ class Limits:
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._limiters.items())
+
+
+def limit_seeds(config: Mapping[str, object] | None, resolve: Callable[[str], tuple[str, str]] | None = None) -> dict[str, dict[str, float]]:
+    """The config's known limits, checked::
+
+        [limits."openai/gpt-4o-mini"]
+        rpm = 500
+        tpm = 200000
+        [limits."groq/*"]          # every Groq model not named on its own
+        rpm = 30
+
+    ``resolve`` turns a name (an alias too) into ``(provider, model_id)``, so seeds key on
+    what the engine paces by.
+    """
+    from ..errors import ConfigError
+
+    table = (config or {}).get("limits") or {}
+    if not isinstance(table, Mapping):
+        raise ConfigError("config [limits] must be a table of models", hint='e.g. [limits."openai/gpt-4o-mini"] rpm = 500')
+    seeds: dict[str, dict[str, float]] = {}
+    for name, values in table.items():
+        if not isinstance(values, Mapping) or not values or set(values) - {"rpm", "tpm"}:
+            raise ConfigError(f"config [limits.{name!r}] takes rpm and tpm only", hint=f'[limits."{name}"] rpm = 500')
+        for kind, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"config [limits.{name!r}] {kind} must be a positive number, not {value!r}")
+        key = str(name)
+        if resolve is not None and not key.endswith("/*"):
+            provider, model_id = resolve(key)
+            key = f"{provider}/{model_id}"
+        seeds[key] = {k: float(v) for k, v in values.items()}  # type: ignore[arg-type]
+    return seeds
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

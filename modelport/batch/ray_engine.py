@@ -121,7 +121,8 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
               client_options: dict[str, Any] | None = None, partitions: int | None = None,
               seeds: dict[str, Any] | None = None) -> Stats:
     """Run (or resume) the job in ``journal`` on Ray. Connects to ``RAY_ADDRESS`` (else
-    starts a local instance) unless Ray is initialised already."""
+    starts a local instance) unless Ray is initialised already. ``seeds``: per-model
+    limits (default: the config's ``[limits]``)."""
     try:
         import ray
     except ImportError:
@@ -138,6 +139,11 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
     for (first, end), path in zip(bounds, paths):
         _prepare_partition(journal, path, first, end)
     shares = _budgets(journal, spec, paths)
+    if seeds is None:
+        from ..client import AsyncClient
+        from .engine import config_seeds
+
+        seeds = config_seeds(AsyncClient(max_retries=0, **(client_options or {})))
     actor = ray.remote(LimitsActor).remote(spec.rpm, spec.tpm, seeds)
     task = ray.remote(run_partition)
     if journal.get("cancel"):

@@ -751,6 +751,7 @@ class _BatchClient:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.config = gateway.client.config
 
     def resolve(self, model: str | None) -> tuple[Any, str]:
         target = self.gateway.router.targets(model or DEFAULT_NAME)[0]
