@@ -43,6 +43,7 @@ log = logging.getLogger("modelport.server")
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_FILE_ID = re.compile(r"^file-[0-9a-f]{1,64}$")
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 KEY_SYNC_SECONDS = 1.0
@@ -639,9 +640,12 @@ class Gateway:
         """A key limited to some models may not reach others through a batch file."""
         try:
             file_id = loads(body).get("input_file_id")
-            path = api.root / "files" / file_id
-        except (JSONDecodeError, ValueError, AttributeError, TypeError):
+        except (JSONDecodeError, ValueError, AttributeError):
             return  # the handler answers the malformed body
+        # Only ids this API hands out name a file: nothing else may be read off the disk.
+        if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
+            return
+        path = api.root / "files" / file_id
         if not path.is_file():
             return
 
