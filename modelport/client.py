@@ -148,6 +148,21 @@ class _ClientCore:
             parse(response, validator)
         return response
 
+    def _from_cache(self, request: ChatRequest, provider: str, model_id: str, started: float) -> ChatResponse | None:
+        cached = self._cache.get(request) if self._cache is not None else None
+        if cached is not None:
+            self._record(request, provider, model_id, started, cached, cached=True)
+        return cached
+
+    def _completed(self, request: ChatRequest, provider: str, model_id: str, started: float, response: ChatResponse,
+                   cached: bool = False) -> ChatResponse:
+        response.provider = provider
+        response.model = response.model or model_id
+        if self._cache is not None and not cached:
+            self._cache.put(request, response)
+        self._record(request, provider, model_id, started, response, cached=cached)
+        return response
+
     def _record(self, request: ChatRequest, provider: str, model_id: str, started: float, response: ChatResponse | None = None,
                 error: BaseException | None = None, cached: bool = False) -> None:
         if self._log is not None:
@@ -171,21 +186,15 @@ class Client(_ClientCore):
         """Send a canonical request as it is."""
         provider, model_id = self.resolve(request.model)
         started = time.perf_counter()
-        cached = self._cache.get(request) if self._cache is not None else None
+        cached = self._from_cache(request, provider.name, model_id, started)
         if cached is not None:
-            self._record(request, provider.name, model_id, started, cached, cached=True)
             return cached
         try:
             response = self.backend(provider).chat(request, model_id)
         except ModelportError as exc:
             self._record(request, provider.name, model_id, started, error=exc)
             raise
-        response.provider = provider.name
-        response.model = response.model or model_id
-        if self._cache is not None:
-            self._cache.put(request, response)
-        self._record(request, provider.name, model_id, started, response)
-        return response
+        return self._completed(request, provider.name, model_id, started, response)
 
     def stream(self, model: str | None = None, prompt: Prompt = None, *, system: str | None = None, **params: Any) -> ChatStream:
         request, validator, _ = self._build(model, prompt, system, params)
@@ -212,19 +221,46 @@ class Client(_ClientCore):
         self.close()
 
 
-class ChatStream:
+class _StreamState:
+    """What a sync and an async stream share: the cache, the accumulator and the record."""
+
+    def __init__(self, client: Any, request: ChatRequest, provider: Provider, model_id: str,
+                 validator: Callable[[str], Any] | None) -> None:
+        self._client, self._request, self._provider, self._model_id = client, request, provider, model_id
+        self._validator = validator
+        self._acc = StreamAccumulator(model_id, provider.name)
+        self._started = 0.0
+        self._cached: ChatResponse | None = None
+        self.response: ChatResponse | None = None
+
+    def _replay(self) -> list[StreamEvent] | None:
+        """The cached answer as events, or None when the provider must be asked."""
+        self._started = time.perf_counter()
+        cache = self._client._cache
+        self._cached = cache.get(self._request) if cache is not None else None
+        if self._cached is None:
+            return None
+        from .cache import replay
+
+        return replay(self._cached)
+
+    def _failed(self, exc: ModelportError) -> None:
+        self._client._record(self._request, self._provider.name, self._model_id, self._started, error=exc)
+
+    def _done(self) -> None:
+        response = self._acc.response(time.perf_counter() - self._started)
+        response = self._client._finish(response, self._validator)
+        self.response = self._client._completed(self._request, self._provider.name, self._model_id, self._started,
+                                                response, cached=self._cached is not None)
+
+
+class ChatStream(_StreamState):
     """Iterate for StreamEvents; ``.response`` is the assembled ChatResponse afterwards.
 
     ``text_stream()`` yields only the text, for ``print(..., end="")`` loops.
     """
 
-    def __init__(self, client: Client, request: ChatRequest, provider: Provider, model_id: str,
-                 validator: Callable[[str], Any] | None) -> None:
-        self._client, self._request, self._provider, self._model_id = client, request, provider, model_id
-        self._validator = validator
-        self._acc = StreamAccumulator(model_id, provider.name)
-        self.response: ChatResponse | None = None
-        self._events: Iterator[StreamEvent] | None = None
+    _events: Iterator[StreamEvent] | None = None
 
     def __iter__(self) -> Iterator[StreamEvent]:
         # One request per stream: iterating again (text_stream() then until_done()) goes on
@@ -234,28 +270,15 @@ class ChatStream:
         return self._events
 
     def _run(self) -> Iterator[StreamEvent]:
-        client, request, started = self._client, self._request, time.perf_counter()
-        cache = client._cache
-        cached = cache.get(request) if cache is not None else None
-        if cached is not None:
-            from .cache import replay
-
-            events: Iterator[StreamEvent] = iter(replay(cached))
-        else:
-            events = client.backend(self._provider).stream(request, self._model_id)
+        events = self._replay()
         try:
-            for event in events:
+            for event in events if events is not None else self._client.backend(self._provider).stream(self._request, self._model_id):
                 self._acc.add(event)
                 yield event
         except ModelportError as exc:
-            client._record(request, self._provider.name, self._model_id, started, error=exc)
+            self._failed(exc)
             raise
-        response = self._acc.response(time.perf_counter() - started)
-        response.model = response.model or self._model_id
-        self.response = client._finish(response, self._validator)
-        if cache is not None and cached is None:
-            cache.put(request, response)
-        client._record(request, self._provider.name, self._model_id, started, response, cached=cached is not None)
+        self._done()
 
     def text_stream(self) -> Iterator[str]:
         for event in self:
@@ -284,21 +307,15 @@ class AsyncClient(_ClientCore):
     async def send(self, request: ChatRequest) -> ChatResponse:
         provider, model_id = self.resolve(request.model)
         started = time.perf_counter()
-        cached = self._cache.get(request) if self._cache is not None else None
+        cached = self._from_cache(request, provider.name, model_id, started)
         if cached is not None:
-            self._record(request, provider.name, model_id, started, cached, cached=True)
             return cached
         try:
             response = await self.backend(provider).achat(request, model_id)
         except ModelportError as exc:
             self._record(request, provider.name, model_id, started, error=exc)
             raise
-        response.provider = provider.name
-        response.model = response.model or model_id
-        if self._cache is not None:
-            self._cache.put(request, response)
-        self._record(request, provider.name, model_id, started, response)
-        return response
+        return self._completed(request, provider.name, model_id, started, response)
 
     def stream(self, model: str | None = None, prompt: Prompt = None, *, system: str | None = None, **params: Any) -> AsyncChatStream:
         request, validator, _ = self._build(model, prompt, system, params)
@@ -325,14 +342,10 @@ class AsyncClient(_ClientCore):
         await self.aclose()
 
 
-class AsyncChatStream:
-    def __init__(self, client: AsyncClient, request: ChatRequest, provider: Provider, model_id: str,
-                 validator: Callable[[str], Any] | None) -> None:
-        self._client, self._request, self._provider, self._model_id = client, request, provider, model_id
-        self._validator = validator
-        self._acc = StreamAccumulator(model_id, provider.name)
-        self.response: ChatResponse | None = None
-        self._events: AsyncIterator[StreamEvent] | None = None
+class AsyncChatStream(_StreamState):
+    """``async for`` StreamEvents; ``.response`` is the assembled ChatResponse afterwards."""
+
+    _events: AsyncIterator[StreamEvent] | None = None
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         # One request per stream, as in ChatStream.__iter__.
@@ -341,29 +354,20 @@ class AsyncChatStream:
         return self._events
 
     async def _run(self) -> AsyncIterator[StreamEvent]:
-        client, request, started = self._client, self._request, time.perf_counter()
-        cache = client._cache
-        cached = cache.get(request) if cache is not None else None
+        replayed = self._replay()
         try:
-            if cached is not None:
-                from .cache import replay
-
-                for event in replay(cached):
+            if replayed is not None:
+                for event in replayed:
                     self._acc.add(event)
                     yield event
             else:
-                async for event in client.backend(self._provider).astream(request, self._model_id):
+                async for event in self._client.backend(self._provider).astream(self._request, self._model_id):
                     self._acc.add(event)
                     yield event
         except ModelportError as exc:
-            client._record(request, self._provider.name, self._model_id, started, error=exc)
+            self._failed(exc)
             raise
-        response = self._acc.response(time.perf_counter() - started)
-        response.model = response.model or self._model_id
-        self.response = client._finish(response, self._validator)
-        if cache is not None and cached is None:
-            cache.put(request, response)
-        client._record(request, self._provider.name, self._model_id, started, response, cached=cached is not None)
+        self._done()
 
     async def text_stream(self) -> AsyncIterator[str]:
         async for event in self:
