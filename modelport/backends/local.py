@@ -278,6 +278,10 @@ class _Plan:
         for key, value in DEFAULT_SAMPLING.items():
             if body.get(key) is None:
                 body[key] = value
+        if request.seed is not None:
+            # A seed asks for the same text every time. Reusing a cached prompt prefix that was
+            # computed in another batch shape changes the floating-point sums, and so the text.
+            body.setdefault("cache_prompt", False)
         body["messages"] = _plain_history(body["messages"])
         choice = request.tool_choice
         self.tools: list[Tool] = [] if choice is not None and choice.mode == "none" else list(request.tools)
