@@ -116,9 +116,9 @@ async def async_aiohttp(url: str, n: int, concurrency: int) -> float:
         return await _gather(n, concurrency, call)
 
 
-def import_ms(module: str) -> float | None:
+def import_ms(module: str, python: str = sys.executable) -> float | None:
     def once(stmt: str) -> float:
-        out = subprocess.run([sys.executable, "-c", f"import time; t=time.perf_counter(); {stmt}; print(time.perf_counter()-t)"],
+        out = subprocess.run([python, "-c", f"import time; t=time.perf_counter(); {stmt}; print(time.perf_counter()-t)"],
                              capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])
 
@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--litellm-python", default=sys.executable,
+                        help="interpreter that has litellm (it is no dependency of ours): "
+                        "python -m venv /tmp/bench-litellm && /tmp/bench-litellm/bin/pip install litellm")
     args = parser.parse_args()
     from rich.console import Console
     from rich.table import Table
@@ -167,8 +170,10 @@ def main() -> None:
     imports.add_column("module")
     imports.add_column("ms", justify="right")
     for module in ("modelport", "openai", "anthropic", "litellm"):
-        ms = import_ms(module)
-        imports.add_row(module, "not installed" if ms is None else f"{ms - bare:.1f}")
+        python = args.litellm_python if module == "litellm" else sys.executable
+        ms = import_ms(module, python)
+        base = bare if python == sys.executable else (import_ms("sys", python) or 0.0)
+        imports.add_row(module, "not installed" if ms is None else f"{ms - base:.1f}")
     console.print(imports)
 
 
