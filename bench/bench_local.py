@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelport.backends.local import DEFAULT_SAMPLING, LocalBackend
+from modelport.backends.local import LocalBackend, _Plan
 from modelport.types import ChatRequest, Message
 
 MODEL = "smollm2"
@@ -46,14 +46,13 @@ PROMPTS = [
 def make_variants(backend: LocalBackend, tokens: int, pool: ThreadPoolExecutor) -> dict[str, Callable[[int], int]]:
     """name -> run(concurrency) returning the completion tokens produced."""
     engine = backend.engine(MODEL)
-    # Exactly what LocalBackend sends for these requests: its sampling defaults, overridden
-    # by temperature 0 and a fixed seed, plus the forced length.
-    params: dict[str, Any] = {**DEFAULT_SAMPLING, "temperature": 0.0, "seed": 1, "max_tokens": tokens, "ignore_eos": True}
-    bodies = [{"messages": [{"role": "user", "content": p}], **params} for p in PROMPTS]
     requests = [
         ChatRequest(f"local/{MODEL}", [Message.user(p)], temperature=0.0, seed=1, max_tokens=tokens, extra={"ignore_eos": True})
         for p in PROMPTS
     ]
+    # The raw engine gets exactly the bodies LocalBackend sends for these requests, so both
+    # sides ask the engine for the same work.
+    bodies = [_Plan(r, MODEL).body for r in requests]
 
     def raw(n: int) -> int:
         answers = list(pool.map(engine.handle_chat_completions, bodies[:n]))

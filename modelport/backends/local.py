@@ -12,7 +12,7 @@ what the engine lacks for modelport's contract:
 
 One engine per model file per process, shared by every LocalBackend: it owns the weights
 (mmapped) and ``n_parallel`` decoding slots, and its calls release the GIL, so threads and
-``asyncio.to_thread`` calls decode together (continuous batching).
+async calls (on a thread pool as large as the slots need) decode together (continuous batching).
 """
 
 from __future__ import annotations
@@ -53,6 +53,23 @@ _engines: dict[tuple[str, str], Any] = {}
 # Loading takes about a second; one lock makes concurrent first calls share one load
 # instead of each building its own copy of the KV cache.
 _engines_lock = threading.Lock()
+
+# Engine calls block a thread for the whole generation. asyncio's default executor has only
+# cpu_count + 4 threads (6 on two cores), fewer than the engine's slots, which would cap
+# async concurrency below what continuous batching can decode together.
+_ENGINE_THREADS = 64
+_executor: Any = None
+
+
+async def _in_engine_thread(func: Any, *args: Any) -> Any:
+    global _executor
+    if _executor is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _engines_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(_ENGINE_THREADS, thread_name_prefix="modelport-engine")
+    return await asyncio.get_running_loop().run_in_executor(_executor, func, *args)
 _DONE = object()
 
 
@@ -151,7 +168,7 @@ class LocalBackend:
         return response
 
     async def achat(self, request: ChatRequest, model_id: str) -> ChatResponse:
-        return await asyncio.to_thread(self.chat, request, model_id)
+        return await _in_engine_thread(self.chat, request, model_id)
 
     def stream(self, request: ChatRequest, model_id: str) -> Iterator[StreamEvent]:
         plan = _Plan(request, model_id)
@@ -212,7 +229,7 @@ class LocalBackend:
         def run() -> None:
             _call(self.engine(model_id).handle_chat_completions, plan.stream_body(), on_chunk)
 
-        task = asyncio.ensure_future(asyncio.to_thread(run))
+        task = asyncio.ensure_future(_in_engine_thread(run))
         task.add_done_callback(lambda _: chunks.put_nowait(_DONE))
         decoder = plan.stream_decoder()
         try:
@@ -243,7 +260,7 @@ class LocalBackend:
         return response
 
     async def aembed(self, inputs: list[str] | str, model_id: str) -> EmbeddingResponse:
-        return await asyncio.to_thread(self.embed, inputs, model_id)
+        return await _in_engine_thread(self.embed, inputs, model_id)
 
     def list_models(self) -> list[ModelInfo]:
         """The embedded model plus every other GGUF file in modelport's model directory."""
