@@ -46,7 +46,11 @@ _pull_lock = threading.Lock()
 
 
 def data_dir() -> Path:
-    """Where pulled model files live: ``models/`` in modelport's data dir."""
+    """Where pulled model files live: ``$MODELPORT_MODELS_DIR``, else ``models/`` in
+    modelport's data dir (so weights can be shared while everything else moves)."""
+    env = os.environ.get("MODELPORT_MODELS_DIR")
+    if env:
+        return Path(env)
     from .config import data_dir as modelport_data_dir
 
     return modelport_data_dir() / "models"

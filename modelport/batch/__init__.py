@@ -63,6 +63,7 @@ def make_client(spec: JobSpec, **options: Any) -> Any:
     from ..client import AsyncClient
     from ..transport import Timeouts
 
+    options.setdefault("source", "batch")  # every row's call goes to the call log, as batch calls
     return AsyncClient(max_retries=0, timeout=Timeouts(connect=min(5.0, spec.timeout), read=spec.timeout, total=spec.timeout), **options)
 
 
