@@ -359,3 +359,20 @@ def test_async_openai_facade(openai_upstream):
     completion, chunks = asyncio.run(run())
     assert completion.choices[0].message.content == "echo: hey"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hey"
+
+
+def test_sync_and_async_calls_say_who_is_calling(openai_upstream):
+    import asyncio
+
+    from modelport import AsyncClient, Client, __version__
+
+    options = dict(base_urls={"openai": openai_upstream.base_url}, api_keys={"openai": "sk-test"})
+    Client(**options).chat("openai/gpt-fake", "sync")
+    sync_agent = openai_upstream.last_request.headers["user-agent"]
+
+    async def call() -> None:
+        async with AsyncClient(**options) as client:
+            await client.chat("openai/gpt-fake", "async")
+
+    asyncio.run(call())
+    assert sync_agent == openai_upstream.last_request.headers["user-agent"] == f"modelport/{__version__}"

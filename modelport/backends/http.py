@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Any, AsyncIterator, Iterator
 
-from .. import dialects
+from .. import __version__, dialects
 from ..errors import ConfigError, ModelportError, StreamError, TimeoutError, redact
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..providers import Provider, base_url
@@ -22,6 +22,9 @@ from ..types import ChatRequest, ChatResponse, EmbeddingResponse, ModelInfo, Str
 
 # Response headers that carry the provider's rate-limit counters (protocols §2.16, §3.11).
 _RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+
+
+USER_AGENT = f"modelport/{__version__}"
 
 
 class HttpBackend:
@@ -41,7 +44,8 @@ class HttpBackend:
         self._key = api_key
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
-        self._headers = {"Content-Type": "application/json", **provider.auth_headers(api_key)}
+        # One User-Agent for sync and async calls, so providers and proxies see who is calling.
+        self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **provider.auth_headers(api_key)}
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
 
