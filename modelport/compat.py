@@ -113,6 +113,18 @@ class _AsyncCompletions(_Core):
             yield chunk
 
 
+class _Embeddings(_Core):
+    def create(self, *, model: str, input: str | list[str], encoding_format: str = "float", **_: Any) -> Record:
+        response = self._client.embed(self._qualified(model), input)
+        return Record(dialect.encode_embeddings_response(response, encoding_format))
+
+
+class _AsyncEmbeddings(_Core):
+    async def create(self, *, model: str, input: str | list[str], encoding_format: str = "float", **_: Any) -> Record:
+        response = await self._client.embed(self._qualified(model), input)
+        return Record(dialect.encode_embeddings_response(response, encoding_format))
+
+
 class _Namespace:
     def __init__(self, **members: Any) -> None:
         self.__dict__.update(members)
@@ -134,6 +146,7 @@ class OpenAI:
 
         self._client = Client(**_client_kwargs(api_key, base_url, timeout, max_retries), **client_options)
         self.chat = _Namespace(completions=_Completions(self._client, base_url))
+        self.embeddings = _Embeddings(self._client, base_url)
 
     def close(self) -> None:
         self._client.close()
@@ -146,6 +159,7 @@ class AsyncOpenAI:
 
         self._client = AsyncClient(**_client_kwargs(api_key, base_url, timeout, max_retries), **client_options)
         self.chat = _Namespace(completions=_AsyncCompletions(self._client, base_url))
+        self.embeddings = _AsyncEmbeddings(self._client, base_url)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -376,3 +376,14 @@ def test_sync_and_async_calls_say_who_is_calling(openai_upstream):
 
     asyncio.run(call())
     assert sync_agent == openai_upstream.last_request.headers["user-agent"] == f"modelport/{__version__}"
+
+
+def test_the_openai_facade_embeds_like_the_sdk(openai_upstream):
+    from modelport import OpenAI
+    from tests.fakes.openai_upstream import fake_vector
+
+    client = OpenAI(base_url=openai_upstream.base_url, api_key="sk-test")
+    result = client.embeddings.create(model="text-embedding-fake", input=["alpha", "beta"])
+    assert [item.index for item in result.data] == [0, 1]
+    assert result.data[1].embedding == pytest.approx(fake_vector("beta"))
+    assert openai_upstream.last_request.body["model"] == "text-embedding-fake"
