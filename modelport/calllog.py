@@ -57,6 +57,9 @@ _log = logging.getLogger("modelport.calllog")
 _OFF = {"0", "false", "no", "off"}
 _ON = {"1", "true", "yes", "on"}
 _WRITE_BATCH = 500
+# Calls waiting for the writer. When a million-row batch outruns SQLite, record() waits for
+# room instead of letting the backlog (and the process's memory) grow without bound.
+_MAX_PENDING = 5000
 
 # ---------------------------------------------------------------------------------------
 # Schema. Each migration moves the file from version N-1 to N (PRAGMA user_version) and
@@ -470,7 +473,7 @@ class CallLog:
         self.enabled = os.environ.get("MODELPORT_LOG", "").strip().lower() not in _OFF
         self._secrets = _environment_secrets()
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.Queue[Any] = queue.Queue(_MAX_PENDING)
         self._writer: threading.Thread | None = None
         self._pid = os.getpid()
         self._read_conn: sqlite3.Connection | None = None
@@ -571,7 +574,7 @@ class CallLog:
         with self._lock:
             if self._pid != os.getpid():
                 # A forked child inherits the parent's queue but not its thread.
-                self._pid, self._queue, self._writer = os.getpid(), queue.SimpleQueue(), None
+                self._pid, self._queue, self._writer = os.getpid(), queue.Queue(_MAX_PENDING), None
                 self._read_conn = None
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="modelport-calllog", daemon=True)
