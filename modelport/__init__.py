@@ -43,7 +43,6 @@ _LAZY = {
 __all__ = ["chat", "stream", "achat", "astream", "embed", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import AsyncClient, Client
     from .types import ChatResponse
 
 

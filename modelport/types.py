@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Iterable, Literal, Union
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
@@ -336,6 +336,14 @@ class StreamAccumulator:
             created=self.created,
             latency=latency,
         )
+
+
+def accumulate(events: Iterable[StreamEvent], model: str = "", provider: str = "") -> ChatResponse:
+    """The ChatResponse a whole stream of events folds into."""
+    acc = StreamAccumulator(model, provider)
+    for event in events:
+        acc.add(event)
+    return acc.response()
 
 
 @dataclass(slots=True)

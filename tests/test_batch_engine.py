@@ -16,7 +16,7 @@ from modelport.batch import JobSpec, abatch, arun, estimate, open_job
 from modelport.batch.readers import iter_records, read_rows
 from modelport.client import AsyncClient
 from modelport.transport import Timeouts
-from tests.fakes.openai_upstream import Answer, OpenAIUpstream, openai_error, rate_limited
+from tests.fakes.openai_upstream import OpenAIUpstream, openai_error, rate_limited
 from tests.fakes.server import drop_connection, http_error, malformed_json, stall_stream
 
 

@@ -17,15 +17,16 @@ from modelport.errors import (
     ServerError,
     StreamError,
 )
+from modelport.dialects import decode_sse
 from modelport.sse import SSEParser
 from modelport.types import (
+    accumulate,
     ChatRequest,
     ChatResponse,
     ImagePart,
     Message,
     ReasoningPart,
     ResponseFormat,
-    StreamAccumulator,
     StreamEvent,
     TextPart,
     Tool,
@@ -330,18 +331,7 @@ data: {"type":"message_stop"}
 
 
 def decode_stream(raw: bytes) -> list[StreamEvent]:
-    parser, decoder = SSEParser(), A.StreamDecoder()
-    events = []
-    for name, data in parser.feed(raw) + parser.close():
-        events.extend(decoder.feed(name, data))
-    return events
-
-
-def accumulate(events: list[StreamEvent]) -> ChatResponse:
-    acc = StreamAccumulator()
-    for event in events:
-        acc.add(event)
-    return acc.response()
+    return decode_sse(A, raw)
 
 
 def test_stream_decoder_full_state_machine():

@@ -8,8 +8,10 @@ import pytest
 
 from modelport.dialects import gemini as G
 from modelport.errors import AuthenticationError, BadRequestError, OverloadedError, QuotaExceededError, RateLimitError, StreamError
+from modelport.dialects import decode_sse
 from modelport.sse import SSEParser
 from modelport.types import (
+    accumulate,
     ChatRequest,
     ChatResponse,
     Embedding,
@@ -19,7 +21,6 @@ from modelport.types import (
     ModelInfo,
     ReasoningPart,
     ResponseFormat,
-    StreamAccumulator,
     StreamEvent,
     TextPart,
     Tool,
@@ -249,18 +250,7 @@ data: {"candidates":[{"content":{"role":"model","parts":[{"text":" is Paris."}]}
 
 
 def decode_stream(raw: bytes) -> list[StreamEvent]:
-    parser, decoder = SSEParser(), G.StreamDecoder()
-    events = []
-    for name, data in parser.feed(raw) + parser.close():
-        events.extend(decoder.feed(name, data))
-    return events
-
-
-def accumulate(events: list[StreamEvent]) -> ChatResponse:
-    acc = StreamAccumulator()
-    for event in events:
-        acc.add(event)
-    return acc.response()
+    return decode_sse(G, raw)
 
 
 def test_stream_decoder_section_4_5():

@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 
 from modelport import errors
 from modelport.dialects import openai as oa
+from modelport.dialects import decode_sse
 from modelport.sse import SSEParser
 from modelport.types import (
+    accumulate as fold,
     ChatRequest,
     ChatResponse,
     Embedding,
@@ -44,18 +46,16 @@ WEATHER = Tool("get_weather", "Weather for a city.", {"type": "object", "propert
 
 
 def sse_to_events(stream: bytes, decoder: oa.StreamDecoder | None = None) -> list[StreamEvent]:
-    parser, decoder = SSEParser(), decoder or oa.StreamDecoder("openai")
-    events: list[StreamEvent] = []
+    if decoder is None:
+        return decode_sse(oa, stream, "openai")
+    parser, events = SSEParser(), []
     for name, data in parser.feed(stream) + parser.close():
         events += decoder.feed(name, data)
     return events
 
 
 def accumulate(events: list[StreamEvent], provider: str = "openai") -> ChatResponse:
-    acc = StreamAccumulator(provider=provider)
-    for event in events:
-        acc.add(event)
-    return acc.response()
+    return fold(events, provider=provider)
 
 
 # ---------------------------------------------------------------------------------------

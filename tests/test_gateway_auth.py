@@ -12,7 +12,6 @@ import httpx
 import openai
 import pytest
 from google import genai
-from google.genai import errors as genai_errors
 from google.genai import types as gtypes
 
 from modelport.server import Settings

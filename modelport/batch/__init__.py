@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Callable
 from .engine import Engine, Stats
 from .journal import Journal
 from .writers import record_for
-from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens, journal_path, new_job_id
+from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens, new_job_id
 
 __all__ = ["batch", "abatch", "arun", "run_job", "estimate", "open_job", "JobSpec", "Stats"]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 DIALECTS = ("openai", "anthropic", "gemini")
 
@@ -33,3 +34,15 @@ def get(name: str) -> ModuleType:
     if name not in DIALECTS:
         raise KeyError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}")
     return importlib.import_module(f"modelport.dialects.{name}")
+
+
+def decode_sse(dialect: ModuleType, raw: bytes, *args: Any) -> list[Any]:
+    """Every StreamEvent in a complete SSE body, read by one dialect's StreamDecoder
+    (``args`` go to the decoder, e.g. the provider name)."""
+    from ..sse import SSEParser
+
+    parser, decoder = SSEParser(), dialect.StreamDecoder(*args)
+    events: list[Any] = []
+    for name, data in parser.feed(raw) + parser.close():
+        events.extend(decoder.feed(name, data))
+    return events
