@@ -79,7 +79,9 @@ class _ClientCore:
 
     def backend(self, provider: Provider) -> Any:
         backend = self._backends.get(provider.name)
-        if backend is None:
+        # A backend built before its key existed is built again, so a key set later (in a
+        # notebook, `os.environ[...] = ...` after the first error) is picked up.
+        if backend is None or getattr(backend, "missing_key", False):
             module, _, attr = BACKENDS[provider.backend].partition(":")
             cls = getattr(importlib.import_module(module), attr)
             backend = self._backends[provider.name] = cls(

@@ -387,3 +387,15 @@ def test_the_openai_facade_embeds_like_the_sdk(openai_upstream):
     assert [item.index for item in result.data] == [0, 1]
     assert result.data[1].embedding == pytest.approx(fake_vector("beta"))
     assert openai_upstream.last_request.body["model"] == "text-embedding-fake"
+
+
+def test_a_key_set_after_the_first_missing_key_error_is_used(openai_upstream, monkeypatch):
+    """Notebook flow: the first call fails for want of a key, the user sets it, the next call works."""
+    from modelport import Client, ConfigError
+
+    client = Client(base_urls={"openai": openai_upstream.base_url})
+    with pytest.raises(ConfigError, match="no API key"):
+        client.chat("openai/gpt-fake", "hi")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-set-later")
+    assert client.chat("openai/gpt-fake", "hi").text == "echo: hi"
+    assert openai_upstream.last_request.headers["authorization"] == "Bearer sk-set-later"

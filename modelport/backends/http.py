@@ -52,11 +52,19 @@ class HttpBackend:
     def __repr__(self) -> str:
         return f"HttpBackend({self.name!r}, {self.base_url!r})"
 
+    @property
+    def missing_key(self) -> bool:
+        return self.provider.key_required and not self._key
+
+    def _require_key(self) -> None:
+        """Fail before anything is sent, with the hint that names the fix."""
+        if self.missing_key:
+            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+
     # -- request preparation -------------------------------------------------------------
 
     def _prepare(self, request: ChatRequest, model_id: str, stream: bool) -> tuple[str, bytes]:
-        if self.provider.key_required and not self._key:
-            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+        self._require_key()
         if request.stream != stream:
             request = _with_stream(request, stream)
         body = self.dialect.encode_request(request, model_id)
@@ -182,8 +190,7 @@ class HttpBackend:
     async def arequest(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> RawResponse:
         """Any other call on the provider's API (the native batch APIs use it), with the same
         key, retries and error mapping as chat; ``path`` is relative to the base URL."""
-        if self.provider.key_required and not self._key:
-            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+        self._require_key()
         return await self._asend(method, self.base_url + path, body, {**self._headers, "Content-Type": content_type})
 
     async def _asend(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> RawResponse:
@@ -252,8 +259,7 @@ class HttpBackend:
         return self.dialect.decode_embeddings_response(loads((await self._apost(url, body)).content), self.name)
 
     def _embed_request(self, inputs: list[str], model_id: str) -> tuple[str, bytes]:
-        if self.provider.key_required and not self._key:
-            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+        self._require_key()
         path, body = self.dialect.encode_embeddings_request(inputs, model_id)
         return self.base_url + path, dumps(body)
 
