@@ -95,3 +95,14 @@ def test_auth_and_errors_in_openai_shape(gateway: GatewayThread, store: KeyStore
     uploaded = limited.files.create(file=source.open("rb"), purpose="batch")
     with pytest.raises(openai.PermissionDeniedError):
         limited.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+
+def test_a_key_with_limits_may_not_start_batches_its_limits_could_not_hold(gateway: GatewayThread, store: KeyStore, tmp_path: Path) -> None:
+    sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key=store.create("metered", budget=1.0), max_retries=0)
+    source = tmp_path / "requests.jsonl"
+    source.write_bytes(_lines("tiny", ["Say hi."]))
+    uploaded = sdk.files.create(file=source.open("rb"), purpose="batch")
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert "metered" in str(refused.value) and "--budget" in str(refused.value)
+    assert uploaded.id not in [b.input_file_id for b in sdk.batches.list().data]

@@ -629,6 +629,7 @@ class Gateway:
         api = self.files_api()
         body = await req.body(self.settings.max_body_bytes) if req.method == "POST" else b""
         if req.caller is not None and req.method == "POST" and req.path == "/v1/batches":
+            _refuse_metered_batches(req.caller)
             await self._check_batch_models(req, api, body)
         result = await handle(api, req.method, req.path, req.query, req.headers, body)
         if isinstance(result, bytes):
@@ -782,3 +783,14 @@ class _BatchClient:
 
     async def aclose(self) -> None:
         """The gateway closes its client itself, after the batches have stopped."""
+
+
+def _refuse_metered_batches(caller: Any) -> None:
+    """Batch rows are not yet booked against a key's limits, so a key with an rpm, tpm or
+    budget may not start batches: its limits would not hold."""
+    limits = caller.record.limits
+    if limits.rpm is not None or limits.tpm is not None or limits.budget is not None:
+        raise PermissionDeniedError(
+            f"the gateway key {caller.name!r} has rate or budget limits, which batches cannot be metered against yet",
+            hint="start batches with a key made without --rpm, --tpm or --budget",
+        )
