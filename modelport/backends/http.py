@@ -101,12 +101,12 @@ class HttpBackend:
     def _deadline(self) -> float | None:
         return time.monotonic() + self.timeouts.total if self.timeouts.total else None
 
-    def _next_delay(self, attempt: int, error: ModelportError, retryable: bool, deadline: float | None) -> float | None:
-        if not retryable:
-            return None
-        delay = self.retry.delay(attempt, error.retry_after)
-        if delay is not None and deadline is not None and time.monotonic() + delay > deadline:
-            return None
+    def _delay_or_raise(self, attempt: int, error: ModelportError, retryable: bool, deadline: float | None) -> float:
+        """Seconds to wait before the next attempt; raises ``error`` when there is none."""
+        delay = self.retry.delay(attempt, error.retry_after) if retryable else None
+        if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
+            error.provider = error.provider or self.name
+            raise error
         return delay
 
     def _status_error(self, raw: RawResponse) -> tuple[ModelportError, bool]:
@@ -130,10 +130,7 @@ class HttpBackend:
                 err, retryable = self._status_error(raw)
             except ModelportError as exc:
                 err, retryable = exc, True
-            delay = self._next_delay(attempt, err, retryable, deadline)
-            if delay is None:
-                err.provider = err.provider or self.name
-                raise err
+            delay = self._delay_or_raise(attempt, err, retryable, deadline)
             time.sleep(delay)
             attempt += 1
 
@@ -159,21 +156,16 @@ class HttpBackend:
                 if began:
                     raise
                 err, retryable = exc, True
-            delay = self._next_delay(attempt, err, retryable, deadline)
-            if delay is None:
-                err.provider = err.provider or self.name
-                raise err
+            delay = self._delay_or_raise(attempt, err, retryable, deadline)
             time.sleep(delay)
             attempt += 1
 
     def _events(self, chunks: Iterator[bytes]) -> Iterator[StreamEvent]:
-        parser, decoder = SSEParser(), self.dialect.StreamDecoder()
+        reader = _EventReader(self.dialect)
         try:
             for chunk in chunks:
-                for event, data in parser.feed(chunk):
-                    yield from decoder.feed(event, data)
-            for event, data in parser.close():
-                yield from decoder.feed(event, data)
+                yield from reader.feed(chunk)
+            yield from reader.close()
         except ModelportError as exc:
             raise _broken_stream(exc, self.name) from None
 
@@ -203,10 +195,7 @@ class HttpBackend:
                 err, retryable = self._status_error(raw)
             except ModelportError as exc:
                 err, retryable = exc, True
-            delay = self._next_delay(attempt, err, retryable, deadline)
-            if delay is None:
-                err.provider = err.provider or self.name
-                raise err
+            delay = self._delay_or_raise(attempt, err, retryable, deadline)
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -224,15 +213,13 @@ class HttpBackend:
                 async with transport.stream("POST", url, self._headers, body, _remaining(deadline)) as (head, chunks):
                     if head.status < 400:
                         began = True
-                        parser, decoder = SSEParser(), self.dialect.StreamDecoder()
+                        reader = _EventReader(self.dialect)
                         try:
                             async for chunk in chunks:
-                                for event, data in parser.feed(chunk):
-                                    for ev in decoder.feed(event, data):
-                                        yield ev
-                            for event, data in parser.close():
-                                for ev in decoder.feed(event, data):
+                                for ev in reader.feed(chunk):
                                     yield ev
+                            for ev in reader.close():
+                                yield ev
                         except ModelportError as exc:
                             raise _broken_stream(exc, self.name) from None
                         return
@@ -241,10 +228,7 @@ class HttpBackend:
                 if began:
                     raise
                 err, retryable = exc, True
-            delay = self._next_delay(attempt, err, retryable, deadline)
-            if delay is None:
-                err.provider = err.provider or self.name
-                raise err
+            delay = self._delay_or_raise(attempt, err, retryable, deadline)
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -297,6 +281,21 @@ def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
     from dataclasses import replace
 
     return replace(request, stream=stream)
+
+
+class _EventReader:
+    """Network chunks in, the dialect's stream events out (sans I/O, for both transports)."""
+
+    __slots__ = ("_parser", "_decoder")
+
+    def __init__(self, dialect: Any) -> None:
+        self._parser, self._decoder = SSEParser(), dialect.StreamDecoder()
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        return [ev for event, data in self._parser.feed(chunk) for ev in self._decoder.feed(event, data)]
+
+    def close(self) -> list[StreamEvent]:
+        return [ev for event, data in self._parser.close() for ev in self._decoder.feed(event, data)]
 
 
 def _broken_stream(exc: ModelportError, provider: str) -> ModelportError:
