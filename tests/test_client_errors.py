@@ -497,3 +497,33 @@ def test_extra_fields_reach_the_wire_as_given(api, openai_upstream):
     assert body["user"] == "user-42"
     assert body["logit_bias"] == {"50256": -100}
     assert body["service_tier"] == "flex"
+
+
+def test_events_before_an_in_stream_error_reach_the_caller_first():
+    """The provider's start event arrives, then its error event in the same network chunk:
+    the caller sees the start, then a StreamError, sync and async, with one request sent."""
+    import asyncio
+
+    from modelport import AsyncClient, Client, StreamError
+    from tests.fakes.anthropic_upstream import AnthropicUpstream, error_mid_stream
+
+    with AnthropicUpstream() as upstream:
+        options = dict(base_urls={"anthropic": upstream.url}, api_keys={"anthropic": "sk-ant-test"})
+        seen: list[str] = []
+        upstream.inject(error_mid_stream())
+        with pytest.raises(StreamError, match="Overloaded"):
+            for event in Client(**options).stream("anthropic/claude-fake", "hi"):
+                seen.append(event.kind)
+        assert seen == ["start"]
+
+        async def consume() -> list[str]:
+            kinds: list[str] = []
+            async with AsyncClient(**options) as client:
+                with pytest.raises(StreamError, match="Overloaded"):
+                    async for event in client.stream("anthropic/claude-fake", "hi"):
+                        kinds.append(event.kind)
+            return kinds
+
+        upstream.inject(error_mid_stream())
+        assert asyncio.run(consume()) == ["start"]
+        assert upstream.request_count == 2

@@ -291,11 +291,15 @@ class _EventReader:
     def __init__(self, dialect: Any) -> None:
         self._parser, self._decoder = SSEParser(), dialect.StreamDecoder()
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        return [ev for event, data in self._parser.feed(chunk) for ev in self._decoder.feed(event, data)]
+    # Generators, not lists: the events before a provider's in-stream error must reach the
+    # caller first, so the error is seen as breaking a stream that began.
+    def feed(self, chunk: bytes) -> Iterator[StreamEvent]:
+        for event, data in self._parser.feed(chunk):
+            yield from self._decoder.feed(event, data)
 
-    def close(self) -> list[StreamEvent]:
-        return [ev for event, data in self._parser.close() for ev in self._decoder.feed(event, data)]
+    def close(self) -> Iterator[StreamEvent]:
+        for event, data in self._parser.close():
+            yield from self._decoder.feed(event, data)
 
 
 def _broken_stream(exc: ModelportError, provider: str) -> ModelportError:
