@@ -743,10 +743,12 @@ class CallLog:
         return [UsageRow(*row[:8], round(row[8], 11), row[9]) for row in rows]
 
     def last_conversation_id(self) -> str | None:
-        """The conversation of the most recent call that had one, for ``chat -c``."""
+        """The conversation of the most recent answered call that had one, for ``ask -c``:
+        a failed call never becomes the conversation to continue."""
         with self._reader() as conn:
             row = conn.execute(
-                "SELECT conversation_id FROM calls WHERE conversation_id IS NOT NULL ORDER BY seq DESC LIMIT 1"
+                "SELECT conversation_id FROM calls WHERE conversation_id IS NOT NULL AND response_json IS NOT NULL "
+                "ORDER BY seq DESC LIMIT 1"
             ).fetchone()
         return row[0] if row else None
 

