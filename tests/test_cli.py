@@ -203,3 +203,11 @@ def test_an_unknown_option_gets_the_command_lines_spelling_of_extra(env):
     assert "unknown parameter" in result.stderr
     assert "-o extra='{\"logit_bias_x\": VALUE}'" in result.stderr
     assert "extra={...}" not in result.stderr
+
+
+def test_keys_list_without_keys_says_so_and_how_to_add_one(env):
+    env = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    result = run(env, "keys", "list")
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert "no provider keys set" in result.stderr and "modelport keys set openai" in result.stderr
