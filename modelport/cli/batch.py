@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .common import friendly_errors
+from .common import friendly_errors, print_rows
 
 # Exit status of a job that stopped before the end but can be resumed (budget, cancel).
 EXIT_INCOMPLETE = 3
@@ -156,7 +156,9 @@ def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) ->
             reporter.close()
         journal.close()
     if as_json:
-        click.echo(json.dumps({"job": spec.job_id, "output": spec.output, **stats.as_dict()}))
+        # The shape of `batch status --json`, plus what this run did.
+        run_counts = {k: v for k, v in stats.as_dict().items() if k in ("sent", "retries", "rate_limited", "elapsed")}
+        click.echo(json.dumps({**_describe(journal.path), "status": stats.status, "message": stats.message, **run_counts}))
     else:
         Console(stderr=True).print(summary_table(stats, title=f"job {spec.job_id}"))
         if stats.status in ("budget", "cancelled", "stopped"):
@@ -190,7 +192,7 @@ def _dry_run(spec: Any, as_json: bool) -> None:
 
 @batch.command("status")
 @click.argument("job", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print as JSON, the same shape as `batch run --json`")
 @friendly_errors
 def status(job: str | None, as_json: bool) -> None:
     """Where JOB stands (default: the most recent job)."""
@@ -199,14 +201,10 @@ def status(job: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"job {info['job']}", show_header=False)
-    for key in ("status", "model", "input", "output", "rows", "done", "failed", "pending", "inflight", "written", "tokens", "spend", "message"):
-        if info.get(key) not in (None, ""):
-            table.add_row(key, str(info[key]))
-    Console().print(table)
+    shown = {**info, "tokens": f"{info['input_tokens']:,} in, {info['output_tokens']:,} out", "spend": _spend(info)}
+    rows = [(key, str(shown[key])) for key in ("status", "model", "input", "output", "rows", "done", "failed", "pending",
+                                               "inflight", "written", "tokens", "spend", "message") if shown.get(key) not in (None, "")]
+    print_rows(("field", "value"), rows, title=f"job {info['job']}")
 
 
 @batch.command("cancel")
@@ -244,16 +242,9 @@ def list_jobs(as_json: bool) -> None:
     if not infos:
         click.echo("no batch jobs yet; start one with `modelport batch run INPUT -m MODEL`", err=True)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for column in ("job", "status", "model", "rows", "done", "failed", "spend", "input"):
-        table.add_column(column)
-    for info in infos:
-        table.add_row(info["job"], info["status"], str(info["model"] or "(per line)"), str(info["rows"]), str(info["done"]),
-                      str(info["failed"]), info["spend"], Path(info["input"] or "-").name)
-    Console().print(table)
+    rows = [(info["job"], info["status"], str(info["model"] or "(per line)"), str(info["rows"]), str(info["done"]),
+             str(info["failed"]), _spend(info), Path(info["input"] or "-").name) for info in infos]
+    print_rows(("job", "status", "model", "rows", "done", "failed", "spend", "input"), rows, whole=("job", "model"))
 
 
 def _latest() -> Path:
@@ -266,20 +257,30 @@ def _latest() -> Path:
 
 
 def _describe(path: Path) -> dict[str, Any]:
+    """The job's machine-readable state: counts, tokens and spend as numbers; ``cost`` is
+    the known spend, null while no answered row has a known price (``unknown_cost_rows``
+    counts the rows whose price is unknown)."""
     from ..batch.journal import Journal
-    from ..batch.progress import spend_text
 
     journal = Journal(path)
     try:
         spec = journal.get("spec") or {}
         totals = journal.totals()
+        unknown = totals["unknown_cost_rows"]
         return {
             "job": spec.get("job_id", path.stem), "status": journal.get("status", "new"), "message": journal.get("message", ""),
             "model": spec.get("model"), "input": spec.get("input"), "output": spec.get("output"), "mode": spec.get("mode"),
             "rows": totals["rows"], "done": totals["done"], "failed": totals["failed"], "pending": totals["pending"],
-            "inflight": totals["inflight"], "written": journal.written[0],
-            "tokens": f"{totals['input_tokens']:,} in, {totals['output_tokens']:,} out",
-            "spend": spend_text(totals["cost"], totals["unknown_cost_rows"], totals["done"]), "journal": str(path),
+            "inflight": totals["inflight"], "written": journal.written[0], "cached": totals["cached"],
+            "input_tokens": totals["input_tokens"], "output_tokens": totals["output_tokens"],
+            "cost": None if unknown and unknown >= totals["done"] else totals["cost"], "unknown_cost_rows": unknown,
+            "journal": str(path),
         }
     finally:
         journal.close()
+
+
+def _spend(info: dict[str, Any]) -> str:
+    from ..batch.progress import spend_text
+
+    return spend_text(info["cost"] or 0.0, info["unknown_cost_rows"], info["done"])

@@ -1,12 +1,12 @@
 """What every subcommand shares: turning expected errors into a clear line, not a traceback,
-and reading ``-o key=value`` options."""
+reading ``-o key=value`` options, and printing rows for people and for pipes."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import click
 
@@ -76,3 +76,35 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[name.strip()] = value
     return options
+
+
+def print_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None, caption: str | None = None,
+               whole: Sequence[str] = (), styles: Sequence[str | None] | None = None) -> None:
+    """Rows for a person at a terminal (a table) or for a pipe or file (tab-separated, header
+    first, nothing cut: a pipe has no width, and ids are what the next command needs).
+
+    On a terminal the ``whole`` columns (ids, model names) are never shortened with an
+    ellipsis: they get their full width, and other columns wrap instead."""
+    if not sys.stdout.isatty():
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join(_tsv_cell(cell) for cell in row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    for n, column in enumerate(columns):
+        if column in whole:
+            widest = max((len(row[n]) for row in rows), default=0)
+            table.add_column(column, no_wrap=True, min_width=max(len(column), widest))
+        else:
+            table.add_column(column, overflow="fold")
+    for k, row in enumerate(rows):
+        table.add_row(*row, style=styles[k] if styles else None)
+    Console().print(table)
+
+
+def _tsv_cell(value: str) -> str:
+    # One row per line and one cell per tab, whatever the value holds.
+    return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
