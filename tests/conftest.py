@@ -18,90 +18,19 @@ Only the embedded model's weights stay where the machine keeps them
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Iterator
 
-import platformdirs
 import pytest
 
-from modelport.local_model import data_dir as models_dir
+# First: moves HOME, XDG and MODELPORT_* paths away from the user's files for the whole run.
+from tests.isolation import REAL_BEFORE, REAL_DIRS, ROUTING_ENV, SESSION_ROOT, SETTINGS_ENV, changes, paths_under, snapshot
 from tests.fakes.openai_upstream import OpenAIUpstream
-
-# Resolved from the machine's own settings, before anything below moves them.
-MODELS_DIR = str(models_dir())
-REAL_DIRS = tuple(Path(d) for d in {platformdirs.user_data_dir("modelport"), platformdirs.user_config_dir("modelport"),
-                                    platformdirs.user_cache_dir("modelport")})
-
-# Variables that carry a provider key or a base URL, read by modelport or by the official SDKs.
-_ROUTING_ENV = re.compile(
-    r"^(MODELPORT_.*_(API_KEY|BASE_URL)|[A-Z0-9_]*_API_KEY|[A-Z0-9_]*_BASE_URL|LM_API_TOKEN|"
-    r"ANTHROPIC_AUTH_TOKEN|OLLAMA_HOST|OPENAI_(ORG_ID|PROJECT_ID|ADMIN_KEY))$"
-)
-# modelport settings that must come from the test, not from the machine.
-_SETTINGS_ENV = ("MODELPORT_CONFIG", "MODELPORT_MODEL", "MODELPORT_LOG", "MODELPORT_CACHE", "MODELPORT_CACHE_PATH",
-                 "MODELPORT_GATEWAY_KEYS")
-
-
-def _paths_under(home: Path) -> dict[str, str]:
-    """Every modelport path under ``home``."""
-    return {
-        "MODELPORT_CONFIG_DIR": str(home / "config"),
-        "MODELPORT_KEYS_PATH": str(home / "config" / "keys.json"),
-        "MODELPORT_LOG_PATH": str(home / "logs.db"),
-        "MODELPORT_CACHE_PATH": str(home / "cache.db"),
-        "MODELPORT_DATA_DIR": str(home / "data"),
-        "MODELPORT_MODELS_DIR": MODELS_DIR,
-    }
-
-
-def _snapshot(dirs: tuple[Path, ...]) -> dict[str, tuple[int, int]]:
-    """(mtime_ns, size) of every file under ``dirs``, except the shared model weights."""
-    skip = Path(MODELS_DIR).resolve()
-    files: dict[str, tuple[int, int]] = {}
-    for top in dirs:
-        for root, subdirs, names in os.walk(top):
-            subdirs[:] = [d for d in subdirs if Path(root, d).resolve() != skip]
-            for name in names:
-                try:
-                    st = os.stat(os.path.join(root, name))
-                except FileNotFoundError:
-                    continue
-                files[os.path.join(root, name)] = (st.st_mtime_ns, st.st_size)
-    return files
-
-
-def _changes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
-    return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
-
-
-def _isolate_session() -> Path:
-    # Short and under /tmp: Ray puts Unix sockets in its temp dir (path length limit ~107).
-    root = Path(tempfile.mkdtemp(prefix="mp-tests-"))
-    for name in list(os.environ):
-        if _ROUTING_ENV.match(name) or name in _SETTINGS_ENV:
-            del os.environ[name]
-    os.environ.update({
-        "HOME": str(root / "home"),
-        "XDG_CONFIG_HOME": str(root / "home" / ".config"),
-        "XDG_DATA_HOME": str(root / "home" / ".local" / "share"),
-        "XDG_CACHE_HOME": str(root / "home" / ".cache"),
-        "XDG_STATE_HOME": str(root / "home" / ".local" / "state"),
-        "RAY_TMPDIR": str(root / "ray"),
-        **_paths_under(root / "session"),
-    })
-    return root
-
-
-_REAL_BEFORE = _snapshot(REAL_DIRS)
-SESSION_ROOT = _isolate_session()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any file of the user's real modelport dirs changed while it ran."""
-    changed = _changes(_REAL_BEFORE, _snapshot(REAL_DIRS))
+    changed = changes(REAL_BEFORE, snapshot(REAL_DIRS))
     if changed:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         message = ("the tests changed the user's real modelport files (isolation leak; "
@@ -121,9 +50,9 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     from the machine."""
     home = tmp_path_factory.mktemp("home")
     for name in list(os.environ):
-        if _ROUTING_ENV.match(name) or name in _SETTINGS_ENV:
+        if ROUTING_ENV.match(name) or name in SETTINGS_ENV:
             monkeypatch.delenv(name)
-    for name, value in _paths_under(home).items():
+    for name, value in paths_under(home).items():
         monkeypatch.setenv(name, value)
     yield home
 

@@ -73,7 +73,7 @@ def _run_ray(tmp_path: Path, spec: JobSpec, upstream: OpenAIUpstream, **changes:
 def test_ray_workers_write_into_the_test_session_not_the_users_files() -> None:
     # Workers copy the environment once, when the module's Ray instance starts: the call
     # log they write to must already be the test session's (it was the user's logs.db).
-    from tests.conftest import REAL_DIRS, SESSION_ROOT
+    from tests.isolation import REAL_DIRS, SESSION_ROOT
 
     @ray.remote
     def log_path() -> str:

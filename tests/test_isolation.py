@@ -9,15 +9,15 @@ from pathlib import Path
 
 import platformdirs
 
-from tests import conftest
+from tests import isolation
 
 ROOT = Path(__file__).resolve().parent.parent
 
 LEAK = """
-from tests import conftest
+from tests import isolation
 
 def test_writes_where_the_user_keeps_the_log():
-    real = conftest.REAL_DIRS[0]
+    real = isolation.REAL_DIRS[0]
     real.mkdir(parents=True, exist_ok=True)
     (real / "logs.db").write_bytes(b"fake call")
 """
@@ -32,7 +32,7 @@ def _inner_run(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_inner.py").write_text(body)
     home = tmp_path / "machine-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "MODELPORT_"))}
-    env.update(HOME=str(home), PYTHONPATH=str(ROOT), MODELPORT_MODELS_DIR=conftest.MODELS_DIR)
+    env.update(HOME=str(home), PYTHONPATH=str(ROOT), MODELPORT_MODELS_DIR=isolation.MODELS_DIR)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest", "test_inner.py"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
@@ -53,5 +53,5 @@ def test_the_session_environment_points_away_from_the_real_dirs() -> None:
     # Anything a module- or session-scoped fixture starts sees these, not the user's dirs.
     for resolved in (platformdirs.user_data_dir("modelport"), platformdirs.user_config_dir("modelport"),
                      platformdirs.user_cache_dir("modelport"), os.environ["RAY_TMPDIR"]):
-        assert Path(resolved).is_relative_to(conftest.SESSION_ROOT)
-        assert not any(Path(resolved).is_relative_to(real) for real in conftest.REAL_DIRS)
+        assert Path(resolved).is_relative_to(isolation.SESSION_ROOT)
+        assert not any(Path(resolved).is_relative_to(real) for real in isolation.REAL_DIRS)

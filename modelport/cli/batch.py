@@ -131,26 +131,41 @@ def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) ->
     from rich.console import Console
 
     from ..batch import arun
+    from ..batch.engine import STOP_GRACE
     from ..batch.progress import ProgressReporter, summary_table
 
     reporter = None if quiet or as_json else ProgressReporter(description=spec.job_id)
+    signals: list[int] = []
 
     async def main() -> Any:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        # SIGTERM stops like Ctrl-C: finished rows are committed and the output flushed first.
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            # The first SIGTERM or Ctrl-C stops sending and lets the rows in flight finish and
+            # be journaled (bounded); a second one stops at once. Either way the job is resumable.
+            signals.append(signum)
+            if stop.is_set():
+                assert task is not None
+                task.cancel()
+                return
+            stop.set()
+            click.echo(f"\nstopping: waiting up to {STOP_GRACE:.0f}s for the rows in flight (again to stop now)", err=True)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
         if engine == "ray":
             from ..batch import ray_engine
 
-            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None)
-        return await arun(journal, spec, on_progress=reporter.update if reporter else None)
+            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None, stop=stop)
+        return await arun(journal, spec, on_progress=reporter.update if reporter else None, stop=stop)
 
     try:
         stats = asyncio.run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        click.echo(f"\nstopped; `modelport batch resume {spec.job_id}` continues", err=True)
-        sys.exit(130)
+        click.echo(f"\ninterrupted; `modelport batch resume {spec.job_id}` continues", err=True)
+        sys.exit(128 + (signals[-1] if signals else signal.SIGINT))
     finally:
         if reporter is not None:
             reporter.close()
@@ -161,11 +176,13 @@ def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) ->
         click.echo(json.dumps({**_describe(journal.path), "status": stats.status, "message": stats.message, **run_counts}))
     else:
         Console(stderr=True).print(summary_table(stats, title=f"job {spec.job_id}"))
-        if stats.status in ("budget", "cancelled", "stopped"):
+        if stats.status in ("budget", "cancelled", "stopped", "interrupted"):
             click.echo(f"resume with: modelport batch resume {spec.job_id}" + (" --max-cost <more>" if stats.status == "budget" else ""), err=True)
     if stats.status == "error":
         click.secho(f"Error: {stats.message}", fg="red", err=True)
         sys.exit(1)
+    if stats.status == "interrupted" and signals:
+        sys.exit(128 + signals[0])
     if stats.status != "completed":
         sys.exit(EXIT_INCOMPLETE)
 
@@ -217,7 +234,7 @@ def cancel(job: str) -> None:
     journal = Journal(_job_path(job))
     try:
         journal.set("cancel", True)
-        if journal.get("status") != "running":
+        if journal.status != "running":
             journal.set("status", "cancelled")
         for remote in journal.remotes():
             if remote["status"] not in ("ended", "collected"):
@@ -268,7 +285,7 @@ def _describe(path: Path) -> dict[str, Any]:
         totals = journal.totals()
         unknown = totals["unknown_cost_rows"]
         return {
-            "job": spec.get("job_id", path.stem), "status": journal.get("status", "new"), "message": journal.get("message", ""),
+            "job": spec.get("job_id", path.stem), "status": journal.status, "message": journal.get("message", ""),
             "model": spec.get("model"), "input": spec.get("input"), "output": spec.get("output"), "mode": spec.get("mode"),
             "rows": totals["rows"], "done": totals["done"], "failed": totals["failed"], "pending": totals["pending"],
             "inflight": totals["inflight"], "written": journal.written[0], "cached": totals["cached"],
