@@ -90,10 +90,14 @@ async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any
                stop: asyncio.Event | None = None) -> Stats:
     """Run (or resume) the job in ``journal`` to its end, the budget, a cancel or a fatal error.
     Setting ``stop`` (e.g. from a signal handler) ends it early and resumably: "interrupted"."""
-    ingest(journal, spec, rows)
+    from .preflight import check
+
     own_client = client is None
     client = client or make_client(spec)
     try:
+        # Before the first request: a job that cannot be written or run fails now, not at its end.
+        check(spec, client=client, first_row=rows[0] if isinstance(rows, (list, tuple)) and rows else None)
+        ingest(journal, spec, rows)
         engine: type[Engine] = Engine
         if spec.mode == "native":
             from .native import NativeEngine

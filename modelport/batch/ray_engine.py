@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError
 from .engine import Engine, Stats
 from .journal import Journal
 from .ratelimit import Limits
@@ -124,13 +123,11 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
     starts a local instance) unless Ray is initialised already. ``seeds``: per-model
     limits (default: the config's ``[limits]``). Setting ``stop`` stops the partitions like a
     cancel (they finish the rows in flight) and the job ends "interrupted"."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray", hint="pip install 'modelport[ray]'") from None
-    if spec.mode != "live":
-        raise ConfigError("--engine ray runs live jobs only", hint="native batches already run on the provider's side: use --engine local")
     from . import ingest
+    from .preflight import check
+
+    check(spec, engine="ray")
+    import ray
 
     ingest(journal, spec, rows)
     if not ray.is_initialized():

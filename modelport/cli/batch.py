@@ -74,7 +74,10 @@ def run(input: Path, model: str | None, prompt: str | None, system: str | None, 
     from ..batch.writers import output_format
     from .common import parse_options
 
-    fmt = input_format or detect_format(input)
+    try:
+        fmt = input_format or detect_format(input)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="INPUT") from None
     if fmt != "openai" and not model:
         raise click.UsageError("give the model with -m provider/model")
     output = output or input.with_name(input.stem + ".results" + (".jsonl" if input.suffix.lower() != ".csv" else ".csv"))
@@ -91,6 +94,7 @@ def run(input: Path, model: str | None, prompt: str | None, system: str | None, 
     path = journal_path(spec.job_id)
     if path.exists():
         raise click.ClickException(f"job {spec.job_id} exists already; `modelport batch resume {spec.job_id}` continues it")
+    _preflight(spec, engine)
     from ..batch import open_job
 
     journal, spec = open_job(path, spec)
@@ -118,6 +122,11 @@ def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float
     if retry_failed and engine == "ray":
         journal.close()
         raise click.UsageError("--retry-failed runs with --engine local")
+    try:
+        _preflight(spec, engine)
+    except BaseException:
+        journal.close()
+        raise
     if retry_failed:
         reopened = journal.reopen_failed()
         if reopened:
@@ -125,6 +134,18 @@ def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float
             journal.set_written(0, 0)
         click.echo(f"{reopened} failed rows will be sent again", err=True)
     _run(journal, spec, engine=engine, quiet=quiet, as_json=as_json)
+
+
+def _preflight(spec: Any, engine: str) -> None:
+    """Fail before the job is created or anything is sent if it cannot run to its end."""
+    from ..batch import make_client
+    from ..batch.preflight import check
+    from ..batch.readers import read_rows
+
+    first = None
+    if spec.mode == "native" and not spec.model and spec.input_format == "openai":
+        first = next(iter(read_rows(spec.input, spec.input_format)), (None, None))[1]
+    check(spec, engine=engine, client=make_client(spec), first_row=first)
 
 
 def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) -> None:
