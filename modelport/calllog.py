@@ -743,10 +743,14 @@ class CallLog:
         return [UsageRow(*row[:8], round(row[8], 11), row[9]) for row in rows]
 
     def last_conversation_id(self) -> str | None:
-        """The conversation of the most recent call that had one, for ``chat -c``."""
+        """The conversation of the most recent call, among conversations with an answer, for
+        ``ask -c``: a conversation of failed calls only is never the one to continue, while a
+        failed follow-up keeps its (answered) conversation the latest."""
         with self._reader() as conn:
             row = conn.execute(
-                "SELECT conversation_id FROM calls WHERE conversation_id IS NOT NULL ORDER BY seq DESC LIMIT 1"
+                "SELECT conversation_id FROM calls AS c WHERE conversation_id IS NOT NULL AND EXISTS "
+                "(SELECT 1 FROM calls AS a WHERE a.conversation_id = c.conversation_id AND a.response_json IS NOT NULL) "
+                "ORDER BY seq DESC LIMIT 1"
             ).fetchone()
         return row[0] if row else None
 

@@ -136,6 +136,7 @@ class _ClientCore:
             raise BadRequestError(
                 f"unknown parameter(s): {names}",
                 param=next(iter(params)),
+                code="unknown_parameter",
                 hint="pass provider-specific fields explicitly with extra={...}; "
                 "common ones are temperature, top_p, max_tokens, stop, seed, tools, response_format",
             )

@@ -1,34 +1,47 @@
-"""Shared fixtures: every test runs in an isolated home, and can have a fake OpenAI upstream.
+"""Shared fixtures: the whole run is isolated from the machine's modelport files, every test
+gets its own home on top, and a guard fails the run if the user's real files changed.
 
-Isolation is by environment only (no patching of modelport): the config dir, the keys file,
-the call log, the response cache and the data dir (gateway keys, batch jobs) point into the
-test's tmp dir, and every variable that could route a call elsewhere or supply a key is
-removed. Only the embedded model's weights stay where the machine keeps them
-(``MODELPORT_MODELS_DIR``): a fresh copy per test would fetch 93 MB each time.
+Isolation is by environment only (no patching of modelport), in two layers:
+
+* Session-wide and first, at conftest import, before any fixture or worker starts:
+  HOME, the XDG dirs, every ``MODELPORT_*`` path and Ray's temp dir point into one
+  temporary directory. Processes started by module- or session-scoped fixtures (a Ray
+  cluster, whose workers copy the environment once at start) inherit this, not the
+  user's files: before, Ray workers wrote each run's fake calls into the real call log.
+* Per test (``isolated_home``): a fresh config dir, keys file, call log, cache and data dir,
+  and no variable that could route a call elsewhere or supply a key.
+
+Only the embedded model's weights stay where the machine keeps them
+(``MODELPORT_MODELS_DIR``): a fresh copy per test would fetch 98 MB each time.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import shutil
 from typing import Iterator
 
 import pytest
 
-from modelport.local_model import data_dir as models_dir
+# First: moves HOME, XDG and MODELPORT_* paths away from the user's files for the whole run.
+from tests.isolation import REAL_BEFORE, REAL_DIRS, ROUTING_ENV, SESSION_ROOT, SETTINGS_ENV, changes, paths_under, snapshot
 from tests.fakes.openai_upstream import OpenAIUpstream
 
-# Resolved once, from the machine's own settings, before any test moves the data dir.
-MODELS_DIR = str(models_dir())
 
-# Variables that carry a provider key or a base URL, read by modelport or by the official SDKs.
-_ROUTING_ENV = re.compile(
-    r"^(MODELPORT_.*_(API_KEY|BASE_URL)|[A-Z0-9_]*_API_KEY|[A-Z0-9_]*_BASE_URL|LM_API_TOKEN|"
-    r"ANTHROPIC_AUTH_TOKEN|OLLAMA_HOST|OPENAI_(ORG_ID|PROJECT_ID|ADMIN_KEY))$"
-)
-# modelport settings that must come from the test, not from the machine.
-_SETTINGS_ENV = ("MODELPORT_CONFIG", "MODELPORT_MODEL", "MODELPORT_LOG", "MODELPORT_CACHE", "MODELPORT_CACHE_PATH",
-                 "MODELPORT_GATEWAY_KEYS")
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any file of the user's real modelport dirs changed while it ran."""
+    changed = changes(REAL_BEFORE, snapshot(REAL_DIRS))
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = ("the tests changed the user's real modelport files (isolation leak; "
+                   "or another process used modelport meanwhile):\n  " + "\n  ".join(changed[:20]))
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SESSION_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -37,14 +50,10 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     from the machine."""
     home = tmp_path_factory.mktemp("home")
     for name in list(os.environ):
-        if _ROUTING_ENV.match(name) or name in _SETTINGS_ENV:
+        if ROUTING_ENV.match(name) or name in SETTINGS_ENV:
             monkeypatch.delenv(name)
-    monkeypatch.setenv("MODELPORT_CONFIG_DIR", str(home / "config"))
-    monkeypatch.setenv("MODELPORT_KEYS_PATH", str(home / "config" / "keys.json"))
-    monkeypatch.setenv("MODELPORT_LOG_PATH", str(home / "logs.db"))
-    monkeypatch.setenv("MODELPORT_CACHE_PATH", str(home / "cache.db"))
-    monkeypatch.setenv("MODELPORT_DATA_DIR", str(home / "data"))
-    monkeypatch.setenv("MODELPORT_MODELS_DIR", MODELS_DIR)
+    for name, value in paths_under(home).items():
+        monkeypatch.setenv(name, value)
     yield home
 
 
@@ -53,3 +62,4 @@ def openai_upstream() -> Iterator[OpenAIUpstream]:
     """A fake OpenAI-compatible server on 127.0.0.1; point a client at ``.base_url``."""
     with OpenAIUpstream() as upstream:
         yield upstream
+

@@ -23,6 +23,7 @@ from modelport.batch.journal import Journal
 from modelport.batch.native import SUBMITTED, job_tag
 from modelport.batch.spec import JobSpec
 from modelport.client import AsyncClient
+from modelport.errors import ConfigError
 from modelport.prices import NATIVE_BATCH_DISCOUNT, cost, price_for
 from modelport.server import Settings
 from modelport.server.testing import GatewayThread
@@ -194,6 +195,8 @@ def test_custom_ids_carry_the_job_tag(tmp_path: Path) -> None:
 
 def test_a_provider_without_a_batch_api_is_a_clear_error(tmp_path: Path) -> None:
     journal, spec, _ = _job(tmp_path, "local/smollm2", 1)
-    stats = run_job(journal, spec, client=AsyncClient(max_retries=0))
+    # Raised before the job starts (preflight), not found out after it was submitted.
+    with pytest.raises(ConfigError, match="no batch API"):
+        run_job(journal, spec, client=AsyncClient(max_retries=0))
+    assert journal.get("status") is None
     journal.close()
-    assert stats.status == "error" and "no batch API" in stats.message

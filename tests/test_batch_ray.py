@@ -70,6 +70,22 @@ def _run_ray(tmp_path: Path, spec: JobSpec, upstream: OpenAIUpstream, **changes:
         journal.close()
 
 
+def test_ray_workers_write_into_the_test_session_not_the_users_files() -> None:
+    # Workers copy the environment once, when the module's Ray instance starts: the call
+    # log they write to must already be the test session's (it was the user's logs.db).
+    from tests.isolation import REAL_DIRS, SESSION_ROOT
+
+    @ray.remote
+    def log_path() -> str:
+        from modelport.calllog import default_log_path
+
+        return str(default_log_path())
+
+    path = Path(ray.get(log_path.remote()))
+    assert path.is_relative_to(SESSION_ROOT)
+    assert not any(path.is_relative_to(real) for real in REAL_DIRS)
+
+
 def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

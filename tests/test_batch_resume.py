@@ -89,3 +89,70 @@ def test_sigkill_at_random_moments_then_resume_gives_each_row_exactly_once(tmp_p
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(ROWS))
     assert all(r["answer"] == f"echo: Say: row {r['index']}" for r in records)
+
+
+def _status(env: dict[str, str], job: str) -> dict:
+    result = subprocess.run([*CLI, "batch", "status", job, "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _wait_for_requests(upstream: OpenAIUpstream, proc: subprocess.Popen, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while upstream.request_count < count and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None and upstream.request_count >= count, "the job never had rows in flight"
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_journals_the_rows_in_flight_marks_the_job_interrupted_and_resume_finishes_it_once(tmp_path: Path) -> None:
+    rows = 40
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(rows)))
+    out = tmp_path / "out.jsonl"
+    # Slow answers: when the signal comes, a full window of rows is waiting for the upstream.
+    with OpenAIUpstream(latency=1.5) as upstream:
+        env = _env(tmp_path, upstream.base_url)
+        proc = subprocess.Popen([*CLI, "batch", "run", str(source), "-m", "fake/gpt-fake", "--prompt", "Say: {text}", "-o", str(out),
+                                 "--concurrency", "8", "--job-id", "term", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        _wait_for_requests(upstream, proc, 8)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+        sent_before = sorted(_sent_rows(upstream))
+
+        info = _status(env, "term")
+        assert info["status"] == "interrupted"
+        assert info["inflight"] == 0
+        # Every row sent before the signal was answered within the grace and journaled.
+        assert info["done"] == len(sent_before) >= 8
+        assert info["done"] < rows
+
+        upstream.clear()
+        resumed = subprocess.run([*CLI, "batch", "resume", "term", "--json", "--quiet"], env=env, capture_output=True, text=True,
+                                 timeout=90)
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout)["status"] == "completed"
+        sent_after = sorted(_sent_rows(upstream))
+    assert sorted(sent_before + sent_after) == list(range(rows)), "each row is sent exactly once"
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(rows))
+
+
+@pytest.mark.timeout(120)
+def test_a_job_left_running_by_a_killed_process_shows_as_interrupted(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(20)))
+    with OpenAIUpstream(latency=2.0) as upstream:
+        env = _env(tmp_path, upstream.base_url)
+        proc = subprocess.Popen([*CLI, "batch", "run", str(source), "-m", "fake/gpt-fake", "--prompt", "Say: {text}",
+                                 "--concurrency", "4", "--job-id", "killed", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            _wait_for_requests(upstream, proc, 4)
+            assert _status(env, "killed")["status"] == "running"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        assert _status(env, "killed")["status"] == "interrupted"

@@ -193,6 +193,8 @@ def test_conversations_continue_from_the_latest_answered_call(log: CallLog) -> N
     log.record(ChatRequest("m", [Message.user("x")]), error="boom", provider="openai", model="m", source="cli",
                conversation_id="c3")
     assert log.conversation_messages("c3") == []
+    # A conversation of failed calls only is never the one `ask -c` continues.
+    assert log.last_conversation_id() == "c1"
 
 
 def test_prompt_indexes_only_the_new_turn(log: CallLog) -> None:

@@ -1,7 +1,8 @@
 """Contract tests: encoded requests validate against the providers' own machine-readable specs.
 
 The specs live outside the repository (shared/specs, see its README.txt for provenance and
-licences) and are read in place, never copied. Tests skip when they are absent.
+licences; where they are looked for: tests/specs.py) and are read in place, never copied.
+Tests skip when they are absent.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from modelport.types import (  # noqa: E402
     ToolCall,
     ToolChoice,
 )
+from tests.specs import missing, spec_path  # noqa: E402
 
-SPECS = Path(__file__).resolve().parents[2] / "shared/specs"
-ANTHROPIC_SPEC = SPECS / "anthropic/openapi.yaml"  # JSON content despite the name
-GEMINI_SPEC = SPECS / "gemini/openapi.json"
+ANTHROPIC_SPEC = spec_path("anthropic/openapi.yaml")  # JSON content despite the name
+GEMINI_SPEC = spec_path("gemini/openapi.json")
 
 
 @lru_cache(maxsize=None)
 def _load(path: Path) -> dict:
     if not path.exists():
-        pytest.skip(f"{path} is absent: the provider specs are kept outside the repository (shared/specs)")
+        pytest.skip(missing(path))
     return json.loads(path.read_text())
 
 

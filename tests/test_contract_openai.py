@@ -1,8 +1,8 @@
 """Contract tests: what the OpenAI dialect and the fake upstream put on the wire is what
 OpenAI's own OpenAPI spec, and OpenAI's own SDK, accept.
 
-The spec lives outside the repository (``../shared/specs/openai/openapi.yaml`` from the repo
-root); when it is absent the spec checks are skipped, the SDK checks still run.
+The spec lives outside the repository (``openai/openapi.yaml`` in the specs directory, see
+tests/specs.py); when it is absent the spec checks are skipped, the SDK checks still run.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from modelport.dialects import openai as oa
 from modelport.sse import SSEParser
 from modelport.types import ChatRequest, Embedding, EmbeddingResponse, Message, ModelInfo, StreamEvent, Usage
 from tests.fakes.openai_upstream import Answer, OpenAIUpstream, fake_vector, openai_error, rate_limited
+from tests.specs import missing, spec_path
 from tests.fakes.server import FakeServer, Reply, cut_stream, drop_connection, http_error, malformed_json, stall_stream
 from tests.test_dialect_openai import as_stream_events, chat_requests, chat_responses
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / ".." / "shared" / "specs" / "openai" / "openapi.yaml"
-needs_spec = pytest.mark.skipif(not SPEC_PATH.exists(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH}")
+SPEC_PATH = spec_path("openai/openapi.yaml")
+needs_spec = pytest.mark.skipif(not SPEC_PATH.exists(), reason=missing(SPEC_PATH))
 
 
 @lru_cache(maxsize=1)

@@ -110,3 +110,25 @@ def test_every_python_example_is_run_by_a_test_above():
         local = '"local/smollm2"' in code
         remote = [p for p in providers if f'"{p}' in code]
         assert local or len(remote) == 1, f"README example not covered by tests:\n{code}"
+
+
+def test_the_readme_shows_every_command():
+    from modelport.cli import COMMANDS
+
+    missing = [name for name in COMMANDS if f"modelport {name}" not in README]
+    assert not missing, f"commands the README never shows: {missing}"
+
+
+def test_the_model_size_is_one_number_in_one_unit_everywhere():
+    from click.testing import CliRunner
+
+    from modelport.cli import main
+    from modelport.local_model import MODEL_FILE, MODEL_SIZE, data_dir
+
+    megabytes = f"{MODEL_SIZE / 1e6:.0f} MB"  # MB = 10^6 bytes
+    assert megabytes == "98 MB"
+    assert set(re.findall(r"\b(\d+) MB\b", README)) == {"98"}
+    assert megabytes in CliRunner().invoke(main, ["pull", "--help"]).output
+    weights = data_dir() / MODEL_FILE
+    if weights.exists():
+        assert weights.stat().st_size == MODEL_SIZE

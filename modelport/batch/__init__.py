@@ -86,12 +86,18 @@ def ingest(journal: Journal, spec: JobSpec, rows: Any = None) -> None:
 
 async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any = None,
                on_progress: Callable[[Stats], None] | None = None,
-               on_records: Callable[[list[dict[str, Any]]], Any] | None = None, limits: Any = None) -> Stats:
-    """Run (or resume) the job in ``journal`` to its end, the budget, a cancel or a fatal error."""
-    ingest(journal, spec, rows)
+               on_records: Callable[[list[dict[str, Any]]], Any] | None = None, limits: Any = None,
+               stop: asyncio.Event | None = None) -> Stats:
+    """Run (or resume) the job in ``journal`` to its end, the budget, a cancel or a fatal error.
+    Setting ``stop`` (e.g. from a signal handler) ends it early and resumably: "interrupted"."""
+    from .preflight import check
+
     own_client = client is None
     client = client or make_client(spec)
     try:
+        # Before the first request: a job that cannot be written or run fails now, not at its end.
+        check(spec, client=client, first_row=rows[0] if isinstance(rows, (list, tuple)) and rows else None)
+        ingest(journal, spec, rows)
         engine: type[Engine] = Engine
         if spec.mode == "native":
             from .native import NativeEngine
@@ -106,7 +112,8 @@ async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any
             from ..cache import ResponseCache
 
             cache = ResponseCache()
-        runner = engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits)
+        runner = engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits,
+                        stop=stop)
         stats = await runner.run()
         if spec.output and spec.output_format == "parquet":
             from .writers import write_parquet

@@ -38,6 +38,9 @@ RETRYABLE_KINDS = frozenset({"server", "overloaded", "timeout", "connection", "r
 FATAL_KINDS = frozenset({"authentication", "permission", "quota"})
 WRITE_INTERVAL = 0.05
 PAGE = 512
+# Seconds an interrupted job (SIGTERM, Ctrl-C) waits for rows in flight to be answered and
+# journaled; rows still out then are left open and sent again on resume.
+STOP_GRACE = 10.0
 
 
 class JobAborted(Exception):
@@ -96,7 +99,8 @@ def error_info(exc: BaseException) -> dict[str, Any]:
 class Engine:
     def __init__(self, journal: Journal, spec: JobSpec, client: Any, *, limits: Limits | None = None,
                  cache: Any = None, on_progress: Callable[[Stats], None] | None = None,
-                 on_records: Callable[[list[dict[str, Any]]], Awaitable[None] | None] | None = None) -> None:
+                 on_records: Callable[[list[dict[str, Any]]], Awaitable[None] | None] | None = None,
+                 stop: asyncio.Event | None = None, stop_grace: float = STOP_GRACE) -> None:
         self.journal = journal
         self.spec = spec
         self.client = client
@@ -114,6 +118,9 @@ class Engine:
         self._stop = False
         self._fatal: JobAborted | None = None
         self._writer: AppendWriter | None = None
+        # Set (by a signal handler) to stop gracefully: see _dispatch_until_stopped.
+        self.stop = stop or asyncio.Event()
+        self.stop_grace = stop_grace
 
     # -- the run -------------------------------------------------------------------------
 
@@ -123,34 +130,63 @@ class Engine:
         self._check_budget_possible()
         if journal.get("cancel"):
             journal.set("cancel", False)
+        journal.claim()
         journal.set("status", "running")
         if spec.output and spec.output_format != "parquet":
             rows, size = journal.written
             self._writer = AppendWriter(spec.output, "csv" if spec.output_format == "csv" else "jsonl", size)
         writer_task = asyncio.create_task(self._write_loop())
         try:
-            await self._dispatch()
+            await self._dispatch_until_stopped()
             stats.status = self._end_status()
         except JobAborted as exc:
             stats.status, stats.message = "error", str(exc.error)
         except asyncio.CancelledError:
-            stats.status = "cancelled"
+            stats.status = "interrupted"
             raise
         finally:
             self._stop = True
             self._wake.set()
             await asyncio.shield(writer_task)
+            # Rows still marked in flight were abandoned: they are open, and sent on resume.
+            journal.release_inflight()
             journal.set("status", stats.status)
             journal.set("message", stats.message)
+            journal.release()
             if self._writer is not None:
                 self._writer.close()
             self._progress()
         return stats
 
+    async def _dispatch_until_stopped(self) -> None:
+        """Dispatch to the end; once ``self.stop`` is set, send nothing more, give the rows
+        in flight ``stop_grace`` seconds to be answered (and journaled), then abandon the
+        rest: they stay open, so a resume sends them, and the job ends "interrupted"."""
+        dispatcher = asyncio.create_task(self._dispatch())
+        stopping = asyncio.create_task(self.stop.wait())
+        try:
+            await asyncio.wait({dispatcher, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not dispatcher.done():
+                self.stats.status, self.stats.message = "interrupted", "stopped by a signal; resume continues"
+                self._stop = True
+                await asyncio.wait({dispatcher}, timeout=self.stop_grace)
+                if not dispatcher.done():
+                    dispatcher.cancel()
+                    await asyncio.wait({dispatcher})
+                    return
+            dispatcher.result()
+        except asyncio.CancelledError:
+            dispatcher.cancel()
+            raise
+        finally:
+            stopping.cancel()
+
     def _end_status(self) -> str:
         if self._fatal is not None:
             raise self._fatal
-        if self.stats.status in ("budget", "cancelled"):
+        if self.stats.status == "interrupted" and self.stats.finished >= self.stats.total:
+            return "completed"  # the signal came after the last row
+        if self.stats.status in ("budget", "cancelled", "interrupted"):
             return self.stats.status
         return "completed" if self.stats.finished >= self.stats.total else "stopped"
 
@@ -246,8 +282,8 @@ class Engine:
         try:
             while True:
                 await self._admit(limiter, estimate)
-                if self._fatal is not None:
-                    return
+                if self._fatal is not None or self.stop.is_set():
+                    return  # the job stops: nothing more is sent, the row stays open
                 if attempt == 0:
                     self.journal.mark_inflight(idx)
                 self.stats.sent += 1

@@ -21,6 +21,7 @@ process being killed (the case this is designed for), though not a power cut.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -71,10 +72,72 @@ class Journal:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self._open_tx = False
+        self._lock: int | None = None
 
     def close(self) -> None:
         self.commit()
         self.db.close()
+        self.release()
+
+    # -- who runs the job --------------------------------------------------------------------
+    # A process running the job holds an exclusive lock on ``<journal>.lock`` (flock: the OS
+    # drops it when the process dies, however it dies). So a job whose status says "running"
+    # while nobody holds the lock was left by a killed process: it is interrupted.
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def claim(self) -> None:
+        """Take the run lock for this process; a job another process runs is not run twice."""
+        import fcntl
+
+        if self._lock is not None:
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            from ..errors import ConfigError
+
+            raise ConfigError(f"batch job {self.path.stem} is running in another process (pid {holder})",
+                              hint=f"wait for it, or stop it: modelport batch cancel {self.path.stem}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
+    def release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor drops the flock
+            self._lock = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the run lock (is running the job right now)."""
+        import fcntl
+
+        if self._lock is not None:
+            return False
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    @property
+    def status(self) -> str:
+        """The job's status; "running" only while a process runs it (else "interrupted")."""
+        status = self.get("status", "new")
+        if status == "running" and not self.held_elsewhere():
+            return "interrupted"
+        return str(status)
 
     # -- transactions --------------------------------------------------------------------
 
@@ -146,6 +209,13 @@ class Journal:
         else:
             cur = self.db.execute("SELECT idx, key, data FROM rows WHERE state < 2 AND idx > ? AND idx < ? ORDER BY idx LIMIT ?", (after, upto, limit))
         return [(idx, key, loads(data)) for idx, key, data in cur]
+
+    def release_inflight(self) -> int:
+        """Rows marked in flight by a run that has ended are open again (pending). Returns how many."""
+        self._begin()
+        n = self.db.execute("UPDATE rows SET state = 0 WHERE state = 1").rowcount
+        self.commit()
+        return n
 
     def mark_inflight(self, idx: int) -> None:
         self._begin()

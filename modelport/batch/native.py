@@ -363,6 +363,15 @@ class GeminiBatches:
 NATIVE: dict[str, type] = {"openai": OpenAIBatches, "anthropic": AnthropicBatches, "gemini": GeminiBatches}
 
 
+def native_adapter_class(provider: Any) -> type:
+    """The batch adapter for the provider's API; ConfigError when it has none (in-process models)."""
+    cls = NATIVE.get(provider.dialect) if provider.backend == "http" else None
+    if cls is None:
+        raise ConfigError(f"{provider.name} has no batch API for --mode native",
+                          hint=f"native mode works with {', '.join(sorted(NATIVE))}-style APIs; use --mode live")
+    return cls
+
+
 def multipart(fields: dict[str, str], file_field: str, filename: str, data: bytes) -> tuple[bytes, str]:
     """A multipart/form-data body and its content type."""
     boundary = "modelport-" + secrets.token_hex(12)
@@ -397,10 +406,7 @@ class NativeEngine(Engine):
         adapter = self._adapters.get(provider_name)
         if adapter is None:
             provider = self.client.providers[provider_name]
-            cls = NATIVE.get(provider.dialect) if provider.backend == "http" else None
-            if cls is None:
-                raise ConfigError(f"{provider_name} has no batch API for --mode native",
-                                  hint=f"native mode works with {', '.join(sorted(NATIVE))}-style APIs; use --mode live")
+            cls = native_adapter_class(provider)
             adapter = self._adapters[provider_name] = cls(self.client.backend(provider))
         return adapter
 

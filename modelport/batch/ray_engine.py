@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError
 from .engine import Engine, Stats
 from .journal import Journal
 from .ratelimit import Limits
@@ -119,17 +118,16 @@ def partition_paths(journal_path: Path, count: int) -> list[Path]:
 
 async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress: Callable[[Stats], None] | None = None,
               client_options: dict[str, Any] | None = None, partitions: int | None = None,
-              seeds: dict[str, Any] | None = None) -> Stats:
+              seeds: dict[str, Any] | None = None, stop: asyncio.Event | None = None) -> Stats:
     """Run (or resume) the job in ``journal`` on Ray. Connects to ``RAY_ADDRESS`` (else
     starts a local instance) unless Ray is initialised already. ``seeds``: per-model
-    limits (default: the config's ``[limits]``)."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray", hint="pip install 'modelport[ray]'") from None
-    if spec.mode != "live":
-        raise ConfigError("--engine ray runs live jobs only", hint="native batches already run on the provider's side: use --engine local")
+    limits (default: the config's ``[limits]``). Setting ``stop`` stops the partitions like a
+    cancel (they finish the rows in flight) and the job ends "interrupted"."""
     from . import ingest
+    from .preflight import check
+
+    check(spec, engine="ray")
+    import ray
 
     ingest(journal, spec, rows)
     if not ray.is_initialized():
@@ -148,17 +146,20 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
     task = ray.remote(run_partition)
     if journal.get("cancel"):
         journal.set("cancel", False)
+    journal.claim()
     journal.set("status", "running")
     refs = [task.remote(str(path), {**spec.to_dict(), "output": None, "max_cost": share}, actor, client_options or {})
             for path, share in zip(paths, shares)]
     merger = _Merger(journal, spec, bounds, paths)
     stats = Stats()
+    forwarded = False
     try:
         pending = list(refs)
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
-            if journal.get("cancel"):
+            if journal.get("cancel") or (stop is not None and stop.is_set() and not forwarded):
                 _forward_cancel(paths)
+                forwarded = stop is not None and stop.is_set()
             merger.merge(stats)
             if on_progress is not None:
                 on_progress(stats)
@@ -170,7 +171,8 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
         _forward_cancel(paths)
         ray.get(refs)
         merger.merge(stats)
-        journal.set("status", "cancelled")
+        journal.set("status", "interrupted")
+        journal.release()
         merger.close()
         raise
     merger.merge(stats)
@@ -178,8 +180,11 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
     for name in ("rate_limited", "retries", "sent"):
         setattr(stats, name, sum(r[name] for r in results))
     stats.status, stats.message = _overall(results, stats)
+    if forwarded and stats.status == "cancelled":
+        stats.status, stats.message = "interrupted", "stopped by a signal; resume continues"
     journal.set("status", stats.status)
     journal.set("message", stats.message)
+    journal.release()
     if on_progress is not None:
         on_progress(stats)
     if spec.output and spec.output_format == "parquet":

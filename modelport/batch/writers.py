@@ -161,11 +161,10 @@ def _csv_cell(value: Any) -> Any:
 def write_parquet(path: str | Path, batches: Iterable[list[dict[str, Any]]]) -> None:
     """Write flat records, batch by batch, as row groups; a temporary file is renamed into
     place so a half-written Parquet file is never left behind."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ValueError("writing Parquet needs pyarrow: pip install 'modelport[pandas]'") from None
+    from .._extras import require
+
+    pa = require("pyarrow", "pandas")
+    pq = require("pyarrow.parquet", "pandas")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     writer = None

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import friendly_errors, parse_options
+from .common import cli_hint, friendly_errors, parse_options
 
 MODEL_HELP = "provider/model-id, e.g. local/smollm2, openai/gpt-4o-mini, lmstudio/gemma-3-4b-it (default: the config's default_model, else local/smollm2)"
 
@@ -71,8 +71,10 @@ class Session:
 
     def _record(self, request: Any, provider: str, response: Any, error: Any, started: float) -> None:
         if self.log is not None:
+            # A failed first turn starts no conversation: `ask -c` would pick it and find no answer.
+            cid = self.cid if response is not None or self.history else None
             self.log.record(request, response, error, provider=provider, model=request.model, source="cli",
-                            latency=time.perf_counter() - started, conversation_id=self.cid)
+                            latency=time.perf_counter() - started, conversation_id=cid)
             self.log.flush()
 
 
@@ -165,8 +167,9 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
                 session.turn(text, stream=not no_stream, as_json=False)
         except ModelportError as exc:
             click.secho(f"Error: {exc.message}", fg="red", err=True)
-            if exc.hint:
-                click.secho(f"Hint: {exc.hint}", fg="yellow", err=True)
+            hint = cli_hint(exc)
+            if hint:
+                click.secho(f"Hint: {hint}", fg="yellow", err=True)
 
 
 def _command(session: Session, text: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .common import friendly_errors
+from .common import friendly_errors, print_rows
 
 # Exit status of a job that stopped before the end but can be resumed (budget, cancel).
 EXIT_INCOMPLETE = 3
@@ -74,7 +74,10 @@ def run(input: Path, model: str | None, prompt: str | None, system: str | None, 
     from ..batch.writers import output_format
     from .common import parse_options
 
-    fmt = input_format or detect_format(input)
+    try:
+        fmt = input_format or detect_format(input)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="INPUT") from None
     if fmt != "openai" and not model:
         raise click.UsageError("give the model with -m provider/model")
     output = output or input.with_name(input.stem + ".results" + (".jsonl" if input.suffix.lower() != ".csv" else ".csv"))
@@ -91,6 +94,7 @@ def run(input: Path, model: str | None, prompt: str | None, system: str | None, 
     path = journal_path(spec.job_id)
     if path.exists():
         raise click.ClickException(f"job {spec.job_id} exists already; `modelport batch resume {spec.job_id}` continues it")
+    _preflight(spec, engine)
     from ..batch import open_job
 
     journal, spec = open_job(path, spec)
@@ -118,6 +122,11 @@ def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float
     if retry_failed and engine == "ray":
         journal.close()
         raise click.UsageError("--retry-failed runs with --engine local")
+    try:
+        _preflight(spec, engine)
+    except BaseException:
+        journal.close()
+        raise
     if retry_failed:
         reopened = journal.reopen_failed()
         if reopened:
@@ -127,43 +136,74 @@ def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float
     _run(journal, spec, engine=engine, quiet=quiet, as_json=as_json)
 
 
+def _preflight(spec: Any, engine: str) -> None:
+    """Fail before the job is created or anything is sent if it cannot run to its end."""
+    from ..batch import make_client
+    from ..batch.preflight import check
+    from ..batch.readers import read_rows
+
+    first = None
+    if spec.mode == "native" and not spec.model and spec.input_format == "openai":
+        first = next(iter(read_rows(spec.input, spec.input_format)), (None, None))[1]
+    check(spec, engine=engine, client=make_client(spec), first_row=first)
+
+
 def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) -> None:
     from rich.console import Console
 
     from ..batch import arun
+    from ..batch.engine import STOP_GRACE
     from ..batch.progress import ProgressReporter, summary_table
 
     reporter = None if quiet or as_json else ProgressReporter(description=spec.job_id)
+    signals: list[int] = []
 
     async def main() -> Any:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        # SIGTERM stops like Ctrl-C: finished rows are committed and the output flushed first.
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            # The first SIGTERM or Ctrl-C stops sending and lets the rows in flight finish and
+            # be journaled (bounded); a second one stops at once. Either way the job is resumable.
+            signals.append(signum)
+            if stop.is_set():
+                assert task is not None
+                task.cancel()
+                return
+            stop.set()
+            click.echo(f"\nstopping: waiting up to {STOP_GRACE:.0f}s for the rows in flight (again to stop now)", err=True)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
         if engine == "ray":
             from ..batch import ray_engine
 
-            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None)
-        return await arun(journal, spec, on_progress=reporter.update if reporter else None)
+            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None, stop=stop)
+        return await arun(journal, spec, on_progress=reporter.update if reporter else None, stop=stop)
 
     try:
         stats = asyncio.run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        click.echo(f"\nstopped; `modelport batch resume {spec.job_id}` continues", err=True)
-        sys.exit(130)
+        click.echo(f"\ninterrupted; `modelport batch resume {spec.job_id}` continues", err=True)
+        sys.exit(128 + (signals[-1] if signals else signal.SIGINT))
     finally:
         if reporter is not None:
             reporter.close()
         journal.close()
     if as_json:
-        click.echo(json.dumps({"job": spec.job_id, "output": spec.output, **stats.as_dict()}))
+        # The shape of `batch status --json`, plus what this run did.
+        run_counts = {k: v for k, v in stats.as_dict().items() if k in ("sent", "retries", "rate_limited", "elapsed")}
+        click.echo(json.dumps({**_describe(journal.path), "status": stats.status, "message": stats.message, **run_counts}))
     else:
         Console(stderr=True).print(summary_table(stats, title=f"job {spec.job_id}"))
-        if stats.status in ("budget", "cancelled", "stopped"):
+        if stats.status in ("budget", "cancelled", "stopped", "interrupted"):
             click.echo(f"resume with: modelport batch resume {spec.job_id}" + (" --max-cost <more>" if stats.status == "budget" else ""), err=True)
     if stats.status == "error":
         click.secho(f"Error: {stats.message}", fg="red", err=True)
         sys.exit(1)
+    if stats.status == "interrupted" and signals:
+        sys.exit(128 + signals[0])
     if stats.status != "completed":
         sys.exit(EXIT_INCOMPLETE)
 
@@ -190,7 +230,7 @@ def _dry_run(spec: Any, as_json: bool) -> None:
 
 @batch.command("status")
 @click.argument("job", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print as JSON, the same shape as `batch run --json`")
 @friendly_errors
 def status(job: str | None, as_json: bool) -> None:
     """Where JOB stands (default: the most recent job)."""
@@ -199,14 +239,10 @@ def status(job: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"job {info['job']}", show_header=False)
-    for key in ("status", "model", "input", "output", "rows", "done", "failed", "pending", "inflight", "written", "tokens", "spend", "message"):
-        if info.get(key) not in (None, ""):
-            table.add_row(key, str(info[key]))
-    Console().print(table)
+    shown = {**info, "tokens": f"{info['input_tokens']:,} in, {info['output_tokens']:,} out", "spend": _spend(info)}
+    rows = [(key, str(shown[key])) for key in ("status", "model", "input", "output", "rows", "done", "failed", "pending",
+                                               "inflight", "written", "tokens", "spend", "message") if shown.get(key) not in (None, "")]
+    print_rows(("field", "value"), rows, title=f"job {info['job']}")
 
 
 @batch.command("cancel")
@@ -219,7 +255,7 @@ def cancel(job: str) -> None:
     journal = Journal(_job_path(job))
     try:
         journal.set("cancel", True)
-        if journal.get("status") != "running":
+        if journal.status != "running":
             journal.set("status", "cancelled")
         for remote in journal.remotes():
             if remote["status"] not in ("ended", "collected"):
@@ -244,16 +280,9 @@ def list_jobs(as_json: bool) -> None:
     if not infos:
         click.echo("no batch jobs yet; start one with `modelport batch run INPUT -m MODEL`", err=True)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for column in ("job", "status", "model", "rows", "done", "failed", "spend", "input"):
-        table.add_column(column)
-    for info in infos:
-        table.add_row(info["job"], info["status"], str(info["model"] or "(per line)"), str(info["rows"]), str(info["done"]),
-                      str(info["failed"]), info["spend"], Path(info["input"] or "-").name)
-    Console().print(table)
+    rows = [(info["job"], info["status"], str(info["model"] or "(per line)"), str(info["rows"]), str(info["done"]),
+             str(info["failed"]), _spend(info), Path(info["input"] or "-").name) for info in infos]
+    print_rows(("job", "status", "model", "rows", "done", "failed", "spend", "input"), rows, whole=("job", "model"))
 
 
 def _latest() -> Path:
@@ -266,20 +295,30 @@ def _latest() -> Path:
 
 
 def _describe(path: Path) -> dict[str, Any]:
+    """The job's machine-readable state: counts, tokens and spend as numbers; ``cost`` is
+    the known spend, null while no answered row has a known price (``unknown_cost_rows``
+    counts the rows whose price is unknown)."""
     from ..batch.journal import Journal
-    from ..batch.progress import spend_text
 
     journal = Journal(path)
     try:
         spec = journal.get("spec") or {}
         totals = journal.totals()
+        unknown = totals["unknown_cost_rows"]
         return {
-            "job": spec.get("job_id", path.stem), "status": journal.get("status", "new"), "message": journal.get("message", ""),
+            "job": spec.get("job_id", path.stem), "status": journal.status, "message": journal.get("message", ""),
             "model": spec.get("model"), "input": spec.get("input"), "output": spec.get("output"), "mode": spec.get("mode"),
             "rows": totals["rows"], "done": totals["done"], "failed": totals["failed"], "pending": totals["pending"],
-            "inflight": totals["inflight"], "written": journal.written[0],
-            "tokens": f"{totals['input_tokens']:,} in, {totals['output_tokens']:,} out",
-            "spend": spend_text(totals["cost"], totals["unknown_cost_rows"], totals["done"]), "journal": str(path),
+            "inflight": totals["inflight"], "written": journal.written[0], "cached": totals["cached"],
+            "input_tokens": totals["input_tokens"], "output_tokens": totals["output_tokens"],
+            "cost": None if unknown and unknown >= totals["done"] else totals["cost"], "unknown_cost_rows": unknown,
+            "journal": str(path),
         }
     finally:
         journal.close()
+
+
+def _spend(info: dict[str, Any]) -> str:
+    from ..batch.progress import spend_text
+
+    return spend_text(info["cost"] or 0.0, info["unknown_cost_rows"], info["done"])

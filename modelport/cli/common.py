@@ -1,12 +1,12 @@
 """What every subcommand shares: turning expected errors into a clear line, not a traceback,
-and reading ``-o key=value`` options."""
+reading ``-o key=value`` options, and printing rows for people and for pipes."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import click
 
@@ -15,25 +15,53 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def friendly_errors(func: F) -> F:
     """Expected failures (bad config, missing key, provider errors) print a message and a hint
-    and exit 1; Ctrl-C exits 130. Unexpected bugs still show their traceback."""
+    and exit 1; Ctrl-C exits 130. Unexpected bugs still show their traceback.
+
+    A command called with ``--json`` (its ``as_json`` argument) prints the error as JSON on
+    stdout instead, ``{"error": {...}}``, with the same exit code, so scripts that parse
+    stdout see what went wrong."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from ..errors import ModelportError
 
+        as_json = bool(kwargs.get("as_json"))
         try:
             return func(*args, **kwargs)
         except ModelportError as exc:
+            hint = cli_hint(exc)
+            if as_json:
+                _print_json_error({"type": exc.kind, "message": exc.message, "hint": hint, "provider": exc.provider,
+                                   "status": exc.status, "code": exc.code})
+                sys.exit(1)
             where = f" ({exc.provider})" if exc.provider else ""
             click.secho(f"Error{where}: {exc.message}", fg="red", err=True)
-            if exc.hint:
-                click.secho(f"Hint: {exc.hint}", fg="yellow", err=True)
+            if hint:
+                click.secho(f"Hint: {hint}", fg="yellow", err=True)
             sys.exit(1)
+        except click.ClickException as exc:
+            if not as_json:
+                raise
+            _print_json_error({"type": "usage", "message": exc.format_message(), "hint": None, "provider": None,
+                               "status": None, "code": None})
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("", err=True)
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def cli_hint(exc: Any) -> str | None:
+    """The error's hint in the command line's own spelling where the SDK's would mislead."""
+    if exc.code == "unknown_parameter":
+        return (f"pass a provider-specific field with -o extra='{{\"{exc.param}\": VALUE}}'; "
+                "common ones are -o temperature=0.2, -o top_p=, -o max_tokens=, -o stop=, -o seed=")
+    return exc.hint
+
+
+def _print_json_error(error: dict[str, Any]) -> None:
+    click.echo(json.dumps({"error": {k: v for k, v in error.items() if v is not None}}, ensure_ascii=False))
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -48,3 +76,35 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[name.strip()] = value
     return options
+
+
+def print_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None, caption: str | None = None,
+               whole: Sequence[str] = (), styles: Sequence[str | None] | None = None) -> None:
+    """Rows for a person at a terminal (a table) or for a pipe or file (tab-separated, header
+    first, nothing cut: a pipe has no width, and ids are what the next command needs).
+
+    On a terminal the ``whole`` columns (ids, model names) are never shortened with an
+    ellipsis: they get their full width, and other columns wrap instead."""
+    if not sys.stdout.isatty():
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join(_tsv_cell(cell) for cell in row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    for n, column in enumerate(columns):
+        if column in whole:
+            widest = max((len(row[n]) for row in rows), default=0)
+            table.add_column(column, no_wrap=True, min_width=max(len(column), widest))
+        else:
+            table.add_column(column, overflow="fold")
+    for k, row in enumerate(rows):
+        table.add_row(*row, style=styles[k] if styles else None)
+    Console().print(table)
+
+
+def _tsv_cell(value: str) -> str:
+    # One row per line and one cell per tab, whatever the value holds.
+    return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")

