@@ -86,8 +86,10 @@ def ingest(journal: Journal, spec: JobSpec, rows: Any = None) -> None:
 
 async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any = None,
                on_progress: Callable[[Stats], None] | None = None,
-               on_records: Callable[[list[dict[str, Any]]], Any] | None = None, limits: Any = None) -> Stats:
-    """Run (or resume) the job in ``journal`` to its end, the budget, a cancel or a fatal error."""
+               on_records: Callable[[list[dict[str, Any]]], Any] | None = None, limits: Any = None,
+               cancel: threading.Event | None = None) -> Stats:
+    """Run (or resume) the job in ``journal`` to its end, the budget, a cancel (``cancel``
+    set, or the journal's flag) or a fatal error."""
     ingest(journal, spec, rows)
     own_client = client is None
     client = client or make_client(spec)
@@ -106,7 +108,8 @@ async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any
             from ..cache import ResponseCache
 
             cache = ResponseCache()
-        runner = engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits)
+        runner = engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits,
+                        cancel=cancel)
         stats = await runner.run()
         if spec.output and spec.output_format == "parquet":
             from .writers import write_parquet

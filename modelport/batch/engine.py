@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -96,7 +97,8 @@ def error_info(exc: BaseException) -> dict[str, Any]:
 class Engine:
     def __init__(self, journal: Journal, spec: JobSpec, client: Any, *, limits: Limits | None = None,
                  cache: Any = None, on_progress: Callable[[Stats], None] | None = None,
-                 on_records: Callable[[list[dict[str, Any]]], Awaitable[None] | None] | None = None) -> None:
+                 on_records: Callable[[list[dict[str, Any]]], Awaitable[None] | None] | None = None,
+                 cancel: threading.Event | None = None) -> None:
         self.journal = journal
         self.spec = spec
         self.client = client
@@ -104,6 +106,8 @@ class Engine:
         self.cache = cache
         self.on_progress = on_progress
         self.on_records = on_records
+        # A cancel from this process (the gateway's Batches API): no journal write needed.
+        self.cancel = cancel
         self.renderer = Renderer(spec, client)
         self.stats = Stats()
         self._gates: dict[int, asyncio.Lock] = {}
@@ -217,6 +221,8 @@ class Engine:
             raise
 
     def _cancel_requested(self) -> bool:
+        if self.cancel is not None and self.cancel.is_set():
+            return True
         # Read at most every so often: `batch cancel` from another process sets the flag.
         now = time.monotonic()
         if now - getattr(self, "_cancel_checked", 0.0) < 0.5:
