@@ -19,6 +19,7 @@ The client is built with ``max_retries=0``: retrying is the engine's job here, b
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 import time
@@ -31,7 +32,9 @@ from ..types import ChatRequest, ChatResponse, Usage
 from .journal import Journal
 from .ratelimit import Limits, RateLimiter, limit_seeds
 from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens
-from .writers import AppendWriter, record_for
+from .writers import AppendWriter, open_output, output_intact, record_for, rewrite_output
+
+log = logging.getLogger("modelport.batch")
 
 # Error kinds worth another attempt; anything else is the row's final answer.
 RETRYABLE_KINDS = frozenset({"server", "overloaded", "timeout", "connection", "rate_limit"})
@@ -128,9 +131,9 @@ class Engine:
         if journal.get("cancel"):
             journal.set("cancel", False)
         journal.set("status", "running")
-        if spec.output and spec.output_format != "parquet":
-            rows, size = journal.written
-            self._writer = AppendWriter(spec.output, "csv" if spec.output_format == "csv" else "jsonl", size)
+        appends = bool(spec.output) and spec.output_format != "parquet"
+        if appends:
+            self._writer = open_output(journal, spec)
         writer_task = asyncio.create_task(self._write_loop())
         try:
             await self._dispatch()
@@ -149,6 +152,10 @@ class Engine:
             if self._writer is not None:
                 self._writer.close()
             self._progress()
+        if appends and not output_intact(journal, spec):
+            # Something else wrote to or truncated the output during the run.
+            log.warning("job %s: the output %s changed under the job; rewriting it from the journal", spec.job_id, spec.output)
+            rewrite_output(journal, spec)
         return stats
 
     def _end_status(self) -> str:
