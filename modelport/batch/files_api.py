@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -476,7 +476,17 @@ class _LoopBridge:
         self.config = getattr(client, "config", None)
 
     def resolve(self, model: str | None) -> Any:
-        return self._target.resolve(model)
+        # On the server's loop too: resolving may build (and cache) the model's backend.
+        done: Future[Any] = Future()
+
+        def call() -> None:
+            try:
+                done.set_result(self._target.resolve(model))
+            except BaseException as exc:  # raised again on the batch's thread
+                done.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(call)
+        return done.result()
 
     def request(self, model: str | None, prompt: Any = None, **params: Any) -> Any:
         return self._target.request(model, prompt, **params)
