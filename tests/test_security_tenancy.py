@@ -350,6 +350,9 @@ def test_a_restricted_key_lists_only_the_models_it_may_call(gateway: GatewayThre
         for path, headers in (("/v1/models/big", {"authorization": f"Bearer {key}"}),
                               ("/v1beta/models/big", {"x-goog-api-key": key})):
             assert client.get(path, headers=headers).status_code == 404
+        # Not even the error of an unknown model names the models this key may not use.
+        unknown = client.get("/v1/models/no-such-model", headers={"authorization": f"Bearer {key}"}).text
+        assert "big" not in unknown and "gpt-fake" not in unknown
         assert client.get("/v1/models/big", headers={"authorization": f"Bearer {unrestricted}"}).status_code == 200
 
 

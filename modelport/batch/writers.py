@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Iterator
 from ..jsonio import dumps
 
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet", "openai")
+log = logging.getLogger("modelport.batch")
 RESULT_COLUMNS = ("answer", "parsed", "input_tokens", "output_tokens", "cost", "cached", "finish_reason", "error")
 
 
@@ -211,6 +213,8 @@ def open_output(journal: Any, spec: Any) -> AppendWriter:
     """The output, to append to from where the journal's written rows end; a file damaged
     since (truncated mid-line, overwritten) is first rewritten from the journal."""
     if not output_intact(journal, spec):
+        log.warning("the output %s differs from what the journal says was written (truncated or changed since); "
+                    "rewriting it from the journal", spec.output)
         rewrite_output(journal, spec)
     return AppendWriter(spec.output, append_format(spec), journal.written[1])
 

@@ -621,9 +621,16 @@ class Gateway:
 
     def find_model(self, req: Request, model: str) -> Any:
         """One model's info; a model the caller may not call does not exist for it (404)."""
-        info = self.router.find_model(model)
         req.model = model
-        if req.caller is not None and not self._may_call(req.caller, model):
+        caller = req.caller
+        restricted = caller is not None and bool(caller.record.models)
+        try:
+            info = self.router.find_model(model)
+        except NotFoundError:
+            if not restricted:
+                raise
+            info = None  # the router's answer lists every model, the ones this key may not use too
+        if info is None or (caller is not None and not self._may_call(caller, model)):
             raise NotFoundError(f"model {model!r} is not available to this gateway key", code="model_not_found", param="model",
                                 hint="GET /v1/models lists the models this key may use")
         return info
