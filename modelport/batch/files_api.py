@@ -15,6 +15,7 @@ nothing and answers no row twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import sqlite3
@@ -51,6 +52,8 @@ _MIGRATIONS = (("files", f"ALTER TABLE files ADD COLUMN owner TEXT NOT NULL DEFA
 _FILE_COLUMNS = "id, filename, bytes, created_at, purpose"
 _VISIBLE = "(owner = ? OR ?)"
 
+log = logging.getLogger("modelport.batch")
+
 T = TypeVar("T")
 
 
@@ -81,7 +84,7 @@ class FilesAPI:
         self.client = client
         self.concurrency = concurrency
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-files")
-        self._runner = ThreadPoolExecutor(max_workers=MAX_RUNNING_BATCHES, thread_name_prefix="modelport-batch")
+        self._slots = threading.BoundedSemaphore(MAX_RUNNING_BATCHES)
         self._db: sqlite3.Connection | None = None
         self._jobs: dict[str, _Job] = {}
 
@@ -266,15 +269,17 @@ class FilesAPI:
         if job is not None and not job.future.done():
             return
         loop = asyncio.get_running_loop()
-        job = _Job(_LoopBridge(self._client(), loop))
+        job = _Job(_LoopBridge(self._client(), loop), loop.create_future())
         if cancelled:
             job.cancel.set()
-        job.future = loop.run_in_executor(self._runner, job.thread_main, partial(self._run, batch_id, job))
         self._jobs[batch_id] = job
+        # A daemon thread: a job waiting on a server loop that is gone must not keep the process alive.
+        threading.Thread(target=job.thread_main, args=(partial(self._run, batch_id, job), self._slots),
+                         name=f"modelport-{batch_id}", daemon=True).start()
 
     async def _run(self, batch_id: str, job: _Job) -> None:
         """The batch's thread: all of its journal and file I/O happens here."""
-        from . import arun
+        from . import Stats, arun
 
         obj, owner = self._blocking(self._load_row, batch_id)
         journal, spec = self._job(batch_id, obj)
@@ -282,7 +287,11 @@ class FilesAPI:
             if obj["status"] == "validating":
                 obj.update(status="in_progress", in_progress_at=int(time.time()))
                 self._blocking(self._save, obj, owner)
-            stats = await arun(journal, spec, client=job.client, cancel=job.cancel, on_progress=job.progress)
+            try:
+                stats = await arun(journal, spec, client=job.client, cancel=job.cancel, on_progress=job.progress)
+            except Exception as exc:  # noqa: BLE001 - the batch fails with the reason; the server carries on
+                log.exception("batch %s failed", batch_id)
+                stats = Stats(status="error", message=f"{type(exc).__name__}: {exc}")
             totals = journal.totals()
             outputs = self._split_output(obj["id"], spec.output) if stats.status in ("completed", "cancelled") else None
 
@@ -402,7 +411,6 @@ class FilesAPI:
 
         await self._call(close)
         self._io.shutdown(wait=False)
-        self._runner.shutdown(wait=False)
 
     async def wait(self, batch_id: str) -> None:
         """Until the batch's job ends (tests, and servers draining)."""
@@ -434,17 +442,27 @@ class _Job:
     ``cancel`` asks the engine to stop sending (a user's cancel); ``stop`` interrupts it
     outright (the server shutting down: the batch stays open, to be resumed)."""
 
-    def __init__(self, client: _LoopBridge) -> None:
+    def __init__(self, client: _LoopBridge, future: asyncio.Future[None]) -> None:
         self.client = client
         self.cancel = threading.Event()
         self.counts: dict[str, int] | None = None
-        self.future: asyncio.Future[None] = None  # type: ignore[assignment]  # set by FilesAPI._start
+        # Done (on the server's loop) when the thread has ended.
+        self.future = future
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def thread_main(self, main: Callable[[], Awaitable[None]]) -> None:
-        asyncio.run(self._guarded(main))
+    def thread_main(self, main: Callable[[], Awaitable[None]], slots: threading.BoundedSemaphore) -> None:
+        error: BaseException | None = None
+        try:
+            with slots:
+                asyncio.run(self._guarded(main))
+        except BaseException as exc:  # handed to whoever awaits the future
+            error = exc
+        try:
+            self.client.loop.call_soon_threadsafe(_end_future, self.future, error)
+        except RuntimeError:
+            pass  # the server's loop is closed: nobody waits any more
 
     async def _guarded(self, main: Callable[[], Awaitable[None]]) -> None:
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
@@ -472,7 +490,7 @@ class _LoopBridge:
 
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._target = client
-        self._loop = loop
+        self.loop = loop
         self.config = getattr(client, "config", None)
 
     def resolve(self, model: str | None) -> Any:
@@ -485,17 +503,25 @@ class _LoopBridge:
             except BaseException as exc:  # raised again on the batch's thread
                 done.set_exception(exc)
 
-        self._loop.call_soon_threadsafe(call)
+        self.loop.call_soon_threadsafe(call)
         return done.result()
 
     def request(self, model: str | None, prompt: Any = None, **params: Any) -> Any:
         return self._target.request(model, prompt, **params)
 
     async def send(self, request: Any) -> Any:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._target.send(request), self._loop))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._target.send(request), self.loop))
 
     async def aclose(self) -> None:
         """The server closes the client itself."""
+
+
+def _end_future(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _file_object(file_id: str, filename: str, size: int, created: int, purpose: str) -> dict[str, Any]:
