@@ -87,9 +87,10 @@ def ingest(journal: Journal, spec: JobSpec, rows: Any = None) -> None:
 async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any = None,
                on_progress: Callable[[Stats], None] | None = None,
                on_records: Callable[[list[dict[str, Any]]], Any] | None = None, limits: Any = None,
-               stop: asyncio.Event | None = None) -> Stats:
-    """Run (or resume) the job in ``journal`` to its end, the budget, a cancel or a fatal error.
-    Setting ``stop`` (e.g. from a signal handler) ends it early and resumably: "interrupted"."""
+               stop: asyncio.Event | None = None, cancel: threading.Event | None = None) -> Stats:
+    """Run (or resume) the job in ``journal`` to its end, the budget, a cancel (``cancel``
+    set, or the journal's flag) or a fatal error. Setting ``stop`` (e.g. from a signal
+    handler) ends it early and resumably: "interrupted"."""
     from .preflight import check
 
     own_client = client is None
@@ -113,7 +114,7 @@ async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any
 
             cache = ResponseCache()
         runner = engine(journal, spec, client, cache=cache, on_progress=on_progress, on_records=on_records, limits=limits,
-                        stop=stop)
+                        stop=stop, cancel=cancel)
         stats = await runner.run()
         if spec.output and spec.output_format == "parquet":
             from .writers import write_parquet

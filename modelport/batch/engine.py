@@ -19,7 +19,9 @@ The client is built with ``max_retries=0``: retrying is the engine's job here, b
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -30,7 +32,9 @@ from ..types import ChatRequest, ChatResponse, Usage
 from .journal import Journal
 from .ratelimit import Limits, RateLimiter, limit_seeds
 from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens
-from .writers import AppendWriter, record_for
+from .writers import AppendWriter, open_output, output_intact, record_for, rewrite_output
+
+log = logging.getLogger("modelport.batch")
 
 # Error kinds worth another attempt; anything else is the row's final answer.
 RETRYABLE_KINDS = frozenset({"server", "overloaded", "timeout", "connection", "rate_limit"})
@@ -100,7 +104,8 @@ class Engine:
     def __init__(self, journal: Journal, spec: JobSpec, client: Any, *, limits: Limits | None = None,
                  cache: Any = None, on_progress: Callable[[Stats], None] | None = None,
                  on_records: Callable[[list[dict[str, Any]]], Awaitable[None] | None] | None = None,
-                 stop: asyncio.Event | None = None, stop_grace: float = STOP_GRACE) -> None:
+                 stop: asyncio.Event | None = None, stop_grace: float = STOP_GRACE,
+                 cancel: threading.Event | None = None) -> None:
         self.journal = journal
         self.spec = spec
         self.client = client
@@ -108,6 +113,8 @@ class Engine:
         self.cache = cache
         self.on_progress = on_progress
         self.on_records = on_records
+        # A cancel from this process (the gateway's Batches API): no journal write needed.
+        self.cancel = cancel
         self.renderer = Renderer(spec, client)
         self.stats = Stats()
         self._gates: dict[int, asyncio.Lock] = {}
@@ -132,9 +139,9 @@ class Engine:
             journal.set("cancel", False)
         journal.claim()
         journal.set("status", "running")
-        if spec.output and spec.output_format != "parquet":
-            rows, size = journal.written
-            self._writer = AppendWriter(spec.output, "csv" if spec.output_format == "csv" else "jsonl", size)
+        appends = bool(spec.output) and spec.output_format != "parquet"
+        if appends:
+            self._writer = open_output(journal, spec)
         writer_task = asyncio.create_task(self._write_loop())
         try:
             await self._dispatch_until_stopped()
@@ -156,6 +163,10 @@ class Engine:
             if self._writer is not None:
                 self._writer.close()
             self._progress()
+        if appends and not output_intact(journal, spec):
+            # Something else wrote to or truncated the output during the run.
+            log.warning("job %s: the output %s changed under the job; rewriting it from the journal", spec.job_id, spec.output)
+            rewrite_output(journal, spec)
         return stats
 
     async def _dispatch_until_stopped(self) -> None:
@@ -253,6 +264,8 @@ class Engine:
             raise
 
     def _cancel_requested(self) -> bool:
+        if self.cancel is not None and self.cancel.is_set():
+            return True
         # Read at most every so often: `batch cancel` from another process sets the flag.
         now = time.monotonic()
         if now - getattr(self, "_cancel_checked", 0.0) < 0.5:

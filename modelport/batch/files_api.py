@@ -15,14 +15,18 @@ nothing and answers no row twice.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import secrets
 import sqlite3
+import threading
 import time
-from email.parser import BytesParser
-from email.policy import HTTP
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qsl
+from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import parse_qsl, unquote
 
 from ..errors import BadRequestError, ModelportError, NotFoundError
 from ..jsonio import JSONDecodeError, dumps, loads
@@ -30,29 +34,84 @@ from ..jsonio import JSONDecodeError, dumps, loads
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 BATCH_ENDPOINTS = ("/v1/chat/completions",)
 MAX_BATCH_LINES = 50_000
+# Batches that run at once, each on a thread of its own; later ones wait for a free thread.
+MAX_RUNNING_BATCHES = 4
 _OPEN = ("validating", "in_progress", "finalizing", "cancelling")
+# Who owns what a caller without a gateway key makes (an open loopback server), and the
+# files and batches stored before owners were recorded.
+ANONYMOUS = "-"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, filename TEXT, bytes INTEGER, created_at INTEGER, purpose TEXT);
-CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, created_at INTEGER, object BLOB);
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, filename TEXT, bytes INTEGER, created_at INTEGER, purpose TEXT,
+                                  owner TEXT NOT NULL DEFAULT '{ANONYMOUS}');
+CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, created_at INTEGER, object BLOB, owner TEXT NOT NULL DEFAULT '{ANONYMOUS}');
 """
+# files.db made before owners were recorded gains the column; its rows go to ANONYMOUS.
+_MIGRATIONS = (("files", f"ALTER TABLE files ADD COLUMN owner TEXT NOT NULL DEFAULT '{ANONYMOUS}'"),
+               ("batches", f"ALTER TABLE batches ADD COLUMN owner TEXT NOT NULL DEFAULT '{ANONYMOUS}'"))
+_FILE_COLUMNS = "id, filename, bytes, created_at, purpose"
+_VISIBLE = "(owner = ? OR ?)"
+
+log = logging.getLogger("modelport.batch")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who asks. Files and batches belong to the key that made them; another key is told
+    they do not exist (404, never 403), and an admin key sees everything."""
+
+    id: str = ANONYMOUS
+    admin: bool = False
+
+    def args(self) -> tuple[str, bool]:
+        """The parameters of ``_VISIBLE``."""
+        return self.id, self.admin
 
 
 class FilesAPI:
+    """The handlers. Every SQLite call and file read or write runs on one worker thread,
+    which owns the connection to ``files.db``; each batch runs on a thread and event loop
+    of its own, so its journal never shares the server's loop (see ``_Job``)."""
+
     def __init__(self, root: str | Path | None = None, client: Any = None, *, concurrency: int = 8) -> None:
         if root is None:
             from ..config import data_dir
 
             root = data_dir() / "gateway"
         self.root = Path(root)
-        (self.root / "files").mkdir(parents=True, exist_ok=True)
-        (self.root / "jobs").mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.root / "files.db"), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
         self.client = client
         self.concurrency = concurrency
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-files")
+        self._slots = threading.BoundedSemaphore(MAX_RUNNING_BATCHES)
+        self._db: sqlite3.Connection | None = None
+        self._jobs: dict[str, _Job] = {}
+
+    # -- the worker thread ----------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the worker thread, from the server's event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args, **kwargs))
+
+    def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the worker thread, from a batch's own thread."""
+        return self._io.submit(fn, *args).result()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection; only the worker thread may use it."""
+        if self._db is None:
+            (self.root / "files").mkdir(parents=True, exist_ok=True)
+            (self.root / "jobs").mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(self.root / "files.db"), isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            for table, statement in _MIGRATIONS:
+                if "owner" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(statement)
+            self._db = db
+        return self._db
 
     def _client(self) -> Any:
         if self.client is None:
@@ -64,20 +123,22 @@ class FilesAPI:
 
     # -- files ---------------------------------------------------------------------------
 
-    async def upload_file(self, filename: str, content: bytes, purpose: str) -> dict[str, Any]:
+    async def upload_file(self, filename: str, content: bytes, purpose: str, owner: Owner = Owner()) -> dict[str, Any]:
         if purpose not in FILE_PURPOSES:
             raise BadRequestError(f"purpose must be one of {', '.join(FILE_PURPOSES)}", param="purpose")
-        return self._store_file(filename, content, purpose)
+        return await self._call(self._store_file, filename, content, purpose, owner.id)
 
-    def _store_file(self, filename: str, content: bytes, purpose: str) -> dict[str, Any]:
+    def _store_file(self, filename: str, content: bytes, purpose: str, owner: str) -> dict[str, Any]:
         file_id = "file-" + secrets.token_hex(12)
+        (self.root / "files").mkdir(parents=True, exist_ok=True)
         (self.root / "files" / file_id).write_bytes(content)
         created = int(time.time())
-        self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (file_id, filename, len(content), created, purpose))
+        self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", (file_id, filename, len(content), created, purpose, owner))
         return _file_object(file_id, filename, len(content), created, purpose)
 
-    async def list_files(self, purpose: str | None = None, limit: int = 10000, order: str = "desc", after: str | None = None) -> dict[str, Any]:
-        rows = self.db.execute("SELECT id, filename, bytes, created_at, purpose FROM files ORDER BY created_at, rowid").fetchall()
+    async def list_files(self, purpose: str | None = None, limit: int = 10000, order: str = "desc", after: str | None = None,
+                         owner: Owner = Owner()) -> dict[str, Any]:
+        rows = await self._call(self._file_rows, owner)
         if order == "desc":
             rows.reverse()
         if purpose:
@@ -89,25 +150,57 @@ class FilesAPI:
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None, "has_more": len(rows) > limit}
 
-    async def get_file(self, file_id: str) -> dict[str, Any]:
-        row = self.db.execute("SELECT id, filename, bytes, created_at, purpose FROM files WHERE id = ?", (file_id,)).fetchone()
+    def _file_rows(self, owner: Owner) -> list[tuple[Any, ...]]:
+        return self.db.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE {_VISIBLE} ORDER BY created_at, rowid", owner.args()).fetchall()
+
+    def _file_row(self, file_id: str, owner: Owner) -> tuple[Any, ...]:
+        row = self.db.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND {_VISIBLE}", (file_id, *owner.args())).fetchone()
         if row is None:
             raise NotFoundError(f"No such File object: {file_id}", param="file_id", code="not_found")
-        return _file_object(*row)
+        return row
 
-    async def file_content(self, file_id: str) -> bytes:
-        await self.get_file(file_id)
-        return (self.root / "files" / file_id).read_bytes()
+    async def get_file(self, file_id: str, owner: Owner = Owner()) -> dict[str, Any]:
+        return _file_object(*await self._call(self._file_row, file_id, owner))
 
-    async def delete_file(self, file_id: str) -> dict[str, Any]:
-        await self.get_file(file_id)
-        self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
-        (self.root / "files" / file_id).unlink(missing_ok=True)
+    async def file_content(self, file_id: str, owner: Owner = Owner()) -> bytes:
+        def read() -> bytes:
+            self._file_row(file_id, owner)
+            return (self.root / "files" / file_id).read_bytes()
+
+        return await self._call(read)
+
+    async def delete_file(self, file_id: str, owner: Owner = Owner()) -> dict[str, Any]:
+        def delete() -> None:
+            self._file_row(file_id, owner)
+            self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+            (self.root / "files" / file_id).unlink(missing_ok=True)
+
+        await self._call(delete)
         return {"id": file_id, "object": "file", "deleted": True}
+
+    async def file_models(self, file_id: str, owner: Owner = Owner()) -> set[str]:
+        """The models a batch input file names (nothing for a file this owner cannot see:
+        creating the batch then answers its 404)."""
+
+        def models() -> set[str]:
+            try:
+                self._file_row(file_id, owner)
+            except NotFoundError:
+                return set()
+            names: set[str] = set()
+            with (self.root / "files" / file_id).open("rb") as f:
+                for line in f:
+                    try:
+                        names.add(str(loads(line)["body"]["model"]))
+                    except (JSONDecodeError, ValueError, KeyError, TypeError):
+                        continue
+            return names
+
+        return await self._call(models)
 
     # -- batches -------------------------------------------------------------------------
 
-    async def create_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def create_batch(self, body: dict[str, Any], owner: Owner = Owner()) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise BadRequestError("the body must be a JSON object")
         file_id = body.get("input_file_id")
@@ -118,7 +211,7 @@ class FilesAPI:
             raise BadRequestError(f"endpoint {endpoint!r} is not supported here; use {BATCH_ENDPOINTS[0]}", param="endpoint")
         if body.get("completion_window", "24h") != "24h":
             raise BadRequestError("completion_window must be 24h", param="completion_window")
-        info = await self.get_file(file_id)
+        info = await self.get_file(file_id, owner)
         if info["purpose"] != "batch":
             raise BadRequestError(f"file {file_id} has purpose {info['purpose']!r}, not 'batch'", param="input_file_id")
         batch_id = "batch_" + secrets.token_hex(12)
@@ -130,13 +223,16 @@ class FilesAPI:
             "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
         }
-        errors = self._validate_input(file_id, endpoint)
-        if errors:
-            obj.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
-            self._save(obj)
-            return obj
-        self._save(obj)
-        self._start(batch_id)
+
+        def validate_and_save() -> bool:
+            errors = self._validate_input(file_id, endpoint)
+            if errors:
+                obj.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
+            self._save(obj, owner.id)
+            return not errors
+
+        if await self._call(validate_and_save):
+            self._start(batch_id)
         return obj
 
     def _validate_input(self, file_id: str, endpoint: str) -> list[dict[str, Any]]:
@@ -167,6 +263,58 @@ class FilesAPI:
             errors.append({"code": "too_many_requests", "message": f"A batch holds at most {MAX_BATCH_LINES} requests.", "param": None, "line": None})
         return errors[:100]
 
+    def _start(self, batch_id: str, *, cancelled: bool = False) -> None:
+        """Run the batch on a thread of its own (from the server's event loop)."""
+        job = self._jobs.get(batch_id)
+        if job is not None and not job.future.done():
+            return
+        loop = asyncio.get_running_loop()
+        job = _Job(_LoopBridge(self._client(), loop), loop.create_future())
+        if cancelled:
+            job.cancel.set()
+        self._jobs[batch_id] = job
+        # A daemon thread: a job waiting on a server loop that is gone must not keep the process alive.
+        threading.Thread(target=job.thread_main, args=(partial(self._run, batch_id, job), self._slots),
+                         name=f"modelport-{batch_id}", daemon=True).start()
+
+    async def _run(self, batch_id: str, job: _Job) -> None:
+        """The batch's thread: all of its journal and file I/O happens here."""
+        from . import Stats, arun
+
+        obj, owner = self._blocking(self._load_row, batch_id)
+        journal, spec = self._job(batch_id, obj)
+        try:
+            if obj["status"] == "validating":
+                obj.update(status="in_progress", in_progress_at=int(time.time()))
+                self._blocking(self._save, obj, owner)
+            try:
+                stats = await arun(journal, spec, client=job.client, cancel=job.cancel, on_progress=job.progress)
+            except Exception as exc:  # noqa: BLE001 - the batch fails with the reason; the server carries on
+                log.exception("batch %s failed", batch_id)
+                stats = Stats(status="error", message=f"{type(exc).__name__}: {exc}")
+            totals = journal.totals()
+            outputs = self._split_output(obj["id"], spec.output) if stats.status in ("completed", "cancelled") else None
+
+            def finish() -> None:
+                # Read again: a cancel may have marked the batch since it started.
+                current, _ = self._load_row(batch_id)
+                now = int(time.time())
+                if stats.status == "completed":
+                    current.update(status="completed", finalizing_at=now, completed_at=now)
+                elif stats.status == "cancelled":
+                    current.update(status="cancelled", cancelled_at=now)
+                else:
+                    current.update(status="failed", failed_at=now, errors={"object": "list", "data": [
+                        {"code": "batch_failed", "message": stats.message or stats.status, "param": None, "line": None}]})
+                for field, (name, content) in (outputs or {}).items():
+                    current[field] = self._store_file(name, content, "batch_output", owner)["id"]
+                current["request_counts"] = _counts(totals)
+                self._save(current, owner)
+
+            self._blocking(finish)
+        finally:
+            journal.close()
+
     def _job(self, batch_id: str, obj: dict[str, Any]) -> tuple[Any, Any]:
         from . import open_job
         from .spec import JobSpec
@@ -176,40 +324,9 @@ class FilesAPI:
                        concurrency=self.concurrency)
         return open_job(self.root / "jobs" / f"{batch_id}.db", spec)
 
-    def _start(self, batch_id: str) -> None:
-        if batch_id not in self._tasks or self._tasks[batch_id].done():
-            self._tasks[batch_id] = asyncio.get_running_loop().create_task(self._run(batch_id))
-
-    async def _run(self, batch_id: str) -> None:
-        from . import arun
-
-        obj = self._load(batch_id)
-        journal, spec = self._job(batch_id, obj)
-        try:
-            if obj["status"] == "validating":
-                obj.update(status="in_progress", in_progress_at=int(time.time()))
-                self._save(obj)
-            stats = await arun(journal, spec, client=self._client())
-            obj = self._load(batch_id)
-            totals = journal.totals()
-            if stats.status == "completed":
-                obj.update(status="finalizing", finalizing_at=int(time.time()))
-                self._save(obj)
-                self._finalize(obj, spec.output)
-                obj.update(status="completed", completed_at=int(time.time()))
-            elif stats.status == "cancelled":
-                self._finalize(obj, spec.output)
-                obj.update(status="cancelled", cancelled_at=int(time.time()))
-            else:
-                obj.update(status="failed", failed_at=int(time.time()),
-                           errors={"object": "list", "data": [{"code": "batch_failed", "message": stats.message or stats.status, "param": None, "line": None}]})
-            obj["request_counts"] = _counts(totals)
-            self._save(obj)
-        finally:
-            journal.close()
-
-    def _finalize(self, obj: dict[str, Any], output: str) -> None:
-        """Split the job's output into OpenAI's output file (200s) and error file (the rest)."""
+    @staticmethod
+    def _split_output(batch_id: str, output: str) -> dict[str, tuple[str, bytes]]:
+        """The job's output as OpenAI's output file (200s) and error file (the rest)."""
         good: list[bytes] = []
         bad: list[bytes] = []
         path = Path(output)
@@ -219,76 +336,192 @@ class FilesAPI:
                     record = loads(line)
                     response = record.get("response") or {}
                     (good if response.get("status_code") == 200 else bad).append(line)
+        files = {}
         if good:
-            obj["output_file_id"] = self._store_file(f"{obj['id']}_output.jsonl", b"".join(good), "batch_output")["id"]
+            files["output_file_id"] = (f"{batch_id}_output.jsonl", b"".join(good))
         if bad:
-            obj["error_file_id"] = self._store_file(f"{obj['id']}_error.jsonl", b"".join(bad), "batch_output")["id"]
+            files["error_file_id"] = (f"{batch_id}_error.jsonl", b"".join(bad))
+        return files
 
-    async def get_batch(self, batch_id: str) -> dict[str, Any]:
-        obj = self._load(batch_id)
-        if obj["status"] in _OPEN:
-            journal = self._journal_if_any(batch_id)
-            if journal is not None:
-                try:
-                    obj["request_counts"] = _counts(journal.totals())
-                finally:
-                    journal.close()
+    async def get_batch(self, batch_id: str, owner: Owner = Owner()) -> dict[str, Any]:
+        obj, _ = await self._call(self._load_visible, batch_id, owner)
+        return self._live(obj)
+
+    def _live(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """An open batch with the counts its running job last reported."""
+        job = self._jobs.get(obj["id"])
+        if obj["status"] in _OPEN and job is not None and job.counts is not None:
+            obj["request_counts"] = dict(job.counts)
         return obj
 
-    def _journal_if_any(self, batch_id: str) -> Any:
-        from .journal import Journal
+    async def list_batches(self, after: str | None = None, limit: int = 20, owner: Owner = Owner()) -> dict[str, Any]:
+        def objects() -> list[dict[str, Any]]:
+            rows = self.db.execute(f"SELECT object FROM batches WHERE {_VISIBLE} ORDER BY created_at DESC, rowid DESC",
+                                   owner.args()).fetchall()
+            return [loads(r[0]) for r in rows]
 
-        path = self.root / "jobs" / f"{batch_id}.db"
-        return Journal(path) if path.exists() else None
-
-    async def list_batches(self, after: str | None = None, limit: int = 20) -> dict[str, Any]:
-        rows = self.db.execute("SELECT id FROM batches ORDER BY created_at DESC, rowid DESC").fetchall()
-        ids = [r[0] for r in rows]
+        objs = await self._call(objects)
+        ids = [o["id"] for o in objs]
         if after:
-            ids = ids[ids.index(after) + 1:] if after in ids else []
-        page = [await self.get_batch(i) for i in ids[:limit]]
+            objs = objs[ids.index(after) + 1:] if after in ids else []
+        page = [self._live(o) for o in objs[:limit]]
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None, "has_more": len(ids) > limit}
+                "last_id": page[-1]["id"] if page else None, "has_more": len(objs) > limit}
 
-    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
-        obj = self._load(batch_id)
-        if obj["status"] not in _OPEN:
+    async def cancel_batch(self, batch_id: str, owner: Owner = Owner()) -> dict[str, Any]:
+        """Tell the batch's job to stop and answer at once: "cancelling" until the job has
+        stopped (it finishes the rows in flight), then "cancelled"."""
+
+        def mark() -> dict[str, Any]:
+            obj, owner_id = self._load_visible(batch_id, owner)
+            if obj["status"] not in _OPEN:
+                return obj
+            job = self._jobs.get(batch_id)
+            if job is not None and not job.future.done():
+                job.cancel.set()
+                obj.update(status="cancelling", cancelling_at=int(time.time()))
+            else:
+                # No job runs it (nothing left to stop): it is cancelled already.
+                now = int(time.time())
+                obj.update(status="cancelled", cancelling_at=now, cancelled_at=now)
+            self._save(obj, owner_id)
             return obj
-        journal = self._journal_if_any(batch_id)
-        if journal is not None:
-            try:
-                journal.set("cancel", True)
-            finally:
-                journal.close()
-        obj.update(status="cancelling", cancelling_at=int(time.time()))
-        self._save(obj)
-        return obj
+
+        return self._live(await self._call(mark))
 
     async def startup(self) -> None:
         """Resume the batches a previous server process left open."""
-        for (batch_id,) in self.db.execute("SELECT id FROM batches").fetchall():
-            if self._load(batch_id)["status"] in _OPEN:
-                self._start(batch_id)
+
+        def open_batches() -> list[dict[str, Any]]:
+            return [o for o in (loads(r[0]) for r in self.db.execute("SELECT object FROM batches").fetchall()) if o["status"] in _OPEN]
+
+        for obj in await self._call(open_batches):
+            self._start(obj["id"], cancelled=obj["status"] == "cancelling")
 
     async def shutdown(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        """Stop the running batches (they stay open, and the next ``startup`` resumes them)."""
+        for job in self._jobs.values():
+            job.stop()
+        await asyncio.gather(*(job.future for job in self._jobs.values()), return_exceptions=True)
+
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._call(close)
+        self._io.shutdown(wait=False)
 
     async def wait(self, batch_id: str) -> None:
-        """Until the batch's task ends (tests, and servers draining)."""
-        task = self._tasks.get(batch_id)
-        if task is not None:
-            await asyncio.shield(task)
+        """Until the batch's job ends (tests, and servers draining)."""
+        job = self._jobs.get(batch_id)
+        if job is not None:
+            await asyncio.shield(job.future)
 
-    def _save(self, obj: dict[str, Any]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", (obj["id"], obj["created_at"], dumps(obj)))
+    # -- the batches table (worker thread) ------------------------------------------------
 
-    def _load(self, batch_id: str) -> dict[str, Any]:
-        row = self.db.execute("SELECT object FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    def _save(self, obj: dict[str, Any], owner: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)", (obj["id"], obj["created_at"], dumps(obj), owner))
+
+    def _load_row(self, batch_id: str) -> tuple[dict[str, Any], str]:
+        row = self.db.execute("SELECT object, owner FROM batches WHERE id = ?", (batch_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"No batch found with id '{batch_id}'.", param="batch_id", code="not_found")
-        return loads(row[0])
+        return loads(row[0]), row[1]
+
+    def _load_visible(self, batch_id: str, owner: Owner) -> tuple[dict[str, Any], str]:
+        obj, owner_id = self._load_row(batch_id)
+        if not owner.admin and owner_id != owner.id:
+            raise NotFoundError(f"No batch found with id '{batch_id}'.", param="batch_id", code="not_found")
+        return obj, owner_id
+
+
+class _Job:
+    """One batch's thread: its own event loop runs the batch engine (journal writes,
+    output file), while model calls go back to the server's loop through ``client``.
+    ``cancel`` asks the engine to stop sending (a user's cancel); ``stop`` interrupts it
+    outright (the server shutting down: the batch stays open, to be resumed)."""
+
+    def __init__(self, client: _LoopBridge, future: asyncio.Future[None]) -> None:
+        self.client = client
+        self.cancel = threading.Event()
+        self.counts: dict[str, int] | None = None
+        # Done (on the server's loop) when the thread has ended.
+        self.future = future
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def thread_main(self, main: Callable[[], Awaitable[None]], slots: threading.BoundedSemaphore) -> None:
+        error: BaseException | None = None
+        try:
+            with slots:
+                asyncio.run(self._guarded(main))
+        except BaseException as exc:  # handed to whoever awaits the future
+            error = exc
+        try:
+            self.client.loop.call_soon_threadsafe(_end_future, self.future, error)
+        except RuntimeError:
+            pass  # the server's loop is closed: nobody waits any more
+
+    async def _guarded(self, main: Callable[[], Awaitable[None]]) -> None:
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        if self._stopping:
+            return
+        try:
+            await main()
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+
+    def stop(self) -> None:
+        self._stopping = True
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+
+    def progress(self, stats: Any) -> None:
+        self.counts = {"total": stats.total, "completed": stats.done, "failed": stats.failed}
+
+
+class _LoopBridge:
+    """The client as a batch's own loop sees it: each call runs on the server's loop, where
+    the client's connections (and the gateway's backends) live."""
+
+    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._target = client
+        self.loop = loop
+        self.config = getattr(client, "config", None)
+
+    def resolve(self, model: str | None) -> Any:
+        # On the server's loop too: resolving may build (and cache) the model's backend.
+        done: Future[Any] = Future()
+
+        def call() -> None:
+            try:
+                done.set_result(self._target.resolve(model))
+            except BaseException as exc:  # raised again on the batch's thread
+                done.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(call)
+        return done.result()
+
+    def request(self, model: str | None, prompt: Any = None, **params: Any) -> Any:
+        return self._target.request(model, prompt, **params)
+
+    async def send(self, request: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._target.send(request), self.loop))
+
+    async def aclose(self) -> None:
+        """The server closes the client itself."""
+
+
+def _end_future(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _file_object(file_id: str, filename: str, size: int, created: int, purpose: str) -> dict[str, Any]:
@@ -343,53 +576,127 @@ def asgi_app(api: FilesAPI) -> Callable[..., Awaitable[None]]:
     return app
 
 
-async def handle(api: FilesAPI, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Any:
+async def handle(api: FilesAPI, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes,
+                 owner: Owner = Owner()) -> Any:
     """Route one request to its handler (shared by ``asgi_app`` and any gateway that mounts us)."""
     parts = [p for p in path.split("/") if p]
     if parts[:1] == ["v1"]:
         parts = parts[1:]
     if parts[:1] == ["files"]:
         if len(parts) == 1 and method == "POST":
-            fields = parse_multipart(headers.get("content-type", ""), body)
+            # Off the event loop: even a bounded parse of a 16 MiB body takes a while.
+            fields = await asyncio.to_thread(parse_multipart, headers.get("content-type", ""), body)
             upload = fields.get("file")
             if upload is None:
                 raise BadRequestError("multipart field 'file' is required", param="file")
-            return await api.upload_file(upload[0] or "upload.jsonl", upload[1], fields.get("purpose", (None, b""))[1].decode())
+            purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", "replace")
+            return await api.upload_file(upload[0] or "upload.jsonl", upload[1], purpose, owner)
         if len(parts) == 1 and method == "GET":
-            return await api.list_files(query.get("purpose"), int(query.get("limit", 10000)), query.get("order", "desc"), query.get("after"))
+            return await api.list_files(query.get("purpose"), _int(query, "limit", 10000), query.get("order", "desc"), query.get("after"), owner)
         if len(parts) == 2 and method == "GET":
-            return await api.get_file(parts[1])
+            return await api.get_file(parts[1], owner)
         if len(parts) == 2 and method == "DELETE":
-            return await api.delete_file(parts[1])
+            return await api.delete_file(parts[1], owner)
         if len(parts) == 3 and parts[2] == "content" and method == "GET":
-            return await api.file_content(parts[1])
+            return await api.file_content(parts[1], owner)
     if parts[:1] == ["batches"]:
         if len(parts) == 1 and method == "POST":
             try:
                 payload = loads(body or b"{}")
             except JSONDecodeError:
                 raise BadRequestError("the body is not valid JSON") from None
-            return await api.create_batch(payload)
+            return await api.create_batch(payload, owner)
         if len(parts) == 1 and method == "GET":
-            return await api.list_batches(query.get("after"), int(query.get("limit", 20)))
+            return await api.list_batches(query.get("after"), _int(query, "limit", 20), owner)
         if len(parts) == 2 and method == "GET":
-            return await api.get_batch(parts[1])
+            return await api.get_batch(parts[1], owner)
         if len(parts) == 3 and parts[2] == "cancel" and method == "POST":
-            return await api.cancel_batch(parts[1])
+            return await api.cancel_batch(parts[1], owner)
     raise NotFoundError(f"no route for {method} {path}")
 
 
+def _int(query: dict[str, str], name: str, default: int) -> int:
+    value = query.get(name)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise BadRequestError(f"{name} must be a whole number, not {value!r}", param=name)
+    return int(value)
+
+
+# The Files API reads two fields (file and purpose); a few more are tolerated, thousands are
+# an attack on the parser.
+MAX_PARTS = 8
+MAX_PART_HEADER_BYTES = 8192
+# Every field but the file itself is a short string.
+MAX_FIELD_BYTES = 65536
+_BOUNDARY = re.compile(r'boundary=(?:"([^"]{1,70})"|([^\s;,"]{1,70}))', re.IGNORECASE)
+_PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
 def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    """multipart/form-data -> {field: (filename, bytes)}, with the stdlib's MIME parser."""
-    if not content_type.startswith("multipart/form-data"):
+    """multipart/form-data -> {field: (filename, bytes)}, in one pass of ``bytes.find``,
+    refusing more than ``MAX_PARTS`` parts, part headers over ``MAX_PART_HEADER_BYTES`` and
+    fields other than ``file`` over ``MAX_FIELD_BYTES`` before doing any work for them."""
+    if not content_type.lower().startswith("multipart/form-data"):
         raise BadRequestError("uploads must be multipart/form-data", param="file")
-    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    match = _BOUNDARY.search(content_type)
+    if match is None:
+        raise BadRequestError("the multipart/form-data content type has no boundary", param="file")
+    delimiter = b"--" + (match.group(1) or match.group(2)).encode("latin-1")
+    start = body.find(delimiter)
+    if start < 0:
+        raise BadRequestError("the multipart body has no part (its boundary does not occur)", param="file")
     fields: dict[str, tuple[str | None, bytes]] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
+    separator = b"\r\n" + delimiter
+    pos = start + len(delimiter)
+    parts = 0
+    while not body.startswith(b"--", pos):  # "--" after a delimiter closes the body
+        parts += 1
+        if parts > MAX_PARTS:
+            raise BadRequestError(f"the upload has more than {MAX_PARTS} multipart parts; the Files API takes 'file' and 'purpose'",
+                                  param="file", code="too_many_parts")
+        head_end = body.find(b"\r\n\r\n", pos, pos + MAX_PART_HEADER_BYTES + 4)
+        if head_end < 0:
+            raise BadRequestError(f"a multipart part's headers are missing or longer than {MAX_PART_HEADER_BYTES} bytes",
+                                  param="file", code="invalid_multipart")
+        headers = _part_headers(body[pos:head_end])
+        end = body.find(separator, head_end + 4)
+        if end < 0:
+            raise BadRequestError("the multipart body ends before its closing boundary", param="file", code="invalid_multipart")
+        name, filename = _disposition(headers.get("content-disposition", ""))
+        if name != "file" and end - head_end - 4 > MAX_FIELD_BYTES:
+            raise BadRequestError(f"multipart field {name!r} is over {MAX_FIELD_BYTES} bytes", param=name or "file", code="invalid_multipart")
         if name:
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            fields[name] = (filename, body[head_end + 4:end])
+        pos = end + len(separator)
     return fields
+
+
+def _part_headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in block.decode("utf-8", "replace").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _disposition(value: str) -> tuple[str | None, str | None]:
+    """(name, filename) of a ``form-data`` Content-Disposition (RFC 7578, with RFC 5987's
+    ``filename*`` when a client sends it)."""
+    params: dict[str, str] = {}
+    for key, raw in _PARAM.findall(value):
+        raw = raw.strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        params[key.lower()] = raw
+    filename = params.get("filename")
+    extended = params.get("filename*")
+    if extended and "''" in extended:
+        charset, _, encoded = extended.partition("''")
+        filename = unquote(encoded, encoding=charset or "utf-8", errors="replace")
+    return params.get("name"), filename
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:

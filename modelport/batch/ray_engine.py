@@ -26,7 +26,7 @@ from .engine import Engine, Stats
 from .journal import Journal
 from .ratelimit import Limits
 from .spec import JobSpec
-from .writers import AppendWriter, record_for
+from .writers import open_output, record_for
 
 MERGE_INTERVAL = 0.25
 
@@ -257,12 +257,12 @@ class _Merger:
     def __init__(self, journal: Journal, spec: JobSpec, bounds: list[tuple[int, int]], paths: list[Path]) -> None:
         self.journal, self.spec, self.bounds = journal, spec, bounds
         self.parts = [Journal(p) for p in paths]
-        written, size = journal.written
+        written, _ = journal.written
         # Where each partition's contiguous final rows are known to be copied up to.
         self.marks = [max(first, min(written, end)) for first, end in bounds]
         self.writer = None
         if spec.output and spec.output_format != "parquet":
-            self.writer = AppendWriter(spec.output, "csv" if spec.output_format == "csv" else "jsonl", size)
+            self.writer = open_output(journal, spec)
 
     def merge(self, stats: Stats) -> None:
         for k, (part, (_, end)) in enumerate(zip(self.parts, self.bounds)):

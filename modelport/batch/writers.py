@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..jsonio import dumps
 
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet", "openai")
+log = logging.getLogger("modelport.batch")
 RESULT_COLUMNS = ("answer", "parsed", "input_tokens", "output_tokens", "cost", "cached", "finish_reason", "error")
 
 
@@ -99,6 +101,31 @@ def _text(response: dict[str, Any]) -> str:
     return "".join(p.get("text", "") for p in parts if p.get("type") == "text")
 
 
+class RecordEncoder:
+    """Output records to bytes, the same bytes for the same records every time; a CSV
+    header comes with the first rows of a file, and later rows keep its column order."""
+
+    def __init__(self, fmt: str, columns: list[str] | None = None) -> None:
+        self.fmt = fmt
+        self.columns = columns
+
+    def encode(self, records: Iterable[dict[str, Any]], at_start: bool) -> bytes:
+        if self.fmt != "csv":
+            return b"".join(dumps(r) + b"\n" for r in records)
+        rows = [flat_record(r) for r in records]
+        if not rows:
+            return b""
+        text = io.StringIO()
+        if self.columns is None:
+            self.columns = list(rows[0])
+            if at_start:
+                csv.writer(text).writerow(self.columns)
+        writer = csv.DictWriter(text, self.columns, extrasaction="ignore")
+        for row in rows:
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+        return text.getvalue().encode("utf-8")
+
+
 class AppendWriter:
     """Appends records to a JSONL or CSV file, starting from a known-good length."""
 
@@ -111,31 +138,14 @@ class AppendWriter:
         # Drop anything past the committed length: a torn line from a killed run.
         self.file.truncate(size)
         self.file.seek(size)
-        self._columns: list[str] | None = _csv_header(self.path) if fmt == "csv" and size else None
+        self.encoder = RecordEncoder(fmt, _csv_header(self.path) if fmt == "csv" and size else None)
 
     @property
     def size(self) -> int:
         return self.file.tell()
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        if self.fmt == "csv":
-            self._write_csv(records)
-        else:
-            self.file.write(b"".join(dumps(r) + b"\n" for r in records))
-
-    def _write_csv(self, records: Iterable[dict[str, Any]]) -> None:
-        rows = [flat_record(r) for r in records]
-        if not rows:
-            return
-        text = io.StringIO()
-        if self._columns is None:
-            self._columns = list(rows[0])
-            if self.file.tell() == 0:
-                csv.writer(text).writerow(self._columns)
-        writer = csv.DictWriter(text, self._columns, extrasaction="ignore")
-        for row in rows:
-            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
-        self.file.write(text.getvalue().encode("utf-8"))
+        self.file.write(self.encoder.encode(records, self.file.tell() == 0))
 
     def flush(self) -> int:
         """Push the bytes to the OS (they then survive the process being killed); returns the length."""
@@ -144,6 +154,69 @@ class AppendWriter:
 
     def close(self) -> None:
         self.file.close()
+
+
+def append_format(spec: Any) -> str:
+    return "csv" if spec.output_format == "csv" else "jsonl"
+
+
+def _output_chunks(journal: Any, spec: Any, rows: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(rows so far, bytes) of the output the journal's final rows make, in order: the first
+    ``rows`` of them, or all that are contiguous from the first."""
+    encoder = RecordEncoder(append_format(spec))
+    start = 0
+    while rows is None or start < rows:
+        limit = 2000 if rows is None else min(2000, rows - start)
+        batch = journal.final_rows(start, limit)
+        if not batch:
+            return
+        chunk = encoder.encode([record_for(spec, *row) for row in batch], start == 0)
+        start = batch[-1][0] + 1
+        yield start, chunk
+
+
+def output_intact(journal: Any, spec: Any) -> bool:
+    """Whether the output file begins with exactly the rows the journal says were written:
+    each once, in order, nothing torn, truncated or overwritten (bytes past them are a torn
+    tail, which appending drops)."""
+    rows, size = journal.written
+    path = Path(spec.output)
+    try:
+        if path.stat().st_size < size:
+            return False
+    except FileNotFoundError:
+        return size == 0
+    seen = 0
+    done = 0
+    with path.open("rb") as f:
+        for done, chunk in _output_chunks(journal, spec, rows):
+            if f.read(len(chunk)) != chunk:
+                return False
+            seen += len(chunk)
+    return done == rows and seen == size
+
+
+def rewrite_output(journal: Any, spec: Any) -> None:
+    """Write the output again from the journal (to a new file renamed into place)."""
+    path = Path(spec.output)
+    tmp = path.with_name(path.name + ".tmp")
+    rows = size = 0
+    with tmp.open("wb") as f:
+        for rows, chunk in _output_chunks(journal, spec):
+            f.write(chunk)
+        size = f.tell()
+    os.replace(tmp, path)
+    journal.set_written(rows, size)
+
+
+def open_output(journal: Any, spec: Any) -> AppendWriter:
+    """The output, to append to from where the journal's written rows end; a file damaged
+    since (truncated mid-line, overwritten) is first rewritten from the journal."""
+    if not output_intact(journal, spec):
+        log.warning("the output %s differs from what the journal says was written (truncated or changed since); "
+                    "rewriting it from the journal", spec.output)
+        rewrite_output(journal, spec)
+    return AppendWriter(spec.output, append_format(spec), journal.written[1])
 
 
 def _csv_header(path: Path) -> list[str] | None:

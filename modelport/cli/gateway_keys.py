@@ -53,13 +53,16 @@ _store_option = click.option("--store", "store_path", type=click.Path(dir_okay=F
 @click.option("--budget", type=click.FloatRange(min=0), help="Spending limit in USD, at list prices.")
 @click.option("--models", multiple=True, help="Models this key may use; repeat or comma-separate; globs work (openai/*).")
 @click.option("--expires", help="30d, 12h, 2w, or a date such as 2027-01-31.")
+@click.option("--admin", is_flag=True, help="Sees every key's files and batches, not only its own.")
 @_store_option
 @friendly_errors
-def create(name: str, rpm: int | None, tpm: int | None, budget: float | None, models: tuple[str, ...], expires: str | None, store_path: str | None) -> None:
+def create(name: str, rpm: int | None, tpm: int | None, budget: float | None, models: tuple[str, ...], expires: str | None,
+           admin: bool, store_path: str | None) -> None:
     """Create a gateway key NAME and print it (the only time it is shown)."""
     allowed = [m.strip() for group in models for m in group.split(",") if m.strip()]
     store = _store(store_path)
-    key = store.create(name, rpm=rpm, tpm=tpm, budget=budget, models=allowed, expires=parse_expiry(expires) if expires else None)
+    key = store.create(name, rpm=rpm, tpm=tpm, budget=budget, models=allowed, expires=parse_expiry(expires) if expires else None,
+                       admin=admin)
     click.echo(key)
     click.echo(f"created gateway key {name!r} in {store.path}; it is shown only now, so store it safely", err=True)
 
@@ -93,7 +96,7 @@ def usage(include_revoked: bool, as_json: bool, store_path: str | None) -> None:
         click.echo(json.dumps([
             {"name": r.name, "requests": r.requests, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
              "cost_usd": round(r.cost, 6), "rpm": r.limits.rpm, "tpm": r.limits.tpm, "budget_usd": r.limits.budget,
-             "models": list(r.models), "expires": r.expires, "revoked": r.revoked, "last_used": r.last_used}
+             "models": list(r.models), "admin": r.admin, "expires": r.expires, "revoked": r.revoked, "last_used": r.last_used}
             for r in records
         ], indent=2))
         return
@@ -103,6 +106,7 @@ def usage(include_revoked: bool, as_json: bool, store_path: str | None) -> None:
     click.echo(f"{'name':20} {'requests':>9} {'in tok':>10} {'out tok':>10} {'spent $':>10}  {'limits':28} last used")
     for r in records:
         limits = ", ".join(part for part in (
+            "admin" if r.admin else "",
             f"{r.limits.rpm} rpm" if r.limits.rpm else "",
             f"{r.limits.tpm} tpm" if r.limits.tpm else "",
             f"${r.limits.budget:g}" if r.limits.budget is not None else "",

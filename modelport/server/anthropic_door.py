@@ -23,7 +23,7 @@ class AnthropicDoor:
         await gateway.respond(req, dialect.encode_response(response, request.model))
 
     async def models(self, req: Request, _: str) -> None:
-        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.router.list_models()))
+        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.list_models(req)))
 
     async def count_tokens(self, req: Request, _: str) -> None:
         # An estimate: backends offer no tokenizer call, and the count only has to be

@@ -43,7 +43,6 @@ log = logging.getLogger("modelport.server")
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_FILE_ID = re.compile(r"^file-[0-9a-f]{1,64}$")
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 KEY_SYNC_SECONDS = 1.0
@@ -77,7 +76,7 @@ class Request:
     """One HTTP exchange, as the doors and the services see it."""
 
     __slots__ = ("scope", "receive", "send", "method", "path", "headers", "query", "id", "_id_header",
-                 "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected")
+                 "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected", "metered")
 
     def __init__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]], request_id: str) -> None:
         self.scope, self.receive, self.send = scope, receive, send
@@ -99,6 +98,8 @@ class Request:
         self.usage: Usage | None = None
         self.cost = 0.0
         self.disconnected = False
+        # Whether this request has been booked against the key's rpm (see Gateway._meter).
+        self.metered = False
 
     @property
     def key_name(self) -> str:
@@ -238,6 +239,9 @@ class Gateway:
             ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
         ]
+        # Handlers that run a model book the key's limits themselves (tokens and cost too);
+        # every other endpoint costs one request of the key's rpm up front.
+        self._model_handlers = frozenset({oa.chat_completions, oa.completions, oa.embeddings, an.messages, gm.method})
         self._gemini_door = ("gemini", gemini, gm)
         self._anthropic_models = ("anthropic", anthropic, an.models)
         return routes, patterns
@@ -294,6 +298,8 @@ class Gateway:
                 door, req.dialect, handler, arg = self._route(req)
                 req.door = door
                 await self._authenticate(req, door)
+                if handler not in self._model_handlers:
+                    self._meter(req)
                 await handler(req, arg)
             except ModelportError as exc:
                 await self.fail(req, exc)
@@ -589,12 +595,52 @@ class Gateway:
             self._settle(req, booking, target, response.usage if response is not None else None)
 
     def admit_model(self, req: Request, model: str) -> Target:
-        """Route a model for a request that runs no model (token counting, model info)."""
+        """Route a model for a request that runs no model (token counting)."""
         target = self.router.targets(model)[0]
         req.model = model
+        self._meter(req)
         if req.caller is not None:
             self.keys.check_model(req.caller, model, target.name)
         return target
+
+    def _meter(self, req: Request) -> None:
+        """Book one request against the key's rpm, once, for an endpoint that runs no model
+        (the model services book their own, with tokens and cost). Zero tokens and zero cost
+        leave the key's tpm and budget as they are."""
+        if req.caller is not None and not req.metered:
+            req.metered = True
+            req.caller.state.reserve(0, 0.0)
+
+    def list_models(self, req: Request) -> list[Any]:
+        """The gateway's models that this caller may call."""
+        models = self.router.list_models()
+        caller = req.caller
+        if caller is None or not caller.record.models:
+            return models
+        return [info for info in models if self._may_call(caller, info.id)]
+
+    def find_model(self, req: Request, model: str) -> Any:
+        """One model's info; a model the caller may not call does not exist for it (404)."""
+        req.model = model
+        caller = req.caller
+        restricted = caller is not None and bool(caller.record.models)
+        try:
+            info = self.router.find_model(model)
+        except NotFoundError:
+            if not restricted:
+                raise
+            info = None  # the router's answer lists every model, the ones this key may not use too
+        if info is None or (caller is not None and not self._may_call(caller, model)):
+            raise NotFoundError(f"model {model!r} is not available to this gateway key", code="model_not_found", param="model",
+                                hint="GET /v1/models lists the models this key may use")
+        return info
+
+    def _may_call(self, caller: Caller, model: str) -> bool:
+        try:
+            target = self.router.targets(model)[0]
+        except ModelportError:
+            return caller.record.allows(model)
+        return caller.record.allows(model, target.name)
 
     # -- built-in endpoints ----------------------------------------------------------------
 
@@ -624,44 +670,32 @@ class Gateway:
         return self._files_api
 
     async def _batches(self, req: Request, _: str) -> None:
-        from ..batch.files_api import handle
+        from ..batch.files_api import Owner, handle
 
         api = self.files_api()
+        caller = req.caller
+        # Without a key (an open server) every caller is the one anonymous owner.
+        owner = Owner() if caller is None else Owner(caller.record.id, caller.record.admin)
         body = await req.body(self.settings.max_body_bytes) if req.method == "POST" else b""
-        if req.caller is not None and req.method == "POST" and req.path == "/v1/batches":
-            _refuse_metered_batches(req.caller)
-            await self._check_batch_models(req, api, body)
-        result = await handle(api, req.method, req.path, req.query, req.headers, body)
+        if caller is not None and req.method == "POST" and req.path == "/v1/batches":
+            _refuse_metered_batches(caller)
+            await self._check_batch_models(req, api, body, owner)
+        result = await handle(api, req.method, req.path, req.query, req.headers, body, owner)
         if isinstance(result, bytes):
             await self.respond(req, result, content_type=b"application/octet-stream")
         else:
             await self.respond(req, result)
 
-    async def _check_batch_models(self, req: Request, api: Any, body: bytes) -> None:
+    async def _check_batch_models(self, req: Request, api: Any, body: bytes, owner: Any) -> None:
         """A key limited to some models may not reach others through a batch file."""
         try:
             file_id = loads(body).get("input_file_id")
         except (JSONDecodeError, ValueError, AttributeError):
             return  # the handler answers the malformed body
-        # Only ids this API hands out name a file: nothing else may be read off the disk.
-        if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
+        if not isinstance(file_id, str):
             return
-        path = api.root / "files" / file_id
-        if not path.is_file():
-            return
-
-        def models() -> set[str]:
-            names: set[str] = set()
-            with path.open("rb") as f:
-                for line in f:
-                    try:
-                        names.add(str(loads(line)["body"]["model"]))
-                    except (JSONDecodeError, ValueError, KeyError, TypeError):
-                        continue
-            return names
-
         assert req.caller is not None
-        for model in await asyncio.to_thread(models):
+        for model in await api.file_models(file_id, owner):
             try:
                 target = self.router.targets(model)[0]
             except ModelportError:
@@ -716,7 +750,7 @@ class Gateway:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
         if self.auth_required and not len(self.keys):
             log.warning("authentication is on but no gateway key exists: create one with `modelport keys create NAME`")
-        if (self._batch_root() / "files.db").exists():
+        if await asyncio.to_thread((self._batch_root() / "files.db").exists):
             # Batches a stopped server left open carry on.
             await self.files_api().startup()
 
@@ -728,8 +762,10 @@ class Gateway:
         if self._files_api is not None:
             await self._files_api.shutdown()
         await self.client.aclose()
+        loop = asyncio.get_running_loop()
         if self.call_log is not None:
-            await asyncio.get_running_loop().run_in_executor(self._io, self.call_log.flush, 5.0)
+            await loop.run_in_executor(self._io, self.call_log.flush, 5.0)
+        await loop.run_in_executor(self._io, self.keys.store.close)
         self._io.shutdown(wait=False)
 
     async def _lifespan(self, receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:

@@ -50,9 +50,12 @@ CREATE TABLE IF NOT EXISTS gateway_keys (
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cost REAL NOT NULL DEFAULT 0,
-    last_used REAL
+    last_used REAL,
+    admin INTEGER NOT NULL DEFAULT 0
 );
 """
+# Columns added after the first release: a store made before gains them when opened.
+_MIGRATIONS = (("admin", "ALTER TABLE gateway_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0"),)
 
 
 def default_store_path() -> Path:
@@ -85,6 +88,8 @@ class KeyRecord:
     output_tokens: int = 0
     cost: float = 0.0
     last_used: float | None = None
+    # Sees every key's files and batches (the Files/Batches API), not only its own.
+    admin: bool = False
 
     def allows(self, *names: str) -> bool:
         """Whether this key may use a model, asked for by any of its names."""
@@ -95,22 +100,39 @@ class KeyRecord:
 
 class KeyStore:
     """The SQLite file of gateway keys and their usage totals. Blocking: call it from the
-    CLI, or from a worker thread in the server."""
+    CLI, or from one worker thread in the server. One connection, opened on first use and
+    kept until ``close``: reopening it every second would leave a trail of handles."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else default_store_path()
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
+        """The store's connection (the caller holds ``_lock``)."""
+        if self._db is not None:
+            return self._db
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        db = sqlite3.connect(self.path, timeout=10)
+        db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
         if new:
             # The file holds only hashes, but its usage totals are nobody else's business.
             os.chmod(self.path, 0o600)
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA)
+        with db:
+            db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(gateway_keys)")}
+            for column, statement in _MIGRATIONS:
+                if column not in columns:
+                    db.execute(statement)
+        self._db = db
         return db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def create(
         self,
@@ -121,6 +143,7 @@ class KeyStore:
         budget: float | None = None,
         models: Iterable[str] = (),
         expires: float | None = None,
+        admin: bool = False,
     ) -> str:
         """Store a new key and return it: the only time its secret is ever seen."""
         if not name or not name.strip():
@@ -131,9 +154,9 @@ class KeyStore:
         with self._lock, self._connect() as db:
             try:
                 db.execute(
-                    "INSERT INTO gateway_keys (id, name, salt, hash, rpm, tpm, budget, models, expires, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key_id, name, salt, _digest(salt, secret), rpm, tpm, budget, ",".join(models) or None, expires, time.time()),
+                    "INSERT INTO gateway_keys (id, name, salt, hash, rpm, tpm, budget, models, expires, created, admin)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key_id, name, salt, _digest(salt, secret), rpm, tpm, budget, ",".join(models) or None, expires, time.time(), int(admin)),
                 )
             except sqlite3.IntegrityError:
                 raise BadRequestError(
@@ -147,7 +170,7 @@ class KeyStore:
             return cursor.rowcount > 0
 
     def records(self, include_revoked: bool = False) -> list[KeyRecord]:
-        query = "SELECT id, name, salt, hash, rpm, tpm, budget, models, expires, revoked, created, requests, input_tokens, output_tokens, cost, last_used FROM gateway_keys"
+        query = "SELECT id, name, salt, hash, rpm, tpm, budget, models, expires, revoked, created, requests, input_tokens, output_tokens, cost, last_used, admin FROM gateway_keys"
         if not include_revoked:
             query += " WHERE revoked IS NULL"
         with self._lock, self._connect() as db:
@@ -156,7 +179,7 @@ class KeyStore:
             KeyRecord(
                 id=r[0], name=r[1], salt=r[2], hash=r[3], limits=KeyLimits(r[4], r[5], r[6]),
                 models=tuple(r[7].split(",")) if r[7] else (), expires=r[8], revoked=r[9], created=r[10],
-                requests=r[11], input_tokens=r[12], output_tokens=r[13], cost=r[14], last_used=r[15],
+                requests=r[11], input_tokens=r[12], output_tokens=r[13], cost=r[14], last_used=r[15], admin=bool(r[16]),
             )
             for r in rows
         ]

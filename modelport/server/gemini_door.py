@@ -61,13 +61,11 @@ class GeminiDoor:
         await gateway.respond(req, dialect.encode_embeddings_response(response, batch=method == "batchEmbedContents"))
 
     async def models(self, req: Request, _: str) -> None:
-        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.router.list_models()))
+        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.list_models(req)))
 
     async def model(self, req: Request, model: str) -> None:
         model = _model_name(model)
-        info = self.gateway.router.find_model(model)
-        if req.caller is not None:
-            self.gateway.admit_model(req, model)
+        info = self.gateway.find_model(req, model)
         await self.gateway.respond(req, self.dialect.encode_model(info))
 
 
