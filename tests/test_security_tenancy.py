@@ -152,9 +152,9 @@ def test_files_and_batches_are_seen_only_by_their_key_and_admins(gateway: Gatewa
 
 def test_open_server_callers_without_a_key_share_one_owner_and_keys_keep_their_own(tmp_path: Path, upstream: OpenAIUpstream) -> None:
     store = KeyStore(tmp_path / "gateway.db")
-    key = store.create("keyed")
     settings = Settings(log_calls=False, keys_path=str(store.path), batch_dir=str(tmp_path / "batches"))
     with GatewayThread(settings, config=_config(upstream)) as gw:
+        key = store.create("keyed")  # made after the server started, with no key store then
         anon, other_anon, keyed = _sdk(gw, "-"), _sdk(gw, "sk-anything"), _sdk(gw, key)
         anonymous_file = _upload(anon, tmp_path, 1, "anon.jsonl")
         keyed_file = _upload(keyed, tmp_path, 1, "keyed.jsonl")
@@ -448,10 +448,17 @@ def test_output_truncated_during_a_run_is_whole_at_the_end(tmp_path: Path) -> No
         spec = JobSpec(job_id="cut", model="fake/gpt-fake", prompt="Say: {text}", input_format="rows", output=str(out),
                        output_format="jsonl", concurrency=2)
         journal, spec = open_job(tmp_path / "cut.db", spec)
-        client = AsyncClient(max_retries=0, config={"providers": {"fake": {"base_url": fake.base_url}}})
+
+        async def main() -> Any:
+            client = AsyncClient(max_retries=0, config={"providers": {"fake": {"base_url": fake.base_url}}})
+            try:
+                return await arun(journal, spec, rows=[{"text": f"row {i}"} for i in range(rows)], client=client,
+                                  on_records=truncate_once)
+            finally:
+                await client.aclose()
+
         try:
-            stats = asyncio.run(arun(journal, spec, rows=[{"text": f"row {i}"} for i in range(rows)], client=client,
-                                     on_records=truncate_once))
+            stats = asyncio.run(main())
         finally:
             journal.close()
     assert truncated and stats.status == "completed"

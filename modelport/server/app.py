@@ -322,17 +322,18 @@ class Gateway:
         if door == "health":
             return
         key = req.presented_key()
-        if not self.auth_required:
-            # Open server: a real gateway key still attributes usage; SDK placeholders are ignored.
-            if key and key.startswith("mpk_"):
-                _, req.caller = self.keys.lookup(key)
-            return
         if key:
             key_id, caller = self.keys.lookup(key)
             if caller is None and key_id is not None:
                 # Perhaps a key made since the last sync: read the store (unless a read that
                 # began after this request arrived already did), then look again.
                 await self.sync_keys(unless_since=req.started)
+        if not self.auth_required:
+            # Open server: a real gateway key still attributes usage and owns its files and
+            # batches; SDK placeholders are ignored.
+            if key and key.startswith("mpk_"):
+                _, req.caller = self.keys.lookup(key)
+            return
         req.caller = self.keys.authenticate(key)
 
     # -- responses -----------------------------------------------------------------------

@@ -173,6 +173,8 @@ class KeyStore:
         query = "SELECT id, name, salt, hash, rpm, tpm, budget, models, expires, revoked, created, requests, input_tokens, output_tokens, cost, last_used, admin FROM gateway_keys"
         if not include_revoked:
             query += " WHERE revoked IS NULL"
+        if self._db is None and not self.path.exists():
+            return []  # reading makes no store
         with self._lock, self._connect() as db:
             rows = db.execute(query + " ORDER BY created").fetchall()
         return [
