@@ -35,7 +35,7 @@ from ..errors import (
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamAccumulator, StreamEvent, Usage
 from .auth import Caller, KeyRing, KeyStore
-from .limits import Booking, estimate_tokens
+from .limits import MESSAGE_OVERHEAD_BOUND, Booking, charged_usage, output_token_bound, prompt_token_bound, text_token_bound
 from .metrics import Metrics
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
 
@@ -185,7 +185,7 @@ class Gateway:
         self.settings = settings or Settings()
         self.client = AsyncClient(config=config, api_keys=api_keys, max_retries=0, source="gateway")
         self.router = Router(self.client, api_keys)
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.router.metric_label)
         self.keys = KeyRing(KeyStore(self.settings.keys_path))
         self.auth_required = self.settings.auth_required
         from ..calllog import log_for
@@ -371,30 +371,33 @@ class Gateway:
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise BadRequestError(f"invalid request body: {type(exc).__name__}: {exc}", param="body") from None
 
-    def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None]:
-        """Route, check the key's models, cap max_tokens and book the key's limits."""
+    def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None, int]:
+        """Route, check the key's models, cap max_tokens and book the key's limits at the
+        worst case: a bound on the prompt's tokens (also returned) plus max_tokens."""
         targets = self.router.targets(request.model)
         req.model = request.model
         cap = self.settings.max_tokens
         if request.max_tokens is None or request.max_tokens <= 0 or request.max_tokens > cap:
             request = replace(request, max_tokens=cap)
+        prompt_tokens = prompt_token_bound(request)
         caller = req.caller
         if caller is None:
-            return targets, request, None
+            return targets, request, None, prompt_tokens
         self.keys.check_model(caller, request.model, targets[0].name)
-        tokens = estimate_tokens(request)
         limits = caller.record.limits
-        cost = self._worst_cost(targets, Usage(tokens, request.max_tokens or 0)) if limits.budget is not None else 0.0
-        return targets, request, caller.state.reserve(tokens + (request.max_tokens or 0), cost)
+        worst = Usage(prompt_tokens, request.max_tokens or 0)
+        cost = self._worst_cost(targets, worst) if limits.budget is not None else 0.0
+        return targets, request, caller.state.reserve(worst.total_tokens, cost), prompt_tokens
 
     def _price(self, target: Target) -> Any:
-        """The target's price, looked up once: price_for reads the config file each time."""
+        """The target's price, from this gateway's own config, looked up once per target."""
         try:
             return self._prices[target.name]
         except KeyError:
-            from ..prices import price_for
+            from ..prices import config_prices, price_for
 
-            price = self._prices[target.name] = price_for(target.provider.name, target.model_id)
+            overrides = config_prices(self.client.config)
+            price = self._prices[target.name] = price_for(target.provider.name, target.model_id, overrides=overrides)
             return price
 
     def _worst_cost(self, targets: tuple[Target, ...], usage: Usage) -> float:
@@ -436,11 +439,12 @@ class Gateway:
 
     async def chat(self, req: Request, request: ChatRequest) -> ChatResponse:
         """A whole answer, from the first target that does not fail with a fallback error."""
-        targets, request, booking = self._admit(req, request)
+        targets, request, booking, prompt_tokens = self._admit(req, request)
         interrupt = _Interrupt()
         timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
         target = targets[0]
         response: ChatResponse | None = None
+        unknown = False  # stopped while the upstream worked: what it used is unknown
         try:
             for i, target in enumerate(targets):
                 try:
@@ -456,6 +460,7 @@ class Gateway:
                 return response
             raise AssertionError("unreachable: the last target returns or raises")
         except asyncio.CancelledError:
+            unknown = True
             if interrupt.absorb() is None:
                 raise
             error = _timeout_error(self.settings.request_timeout)
@@ -464,7 +469,12 @@ class Gateway:
         finally:
             timer.cancel()
             interrupt.disarm()
-            self._settle(req, booking, target, response.usage if response is not None else None)
+            if response is not None:
+                usage = charged_usage(response.usage, prompt_tokens, output_token_bound(response.message, request.max_tokens), complete=True)
+            else:
+                # An upstream error is not billed; a call cut short may have used its worst case.
+                usage = Usage(prompt_tokens, request.max_tokens or 0) if unknown else None
+            self._settle(req, booking, target, usage)
 
     async def stream(self, req: Request, request: ChatRequest, encoder: Any) -> None:
         """Stream the answer through the dialect's encoder.
@@ -473,7 +483,7 @@ class Gateway:
         upstream 429) still get a proper status, and fallbacks still apply. After that, a
         failure ends the stream with the dialect's error event.
         """
-        targets, request, booking = self._admit(req, request)
+        targets, request, booking, prompt_tokens = self._admit(req, request)
         loop = asyncio.get_running_loop()
         interrupt = _Interrupt()
         timer = loop.call_later(self.settings.request_timeout, interrupt.fire, "timeout")
@@ -483,6 +493,9 @@ class Gateway:
         acc = StreamAccumulator(request.model, target.provider.name)
         error: ModelportError | None = None
         send = req.send
+        # What to charge: the delivered answer once one has begun, else the worst case if the
+        # upstream was stopped while it worked (unknown), else nothing (an upstream error).
+        unknown = complete = False
         try:
             try:
                 events, first, target = await self._open_stream(req, request, targets)
@@ -502,7 +515,9 @@ class Gateway:
                         if chunk:
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tail = encoder.close()
+                complete = True
             except asyncio.CancelledError:
+                unknown = events is None
                 reason = interrupt.absorb()
                 if reason is None:
                     raise
@@ -532,9 +547,14 @@ class Gateway:
                 watcher.cancel()
             if events is not None:
                 await events.aclose()
-            response = acc.response(time.perf_counter() - req.started) if error is None else None
-            self._settle(req, booking, target, acc.usage)
-            self._log_call(req, request, target, response, error)
+            answer = acc.response(time.perf_counter() - req.started)
+            if events is not None:
+                delivered = output_token_bound(answer.message, request.max_tokens)
+                usage = charged_usage(acc.usage, prompt_tokens, delivered, complete=complete)
+            else:
+                usage = Usage(prompt_tokens, request.max_tokens or 0) if unknown else None
+            self._settle(req, booking, target, usage)
+            self._log_call(req, request, target, answer if error is None else None, error)
 
     async def _open_stream(self, req: Request, request: ChatRequest, targets: tuple[Target, ...]) -> tuple[Any, StreamEvent | None, Target]:
         for i, target in enumerate(targets):
@@ -567,26 +587,33 @@ class Gateway:
         target = targets[0]
         caller = req.caller
         booking = None
+        # A bound, as for chat: bytes, plus the BOS/EOS-style markers around each input.
+        tokens = text_token_bound(inputs) + MESSAGE_OVERHEAD_BOUND * len(inputs)
         if caller is not None:
             self.keys.check_model(caller, model, target.name)
-            tokens = sum(len(text) for text in inputs) // 4 + len(inputs)
             limits = caller.record.limits
             cost = self._worst_cost(targets[:1], Usage(tokens)) if limits.budget is not None else 0.0
             booking = caller.state.reserve(tokens, cost)
         interrupt = _Interrupt()
         timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
         response = None
+        unknown = False
         try:
             response = await target.backend.aembed(inputs, target.model_id)
             return response
         except asyncio.CancelledError:
+            unknown = True
             if interrupt.absorb() is None:
                 raise
             raise _timeout_error(self.settings.request_timeout) from None
         finally:
             timer.cancel()
             interrupt.disarm()
-            self._settle(req, booking, target, response.usage if response is not None else None)
+            if response is not None:
+                usage: Usage | None = charged_usage(response.usage, tokens, 0, complete=True)
+            else:
+                usage = Usage(tokens) if unknown else None
+            self._settle(req, booking, target, usage)
 
     def admit_model(self, req: Request, model: str) -> Target:
         """Route a model for a request that runs no model (token counting, model info)."""
