@@ -77,9 +77,10 @@ def _load(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}", hint=f"fix or remove {file}") from None
 
 
-def section(name: str) -> dict[str, Any]:
-    """One ``[table]`` of the config file, or {} when absent or not a table."""
-    value = load_config().get(name, {})
+def section(name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``[table]`` of a loaded config (by default the process's config file), or {} when
+    absent or not a table."""
+    value = (load_config() if config is None else config).get(name, {})
     return value if isinstance(value, dict) else {}
 
 

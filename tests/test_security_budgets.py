@@ -258,3 +258,25 @@ def test_serve_config_file_prices_make_budget_keys_work(tmp_path, store: KeyStor
         record = next(r for r in store.records() if r.name == "budgeted")
         # One input word and two output words at $1 and $2 per million tokens.
         assert record.requests == 1 and record.cost == pytest.approx((1 * 1.0 + 2 * 2.0) / 1e6)
+
+
+def test_a_clients_own_config_reaches_its_cache_and_its_logged_prices(openai_upstream: OpenAIUpstream) -> None:
+    # The gateway's client is built the same way: one loaded config for routing, [cache],
+    # [log] and the [prices] its call log costs calls at, not the default file for some of them.
+    from modelport import Client
+    from modelport.calllog import log_for
+
+    config = {
+        "providers": {"mybox": {"base_url": openai_upstream.base_url}},
+        "prices": {"mybox/*": {"input": 1.0, "output": 2.0}},
+        "cache": {"enabled": True},
+    }
+    client = Client(config=config, log=True)
+    first = client.chat("mybox/m", "cached prompt")
+    second = client.chat("mybox/m", "cached prompt")
+    assert second.text == first.text == "echo: cached prompt"
+    assert openai_upstream.request_count == 1  # the second answer came from [cache]
+    log = log_for("sdk", True)
+    assert log is not None and log.flush(10)
+    calls = log.query(provider="mybox", oldest_first=True)
+    assert calls[0].cost == pytest.approx((2 * 1.0 + 3 * 2.0) / 1e6)  # two words in, three out

@@ -33,9 +33,9 @@ from ..errors import (
     TimeoutError,
 )
 from ..jsonio import JSONDecodeError, dumps, loads
-from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamAccumulator, StreamEvent, Usage
+from ..types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, Usage
 from .auth import Caller, KeyRing, KeyStore
-from .limits import MESSAGE_OVERHEAD_BOUND, Booking, charged_usage, output_token_bound, prompt_token_bound, text_token_bound
+from .limits import MESSAGE_OVERHEAD_BOUND, Booking, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
 
@@ -190,7 +190,7 @@ class Gateway:
         self.auth_required = self.settings.auth_required
         from ..calllog import log_for
 
-        self.call_log = log_for("gateway", self.settings.log_calls)
+        self.call_log = log_for("gateway", self.settings.log_calls, self.client.config)
         # One thread for the key store: SQLite connections stay on the thread that made them.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-keys")
         self._sync_lock: asyncio.Lock | None = None
@@ -394,10 +394,9 @@ class Gateway:
         try:
             return self._prices[target.name]
         except KeyError:
-            from ..prices import config_prices, price_for
+            from ..prices import price_for
 
-            overrides = config_prices(self.client.config)
-            price = self._prices[target.name] = price_for(target.provider.name, target.model_id, overrides=overrides)
+            price = self._prices[target.name] = price_for(target.provider.name, target.model_id, overrides=self.client.prices)
             return price
 
     def _worst_cost(self, targets: tuple[Target, ...], usage: Usage) -> float:
@@ -435,6 +434,7 @@ class Gateway:
             self.call_log.record(
                 request, response, error, provider=target.provider.name, model=target.model_id,
                 source="gateway", latency=time.perf_counter() - req.started, key_name=req.caller.name if req.caller else None,
+                prices=self.client.prices,
             )
 
     async def chat(self, req: Request, request: ChatRequest) -> ChatResponse:
@@ -444,7 +444,7 @@ class Gateway:
         timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
         target = targets[0]
         response: ChatResponse | None = None
-        unknown = False  # stopped while the upstream worked: what it used is unknown
+        cut_off = False  # stopped while the upstream worked: what it used is unknown
         try:
             for i, target in enumerate(targets):
                 try:
@@ -460,7 +460,7 @@ class Gateway:
                 return response
             raise AssertionError("unreachable: the last target returns or raises")
         except asyncio.CancelledError:
-            unknown = True
+            cut_off = True
             if interrupt.absorb() is None:
                 raise
             error = _timeout_error(self.settings.request_timeout)
@@ -469,11 +469,9 @@ class Gateway:
         finally:
             timer.cancel()
             interrupt.disarm()
-            if response is not None:
-                usage = charged_usage(response.usage, prompt_tokens, output_token_bound(response.message, request.max_tokens), complete=True)
-            else:
-                # An upstream error is not billed; a call cut short may have used its worst case.
-                usage = Usage(prompt_tokens, request.max_tokens or 0) if unknown else None
+            answer = response.message if response is not None else None
+            usage = settlement(answer, response.usage if response is not None else None, prompt_tokens, request.max_tokens or 0,
+                               complete=True, cut_off=cut_off)
             self._settle(req, booking, target, usage)
 
     async def stream(self, req: Request, request: ChatRequest, encoder: Any) -> None:
@@ -494,8 +492,8 @@ class Gateway:
         error: ModelportError | None = None
         send = req.send
         # What to charge: the delivered answer once one has begun, else the worst case if the
-        # upstream was stopped while it worked (unknown), else nothing (an upstream error).
-        unknown = complete = False
+        # upstream was stopped while it worked (cut off), else nothing (an upstream error).
+        cut_off = complete = False
         try:
             try:
                 events, first, target = await self._open_stream(req, request, targets)
@@ -517,7 +515,7 @@ class Gateway:
                 tail = encoder.close()
                 complete = True
             except asyncio.CancelledError:
-                unknown = events is None
+                cut_off = events is None
                 reason = interrupt.absorb()
                 if reason is None:
                     raise
@@ -548,11 +546,8 @@ class Gateway:
             if events is not None:
                 await events.aclose()
             answer = acc.response(time.perf_counter() - req.started)
-            if events is not None:
-                delivered = output_token_bound(answer.message, request.max_tokens)
-                usage = charged_usage(acc.usage, prompt_tokens, delivered, complete=complete)
-            else:
-                usage = Usage(prompt_tokens, request.max_tokens or 0) if unknown else None
+            usage = settlement(answer.message if events is not None else None, acc.usage, prompt_tokens, request.max_tokens or 0,
+                               complete=complete, cut_off=cut_off)
             self._settle(req, booking, target, usage)
             self._log_call(req, request, target, answer if error is None else None, error)
 
@@ -597,22 +592,20 @@ class Gateway:
         interrupt = _Interrupt()
         timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
         response = None
-        unknown = False
+        cut_off = False
         try:
             response = await target.backend.aembed(inputs, target.model_id)
             return response
         except asyncio.CancelledError:
-            unknown = True
+            cut_off = True
             if interrupt.absorb() is None:
                 raise
             raise _timeout_error(self.settings.request_timeout) from None
         finally:
             timer.cancel()
             interrupt.disarm()
-            if response is not None:
-                usage: Usage | None = charged_usage(response.usage, tokens, 0, complete=True)
-            else:
-                usage = Usage(tokens) if unknown else None
+            answer = Message("assistant") if response is not None else None  # embeddings answer no tokens
+            usage = settlement(answer, response.usage if response is not None else None, tokens, 0, complete=True, cut_off=cut_off)
             self._settle(req, booking, target, usage)
 
     def admit_model(self, req: Request, model: str) -> Target:

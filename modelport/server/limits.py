@@ -123,6 +123,15 @@ def charged_usage(reported: Usage | None, prompt_bound: int, output_bound: int, 
     return usage if output_tokens == reported_output else replace(usage, output_tokens=output_tokens)
 
 
+def settlement(answer: Message | None, reported: Usage | None, prompt_bound: int, max_tokens: int, *, complete: bool, cut_off: bool) -> Usage | None:
+    """What a finished call is charged: ``charged_usage`` once an answer (even part of one)
+    came back; else the worst case if the gateway cut the call off while the upstream worked
+    (what it used is unknown), else nothing (an upstream error, which providers do not bill)."""
+    if answer is not None:
+        return charged_usage(reported, prompt_bound, output_token_bound(answer, max_tokens), complete=complete)
+    return Usage(prompt_bound, max_tokens) if cut_off else None
+
+
 @dataclass(slots=True)
 class KeyLimits:
     rpm: int | None = None
