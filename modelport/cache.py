@@ -45,9 +45,9 @@ def _migration_1_entries(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [_migration_1_entries]
 
 
-def default_cache_path() -> Path:
+def default_cache_path(loaded: dict[str, Any] | None = None) -> Path:
     configured = os.environ.get("MODELPORT_CACHE_PATH")
-    return Path(configured).expanduser() if configured else default_log_path().parent / "cache.db"
+    return Path(configured).expanduser() if configured else default_log_path(loaded).parent / "cache.db"
 
 
 def cache_for(setting: bool | float | None = None, loaded: dict[str, Any] | None = None) -> ResponseCache | None:
@@ -65,7 +65,7 @@ def cache_for(setting: bool | float | None = None, loaded: dict[str, Any] | None
     if setting is False:
         return None
     ttl = config.get("ttl") if setting is True else float(setting)
-    return ResponseCache(ttl=None if ttl is None else float(ttl))
+    return ResponseCache(default_cache_path(loaded), ttl=None if ttl is None else float(ttl))
 
 
 def request_key(request: ChatRequest) -> str:
