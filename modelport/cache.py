@@ -45,27 +45,27 @@ def _migration_1_entries(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [_migration_1_entries]
 
 
-def default_cache_path() -> Path:
+def default_cache_path(loaded: dict[str, Any] | None = None) -> Path:
     configured = os.environ.get("MODELPORT_CACHE_PATH")
-    return Path(configured).expanduser() if configured else default_log_path().parent / "cache.db"
+    return Path(configured).expanduser() if configured else default_log_path(loaded).parent / "cache.db"
 
 
-def cache_for(setting: bool | float | None = None) -> ResponseCache | None:
+def cache_for(setting: bool | float | None = None, loaded: dict[str, Any] | None = None) -> ResponseCache | None:
     """The cache to use, or None: ``MODELPORT_CACHE=0`` always wins; then ``setting``
     (True, False, or a TTL in seconds); then ``MODELPORT_CACHE`` (1 or a TTL); then the
-    config's ``[cache]`` table; else off."""
+    config's ``[cache]`` table (``loaded``, by default the process's config file); else off."""
     env = os.environ.get("MODELPORT_CACHE", "").strip().lower()
     if env in {"0", "false", "no", "off"}:
         return None
     if setting is None and env:
         setting = True if env in {"1", "true", "yes", "on"} else float(env)
-    config = section("cache")
+    config = section("cache", loaded)
     if setting is None:
         setting = bool(config.get("enabled", False))
     if setting is False:
         return None
     ttl = config.get("ttl") if setting is True else float(setting)
-    return ResponseCache(ttl=None if ttl is None else float(ttl))
+    return ResponseCache(default_cache_path(loaded), ttl=None if ttl is None else float(ttl))
 
 
 def request_key(request: ChatRequest) -> str:

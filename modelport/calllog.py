@@ -258,16 +258,16 @@ def scrub_params(value: Any) -> Any:
 # Switches and the shared instance
 
 
-def default_log_path() -> Path:
-    """``MODELPORT_LOG_PATH``, else the config's ``[log] path``, else ``logs.db`` in the
-    user data dir."""
-    configured = os.environ.get("MODELPORT_LOG_PATH") or config.section("log").get("path")
+def default_log_path(loaded: dict[str, Any] | None = None) -> Path:
+    """``MODELPORT_LOG_PATH``, else the config's ``[log] path`` (``loaded``, by default the
+    process's config file), else ``logs.db`` in the user data dir."""
+    configured = os.environ.get("MODELPORT_LOG_PATH") or config.section("log", loaded).get("path")
     if configured:
         return Path(configured).expanduser()
     return config.data_dir() / "logs.db"
 
 
-def logging_enabled(source: str, enabled: bool | None = None) -> bool:
+def logging_enabled(source: str, enabled: bool | None = None, loaded: dict[str, Any] | None = None) -> bool:
     """Whether calls from ``source`` are logged: ``MODELPORT_LOG=0`` always wins; then the
     caller's explicit choice; then ``MODELPORT_LOG=1``; then ``[log] enabled`` in the
     config; else on for the CLI, batch engine and gateway and off for the SDK."""
@@ -278,7 +278,7 @@ def logging_enabled(source: str, enabled: bool | None = None) -> bool:
         return enabled
     if env in _ON:
         return True
-    configured = config.section("log").get("enabled")
+    configured = config.section("log", loaded).get("enabled")
     if configured is not None:
         return bool(configured)
     return source != "sdk"
@@ -288,11 +288,12 @@ _shared: dict[Path, CallLog] = {}
 _shared_lock = threading.Lock()
 
 
-def log_for(source: str, enabled: bool | None = None) -> CallLog | None:
-    """The process-wide log if calls from ``source`` should be logged, else None."""
-    if not logging_enabled(source, enabled):
+def log_for(source: str, enabled: bool | None = None, loaded: dict[str, Any] | None = None) -> CallLog | None:
+    """The process-wide log if calls from ``source`` should be logged, else None; ``loaded``
+    is the caller's config (by default the process's config file)."""
+    if not logging_enabled(source, enabled, loaded):
         return None
-    path = default_log_path()
+    path = default_log_path(loaded)
     with _shared_lock:
         log = _shared.get(path)
         if log is None:
@@ -427,7 +428,7 @@ class _Pending:
     """One queued call, already plain data so the caller may reuse its objects at once."""
 
     __slots__ = ("id", "ts", "request", "response", "error_kind", "error", "provider", "model", "source",
-                 "latency", "conversation_id", "key_name", "cached", "usage", "batch_discount")
+                 "latency", "conversation_id", "key_name", "cached", "usage", "batch_discount", "prices")
 
     def __init__(self, **fields: Any) -> None:
         for name, value in fields.items():
@@ -501,13 +502,15 @@ class CallLog:
         key_name: str | None = None,
         cached: bool = False,
         batch_discount: float = 0.0,
+        prices: dict[str, Any] | None = None,
     ) -> str:
         """Queue one call for the log and return its id at once.
 
         ``model`` is the provider's own model id (a ``provider/`` prefix is dropped); ``source`` one of SOURCES; ``latency``
         in seconds (defaults to ``response.latency``); ``cached`` marks a response served
         from the response cache (it cost nothing); ``batch_discount`` is passed to
-        ``prices.cost`` for calls made through a provider's batch API.
+        ``prices.cost`` for calls made through a provider's batch API; ``prices`` is the
+        caller's config's ``[prices]`` table (by default the process's config file's).
         """
         call_id = new_id()
         if not self.enabled:
@@ -539,6 +542,7 @@ class CallLog:
             key_name=key_name,
             cached=cached,
             batch_discount=batch_discount,
+            prices=prices,
         )
         self._ensure_writer()
         self._queue.put(pending)
@@ -657,7 +661,7 @@ class CallLog:
         from modelport import prices
 
         try:
-            price = prices.price_for(call.provider, call.model)
+            price = prices.price_for(call.provider, call.model, overrides=call.prices)
         except ValueError as exc:  # a malformed [prices] entry in the config
             _log.warning("modelport: %s", exc)
             return None

@@ -65,9 +65,12 @@ class _ClientCore:
         # None defers to MODELPORT_LOG / MODELPORT_CACHE and the config file.
         from .cache import cache_for
         from .calllog import log_for
+        from .prices import config_prices
 
-        self._log = log_for(source, log)
-        self._cache = cache_for(cache)
+        # Everything reads this one config: logging, caching and the log's prices too.
+        self._log = log_for(source, log, self.config)
+        self._cache = cache_for(cache, self.config)
+        self.prices = config_prices(self.config)  # the config's [prices] table
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(providers={len(self.providers)}, backends={sorted(self._backends)})"
@@ -170,7 +173,7 @@ class _ClientCore:
                 error: BaseException | None = None, cached: bool = False) -> None:
         if self._log is not None:
             self._log.record(request, response, error, provider=provider, model=model_id, source=self._source,
-                             latency=time.perf_counter() - started, cached=cached)
+                             latency=time.perf_counter() - started, cached=cached, prices=self.prices)
 
 
 class Client(_ClientCore):

@@ -45,6 +45,18 @@ def config_path() -> Path:
     return Path(env) if env else config_dir() / "config.toml"
 
 
+def use_config(path: str | Path) -> str:
+    """Make ``path`` the config file of this process and of the processes it starts, as
+    ``MODELPORT_CONFIG`` does, and return it absolute. An entry point given ``--config``
+    calls this first, so every part that reads the config (providers, aliases, prices,
+    limits, [log], [cache], [server]) reads the same file, loaded once."""
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist", hint="check the --config path")
+    os.environ["MODELPORT_CONFIG"] = str(file)
+    return str(file)
+
+
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
     """The parsed config file, or {} when there is none. Cached per path."""
     return _load(str(path or config_path()))
@@ -65,9 +77,10 @@ def _load(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}", hint=f"fix or remove {file}") from None
 
 
-def section(name: str) -> dict[str, Any]:
-    """One ``[table]`` of the config file, or {} when absent or not a table."""
-    value = load_config().get(name, {})
+def section(name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``[table]`` of a loaded config (by default the process's config file), or {} when
+    absent or not a table."""
+    value = (load_config() if config is None else config).get(name, {})
     return value if isinstance(value, dict) else {}
 
 

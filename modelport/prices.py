@@ -86,8 +86,9 @@ def cost(usage: Usage, price: Price | None, *, batch_discount: float = 0.0) -> f
 def price_for(provider: str, model: str, *, overrides: dict[str, Any] | None = None) -> Price | None:
     """The price of ``provider/model``: config overrides first, then the built-in table.
 
-    ``overrides`` has the shape of the config's ``[prices]`` table; by default it comes from
-    the config file (which ``load_config`` caches).
+    ``overrides`` has the shape of the config's ``[prices]`` table (``config_prices`` takes
+    it from a loaded config); by default it comes from the process's config file (which
+    ``load_config`` caches).
     """
     if overrides is None:
         overrides = _config_overrides()
@@ -164,10 +165,15 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def config_prices(config: dict[str, Any] | None) -> dict[str, Any]:
+    """A loaded config's ``[prices]`` table, or {}."""
+    prices = (config or {}).get("prices", {})
+    return prices if isinstance(prices, dict) else {}
+
+
 def _config_overrides() -> dict[str, Any]:
     try:
         from modelport.config import load_config
     except ImportError:  # the config module is optional at this layer
         return {}
-    prices = load_config().get("prices", {})
-    return prices if isinstance(prices, dict) else {}
+    return config_prices(load_config())

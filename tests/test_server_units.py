@@ -9,10 +9,10 @@ import pytest
 from modelport.client import AsyncClient
 from modelport.errors import AuthenticationError, NotFoundError, PermissionDeniedError, QuotaExceededError, RateLimitError
 from modelport.server.auth import KeyRing, KeyStore
-from modelport.server.limits import KeyLimits, KeyState, estimate_tokens
+from modelport.server.limits import KeyLimits, KeyState, charged_usage, estimate_tokens, prompt_token_bound
 from modelport.server.metrics import Metrics
 from modelport.server.router import Router
-from modelport.types import ChatRequest, Message
+from modelport.types import ChatRequest, Message, Usage
 
 
 def test_rpm_window_slides() -> None:
@@ -52,6 +52,20 @@ def test_estimate_tokens_grows_with_text() -> None:
     short = estimate_tokens(ChatRequest("m", [Message.user("hi")]))
     long = estimate_tokens(ChatRequest("m", [Message.user("hi " * 400)]))
     assert 0 < short < long and long >= 300
+
+
+def test_prompt_bound_holds_for_cjk_where_the_estimate_does_not() -> None:
+    request = ChatRequest("m", [Message.user("漢字" * 500)])  # ~1,000 tokens with any tokenizer
+    assert estimate_tokens(request) < 1000 <= 3000 < prompt_token_bound(request)
+
+
+def test_charged_usage_trusts_final_counts_and_bounds_missing_ones() -> None:
+    reported = Usage(40, 7, cached_tokens=10)
+    assert charged_usage(reported, 100, 30, complete=True) is reported
+    assert charged_usage(None, 100, 30, complete=True) == Usage(100, 30)  # no usage at all
+    assert charged_usage(Usage(), 100, 0, complete=True) == Usage(100, 0)
+    # A stream dropped after Anthropic's message_start (input known, output "1" so far).
+    assert charged_usage(Usage(40, 1), 100, 30, complete=False) == Usage(40, 30)
 
 
 def test_key_ring_authenticates_expires_and_limits_models(tmp_path) -> None:

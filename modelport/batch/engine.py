@@ -381,9 +381,12 @@ class Engine:
     def _price(self, provider: str, model_id: str) -> Any:
         key = (provider, model_id)
         if key not in self._prices:
-            from ..prices import price_for
+            from ..prices import config_prices, price_for
 
-            self._prices[key] = price_for(provider, model_id)
+            # The client's own config (the gateway's --config file, say) over the default file.
+            config = getattr(self.client, "config", None)
+            overrides = None if config is None else config_prices(config)
+            self._prices[key] = price_for(provider, model_id, overrides=overrides)
         return self._prices[key]
 
     def _output_estimate(self) -> int:

@@ -30,8 +30,12 @@ def serve(host: str | None, port: int | None, config_path: str | None, auth: boo
     Gemini:                   genai.Client(http_options={"base_url": "http://localhost:1234"})
     Groq:                     Groq(base_url="http://localhost:1234")
     """
+    from ..config import use_config
     from ..server import build_settings, run
 
+    if config_path is not None:
+        # The one config of this process: prices, limits and logging read it too, not only the gateway.
+        config_path = use_config(config_path)
     settings = build_settings(
         config_path, host=host, port=port, auth=auth,
         max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb is not None else None,

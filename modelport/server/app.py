@@ -33,9 +33,9 @@ from ..errors import (
     TimeoutError,
 )
 from ..jsonio import JSONDecodeError, dumps, loads
-from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamAccumulator, StreamEvent, Usage
+from ..types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, Usage
 from .auth import Caller, KeyRing, KeyStore
-from .limits import Booking, estimate_tokens
+from .limits import MESSAGE_OVERHEAD_BOUND, Booking, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
 
@@ -186,12 +186,12 @@ class Gateway:
         self.settings = settings or Settings()
         self.client = AsyncClient(config=config, api_keys=api_keys, max_retries=0, source="gateway")
         self.router = Router(self.client, api_keys)
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.router.metric_label)
         self.keys = KeyRing(KeyStore(self.settings.keys_path))
         self.auth_required = self.settings.auth_required
         from ..calllog import log_for
 
-        self.call_log = log_for("gateway", self.settings.log_calls)
+        self.call_log = log_for("gateway", self.settings.log_calls, self.client.config)
         # One thread for the key store: SQLite connections stay on the thread that made them.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-keys")
         self._sync_lock: asyncio.Lock | None = None
@@ -378,30 +378,32 @@ class Gateway:
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise BadRequestError(f"invalid request body: {type(exc).__name__}: {exc}", param="body") from None
 
-    def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None]:
-        """Route, check the key's models, cap max_tokens and book the key's limits."""
+    def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None, int]:
+        """Route, check the key's models, cap max_tokens and book the key's limits at the
+        worst case: a bound on the prompt's tokens (also returned) plus max_tokens."""
         targets = self.router.targets(request.model)
         req.model = request.model
         cap = self.settings.max_tokens
         if request.max_tokens is None or request.max_tokens <= 0 or request.max_tokens > cap:
             request = replace(request, max_tokens=cap)
+        prompt_tokens = prompt_token_bound(request)
         caller = req.caller
         if caller is None:
-            return targets, request, None
+            return targets, request, None, prompt_tokens
         self.keys.check_model(caller, request.model, targets[0].name)
-        tokens = estimate_tokens(request)
         limits = caller.record.limits
-        cost = self._worst_cost(targets, Usage(tokens, request.max_tokens or 0)) if limits.budget is not None else 0.0
-        return targets, request, caller.state.reserve(tokens + (request.max_tokens or 0), cost)
+        worst = Usage(prompt_tokens, request.max_tokens or 0)
+        cost = self._worst_cost(targets, worst) if limits.budget is not None else 0.0
+        return targets, request, caller.state.reserve(worst.total_tokens, cost), prompt_tokens
 
     def _price(self, target: Target) -> Any:
-        """The target's price, looked up once: price_for reads the config file each time."""
+        """The target's price, from this gateway's own config, looked up once per target."""
         try:
             return self._prices[target.name]
         except KeyError:
             from ..prices import price_for
 
-            price = self._prices[target.name] = price_for(target.provider.name, target.model_id)
+            price = self._prices[target.name] = price_for(target.provider.name, target.model_id, overrides=self.client.prices)
             return price
 
     def _worst_cost(self, targets: tuple[Target, ...], usage: Usage) -> float:
@@ -439,15 +441,17 @@ class Gateway:
             self.call_log.record(
                 request, response, error, provider=target.provider.name, model=target.model_id,
                 source="gateway", latency=time.perf_counter() - req.started, key_name=req.caller.name if req.caller else None,
+                prices=self.client.prices,
             )
 
     async def chat(self, req: Request, request: ChatRequest) -> ChatResponse:
         """A whole answer, from the first target that does not fail with a fallback error."""
-        targets, request, booking = self._admit(req, request)
+        targets, request, booking, prompt_tokens = self._admit(req, request)
         interrupt = _Interrupt()
         timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
         target = targets[0]
         response: ChatResponse | None = None
+        cut_off = False  # stopped while the upstream worked: what it used is unknown
         try:
             for i, target in enumerate(targets):
                 try:
@@ -463,6 +467,7 @@ class Gateway:
                 return response
             raise AssertionError("unreachable: the last target returns or raises")
         except asyncio.CancelledError:
+            cut_off = True
             if interrupt.absorb() is None:
                 raise
             error = _timeout_error(self.settings.request_timeout)
@@ -471,7 +476,10 @@ class Gateway:
         finally:
             timer.cancel()
             interrupt.disarm()
-            self._settle(req, booking, target, response.usage if response is not None else None)
+            answer = response.message if response is not None else None
+            usage = settlement(answer, response.usage if response is not None else None, prompt_tokens, request.max_tokens or 0,
+                               complete=True, cut_off=cut_off)
+            self._settle(req, booking, target, usage)
 
     async def stream(self, req: Request, request: ChatRequest, encoder: Any) -> None:
         """Stream the answer through the dialect's encoder.
@@ -480,7 +488,7 @@ class Gateway:
         upstream 429) still get a proper status, and fallbacks still apply. After that, a
         failure ends the stream with the dialect's error event.
         """
-        targets, request, booking = self._admit(req, request)
+        targets, request, booking, prompt_tokens = self._admit(req, request)
         loop = asyncio.get_running_loop()
         interrupt = _Interrupt()
         timer = loop.call_later(self.settings.request_timeout, interrupt.fire, "timeout")
@@ -490,6 +498,9 @@ class Gateway:
         acc = StreamAccumulator(request.model, target.provider.name)
         error: ModelportError | None = None
         send = req.send
+        # What to charge: the delivered answer once one has begun, else the worst case if the
+        # upstream was stopped while it worked (cut off), else nothing (an upstream error).
+        cut_off = complete = False
         try:
             try:
                 events, first, target = await self._open_stream(req, request, targets)
@@ -509,7 +520,9 @@ class Gateway:
                         if chunk:
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tail = encoder.close()
+                complete = True
             except asyncio.CancelledError:
+                cut_off = events is None
                 reason = interrupt.absorb()
                 if reason is None:
                     raise
@@ -539,9 +552,11 @@ class Gateway:
                 watcher.cancel()
             if events is not None:
                 await events.aclose()
-            response = acc.response(time.perf_counter() - req.started) if error is None else None
-            self._settle(req, booking, target, acc.usage)
-            self._log_call(req, request, target, response, error)
+            answer = acc.response(time.perf_counter() - req.started)
+            usage = settlement(answer.message if events is not None else None, acc.usage, prompt_tokens, request.max_tokens or 0,
+                               complete=complete, cut_off=cut_off)
+            self._settle(req, booking, target, usage)
+            self._log_call(req, request, target, answer if error is None else None, error)
 
     async def _open_stream(self, req: Request, request: ChatRequest, targets: tuple[Target, ...]) -> tuple[Any, StreamEvent | None, Target]:
         for i, target in enumerate(targets):
@@ -574,26 +589,31 @@ class Gateway:
         target = targets[0]
         caller = req.caller
         booking = None
+        # A bound, as for chat: bytes, plus the BOS/EOS-style markers around each input.
+        tokens = text_token_bound(inputs) + MESSAGE_OVERHEAD_BOUND * len(inputs)
         if caller is not None:
             self.keys.check_model(caller, model, target.name)
-            tokens = sum(len(text) for text in inputs) // 4 + len(inputs)
             limits = caller.record.limits
             cost = self._worst_cost(targets[:1], Usage(tokens)) if limits.budget is not None else 0.0
             booking = caller.state.reserve(tokens, cost)
         interrupt = _Interrupt()
         timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
         response = None
+        cut_off = False
         try:
             response = await target.backend.aembed(inputs, target.model_id)
             return response
         except asyncio.CancelledError:
+            cut_off = True
             if interrupt.absorb() is None:
                 raise
             raise _timeout_error(self.settings.request_timeout) from None
         finally:
             timer.cancel()
             interrupt.disarm()
-            self._settle(req, booking, target, response.usage if response is not None else None)
+            answer = Message("assistant") if response is not None else None  # embeddings answer no tokens
+            usage = settlement(answer, response.usage if response is not None else None, tokens, 0, complete=True, cut_off=cut_off)
+            self._settle(req, booking, target, usage)
 
     def admit_model(self, req: Request, model: str) -> Target:
         """Route a model for a request that runs no model (token counting)."""

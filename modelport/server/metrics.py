@@ -9,12 +9,17 @@ Exposed at ``GET /metrics`` (text format 0.0.4):
     modelport_request_duration_seconds{model}            histogram, whole request
     modelport_time_to_first_token_seconds{model}         histogram, streams only
     modelport_requests_in_flight
+
+Every label has a bounded set of values, whatever callers send: ``model`` is a name the
+config or the provider table defines, or "other" (``Metrics(model_label=...)`` maps it);
+``key`` is an authenticated key's name or "-"; doors, statuses and error kinds are the
+gateway's own. So the series count, and the cost of a scrape, stay small.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable
+from typing import Callable, Iterable
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -40,7 +45,8 @@ def _labels(names: tuple[str, ...], values: Iterable[str]) -> str:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, model_label: Callable[[str], str] = lambda model: model) -> None:
+        self.model_label = model_label
         self.requests: dict[tuple[str, str, str, int], int] = {}
         self.errors: dict[tuple[str, str, str], int] = {}
         self.tokens: dict[tuple[str, str, str], int] = {}
@@ -50,6 +56,7 @@ class Metrics:
         self.in_flight = 0
 
     def request(self, door: str, model: str, key: str, status: int, seconds: float) -> None:
+        model = self.model_label(model)
         label = (door, model, key, status)
         self.requests[label] = self.requests.get(label, 0) + 1
         histogram = self.latency.get(model)
@@ -58,10 +65,11 @@ class Metrics:
         histogram.observe(seconds)
 
     def error(self, model: str, key: str, kind: str) -> None:
-        label = (model, key, kind)
+        label = (self.model_label(model), key, kind)
         self.errors[label] = self.errors.get(label, 0) + 1
 
     def usage(self, model: str, key: str, input_tokens: int, output_tokens: int, cost: float) -> None:
+        model = self.model_label(model)
         for direction, n in (("input", input_tokens), ("output", output_tokens)):
             label = (model, key, direction)
             self.tokens[label] = self.tokens.get(label, 0) + n
@@ -69,6 +77,7 @@ class Metrics:
             self.cost[(model, key)] = self.cost.get((model, key), 0.0) + cost
 
     def time_to_first_token(self, model: str, seconds: float) -> None:
+        model = self.model_label(model)
         histogram = self.first_token.get(model)
         if histogram is None:
             histogram = self.first_token[model] = Histogram()

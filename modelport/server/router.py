@@ -35,6 +35,8 @@ from ..types import ModelInfo
 # "claude-3-5@20241022"; nothing that could change an upstream URL's path or query.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 DEFAULT_NAME = "default"
+# The metrics label of every model name the config does not define.
+OTHER_LABEL = "other"
 _CACHE_SIZE = 4096
 # Errors a fallback model may cure: limits and failures of the first model's provider.
 FALLBACK_KINDS = frozenset({"rate_limit", "quota", "server", "overloaded", "timeout", "connection"})
@@ -68,6 +70,7 @@ class Router:
         self.allow_list: frozenset[str] | None = frozenset(offered) if offered else None
         self._keyed: dict[str, bool] = {}
         self._targets: dict[str, tuple[Target, ...]] = {}
+        self._labels: frozenset[str] | None = None
 
     # -- resolution ----------------------------------------------------------------------
 
@@ -153,6 +156,15 @@ class Router:
                 return info
         target = self.targets(model)[0]
         return ModelInfo(model, target.provider.name, owned_by=target.provider.name)
+
+    def metric_label(self, model: str) -> str:
+        """``model`` if the config or the provider table names it, else ``OTHER_LABEL``:
+        callers choose model names, and a metrics series per name would grow without bound."""
+        if self._labels is None:
+            names = {DEFAULT_NAME, self.default, *self.aliases, *(self.allow_list or ())}
+            names.update(f"{p.name}/{m}" for p in self.client.providers.values() for m in p.models)
+            self._labels = frozenset(names)
+        return model if model in self._labels else OTHER_LABEL
 
 
 def may_fall_back(error: ModelportError) -> bool:

@@ -11,6 +11,7 @@ Default behaviour, derived from the request so tests can see it was understood:
 * usage: prompt tokens = words in all message texts, completion tokens = words answered.
 * streams: the text goes out word by word, tool arguments in two fragments, and the usage
   chunk only when ``stream_options.include_usage`` is true, exactly as OpenAI does.
+* ``send_usage=False`` plays a server that never reports usage, streamed or not.
 * embeddings: a deterministic vector per input (``dimensions`` long, default 8).
 
 ``script(Answer(...))`` queues exact answers for the next chat calls; ``openai_error(...)``
@@ -73,9 +74,11 @@ def rate_limited(retry_after: float = 1.0) -> Fault:
 class OpenAIUpstream(FakeServer):
     """``base_url`` (with ``/v1``) is what an OpenAI client is pointed at."""
 
-    def __init__(self, api_key: str | None = None, models: tuple[str, ...] = ("gpt-fake", "gpt-fake-mini"), latency: float = 0.0) -> None:
+    def __init__(self, api_key: str | None = None, models: tuple[str, ...] = ("gpt-fake", "gpt-fake-mini"), latency: float = 0.0,
+                 send_usage: bool = True) -> None:
         super().__init__(latency=latency)
         self.api_key = api_key
+        self.send_usage = send_usage
         self.models = models
         self._answers: deque[Answer] = deque()
         self.route("POST", "/v1/chat/completions", self._authorised(self._chat))
@@ -111,7 +114,9 @@ class OpenAIUpstream(FakeServer):
         completion = _completion(body, answer)
         if body.get("stream"):
             options = body.get("stream_options") or {}
-            return Reply.stream(_stream(completion, answer, options.get("include_usage") is True))
+            return Reply.stream(_stream(completion, answer, self.send_usage and options.get("include_usage") is True))
+        if not self.send_usage:
+            del completion["usage"]
         return Reply.json(completion)
 
     # -- models and embeddings ---------------------------------------------------------------
