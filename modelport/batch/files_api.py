@@ -354,9 +354,9 @@ async def handle(api: FilesAPI, method: str, path: str, query: dict[str, str], h
             upload = fields.get("file")
             if upload is None:
                 raise BadRequestError("multipart field 'file' is required", param="file")
-            return await api.upload_file(upload[0] or "upload.jsonl", upload[1], fields.get("purpose", (None, b""))[1].decode())
+            return await api.upload_file(upload[0] or "upload.jsonl", upload[1], _purpose(fields.get("purpose", (None, b""))[1]))
         if len(parts) == 1 and method == "GET":
-            return await api.list_files(query.get("purpose"), int(query.get("limit", 10000)), query.get("order", "desc"), query.get("after"))
+            return await api.list_files(query.get("purpose"), _limit(query, 10000), query.get("order", "desc"), query.get("after"))
         if len(parts) == 2 and method == "GET":
             return await api.get_file(parts[1])
         if len(parts) == 2 and method == "DELETE":
@@ -371,12 +371,29 @@ async def handle(api: FilesAPI, method: str, path: str, query: dict[str, str], h
                 raise BadRequestError("the body is not valid JSON") from None
             return await api.create_batch(payload)
         if len(parts) == 1 and method == "GET":
-            return await api.list_batches(query.get("after"), int(query.get("limit", 20)))
+            return await api.list_batches(query.get("after"), _limit(query, 20))
         if len(parts) == 2 and method == "GET":
             return await api.get_batch(parts[1])
         if len(parts) == 3 and parts[2] == "cancel" and method == "POST":
             return await api.cancel_batch(parts[1])
     raise NotFoundError(f"no route for {method} {path}")
+
+
+def _limit(query: dict[str, str], default: int, most: int = 10000) -> int:
+    """The ``limit`` query parameter: a whole number from 1 to ``most`` (a 400 names it)."""
+    raw = query.get("limit")
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= most:
+        raise BadRequestError(f"limit: {raw[:40]!r} is not a whole number from 1 to {most}", param="limit")
+    return int(raw)
+
+
+def _purpose(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError("purpose: not valid UTF-8 text", param="purpose") from None
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
