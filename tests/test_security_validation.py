@@ -164,7 +164,7 @@ def test_wrong_shaped_answer_is_a_502_in_the_callers_dialect_and_an_error_row(ga
         assert response.status_code == 502 and response.json()["type"] == "error", response.text
     rows = _logged(gateway)
     assert len(rows) == 2 * len(WRONG_SHAPES[provider])
-    assert all(row.error_kind == "server" and "does not match its API" in row.error for row in rows)
+    assert all(row.error_kind == "server" and row.provider == provider and row.response is None for row in rows)
 
 
 BAD_CHUNKS = {
@@ -390,3 +390,18 @@ def test_unreachable_upstream_error_names_the_provider_not_the_url() -> None:
     with Client(api_keys=KEYS, config=config, max_retries=0) as client, pytest.raises(ConnectionError) as caught:
         client.chat("oa", "hi")
     assert str(port) in str(caught.value) and str(port) not in caught.value.message
+
+
+def test_timeout_error_names_the_provider_not_the_url(openai_upstream: OpenAIUpstream) -> None:
+    from modelport.errors import TimeoutError
+    from modelport.transport import Timeouts
+    from tests.fakes.server import stall_stream
+
+    port = str(openai_upstream.port)
+    with Client(api_keys=KEYS, base_urls={"openai": openai_upstream.base_url}, timeout=Timeouts(read=0.5), max_retries=0) as client:
+        for call in (lambda: client.chat("openai/gpt-fake", "hi"), lambda: list(client.stream("openai/gpt-fake", "hi"))):
+            openai_upstream.inject(stall_stream(1))
+            with pytest.raises(TimeoutError) as caught:
+                call()
+            assert port not in caught.value.message and "openai" in caught.value.message
+            assert port in str(caught.value)  # the SDK's own user still sees where

@@ -91,13 +91,11 @@ class HttpBackend:
         try:
             body = loads(raw.content)
         except (JSONDecodeError, ValueError):
-            problem = "invalid JSON"
-        else:
-            if isinstance(body, dict):
-                return body
-            problem = f"JSON that does not match its API (a {type(body).__name__}, not an object)"
-        raise UpstreamProtocolError(f"{self.name} answered with {problem}", provider=self.name,
-                                    hint="the server is not speaking the expected API; check its base URL")
+            body = None
+        if not isinstance(body, dict):
+            raise UpstreamProtocolError(f"{self.name} answered with invalid JSON", provider=self.name,
+                                        hint="the server is not speaking the expected API; check its base URL")
+        return body
 
     def _decode(self, raw: RawResponse, started: float) -> ChatResponse:
         response = self.dialect.decode_response(self._json_object(raw), self.name)
