@@ -133,20 +133,38 @@ class SchemaStrategies:
         return json_values
 
 
+def _slots(value: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key) in a JSON value, at any depth: the places damage can go."""
+    slots: list[tuple[Any, Any]] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        keys = list(item) if isinstance(item, dict) else range(len(item)) if isinstance(item, list) else ()
+        for key in keys:
+            slots.append((item, key))
+            stack.append(item[key])
+    return slots
+
+
 @st.composite
 def damaged(draw: st.DrawFn, valid: st.SearchStrategy[Any], names: list[str]) -> Any:
-    """A body from the spec, then sometimes a few fields replaced or removed, sometimes no
-    object at all."""
+    """A body from the spec, then often damaged: top-level fields replaced or removed, or a
+    value anywhere inside (a part's ``text``, a block's ``input``) replaced by any JSON value;
+    sometimes no object at all."""
     roll = draw(st.integers(0, 9))
     if roll == 0:
         return draw(json_values)
     body = draw(valid)
-    if roll >= 6 and isinstance(body, dict):
+    if roll >= 7 and isinstance(body, dict):
         for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=3)):
             if draw(st.booleans()):
                 body.pop(name, None)
             else:
                 body[name] = draw(json_values)
+    elif roll >= 3 and (slots := _slots(body)):
+        for _ in range(draw(st.integers(1, 3))):
+            container, key = slots[draw(st.integers(0, len(slots) - 1))]
+            container[key] = draw(json_values)
     return body
 
 
@@ -213,9 +231,10 @@ query_values = st.text(max_size=12) | st.integers(-5, 10**12).map(str) | st.samp
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    method=st.sampled_from(["GET", "POST", "DELETE", "PUT"]),
-    path=st.sampled_from(["/v1/files", "/v1/batches", "/v1/files/file-0a", "/v1/files/x/content", "/v1/batches/batch_x",
-                          "/v1/batches/batch_x/cancel", "/v1/files/%2e%2e", "/v1/batches/b/results"]),
+    # Weighted towards the listings, whose query parameters are the most to parse.
+    method=st.sampled_from(["GET", "GET", "GET", "POST", "DELETE", "PUT"]),
+    path=st.sampled_from(["/v1/files", "/v1/batches"] * 3 + ["/v1/files/file-0a", "/v1/files/x/content", "/v1/batches/batch_x",
+                                                            "/v1/batches/batch_x/cancel", "/v1/files/%2e%2e", "/v1/batches/b/results"]),
     query=st.dictionaries(st.sampled_from(["limit", "after", "order", "purpose"]), query_values, max_size=3),
     body=json_values,
 )

@@ -405,3 +405,13 @@ def test_timeout_error_names_the_provider_not_the_url(openai_upstream: OpenAIUps
                 call()
             assert port not in caught.value.message and "openai" in caught.value.message
             assert port in str(caught.value)  # the SDK's own user still sees where
+
+
+def test_embeddings_on_a_provider_without_them_are_a_400(gateway: GatewayThread, upstreams: dict[str, Any]) -> None:
+    """Found by the fuzz run (tests/test_fuzz_doors.py): Anthropic has no embeddings API."""
+    response = _post(gateway, "/v1/embeddings", {"model": "an", "input": "hi"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "model", response.text
+    response = _post(gateway, "/v1beta/models/an:batchEmbedContents", {"requests": [{"content": {"parts": [{"text": "hi"}]}}]})
+    assert response.status_code == 400 and "no embeddings" in response.json()["error"]["message"], response.text
+    with Client(api_keys=KEYS, config=_config(upstreams)) as client, pytest.raises(BadRequestError):
+        client.embed("an", ["hi"])

@@ -11,7 +11,7 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 from .. import __version__, dialects
-from ..errors import ConfigError, ConnectionError, ModelportError, StreamError, TimeoutError, UpstreamProtocolError, redact
+from ..errors import BadRequestError, ConfigError, ConnectionError, ModelportError, StreamError, TimeoutError, UpstreamProtocolError, redact
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..providers import Provider, base_url
 from ..retry import RetryPolicy, is_retryable_status
@@ -263,8 +263,13 @@ class HttpBackend:
         return self.dialect.decode_embeddings_response(self._json_object(await self._apost(url, body)), self.name)
 
     def _embed_request(self, inputs: list[str], model_id: str) -> tuple[str, bytes]:
+        encode = getattr(self.dialect, "encode_embeddings_request", None)
+        if encode is None:
+            # Anthropic's API has no embeddings endpoint: the caller's choice of model, a 400.
+            raise BadRequestError(f"{self.name} has no embeddings API, so {model_id!r} cannot embed", param="model",
+                                  hint="use an embedding model of a provider that offers one, e.g. openai/text-embedding-3-small")
         self._require_key()
-        path, body = self.dialect.encode_embeddings_request(inputs, model_id)
+        path, body = encode(inputs, model_id)
         return self.base_url + path, dumps(body)
 
     def list_models(self) -> list[ModelInfo]:
