@@ -432,6 +432,11 @@ def _is_count(value: Any) -> bool:
 
 def check_message(message: Any, where: str) -> None:
     """Every field of a Message has its declared type (raises InvalidShape naming it)."""
+    # The common case (text parts, no calls) in one pass; anything else takes the full check.
+    if (type(message) is Message and message.role in _ROLES and not message.tool_calls and type(message.content) is list
+            and all(type(p) is TextPart and type(p.text) is str for p in message.content)
+            and (message.tool_call_id is None or type(message.tool_call_id) is str) and (message.name is None or type(message.name) is str)):
+        return
     _need(isinstance(message, Message), where, "expected a Message")
     _need(message.role in _ROLES, f"{where}.role", f"expected one of {', '.join(_ROLES)}")
     _need(isinstance(message.content, list), f"{where}.content", "expected a list of parts")
@@ -458,6 +463,11 @@ def check_message(message: Any, where: str) -> None:
 
 
 def check_usage(usage: Any, where: str = "usage") -> None:
+    if (type(usage) is Usage and type(usage.input_tokens) is int and type(usage.output_tokens) is int and type(usage.cached_tokens) is int
+            and type(usage.cache_write_tokens) is int and type(usage.reasoning_tokens) is int
+            and 0 <= min(usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens)
+            and max(usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens) <= _MAX_COUNT):
+        return
     _need(isinstance(usage, Usage), where, "expected a Usage")
     for name in ("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens"):
         _need(_is_count(getattr(usage, name)), f"{where}.{name}", f"expected a whole number from 0 to {_MAX_COUNT}")
@@ -529,6 +539,12 @@ def check_response(response: ChatResponse) -> ChatResponse:
 
 def check_event(event: StreamEvent) -> StreamEvent:
     """A decoded stream event holds only the declared types."""
+    # The common case in one expression: this runs for every event of every stream.
+    if (type(event.text) is str and type(event.arguments) is str and type(event.index) is int and event.usage is None
+            and (event.id is None or type(event.id) is str) and (event.name is None or type(event.name) is str)
+            and (event.signature is None or type(event.signature) is str) and (event.model is None or type(event.model) is str)):
+        return event
+    _need(isinstance(event, StreamEvent), "event", "expected a StreamEvent")
     for name in ("text", "arguments"):
         _need(_is_str(getattr(event, name)), name, "expected a string")
     for name in ("id", "name", "signature", "model"):

@@ -30,6 +30,9 @@ import importlib
 from types import ModuleType
 from typing import Any, Callable, TypeVar
 
+from ..errors import ModelportError, UpstreamProtocolError
+from ..types import ChatResponse, EmbeddingResponse, InvalidShape, StreamEvent, check_embeddings, check_event, check_response
+
 DIALECTS = ("openai", "anthropic", "gemini")
 
 
@@ -68,19 +71,15 @@ def upstream_decoder(decode: F) -> F:
 
     @functools.wraps(decode)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        from ..errors import ModelportError
-        from ..types import ChatResponse, EmbeddingResponse, StreamEvent, check_embeddings, check_event, check_response
-
         try:
             result = decode(*args, **kwargs)
-            if isinstance(result, ChatResponse):
+            if type(result) is list:
+                for item in result:
+                    check_event(item)
+            elif isinstance(result, ChatResponse):
                 check_response(result)
             elif isinstance(result, EmbeddingResponse):
                 check_embeddings(result)
-            elif isinstance(result, list):
-                for item in result:
-                    if isinstance(item, StreamEvent):
-                        check_event(item)
             return result
         except ModelportError:
             raise
@@ -102,10 +101,7 @@ def _provider(decode: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
     return str(provider or "the upstream")
 
 
-def _wrong_shape(provider: str, exc: BaseException) -> Any:
-    from ..errors import UpstreamProtocolError
-    from ..types import InvalidShape
-
+def _wrong_shape(provider: str, exc: BaseException) -> UpstreamProtocolError:
     detail = str(exc) if isinstance(exc, InvalidShape) else f"{type(exc).__name__}: {str(exc)[:200]}"
     return UpstreamProtocolError(
         f"{provider} answered with JSON that does not match its API ({detail})",

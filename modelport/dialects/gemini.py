@@ -23,6 +23,7 @@ Policies (protocols.md §4, §9), decided once here:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -518,12 +519,16 @@ def _bad(message: str, param: str) -> BadRequestError:
     return BadRequestError(f"{param}: {message}", param=param)
 
 
+@functools.lru_cache(maxsize=256)
+def _snake(camel: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+
+
 def _field(obj: Mapping[str, Any], camel: str) -> Any:
     """lowerCamelCase as the SDKs send it; proto3-JSON parsers also accept snake_case."""
     value = obj.get(camel)
     if value is None:
-        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
-        value = obj.get(snake)
+        value = obj.get(_snake(camel))
     return value
 
 
