@@ -107,6 +107,9 @@ def test_gemini_part_fields_are_type_checked(gateway: GatewayThread) -> None:
         response = _post(gateway, "/v1beta/models/gm:generateContent", body)
         assert response.status_code == 400, (field, response.text)
         assert f"contents[0].parts[0].{field}" in response.json()["error"]["message"]
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "systemInstruction": {"parts": [{"text": ["a"]}]}}
+    response = _post(gateway, "/v1beta/models/gm:generateContent", body)
+    assert response.status_code == 400 and "systemInstruction.parts[0].text" in response.json()["error"]["message"], response.text
 
 
 def _call(text: Any, usage: Usage | None = None) -> tuple[ChatRequest, ChatResponse]:

@@ -703,7 +703,8 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
         parts = system.get("parts") if isinstance(system, dict) else None
         if not isinstance(parts, list):
             raise _bad("expected a Content with parts", "systemInstruction")
-        messages.append(Message("system", [TextPart(p["text"]) for p in parts if isinstance(p, dict) and p.get("text")]))
+        texts = (_typed(_part_dict(p, f"systemInstruction.parts[{k}]"), "text", str, f"systemInstruction.parts[{k}]") for k, p in enumerate(parts))
+        messages.append(Message("system", [TextPart(text) for text in texts if text]))
     pending: list[ToolCall] = []
     for i, content in enumerate(wire_contents):
         messages.extend(_decode_content(content, i, pending))
