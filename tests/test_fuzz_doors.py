@@ -5,13 +5,14 @@ valid and get deep into the decoders), then damaged; none may be answered with a
 than 502/503/504, the statuses of upstream conditions. (The OpenAI door has its own
 spec-driven fuzz in test_gateway_robustness.py.)
 
-The specs live outside the repository (``shared/specs`` beside it, or beside the directory
-of worktrees); without them the spec-driven runs are skipped. Runs are bounded in examples.
+The specs live outside the repository (``MODELPORT_SPECS_DIR``, else ``shared/specs`` beside
+it or beside the directory of worktrees); without them the spec-driven runs are skipped. Runs are bounded in examples.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,7 +29,11 @@ from tests.fakes.gemini_upstream import GeminiUpstream
 from tests.fakes.openai_upstream import OpenAIUpstream
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = next((p for p in (ROOT.parent / "shared/specs", ROOT.parent.parent / "shared/specs") if p.is_dir()), None)
+# MODELPORT_SPECS_DIR wins (as on main's tests/specs.py); else shared/specs beside the checkout,
+# or beside the directory of worktrees.
+_CANDIDATES = [Path(os.environ["MODELPORT_SPECS_DIR"])] if os.environ.get("MODELPORT_SPECS_DIR") else [
+    ROOT.parent / "shared/specs", ROOT.parent.parent / "shared/specs"]
+SPECS = next((p for p in _CANDIDATES if p.is_dir()), None)
 UPSTREAM_STATUSES = (502, 503, 504)
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                                                         HealthCheck.data_too_large, HealthCheck.filter_too_much])
