@@ -35,7 +35,7 @@ _LAZY = {
         for name in (
             "ModelportError", "ConfigError", "BadRequestError", "ContextLengthError", "AuthenticationError",
             "PermissionDeniedError", "NotFoundError", "RateLimitError", "QuotaExceededError", "ServerError",
-            "OverloadedError", "TimeoutError", "ConnectionError", "StreamError",
+            "OverloadedError", "TimeoutError", "ConnectionError", "StreamError", "UpstreamProtocolError",
         )
     },
 }

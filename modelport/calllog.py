@@ -424,6 +424,26 @@ def _match_expression(search: str) -> str:
 # Writing
 
 
+_INSERT_CALL = (
+    "INSERT INTO calls (id, created_at, source, provider, model, conversation_id, key_name, "
+    "prompt, response, request_json, response_json, finish_reason, input_tokens, output_tokens, "
+    "cached_tokens, cache_write_tokens, reasoning_tokens, cost, latency, error_kind, error, "
+    "cached, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class _Pending:
     """One queued call, already plain data so the caller may reuse its objects at once."""
 
@@ -593,24 +613,14 @@ class CallLog:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            rows: list[tuple[Any, ...]] = []
             try:
-                rows = [self._row(item) for item in batch if isinstance(item, _Pending)]
+                built = (self._row_or_none(item) for item in batch if isinstance(item, _Pending))
+                rows = [row for row in built if row is not None]
                 if rows:
                     if conn is None:
                         conn = connect(self.path, MIGRATIONS, "call log")
-                    conn.execute("BEGIN")
-                    conn.executemany(
-                        "INSERT INTO calls (id, created_at, source, provider, model, conversation_id, key_name, "
-                        "prompt, response, request_json, response_json, finish_reason, input_tokens, output_tokens, "
-                        "cached_tokens, cache_write_tokens, reasoning_tokens, cost, latency, error_kind, error, "
-                        "cached, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        rows,
-                    )
-                    conn.execute("COMMIT")
+                    self._insert(conn, rows)
             except Exception as exc:  # a full disk or a locked file must not break the caller
-                if conn is not None and conn.in_transaction:
-                    conn.execute("ROLLBACK")
                 _log.warning("modelport: could not write calls to the log %s: %s", self.path, exc)
             finally:
                 for item in batch:
@@ -620,6 +630,33 @@ class CallLog:
                 if conn is not None:
                     conn.close()
                 return
+
+    def _row_or_none(self, call: _Pending) -> tuple[Any, ...] | None:
+        """The row for one call, or None (with a warning) when that call cannot be stored:
+        one odd call must not cost the others in its write batch their rows."""
+        try:
+            return self._row(call)
+        except Exception as exc:
+            _log.warning("modelport: could not log call %s: %s: %s", call.id, type(exc).__name__, exc)
+            return None
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """All rows in one transaction; if that fails, each row in its own, so a row SQLite
+        refuses (a value out of its range) is the only one lost."""
+        try:
+            with _transaction(conn):
+                conn.executemany(_INSERT_CALL, rows)
+            return
+        except Exception as exc:
+            if len(rows) == 1:
+                raise
+            _log.warning("modelport: writing %d calls at once failed (%s); writing them one by one", len(rows), exc)
+        for row in rows:
+            try:
+                with _transaction(conn):
+                    conn.execute(_INSERT_CALL, row)
+            except Exception as exc:
+                _log.warning("modelport: could not log call %s: %s: %s", row[0], type(exc).__name__, exc)
 
     def _row(self, call: _Pending) -> tuple[Any, ...]:
         request = call.request

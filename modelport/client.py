@@ -19,7 +19,7 @@ from .keys import resolve_key
 from .providers import Provider, provider_table, resolve
 from .retry import RetryPolicy
 from .transport import Timeouts
-from .types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, TextPart
+from .types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, TextPart, validate_request
 
 # Backend kinds named by the provider table's ``backend`` column, imported on first use.
 BACKENDS = {
@@ -143,7 +143,9 @@ class _ClientCore:
                 hint="pass provider-specific fields explicitly with extra={...}; "
                 "common ones are temperature, top_p, max_tokens, stop, seed, tools, response_format",
             )
-        return ChatRequest(model=model or default_model(self.config), messages=messages, **fields), validator, functions
+        request = ChatRequest(model=model or default_model(self.config), messages=messages, **fields)
+        validate_request(request)
+        return request, validator, functions
 
     def _finish(self, response: ChatResponse, validator: Callable[[str], Any] | None) -> ChatResponse:
         # An answer that only calls tools has no structured output yet: the caller runs the

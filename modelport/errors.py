@@ -2,7 +2,8 @@
 
 Each class knows its ``kind`` (the vocabulary dialects translate into their own error
 types) and the HTTP ``status`` a gateway answers with. Every error carries the provider,
-the upstream status, the provider's own message and a ``hint`` that names the fix.
+the upstream status, the provider's own message and a ``hint`` that names the fix; a
+``detail`` only the local user sees (``str()``, logs), never a gateway's caller.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class ModelportError(Exception):
         param: str | None = None,
         retry_after: float | None = None,
         body: Any = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -36,11 +38,15 @@ class ModelportError(Exception):
         self.param = param
         self.retry_after = retry_after
         self.body = body
+        # For the person running this process (str(), logs), never in a gateway's answer:
+        # e.g. the internal URL a connection failed on.
+        self.detail = detail
 
     def __str__(self) -> str:
         where = f"[{self.provider}] " if self.provider else ""
+        detail = f" ({self.detail})" if self.detail else ""
         hint = f"\nhint: {self.hint}" if self.hint else ""
-        return f"{where}{self.message}{hint}"
+        return f"{where}{self.message}{detail}{hint}"
 
 
 class ConfigError(ModelportError):
@@ -57,6 +63,18 @@ class BadRequestError(ModelportError):
 
 class ContextLengthError(BadRequestError):
     kind = "context_length"
+
+
+class MethodNotAllowedError(BadRequestError):
+    """The path exists but not for this HTTP method; ``allow`` lists the methods it takes
+    (a gateway sends them in the ``Allow`` header)."""
+
+    status = 405
+
+    def __init__(self, message: str, *, allow: tuple[str, ...] = (), **kwargs: Any) -> None:
+        kwargs.setdefault("code", "method_not_allowed")
+        super().__init__(message, **kwargs)
+        self.allow = allow
 
 
 class AuthenticationError(ModelportError):
@@ -115,6 +133,14 @@ class StreamError(ModelportError):
 
     kind = "server"
     status = 500
+
+
+class UpstreamProtocolError(ModelportError):
+    """The upstream answered, but its JSON is not shaped as its API defines (a list where an
+    object belongs, a number where text belongs): a bad gateway, not the caller's mistake."""
+
+    kind = "server"
+    status = 502
 
 
 class StructuredOutputError(ModelportError):

@@ -13,6 +13,7 @@ Plain dataclasses with slots: they import in microseconds and construct fast, wh
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Union
 
@@ -108,9 +109,12 @@ class ToolCall:
         or failing the whole call (protocols §9.7).
         """
         try:
-            return self.args
-        except ValueError:
+            value = self.args
+        except (ValueError, RecursionError):
             return {"_raw": self.arguments}
+        # Nesting no real call has would break the JSON encoders on the way out (orjson
+        # stops at 255 levels); it travels as text instead.
+        return value if json_depth(value) <= MAX_JSON_DEPTH else {"_raw": self.arguments}
 
 
 @dataclass(slots=True)
@@ -366,3 +370,195 @@ class ModelInfo:
     provider: str
     owned_by: str = ""
     context_length: int | None = None
+
+
+# -- validation: the one check of a canonical request (SDK, CLI and every gateway door) -------------
+
+# Deeper JSON (schemas, tool arguments) is no real tool's: the bound keeps recursive walks
+# (token estimates, schema translation, JSON encoders) far from their recursion limits.
+MAX_JSON_DEPTH = 64
+# SQLite's INTEGER (the call log, key usage) holds signed 64-bit values.
+_MAX_COUNT = 2**63 - 1
+_ROLES = ("system", "user", "assistant", "tool")
+# field: (low, high, integer); None is an open end. Ranges are the widest any provider takes.
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "temperature": (0, 2, False),
+    "top_p": (0, 1, False),
+    "top_k": (1, None, True),
+    "max_tokens": (1, None, True),
+    "seed": (None, None, True),
+    "presence_penalty": (-2, 2, False),
+    "frequency_penalty": (-2, 2, False),
+}
+
+
+class InvalidShape(ValueError):
+    """A canonical value of the wrong type or range; ``field`` names where."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply ``value`` nests (a scalar is 0), counted without recursion and only up to
+    ``limit + 1``, so a hostile value costs no more than a legal one."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _need(ok: bool, field: str, problem: str) -> None:
+    if not ok:
+        raise InvalidShape(field, problem)
+
+
+def _is_str(value: Any, optional: bool = False) -> bool:
+    return isinstance(value, str) or (optional and value is None)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT
+
+
+def check_message(message: Any, where: str) -> None:
+    """Every field of a Message has its declared type (raises InvalidShape naming it)."""
+    # The common case (text parts, no calls) in one pass; anything else takes the full check.
+    if (type(message) is Message and message.role in _ROLES and not message.tool_calls and type(message.content) is list
+            and all(type(p) is TextPart and type(p.text) is str for p in message.content)
+            and (message.tool_call_id is None or type(message.tool_call_id) is str) and (message.name is None or type(message.name) is str)):
+        return
+    _need(isinstance(message, Message), where, "expected a Message")
+    _need(message.role in _ROLES, f"{where}.role", f"expected one of {', '.join(_ROLES)}")
+    _need(isinstance(message.content, list), f"{where}.content", "expected a list of parts")
+    for i, part in enumerate(message.content):
+        here = f"{where}.content[{i}]"
+        if isinstance(part, (TextPart, ReasoningPart)):
+            _need(_is_str(part.text), f"{here}.text", "expected a string")
+            _need(_is_str(getattr(part, "signature", None), True), f"{here}.signature", "expected a string")
+        elif isinstance(part, ImagePart):
+            for name in ("url", "data", "media_type", "detail"):
+                _need(_is_str(getattr(part, name), True), f"{here}.{name}", "expected a string")
+            _need(part.url is not None or part.data is not None, here, "an image needs a url or data")
+        else:
+            _need(False, here, "expected a text, image or reasoning part")
+    _need(isinstance(message.tool_calls, list), f"{where}.tool_calls", "expected a list")
+    for i, call in enumerate(message.tool_calls):
+        here = f"{where}.tool_calls[{i}]"
+        _need(isinstance(call, ToolCall), here, "expected a ToolCall")
+        for name in ("id", "name", "arguments"):
+            _need(_is_str(getattr(call, name)), f"{here}.{name}", "expected a string")
+        _need(_is_str(call.signature, True), f"{here}.signature", "expected a string")
+    for name in ("tool_call_id", "name"):
+        _need(_is_str(getattr(message, name), True), f"{where}.{name}", "expected a string")
+
+
+def check_usage(usage: Any, where: str = "usage") -> None:
+    if (type(usage) is Usage and type(usage.input_tokens) is int and type(usage.output_tokens) is int and type(usage.cached_tokens) is int
+            and type(usage.cache_write_tokens) is int and type(usage.reasoning_tokens) is int
+            and 0 <= min(usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens)
+            and max(usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens) <= _MAX_COUNT):
+        return
+    _need(isinstance(usage, Usage), where, "expected a Usage")
+    for name in ("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens"):
+        _need(_is_count(getattr(usage, name)), f"{where}.{name}", f"expected a whole number from 0 to {_MAX_COUNT}")
+
+
+def _check_range(name: str, value: Any) -> None:
+    if value is None:
+        return
+    low, high, integer = _RANGES[name]
+    kind = "an integer" if integer else "a number"
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
+    _need(ok and not isinstance(value, bool), name, f"expected {kind}")
+    if low is not None and high is not None:
+        _need(low <= value <= high, name, f"{value} is out of range: expected {kind} from {low:g} to {high:g}")
+    elif low is not None:
+        _need(value >= low, name, f"{value} is out of range: expected {kind} of at least {low:g}")
+
+
+def _check_schema(schema: Any, field: str) -> None:
+    _need(isinstance(schema, dict), field, "expected a JSON Schema object")
+    depth = json_depth(schema)
+    _need(depth <= MAX_JSON_DEPTH, field, f"nested more than {MAX_JSON_DEPTH} levels deep; flatten the schema")
+
+
+def validate_request(request: ChatRequest) -> None:
+    """The canonical checks every entry point shares (SDK, CLI, batch and every gateway
+    door): types of every field and the ranges of the sampling parameters. Raises
+    BadRequestError naming the field and the range."""
+    try:
+        _check_request(request)
+    except InvalidShape as exc:
+        from .errors import BadRequestError
+
+        raise BadRequestError(str(exc), param=exc.field) from None
+
+
+def _check_request(request: ChatRequest) -> None:
+    _need(isinstance(request.model, str), "model", "expected a string")
+    _need(isinstance(request.messages, list) and bool(request.messages), "messages", "expected a non-empty list")
+    for i, message in enumerate(request.messages):
+        check_message(message, f"messages[{i}]")
+    for name in _RANGES:
+        _check_range(name, getattr(request, name))
+    if request.stop is not None:
+        _need(isinstance(request.stop, list) and all(isinstance(s, str) for s in request.stop), "stop", "expected a list of strings")
+    _need(isinstance(request.stream, bool), "stream", "expected a boolean")
+    _need(request.parallel_tool_calls is None or isinstance(request.parallel_tool_calls, bool), "parallel_tool_calls", "expected a boolean")
+    _need(_is_str(request.reasoning_effort, True), "reasoning_effort", "expected a string")
+    if request.metadata is not None:
+        _need(isinstance(request.metadata, dict) and all(isinstance(v, str) for v in request.metadata.values()),
+              "metadata", "expected an object of strings")
+    _need(isinstance(request.tools, list), "tools", "expected a list")
+    for i, tool in enumerate(request.tools):
+        _need(isinstance(tool, Tool) and _is_str(tool.name) and _is_str(tool.description), f"tools[{i}]", "expected a tool with a name and a description")
+        _check_schema(tool.parameters, f"tools[{i}].parameters")
+    fmt = request.response_format
+    if fmt is not None and fmt.schema is not None:
+        _check_schema(fmt.schema, "response_format.schema")
+
+
+def check_response(response: ChatResponse) -> ChatResponse:
+    """A decoded answer holds only the declared types (raises InvalidShape naming the field)."""
+    _need(_is_str(response.id) and _is_str(response.model), "id", "expected strings for id and model")
+    check_message(response.message, "message")
+    _need(response.finish_reason in FINISH_REASONS, "finish_reason", "unknown finish reason")
+    check_usage(response.usage)
+    return response
+
+
+def check_event(event: StreamEvent) -> StreamEvent:
+    """A decoded stream event holds only the declared types."""
+    # The common case in one expression: this runs for every event of every stream.
+    if (type(event.text) is str and type(event.arguments) is str and type(event.index) is int and event.usage is None
+            and (event.id is None or type(event.id) is str) and (event.name is None or type(event.name) is str)
+            and (event.signature is None or type(event.signature) is str) and (event.model is None or type(event.model) is str)):
+        return event
+    _need(isinstance(event, StreamEvent), "event", "expected a StreamEvent")
+    for name in ("text", "arguments"):
+        _need(_is_str(getattr(event, name)), name, "expected a string")
+    for name in ("id", "name", "signature", "model"):
+        _need(_is_str(getattr(event, name), True), name, "expected a string")
+    _need(isinstance(event.index, int) and not isinstance(event.index, bool), "index", "expected an integer")
+    if event.usage is not None:
+        check_usage(event.usage)
+    return event
+
+
+def check_embeddings(response: EmbeddingResponse) -> EmbeddingResponse:
+    for i, item in enumerate(response.data):
+        _need(isinstance(item.index, int) and not isinstance(item.index, bool), f"data[{i}].index", "expected an integer")
+        _need(isinstance(item.vector, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in item.vector),
+              f"data[{i}].embedding", "expected a list of numbers")
+    check_usage(response.usage)
+    return response

@@ -291,7 +291,7 @@ def test_404_is_not_found(api, openai_upstream):
 def test_400_is_bad_request_and_not_retried(api, openai_upstream):
     openai_upstream.inject(openai_error(400, "Invalid value for 'temperature'.", "invalid_request_error", "invalid_value", "temperature"))
     with pytest.raises(BadRequestError) as caught:
-        api.chat(temperature=9)
+        api.chat(temperature=1.9)  # in range here; the upstream refuses it
     assert openai_upstream.request_count == 1
     assert not isinstance(caught.value, ContextLengthError)
     assert caught.value.param == "temperature" and caught.value.status == 400
@@ -333,7 +333,9 @@ def test_nobody_listening_is_connection_error_naming_the_url():
     with Client(api_keys={"openai": KEY}, base_urls={"openai": url}, max_retries=0) as client:
         with pytest.raises(ConnectionError) as caught:
             client.chat(MODEL, "hello")
-    assert url in caught.value.message and caught.value.provider == "openai"
+    # The SDK's user sees the URL (str(), the detail); the message, which a gateway passes on
+    # to its callers, names the provider only (#9 item 18).
+    assert url in str(caught.value) and url not in caught.value.message and caught.value.provider == "openai"
 
 
 def test_malformed_json_in_a_200_is_a_clear_error_and_not_retried(api, openai_upstream):

@@ -11,7 +11,7 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 from .. import __version__, dialects
-from ..errors import ConfigError, ModelportError, StreamError, TimeoutError, redact
+from ..errors import BadRequestError, ConfigError, ConnectionError, ModelportError, StreamError, TimeoutError, UpstreamProtocolError, redact
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..providers import Provider, base_url
 from ..retry import RetryPolicy, is_retryable_status
@@ -85,15 +85,20 @@ class HttpBackend:
             err.hint = self.provider.key_hint()
         return err
 
-    def _decode(self, raw: RawResponse, started: float) -> ChatResponse:
+    def _json_object(self, raw: RawResponse) -> dict[str, Any]:
+        """The body of a successful answer; dialects read objects, so anything else (not
+        JSON, a list, a string) is the upstream breaking its protocol."""
         try:
             body = loads(raw.content)
-        except JSONDecodeError:
+        except (JSONDecodeError, ValueError):
             body = None
         if not isinstance(body, dict):
-            # Not JSON, or JSON that is no object (a list, a string): dialects read objects.
-            raise StreamError(f"{self.name} answered with invalid JSON", provider=self.name, status=502, hint="the server is not speaking the expected API; check its base URL")
-        response = self.dialect.decode_response(body, self.name)
+            raise UpstreamProtocolError(f"{self.name} answered with invalid JSON", provider=self.name,
+                                        hint="the server is not speaking the expected API; check its base URL")
+        return body
+
+    def _decode(self, raw: RawResponse, started: float) -> ChatResponse:
+        response = self.dialect.decode_response(self._json_object(raw), self.name)
         response.latency = time.perf_counter() - started
         response.rate_limits = {k: v for k, v in raw.headers.items() if k.startswith(_RATE_LIMIT_PREFIXES)} or None
         return response
@@ -106,8 +111,19 @@ class HttpBackend:
         delay = self.retry.delay(attempt, error.retry_after) if retryable else None
         if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
             error.provider = error.provider or self.name
-            raise error
+            raise self._without_url(error)
         return delay
+
+    def _without_url(self, error: ModelportError) -> ModelportError:
+        """Transport errors name the URL they failed on, which may be an internal address a
+        gateway's callers must not see: the message names the provider instead, and the URL
+        moves to ``detail`` (shown by str() and in logs, never encoded for a caller)."""
+        if isinstance(error, (ConnectionError, TimeoutError)) and self.base_url in error.message:
+            what = "timed out" if isinstance(error, TimeoutError) else "could not be reached"
+            error.detail = error.message
+            error.message = f"the upstream {self.name} {what}"
+            error.args = (error.message, *error.args[1:])
+        return error
 
     def _status_error(self, raw: RawResponse) -> tuple[ModelportError, bool]:
         err = self._error(raw)
@@ -167,7 +183,7 @@ class HttpBackend:
                 yield from reader.feed(chunk)
             yield from reader.close()
         except ModelportError as exc:
-            raise _broken_stream(exc, self.name) from None
+            raise _broken_stream(self._without_url(exc), self.name) from None
 
     # -- async ---------------------------------------------------------------------------
 
@@ -221,7 +237,11 @@ class HttpBackend:
                             for ev in reader.close():
                                 yield ev
                         except ModelportError as exc:
-                            raise _broken_stream(exc, self.name) from None
+                            raise _broken_stream(self._without_url(exc), self.name) from None
+                        finally:
+                            # Closed here, on the running loop: left to the garbage collector,
+                            # a stream a decoder refused mid-way fails to close at loop shutdown.
+                            await chunks.aclose()
                         return
                     err, retryable = self._status_error(head)
             except ModelportError as exc:
@@ -236,15 +256,20 @@ class HttpBackend:
 
     def embed(self, inputs: list[str], model_id: str) -> EmbeddingResponse:
         url, body = self._embed_request(inputs, model_id)
-        return self.dialect.decode_embeddings_response(loads(self._post(url, body).content), self.name)
+        return self.dialect.decode_embeddings_response(self._json_object(self._post(url, body)), self.name)
 
     async def aembed(self, inputs: list[str], model_id: str) -> EmbeddingResponse:
         url, body = self._embed_request(inputs, model_id)
-        return self.dialect.decode_embeddings_response(loads((await self._apost(url, body)).content), self.name)
+        return self.dialect.decode_embeddings_response(self._json_object(await self._apost(url, body)), self.name)
 
     def _embed_request(self, inputs: list[str], model_id: str) -> tuple[str, bytes]:
+        encode = getattr(self.dialect, "encode_embeddings_request", None)
+        if encode is None:
+            # Anthropic's API has no embeddings endpoint: the caller's choice of model, a 400.
+            raise BadRequestError(f"{self.name} has no embeddings API, so {model_id!r} cannot embed", param="model",
+                                  hint="use an embedding model of a provider that offers one, e.g. openai/text-embedding-3-small")
         self._require_key()
-        path, body = self.dialect.encode_embeddings_request(inputs, model_id)
+        path, body = encode(inputs, model_id)
         return self.base_url + path, dumps(body)
 
     def list_models(self) -> list[ModelInfo]:
@@ -303,7 +328,7 @@ class _EventReader:
 
 
 def _broken_stream(exc: ModelportError, provider: str) -> ModelportError:
-    if isinstance(exc, StreamError):
+    if isinstance(exc, (StreamError, UpstreamProtocolError)):
         exc.provider = exc.provider or provider
         return exc
     if isinstance(exc, TimeoutError):
@@ -315,6 +340,7 @@ def _broken_stream(exc: ModelportError, provider: str) -> ModelportError:
     return StreamError(
         f"the stream from {provider} broke after it started: {exc.message}",
         provider=provider,
+        detail=exc.detail,
         hint="the partial answer was not retried, to avoid duplicated text; call again",
     )
 

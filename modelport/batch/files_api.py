@@ -589,10 +589,9 @@ async def handle(api: FilesAPI, method: str, path: str, query: dict[str, str], h
             upload = fields.get("file")
             if upload is None:
                 raise BadRequestError("multipart field 'file' is required", param="file")
-            purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", "replace")
-            return await api.upload_file(upload[0] or "upload.jsonl", upload[1], purpose, owner)
+            return await api.upload_file(upload[0] or "upload.jsonl", upload[1], _purpose(fields.get("purpose", (None, b""))[1]), owner)
         if len(parts) == 1 and method == "GET":
-            return await api.list_files(query.get("purpose"), _int(query, "limit", 10000), query.get("order", "desc"), query.get("after"), owner)
+            return await api.list_files(query.get("purpose"), _limit(query, 10000), query.get("order", "desc"), query.get("after"), owner)
         if len(parts) == 2 and method == "GET":
             return await api.get_file(parts[1], owner)
         if len(parts) == 2 and method == "DELETE":
@@ -607,7 +606,7 @@ async def handle(api: FilesAPI, method: str, path: str, query: dict[str, str], h
                 raise BadRequestError("the body is not valid JSON") from None
             return await api.create_batch(payload, owner)
         if len(parts) == 1 and method == "GET":
-            return await api.list_batches(query.get("after"), _int(query, "limit", 20), owner)
+            return await api.list_batches(query.get("after"), _limit(query, 20), owner)
         if len(parts) == 2 and method == "GET":
             return await api.get_batch(parts[1], owner)
         if len(parts) == 3 and parts[2] == "cancel" and method == "POST":
@@ -615,13 +614,21 @@ async def handle(api: FilesAPI, method: str, path: str, query: dict[str, str], h
     raise NotFoundError(f"no route for {method} {path}")
 
 
-def _int(query: dict[str, str], name: str, default: int) -> int:
-    value = query.get(name)
-    if value is None:
+def _limit(query: dict[str, str], default: int, most: int = 10000) -> int:
+    """The ``limit`` query parameter: a whole number from 1 to ``most`` (a 400 names it)."""
+    raw = query.get("limit")
+    if raw is None:
         return default
-    if not value.isdigit():
-        raise BadRequestError(f"{name} must be a whole number, not {value!r}", param=name)
-    return int(value)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= most:
+        raise BadRequestError(f"limit: {raw[:40]!r} is not a whole number from 1 to {most}", param="limit")
+    return int(raw)
+
+
+def _purpose(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError("purpose: not valid UTF-8 text", param="purpose") from None
 
 
 # The Files API reads two fields (file and purpose); a few more are tolerated, thousands are

@@ -14,6 +14,9 @@ Client side (modelport calling a provider)
 
 Server side (the gateway answering a caller)
     decode_request(body, model=None) -> ChatRequest   raises BadRequestError naming the field
+
+Client-side decoders are wrapped in ``upstream_decoder``: JSON of the wrong shape from a
+provider becomes an ``UpstreamProtocolError`` (a 502), never a raw AttributeError.
     encode_response(response, model) -> dict
     StreamEncoder(model, include_usage).encode(event) -> bytes; .close() -> bytes;
         .error(exc) -> bytes
@@ -22,9 +25,13 @@ Server side (the gateway answering a caller)
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+from ..errors import ModelportError, UpstreamProtocolError
+from ..types import ChatResponse, EmbeddingResponse, InvalidShape, StreamEvent, check_embeddings, check_event, check_response
 
 DIALECTS = ("openai", "anthropic", "gemini")
 
@@ -46,3 +53,58 @@ def decode_sse(dialect: ModuleType, raw: bytes, *args: Any) -> list[Any]:
     for name, data in parser.feed(raw) + parser.close():
         events.extend(decoder.feed(name, data))
     return events
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# What reading a dict as if it were the API's shape raises when it is not: .get on a list,
+# [0] of an empty string, int("x"), a schema nested past the recursion limit.
+_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError)
+
+
+def upstream_decoder(decode: F) -> F:
+    """Wrap a decoder of provider output (a response, a stream chunk, embeddings): its
+    result is checked against the canonical types, and any sign that the JSON was not
+    shaped as the API defines becomes an UpstreamProtocolError naming the provider.
+
+    The provider is the decoder's ``provider`` argument or its object's attribute."""
+
+    @functools.wraps(decode)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = decode(*args, **kwargs)
+            if type(result) is list:
+                for item in result:
+                    check_event(item)
+            elif isinstance(result, ChatResponse):
+                check_response(result)
+            elif isinstance(result, EmbeddingResponse):
+                check_embeddings(result)
+            return result
+        except ModelportError:
+            raise
+        except _SHAPE_ERRORS as exc:
+            raise _wrong_shape(_provider(decode, args, kwargs), exc) from None
+
+    return guarded  # type: ignore[return-value]
+
+
+def _provider(decode: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The decoder's ``provider`` argument (its default too), else its object's attribute."""
+    import inspect
+
+    bound = inspect.signature(decode).bind_partial(*args, **kwargs)
+    bound.apply_defaults()
+    provider = bound.arguments.get("provider")
+    if provider is None and args:
+        provider = getattr(args[0], "provider", None)
+    return str(provider or "the upstream")
+
+
+def _wrong_shape(provider: str, exc: BaseException) -> UpstreamProtocolError:
+    detail = str(exc) if isinstance(exc, InvalidShape) else f"{type(exc).__name__}: {str(exc)[:200]}"
+    return UpstreamProtocolError(
+        f"{provider} answered with JSON that does not match its API ({detail})",
+        provider=provider if provider != "the upstream" else None,
+        hint="the upstream is not speaking the expected API, or changed it; check the provider's base URL and version",
+    )

@@ -28,6 +28,7 @@ import re
 import uuid
 from typing import Any, Mapping
 
+from . import upstream_decoder
 from ..errors import BadRequestError, ModelportError, OverloadedError, QuotaExceededError, StreamError, error_for_status
 from ..retry import parse_retry_after
 from ..sse import format_event
@@ -36,6 +37,7 @@ from ..types import (
     ChatRequest,
     ChatResponse,
     ImagePart,
+    InvalidShape,
     ModelInfo,
     Message,
     Part,
@@ -267,6 +269,7 @@ def _encode_tool(tool: Tool) -> dict[str, Any]:
 # -- client side: decode the response --------------------------------------------------------
 
 
+@upstream_decoder
 def decode_response(body: Mapping[str, Any], provider: str = "anthropic") -> ChatResponse:
     content: list[Part] = []
     calls: list[ToolCall] = []
@@ -308,12 +311,15 @@ class StreamDecoder:
         self._usage: dict[str, Any] = {}
         self._stop: str | None = None
 
+    @upstream_decoder
     def feed(self, event: str | None, data: str) -> list[StreamEvent]:
         try:
             payload = json.loads(data)
         except json.JSONDecodeError:
             raise StreamError(f"invalid JSON in Anthropic stream event {event!r}", provider=self.provider, body=data) from None
-        kind = payload.get("type") if isinstance(payload, dict) else None
+        if not isinstance(payload, dict):
+            raise InvalidShape(f"event {event!r}", "expected an object")
+        kind = payload.get("type")
         if kind == "content_block_delta":
             return self._delta(payload["index"], payload.get("delta") or {})
         if kind == "content_block_start":
@@ -557,10 +563,14 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     if stop and not all(isinstance(s, str) for s in stop):
         raise _bad("expected a list of strings", "stop_sequences")
     metadata = _maybe(body, "metadata", dict) or {}
+    temperature = _maybe(body, "temperature", (int, float))
+    if temperature is not None and not 0 <= temperature <= 1:
+        # Anthropic's own range; the canonical one (to 2) is checked after decoding.
+        raise _bad(f"{temperature} is out of range: expected a number from 0 to 1", "temperature")
     return ChatRequest(
         model=model or _need(body, "model", str, ""),
         messages=messages,
-        temperature=_maybe(body, "temperature", (int, float)),
+        temperature=temperature,
         top_p=_maybe(body, "top_p", (int, float)),
         top_k=_maybe(body, "top_k", int),
         max_tokens=max_tokens,
@@ -571,7 +581,7 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
         parallel_tool_calls=parallel,
         reasoning_effort=_decode_effort(body),
         metadata={"user_id": metadata["user_id"]} if metadata.get("user_id") else None,
-        stream=bool(body.get("stream")),
+        stream=bool(_maybe(body, "stream", bool)),
     )
 
 

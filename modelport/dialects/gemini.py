@@ -23,6 +23,7 @@ Policies (protocols.md §4, §9), decided once here:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -30,16 +31,19 @@ import mimetypes
 import uuid
 from typing import Any, Mapping
 
+from . import upstream_decoder
 from ..errors import AuthenticationError, BadRequestError, ModelportError, QuotaExceededError, StreamError, error_for_status
 from ..retry import parse_retry_after
 from ..sse import format_event
 from ..types import (
+    MAX_JSON_DEPTH,
     REASONING_BUDGETS,
     ChatRequest,
     ChatResponse,
     Embedding,
     EmbeddingResponse,
     ImagePart,
+    InvalidShape,
     Message,
     ModelInfo,
     Part,
@@ -53,6 +57,7 @@ from ..types import (
     Usage,
     dump_json,
     effort_for_budget,
+    json_depth,
 )
 
 SYNTHETIC_ID_PREFIX = "mpgm_"
@@ -149,31 +154,54 @@ def _standard_base64(data: Any) -> Any:
     return data
 
 
-def _decode_image(part: Mapping[str, Any]) -> ImagePart | None:
-    inline = part.get("inlineData") or part.get("inline_data")
+def _typed(obj: Mapping[str, Any], camel: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """An optional field of a part, which must have its proto type when present (strings
+    stay strings: a list or a number in ``text`` is refused here, not deep in a later step)."""
+    value = _field(obj, camel)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
+        what = {str: "a string", dict: "an object", list: "a list", bool: "a boolean"}.get(kind, "another type")  # type: ignore[call-overload]
+        raise InvalidShape(f"{where}.{camel}", f"expected {what}")
+    return value
+
+
+def _decode_image(part: Mapping[str, Any], where: str = "part") -> ImagePart | None:
+    if not isinstance(part, dict):
+        raise InvalidShape(where, "expected an object")
+    inline = _typed(part, "inlineData", dict, where)
     if inline is not None:
-        return ImagePart(data=_standard_base64(inline.get("data")), media_type=inline.get("mimeType") or inline.get("mime_type"))
-    file = part.get("fileData") or part.get("file_data")
+        here = f"{where}.inlineData"
+        data = _typed(inline, "data", str, here)
+        if data is None:
+            raise InvalidShape(f"{here}.data", "field required")
+        return ImagePart(data=_standard_base64(data), media_type=_typed(inline, "mimeType", str, here))
+    file = _typed(part, "fileData", dict, where)
     if file is not None:
-        return ImagePart(url=file.get("fileUri") or file.get("file_uri"), media_type=file.get("mimeType") or file.get("mime_type"))
+        here = f"{where}.fileData"
+        uri = _typed(file, "fileUri", str, here)
+        if uri is None:
+            raise InvalidShape(f"{here}.fileUri", "field required")
+        return ImagePart(url=uri, media_type=_typed(file, "mimeType", str, here))
     return None
 
 
-def _decode_part(part: Mapping[str, Any], call_id: str) -> list[Part | ToolCall]:
-    """One wire part as canonical items; ``call_id`` is used when a functionCall has no id."""
-    signature = part.get("thoughtSignature") or part.get("thought_signature")
-    call = part.get("functionCall") or part.get("function_call")
+def _decode_part(part: Mapping[str, Any], call_id: str, where: str = "part") -> list[Part | ToolCall]:
+    """One wire part as canonical items; ``call_id`` is used when a functionCall has no id.
+    Every field read is type-checked (InvalidShape names it, relative to ``where``)."""
+    signature = _typed(part, "thoughtSignature", str, where)
+    call = _typed(part, "functionCall", dict, where)
     if call is not None:
-        return [ToolCall(call.get("id") or call_id, call.get("name", ""), dump_json(call.get("args") or {}), signature)]
-    text = part.get("text")
+        here = f"{where}.functionCall"
+        args = _typed(call, "args", dict, here)
+        return [ToolCall(_typed(call, "id", str, here) or call_id, _typed(call, "name", str, here) or "", dump_json(args or {}), signature)]
+    text = _typed(part, "text", str, where)
     if text is not None:
-        if part.get("thought"):
+        if _typed(part, "thought", bool, where):
             return [ReasoningPart(text, signature)]
         items: list[Part | ToolCall] = [TextPart(text)] if text else []
         if signature:
             items.append(ReasoningPart("", signature))
         return items
-    image = _decode_image(part)
+    image = _decode_image(part, where)
     return [image] if image is not None else []
 
 
@@ -188,9 +216,10 @@ def _result_object(message: Message) -> dict[str, Any]:
         return {"error": text}
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         value = None
-    return value if isinstance(value, dict) else {"result": text}
+    # Nesting past MAX_JSON_DEPTH would break the JSON encoder on the way out: sent as text.
+    return value if isinstance(value, dict) and json_depth(value) <= MAX_JSON_DEPTH else {"result": text}
 
 
 def _result_text(response: Any) -> tuple[str, bool]:
@@ -345,6 +374,7 @@ def _finish(candidate: Mapping[str, Any] | None, body: Mapping[str, Any], has_ca
     return _FINISH_FROM_WIRE.get(candidate.get("finishReason"), "stop")
 
 
+@upstream_decoder
 def decode_response(body: Mapping[str, Any], provider: str = "gemini") -> ChatResponse:
     response_id = body.get("responseId") or ""
     candidates = body.get("candidates") or []
@@ -381,6 +411,7 @@ class StreamDecoder:
         self._usage: Usage | None = None
         self._raw: list[str] = []
 
+    @upstream_decoder
     def feed(self, event: str | None, data: str) -> list[StreamEvent]:
         if event == "raw":
             # Lines outside SSE framing: an error object, possibly spread over several lines.
@@ -401,7 +432,9 @@ class StreamDecoder:
         return events
 
     def _chunk(self, chunk: Any) -> list[StreamEvent]:
-        if not isinstance(chunk, dict) or "error" in chunk:
+        if not isinstance(chunk, dict):
+            raise InvalidShape("chunk", "expected a GenerateContentResponse object")
+        if "error" in chunk:
             raise _stream_error(chunk, self.provider)
         events: list[StreamEvent] = []
         if not self._started:
@@ -486,12 +519,16 @@ def _bad(message: str, param: str) -> BadRequestError:
     return BadRequestError(f"{param}: {message}", param=param)
 
 
+@functools.lru_cache(maxsize=256)
+def _snake(camel: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+
+
 def _field(obj: Mapping[str, Any], camel: str) -> Any:
     """lowerCamelCase as the SDKs send it; proto3-JSON parsers also accept snake_case."""
     value = obj.get(camel)
     if value is None:
-        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
-        value = obj.get(snake)
+        value = obj.get(_snake(camel))
     return value
 
 
@@ -547,7 +584,8 @@ def _decode_content(content: Any, i: int, pending: list[ToolCall]) -> list[Messa
     if role == "model":
         items: list[Part | ToolCall] = []
         for j, part in enumerate(parts):
-            items.extend(_decode_part(_part_dict(part, f"{where}.parts[{j}]"), f"{SYNTHETIC_ID_PREFIX}{i}_{j}"))
+            here = f"{where}.parts[{j}]"
+            items.extend(_decode_part(_part_dict(part, here), f"{SYNTHETIC_ID_PREFIX}{i}_{j}", here))
         body, calls = _split(items)
         pending[:] = calls
         return [Message("assistant", body, calls)]
@@ -559,17 +597,19 @@ def _decode_content(content: Any, i: int, pending: list[ToolCall]) -> list[Messa
         part = _part_dict(part, f"{where}.parts[{j}]")
         response = _field(part, "functionResponse")
         if response is None:
-            rest.extend(p for p in _decode_part(part, "") if not isinstance(p, ToolCall))
+            rest.extend(p for p in _decode_part(part, "", f"{where}.parts[{j}]") if not isinstance(p, ToolCall))
             continue
         name = response.get("name")
         if not isinstance(name, str):
             raise _bad("field required", f"{where}.parts[{j}].functionResponse.name")
-        call_id = response.get("id") or _answer(pending, name)
+        here = f"{where}.parts[{j}].functionResponse"
+        call_id = _typed(response, "id", str, here) or _answer(pending, name)
         if call_id is None:
-            raise _bad(f"no earlier functionCall named {name!r} to answer", f"{where}.parts[{j}].functionResponse")
+            raise _bad(f"no earlier functionCall named {name!r} to answer", here)
         text, is_error = _result_text(response.get("response") or {})
-        images = [i for i in (_decode_image(p) for p in response.get("parts") or ()) if i is not None]
-        messages.append(Message("tool", [TextPart(text), *images], tool_call_id=call_id, name=name, is_error=is_error))
+        images = [_decode_image(p, f"{here}.parts[{k}]") for k, p in enumerate(_typed(response, "parts", list, here) or ())]
+        result = [TextPart(text), *(image for image in images if image is not None)]
+        messages.append(Message("tool", result, tool_call_id=call_id, name=name, is_error=is_error))
     if rest or not messages:
         messages.append(Message("user", rest))
     return messages
@@ -663,7 +703,8 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
         parts = system.get("parts") if isinstance(system, dict) else None
         if not isinstance(parts, list):
             raise _bad("expected a Content with parts", "systemInstruction")
-        messages.append(Message("system", [TextPart(p["text"]) for p in parts if isinstance(p, dict) and p.get("text")]))
+        texts = (_typed(_part_dict(p, f"systemInstruction.parts[{k}]"), "text", str, f"systemInstruction.parts[{k}]") for k, p in enumerate(parts))
+        messages.append(Message("system", [TextPart(text) for text in texts if text]))
     pending: list[ToolCall] = []
     for i, content in enumerate(wire_contents):
         messages.extend(_decode_content(content, i, pending))
@@ -836,6 +877,7 @@ def encode_embeddings_request(inputs: list[str], model_id: str) -> tuple[str, di
     return f"/{resource}:batchEmbedContents", {"requests": requests}
 
 
+@upstream_decoder
 def decode_embeddings_response(body: Mapping[str, Any], provider: str = "gemini") -> EmbeddingResponse:
     vectors = body.get("embeddings") or ([body["embedding"]] if "embedding" in body else [])
     return EmbeddingResponse("", [Embedding(i, list(v.get("values") or ())) for i, v in enumerate(vectors)], provider=provider)

@@ -36,6 +36,7 @@ from modelport.errors import (
     StreamError,
     error_for_status,
 )
+from modelport.dialects import upstream_decoder
 from modelport.jsonio import dumps, loads
 from modelport.retry import parse_retry_after
 from modelport.sse import format_event
@@ -45,6 +46,7 @@ from modelport.types import (
     Embedding,
     EmbeddingResponse,
     ImagePart,
+    InvalidShape,
     Message,
     ModelInfo,
     Part,
@@ -213,12 +215,15 @@ def _encode_response_format(fmt: ResponseFormat) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": spec}
 
 
+@upstream_decoder
 def decode_response(body: dict[str, Any], provider: str) -> ChatResponse:
     choices = body.get("choices")
     if not choices:
         if body.get("error"):
             raise _stream_error(body["error"], provider)
         raise StreamError("response has no choices", provider=provider, body=body)
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise InvalidShape("choices", "expected a list of choice objects")
     choice = choices[0]
     message = _decode_response_message(choice.get("message") or {})
     return ChatResponse(
@@ -299,6 +304,7 @@ class StreamDecoder:
         self._call_ids: dict[str, int] = {}
         self._raw_lines: list[str] = []
 
+    @upstream_decoder
     def feed(self, event: str | None, data: str) -> list[StreamEvent]:
         if event == "raw":
             return self._feed_raw(data)
@@ -321,7 +327,10 @@ class StreamDecoder:
         self._raw_lines.clear()
         return self.feed_json(body) if isinstance(body, dict) else []
 
+    @upstream_decoder
     def feed_json(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        if not isinstance(chunk, dict):
+            raise InvalidShape("chunk", "expected a chat.completion.chunk object")
         error = chunk.get("error") or (chunk.get("x_groq") or {}).get("error")
         if error:
             raise _stream_error(error, self.provider)
@@ -890,6 +899,7 @@ def encode_embeddings_request(inputs: list[str], model_id: str, dimensions: int 
     return "/embeddings", body
 
 
+@upstream_decoder
 def decode_embeddings_response(body: dict[str, Any], provider: str) -> EmbeddingResponse:
     data = [
         Embedding(item.get("index", i), _decode_vector(item.get("embedding")))

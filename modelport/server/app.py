@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 from ..client import AsyncClient
 from ..errors import (
     BadRequestError,
+    MethodNotAllowedError,
     ModelportError,
     NotFoundError,
     PermissionDeniedError,
@@ -33,7 +34,7 @@ from ..errors import (
     TimeoutError,
 )
 from ..jsonio import JSONDecodeError, dumps, loads
-from ..types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, Usage
+from ..types import ChatRequest, ChatResponse, EmbeddingResponse, InvalidShape, Message, StreamAccumulator, StreamEvent, Usage, validate_request
 from .auth import Caller, KeyRing, KeyStore
 from .limits import MESSAGE_OVERHEAD_BOUND, Booking, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
@@ -253,12 +254,15 @@ class Gateway:
             if door == "openai" and req.path == "/v1/models":
                 door, dialect, handler = self._models_door(req, route)
             return door, dialect, handler, ""
+        allowed = tuple(sorted(m for m, p in self._routes if p == req.path))
+        if allowed:
+            raise _not_allowed(req, allowed)
         for method, pattern, door, dialect, handler in self._patterns:
             match = pattern.match(req.path)
             if match is None:
                 continue
             if method != req.method and method != "*":
-                raise BadRequestError(f"{req.method} is not allowed on {req.path}; use {method}", status=405, code="method_not_allowed")
+                raise _not_allowed(req, (method,))
             if door == "openai" and self._speaks_gemini(req):
                 door, dialect, gm = self._gemini_door
                 handler = gm.model
@@ -361,6 +365,8 @@ class Gateway:
 
             dialect = dialects.get("gemini" if req.path.startswith(("/v1beta", "/v1alpha")) else "openai")
         status, body, headers = dialect.encode_error(exc)
+        if isinstance(exc, MethodNotAllowedError):
+            headers = {**headers, "allow": ", ".join(exc.allow)}
         if isinstance(body, dict) and "request_id" in body:
             body["request_id"] = req.id
         await self.respond(req, body, status, headers)
@@ -369,12 +375,20 @@ class Gateway:
 
     @staticmethod
     def decode(decoder: Callable[..., Any], *args: Any) -> Any:
-        """Run a dialect's request decoder; a body shaped so oddly that the decoder trips
-        over it is still the caller's mistake (400), never the server's (500)."""
+        """Run a dialect's request decoder and the canonical checks on what it made; a body
+        shaped so oddly that the decoder trips over it is still the caller's mistake (400),
+        never the server's (500)."""
         try:
-            return decoder(*args)
+            decoded = decoder(*args)
+            if isinstance(decoded, ChatRequest):
+                validate_request(decoded)
+            return decoded
         except ModelportError:
             raise
+        except InvalidShape as exc:
+            raise BadRequestError(str(exc), param=exc.field) from None
+        except RecursionError:
+            raise BadRequestError("invalid request body: nested too deeply", param="body") from None
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise BadRequestError(f"invalid request body: {type(exc).__name__}: {exc}", param="body") from None
 
@@ -840,6 +854,10 @@ class _BatchClient:
 
     async def aclose(self) -> None:
         """The gateway closes its client itself, after the batches have stopped."""
+
+
+def _not_allowed(req: Request, allowed: tuple[str, ...]) -> MethodNotAllowedError:
+    return MethodNotAllowedError(f"{req.method} is not allowed on {req.path}; use {' or '.join(allowed)}", allow=allowed)
 
 
 def _refuse_metered_batches(caller: Any) -> None:

@@ -109,6 +109,18 @@ def malformed_json(status: int = 200) -> Fault:
     return Fault("reply", Reply(status, b'{"id": "truncated", "choices": [', {"content-type": "application/json"}))
 
 
+def wrong_shape(value: Any) -> Fault:
+    """A 200 whose body is valid JSON of the wrong shape (``{"choices": "nope"}``, a list...)."""
+    return Fault("reply", Reply.json(value))
+
+
+def bad_stream(*events: Any) -> Fault:
+    """A 200 event stream of these ``data:`` payloads (JSON values, or raw strings sent as
+    they are), e.g. one good chunk and then ``[1, 2]``."""
+    body = b"".join(b"data: " + (e.encode() if isinstance(e, str) else _dumps(e)) + b"\n\n" for e in events)
+    return Fault("reply", Reply(200, body, {"content-type": "text/event-stream"}))
+
+
 def stall_stream(after: int) -> Fault:
     """Send the route's first ``after`` chunks, then go silent until the client gives up."""
     return Fault("stall", after=after)
