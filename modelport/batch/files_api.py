@@ -6,10 +6,15 @@ dicts (or bytes) out, modelport errors raised for 4xx. The gateway mounts them; 
 delegate those paths to (and that tests run as is).
 
 A batch is a batch-engine job over the uploaded file (OpenAI batch format in, OpenAI batch
-format out, keyed by ``custom_id``), run as a task on the server's event loop through any
-backend the client routes to, the embedded model included. Jobs keep their journals under
-``root``; ``startup()`` resumes the ones a stopped server left running, so a restart loses
-nothing and answers no row twice.
+format out, keyed by ``custom_id``), run on a thread and event loop of its own (its journal
+writes never wait on, or hold up, the server's loop) through any backend the client routes
+to, the embedded model included; the model calls themselves run on the server's loop. Jobs
+keep their journals under ``root``; ``startup()`` resumes the ones a stopped server left
+running, so a restart loses nothing and answers no row twice. Cancelling is a message to the
+job: the batch is "cancelling" at once and "cancelled" when the job has stopped.
+
+Files and batches belong to the ``Owner`` that made them (a gateway key, or the anonymous
+caller of an open server); others are told they do not exist, and admin keys see all.
 """
 
 from __future__ import annotations
