@@ -123,10 +123,9 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
     """Run (or resume) the job in ``journal`` on Ray. Connects to ``RAY_ADDRESS`` (else
     starts a local instance) unless Ray is initialised already. ``seeds``: per-model
     limits (default: the config's ``[limits]``)."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray", hint="pip install 'modelport[ray]'") from None
+    from ..extras import require
+
+    ray = require("ray", "--engine ray")
     if spec.mode != "live":
         raise ConfigError("--engine ray runs live jobs only", hint="native batches already run on the provider's side: use --engine local")
     from . import ingest

@@ -80,10 +80,9 @@ def _csv(path: Path) -> Iterator[Row]:
 
 
 def _parquet(path: Path) -> Iterator[Row]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ValueError("reading Parquet needs pyarrow: pip install 'modelport[pandas]'") from None
+    from ..extras import require
+
+    pq = require("pyarrow.parquet", "reading Parquet")
     for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
         for row in batch.to_pylist():
             yield None, row

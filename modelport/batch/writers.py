@@ -28,6 +28,9 @@ def output_format(path: str | Path, input_format: str) -> str:
     if suffix == ".csv":
         return "csv"
     if suffix in (".parquet", ".pq"):
+        from ..extras import require
+
+        require("pyarrow.parquet", "writing Parquet")  # before the job runs, not after
         return "parquet"
     return "openai" if input_format == "openai" else "jsonl"
 
@@ -161,11 +164,10 @@ def _csv_cell(value: Any) -> Any:
 def write_parquet(path: str | Path, batches: Iterable[list[dict[str, Any]]]) -> None:
     """Write flat records, batch by batch, as row groups; a temporary file is renamed into
     place so a half-written Parquet file is never left behind."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ValueError("writing Parquet needs pyarrow: pip install 'modelport[pandas]'") from None
+    from ..extras import require
+
+    pa = require("pyarrow", "writing Parquet")
+    pq = require("pyarrow.parquet", "writing Parquet")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     writer = None
