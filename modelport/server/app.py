@@ -233,7 +233,8 @@ class Gateway:
             # One file or batch: the Files/Batches handlers tell the methods apart themselves.
             ("*", re.compile(r"^/v1/(?:files|batches)/[^/]+(?:/[a-z]+)?$"), "batches", openai, self._batches),
             # Gemini methods: the model may hold slashes and colons, the method follows the last colon.
-            ("POST", re.compile(r"^/v1(?:beta|alpha)?/(?:models/)?(.+):([A-Za-z]+)$"), "gemini", gemini, gm.method),
+            # Bare /models/...: LiteLLM with the gateway's URL as its Gemini api_base.
+            ("POST", re.compile(r"^(?:/v1(?:beta|alpha)?/(?:models/)?|/models/)(.+):([A-Za-z]+)$"), "gemini", gemini, gm.method),
             ("GET", re.compile(r"^/v1(?:beta|alpha)/models/(.+)$"), "gemini", gemini, gm.model),
             ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
@@ -249,16 +250,21 @@ class Gateway:
             if door == "openai" and req.path == "/v1/models":
                 door, dialect, handler = self._models_door(req, route)
             return door, dialect, handler, ""
+        allowed = None
         for method, pattern, door, dialect, handler in self._patterns:
             match = pattern.match(req.path)
             if match is None:
                 continue
             if method != req.method and method != "*":
-                raise BadRequestError(f"{req.method} is not allowed on {req.path}; use {method}", status=405, code="method_not_allowed")
+                # A later pattern may take this method (GET /models/{id} vs POST /models/{id}:method).
+                allowed = allowed or method
+                continue
             if door == "openai" and self._speaks_gemini(req):
                 door, dialect, gm = self._gemini_door
                 handler = gm.model
             return door, dialect, handler, "\0".join(match.groups())
+        if allowed is not None:
+            raise BadRequestError(f"{req.method} is not allowed on {req.path}; use {allowed}", status=405, code="method_not_allowed")
         paths = sorted({p for _, p in self._routes if p.startswith("/v1/")})
         raise NotFoundError(f"no such endpoint: {req.method} {req.path}; this gateway serves {', '.join(paths)} and Gemini's /v1beta/models/...", code="unknown_url")
 

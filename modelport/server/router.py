@@ -68,6 +68,7 @@ class Router:
         self.allow_list: frozenset[str] | None = frozenset(offered) if offered else None
         self._keyed: dict[str, bool] = {}
         self._targets: dict[str, tuple[Target, ...]] = {}
+        self._bare: dict[str, str] = {}
 
     # -- resolution ----------------------------------------------------------------------
 
@@ -91,6 +92,20 @@ class Router:
             if target not in chain:
                 chain.append(target)
         return tuple(chain)
+
+    def bare(self, model: str) -> str:
+        """A name without a provider, as Gemini users type them (``smollm2``): the one model
+        the gateway offers under that id (``local/smollm2``). Aliases, ``default`` and
+        ``provider/...`` names, and bare names that fit no or several models, stay as given."""
+        if "/" in model or model in self.aliases or model == DEFAULT_NAME:
+            return model
+        found = self._bare.get(model)
+        if found is None:
+            if len(self._bare) >= _CACHE_SIZE:
+                self._bare.clear()
+            ids = {info.id for info in self.list_models() if info.id.partition("/")[2] == model}
+            found = self._bare[model] = ids.pop() if len(ids) == 1 else model
+        return found
 
     def _target(self, model: str) -> Target:
         name = self.default if model == DEFAULT_NAME else model
