@@ -35,6 +35,7 @@ from ..errors import (
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamAccumulator, StreamEvent, Usage
 from .auth import Caller, KeyRing, KeyStore
+from .hops import next_hop
 from .limits import Booking, estimate_tokens
 from .metrics import Metrics
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
@@ -299,8 +300,9 @@ class Gateway:
             try:
                 door, req.dialect, handler, arg = self._route(req)
                 req.door = door
-                await self._authenticate(req, door)
-                await handler(req, arg)
+                with next_hop(req.headers):
+                    await self._authenticate(req, door)
+                    await handler(req, arg)
             except ModelportError as exc:
                 await self.fail(req, exc)
             except asyncio.CancelledError:
