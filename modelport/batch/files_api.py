@@ -45,9 +45,11 @@ class FilesAPI:
 
             root = data_dir() / "gateway"
         self.root = Path(root)
-        (self.root / "files").mkdir(parents=True, exist_ok=True)
-        (self.root / "jobs").mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.root / "files.db"), isolation_level=None, check_same_thread=False)
+        from ..config import private_dir, private_file
+
+        private_dir(self.root / "files")
+        private_dir(self.root / "jobs")
+        self.db = sqlite3.connect(str(private_file(self.root / "files.db")), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
         self.client = client
@@ -71,7 +73,9 @@ class FilesAPI:
 
     def _store_file(self, filename: str, content: bytes, purpose: str) -> dict[str, Any]:
         file_id = "file-" + secrets.token_hex(12)
-        (self.root / "files" / file_id).write_bytes(content)
+        from ..config import write_private
+
+        write_private(self.root / "files" / file_id, content)
         created = int(time.time())
         self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (file_id, filename, len(content), created, purpose))
         return _file_object(file_id, filename, len(content), created, purpose)
@@ -168,12 +172,14 @@ class FilesAPI:
         return errors[:100]
 
     def _job(self, batch_id: str, obj: dict[str, Any]) -> tuple[Any, Any]:
+        from ..config import private_file
         from . import open_job
         from .spec import JobSpec
 
+        # Made 0600 here: the engine's writer appends to a file that exists, keeping its mode.
+        output = private_file(self.root / "jobs" / f"{batch_id}.jsonl")
         spec = JobSpec(job_id=batch_id, input=str(self.root / "files" / obj["input_file_id"]), input_format="openai",
-                       output=str(self.root / "jobs" / f"{batch_id}.jsonl"), output_format="openai",
-                       concurrency=self.concurrency)
+                       output=str(output), output_format="openai", concurrency=self.concurrency)
         return open_job(self.root / "jobs" / f"{batch_id}.db", spec)
 
     def _start(self, batch_id: str) -> None:

@@ -102,12 +102,10 @@ class KeyStore:
         self._lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists()
-        db = sqlite3.connect(self.path, timeout=10)
-        if new:
-            # The file holds only hashes, but its usage totals are nobody else's business.
-            os.chmod(self.path, 0o600)
+        from ..config import private_file
+
+        # The file holds only hashes, but its usage totals are nobody else's business.
+        db = sqlite3.connect(private_file(self.path), timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
         return db
