@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import re
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -48,6 +49,7 @@ _FILE_ID = re.compile(r"^file-[0-9a-f]{1,64}$")
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 KEY_SYNC_SECONDS = 1.0
+BODY_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,12 @@ class Settings:
     # None: required exactly when the server listens beyond loopback.
     auth: bool | None = None
     max_body_bytes: int = 16 * 1024 * 1024
+    # The request line and headers: at most this many bytes (else 431), whole within
+    # header_timeout seconds of their first byte (else 408); see protocol.py.
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    # Longest wait for the next piece of a request body (else 408).
+    body_timeout: float = BODY_TIMEOUT
     # Upper bound of max_tokens; requests without one get this many.
     max_tokens: int = 16384
     request_timeout: float = 600.0
@@ -78,10 +86,13 @@ class Request:
     """One HTTP exchange, as the doors and the services see it."""
 
     __slots__ = ("scope", "receive", "send", "method", "path", "headers", "query", "id", "_id_header",
-                 "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected")
+                 "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected",
+                 "body_timeout")
 
-    def __init__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]], request_id: str) -> None:
+    def __init__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]], request_id: str,
+                 body_timeout: float = BODY_TIMEOUT) -> None:
         self.scope, self.receive, self.send = scope, receive, send
+        self.body_timeout = body_timeout
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -120,7 +131,11 @@ class Request:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await self.receive()
+            try:
+                message = await _receive_within(self.receive, self.body_timeout)
+            except asyncio.TimeoutError:
+                raise BadRequestError(f"no part of the request body arrived for {self.body_timeout:g} s", status=408,
+                                      code="request_timeout", param="body") from None
             if message["type"] == "http.disconnect":
                 self.disconnected = True
                 raise BadRequestError("the client went away before sending the whole body", param="body")
@@ -141,6 +156,15 @@ class Request:
             return loads(raw)
         except (JSONDecodeError, ValueError) as exc:
             raise BadRequestError(f"body: not valid JSON ({exc})", param="body", code="invalid_json") from None
+
+
+if sys.version_info >= (3, 11):
+    async def _receive_within(receive: Callable[[], Awaitable[Any]], seconds: float) -> Any:
+        async with asyncio.timeout(seconds):
+            return await receive()
+else:  # pragma: no cover - 3.10 only
+    async def _receive_within(receive: Callable[[], Awaitable[Any]], seconds: float) -> Any:
+        return await asyncio.wait_for(receive(), seconds)
 
 
 class _Interrupt:
@@ -289,7 +313,7 @@ class Gateway:
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}"))
+            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}", self.settings.body_timeout))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -362,6 +386,9 @@ class Gateway:
 
             dialect = dialects.get("gemini" if req.path.startswith(("/v1beta", "/v1alpha")) else "openai")
         status, body, headers = dialect.encode_error(exc)
+        if status == 408:
+            # The body stopped short: what the connection carries next is no request, so close it.
+            headers = {**headers, "connection": "close"}
         if isinstance(body, dict) and "request_id" in body:
             body["request_id"] = req.id
         await self.respond(req, body, status, headers)
