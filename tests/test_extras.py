@@ -73,3 +73,15 @@ except ConfigError as exc:
     result = run_without(tmp_path, "jsonschema", "-c", code)
     assert result.returncode == 0, result.stderr
     assert 'MESSAGE validating answers against a JSON schema needs jsonschema: pip install "modelport[structured]"' in result.stdout
+
+
+def test_the_gateway_needs_nothing_beyond_the_base_install() -> None:
+    """`pip install -e .` (the README's install) brings what `modelport serve` imports."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # 3.11+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    base = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    assert {"uvicorn", "httptools", "uvloop"} <= base
+    code = "import modelport.server.protocol, modelport.server; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "ok"
