@@ -389,6 +389,9 @@ class Gateway:
         if status == 408:
             # The body stopped short: what the connection carries next is no request, so close it.
             headers = {**headers, "connection": "close"}
+        elif status == 508:
+            # A routing loop does not heal by itself: stop the caller's SDK from retrying it.
+            headers = {**headers, "x-should-retry": "false"}
         if isinstance(body, dict) and "request_id" in body:
             body["request_id"] = req.id
         await self.respond(req, body, status, headers)
