@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import re
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -130,23 +129,31 @@ class Request:
             raise RequestTooLargeError(f"request body of {length} bytes is over this gateway's limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        while True:
-            try:
-                message = await _receive_within(self.receive, self.body_timeout)
-            except asyncio.TimeoutError:
-                raise BadRequestError(f"no part of the request body arrived for {self.body_timeout:g} s", status=408,
-                                      code="request_timeout", param="body") from None
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                raise BadRequestError("the client went away before sending the whole body", param="body")
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLargeError(f"request body is over this gateway's limit of {limit} bytes")
-                chunks.append(chunk)
-            if not message.get("more_body"):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        idle = _IdleWatch(self.body_timeout)
+        try:
+            while True:
+                try:
+                    message = await self.receive()
+                except asyncio.CancelledError:
+                    if idle.absorb() is None:
+                        raise
+                    raise BadRequestError(f"no part of the request body arrived for {self.body_timeout:g} s", status=408,
+                                          code="request_timeout", param="body") from None
+                idle.progress()
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    raise BadRequestError("the client went away before sending the whole body", param="body")
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise RequestTooLargeError(f"request body is over this gateway's limit of {limit} bytes")
+                    chunks.append(chunk)
+                if not message.get("more_body"):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        finally:
+            # Synchronous with the last receive's return, so the cancel can land only on a receive.
+            idle.stop()
 
     async def json(self, limit: int) -> Any:
         raw = await self.body(limit)
@@ -156,15 +163,6 @@ class Request:
             return loads(raw)
         except (JSONDecodeError, ValueError) as exc:
             raise BadRequestError(f"body: not valid JSON ({exc})", param="body", code="invalid_json") from None
-
-
-if sys.version_info >= (3, 11):
-    async def _receive_within(receive: Callable[[], Awaitable[Any]], seconds: float) -> Any:
-        async with asyncio.timeout(seconds):
-            return await receive()
-else:  # pragma: no cover - 3.10 only
-    async def _receive_within(receive: Callable[[], Awaitable[Any]], seconds: float) -> Any:
-        return await asyncio.wait_for(receive(), seconds)
 
 
 class _Interrupt:
@@ -192,6 +190,35 @@ class _Interrupt:
         if self.reason is not None and task is not None and hasattr(task, "uncancel"):
             task.uncancel()
         return self.reason
+
+
+class _IdleWatch(_Interrupt):
+    """Interrupts ("idle") once ``seconds`` pass without ``progress()``. One timer per body
+    read, re-armed only when it fires early: asyncio.timeout() around every receive
+    measured ~30 us per receive against ~1 us for the bare await."""
+
+    __slots__ = ("loop", "seconds", "last", "timer")
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.loop = asyncio.get_running_loop()
+        self.seconds = seconds
+        self.last = self.loop.time()
+        self.timer = self.loop.call_later(seconds, self._check)
+
+    def progress(self) -> None:
+        self.last = self.loop.time()
+
+    def _check(self) -> None:
+        left = self.last + self.seconds - self.loop.time()
+        if left > 0:
+            self.timer = self.loop.call_later(left, self._check)
+        else:
+            self.fire("idle")
+
+    def stop(self) -> None:
+        self.timer.cancel()
+        self.disarm()
 
 
 def _timeout_error(seconds: float) -> TimeoutError:
