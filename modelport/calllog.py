@@ -150,7 +150,9 @@ def migrate(conn: sqlite3.Connection, migrations: list[Callable[[sqlite3.Connect
 
 def connect(path: Path, migrations: list[Callable[[sqlite3.Connection], None]], what: str) -> sqlite3.Connection:
     """Open (creating if needed) a modelport SQLite file in WAL mode at its newest schema."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .config import private_file
+
+    private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode = WAL")

@@ -40,6 +40,47 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir("modelport"))
 
 
+# What modelport keeps (prompts and answers, uploads, batch results, keys) is nobody else's
+# business: the directories it creates are 0700 and the files 0600, whatever the umask.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` and each missing parent, 0700. Directories that exist are left alone
+    (they may be the user's own, as the parent of a ``MODELPORT_LOG_PATH``)."""
+    target, missing = path, []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:  # made meanwhile by another process
+            continue
+        os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask
+    return target
+
+
+def private_file(path: Path) -> Path:
+    """Make ``path`` an empty 0600 file (its directory as ``private_dir``) unless it exists,
+    and narrow an existing one to 0600. Done before SQLite opens a database: the -wal and
+    -shm files SQLite adds copy the database file's mode."""
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, PRIVATE_FILE_MODE)
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file at ``path``, 0600 from its first byte."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def config_path() -> Path:
     env = os.environ.get("MODELPORT_CONFIG")
     return Path(env) if env else config_dir() / "config.toml"

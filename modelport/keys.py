@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from .config import config_dir
+from .config import config_dir, private_dir
 from .errors import ConfigError, mask
 from .providers import Provider, env_name
 
@@ -30,7 +30,7 @@ def _read() -> dict[str, str]:
 
 def _write(keys: dict[str, str]) -> None:
     path = keys_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
     # Create with 0600 from the start so the key is never readable by others, even briefly.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

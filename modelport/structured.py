@@ -14,7 +14,7 @@ import sys
 from typing import Any, Callable
 
 from . import jsonio
-from .errors import BadRequestError, ConfigError, StructuredOutputError
+from .errors import BadRequestError, StructuredOutputError
 from .types import ChatResponse, ResponseFormat
 
 __all__ = ["parse", "strip_fences", "to_response_format"]
@@ -153,13 +153,9 @@ def _load_json(text: str) -> Any:
 
 def _schema_validator(schema: dict[str, Any]) -> Validator:
     """Checks the schema now (before a model call is spent on it) and answers against it later."""
-    try:
-        import jsonschema
-    except ImportError:
-        raise ConfigError(
-            "validating answers against a JSON schema needs the jsonschema package",
-            hint="pip install 'modelport[structured]'",
-        ) from None
+    from .extras import require
+
+    jsonschema = require("jsonschema", "validating answers against a JSON schema")
     cls = jsonschema.validators.validator_for(schema)
     try:
         cls.check_schema(schema)

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
 from .errors import ConnectionError, TimeoutError
+
+
+# Headers added to every async request made in this context: the gateway puts its hop count
+# here for the upstream calls of one incoming request, so a routing loop is seen and stopped.
+UPSTREAM_HEADERS: ContextVar[dict[str, str] | None] = ContextVar("modelport_upstream_headers", default=None)
+
+
+def _with_context_headers(headers: dict[str, str]) -> dict[str, str]:
+    extra = UPSTREAM_HEADERS.get()
+    return {**headers, **extra} if extra else headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,7 @@ class AsyncTransport:
     async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, cap: float | None = None) -> RawResponse:
         """``cap`` (seconds) shortens every wait of this request, so a deadline holds."""
         session = self._get_session()
+        headers = _with_context_headers(headers)
         async with self._errors(url):
             async with session.request(method, url, headers=headers, data=body, **self._timeout(cap)) as r:
                 content = await r.read()
@@ -128,6 +140,7 @@ class AsyncTransport:
     async def stream(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                      cap: float | None = None) -> AsyncIterator[tuple[RawResponse, AsyncIterator[bytes]]]:
         session = self._get_session()
+        headers = _with_context_headers(headers)
         async with self._errors(url):
             async with session.request(method, url, headers=headers, data=body, **self._timeout(cap)) as r:
                 head = RawResponse(r.status, _lower(r.headers), b"")

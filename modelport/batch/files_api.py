@@ -107,9 +107,11 @@ class FilesAPI:
     def db(self) -> sqlite3.Connection:
         """The connection; only the worker thread may use it."""
         if self._db is None:
-            (self.root / "files").mkdir(parents=True, exist_ok=True)
-            (self.root / "jobs").mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(self.root / "files.db"), isolation_level=None, check_same_thread=False)
+            from ..config import private_dir, private_file
+
+            private_dir(self.root / "files")
+            private_dir(self.root / "jobs")
+            db = sqlite3.connect(str(private_file(self.root / "files.db")), isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             for table, statement in _MIGRATIONS:
@@ -135,8 +137,9 @@ class FilesAPI:
 
     def _store_file(self, filename: str, content: bytes, purpose: str, owner: str) -> dict[str, Any]:
         file_id = "file-" + secrets.token_hex(12)
-        (self.root / "files").mkdir(parents=True, exist_ok=True)
-        (self.root / "files" / file_id).write_bytes(content)
+        from ..config import write_private
+
+        write_private(self.root / "files" / file_id, content)
         created = int(time.time())
         self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", (file_id, filename, len(content), created, purpose, owner))
         return _file_object(file_id, filename, len(content), created, purpose)
@@ -321,12 +324,14 @@ class FilesAPI:
             journal.close()
 
     def _job(self, batch_id: str, obj: dict[str, Any]) -> tuple[Any, Any]:
+        from ..config import private_file
         from . import open_job
         from .spec import JobSpec
 
+        # Made 0600 here: the engine's writer appends to a file that exists, keeping its mode.
+        output = private_file(self.root / "jobs" / f"{batch_id}.jsonl")
         spec = JobSpec(job_id=batch_id, input=str(self.root / "files" / obj["input_file_id"]), input_format="openai",
-                       output=str(self.root / "jobs" / f"{batch_id}.jsonl"), output_format="openai",
-                       concurrency=self.concurrency)
+                       output=str(output), output_format="openai", concurrency=self.concurrency)
         return open_job(self.root / "jobs" / f"{batch_id}.db", spec)
 
     @staticmethod

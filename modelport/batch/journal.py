@@ -65,7 +65,9 @@ INGEST_CHUNK = 5000
 class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from ..config import private_file
+
+        private_file(self.path)
         # isolation_level=None: transactions are explicit, so marks can wait for the next commit.
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._extras import require
+from ..extras import require
 from ..errors import ConfigError, ModelportError
 from .spec import JobSpec
 
-# What reading or writing each file format needs: (module, extra that installs it).
-FORMAT_NEEDS: dict[str, tuple[str, str]] = {"parquet": ("pyarrow.parquet", "pandas")}
-ENGINE_NEEDS: dict[str, tuple[str, str]] = {"ray": ("ray", "ray")}
+# What reading or writing each file format needs: (module, what for).
+FORMAT_NEEDS: dict[str, tuple[str, str]] = {"parquet": ("pyarrow.parquet", "reading or writing Parquet")}
+ENGINE_NEEDS: dict[str, tuple[str, str]] = {"ray": ("ray", "--engine ray")}
 
 
 def check(spec: JobSpec, *, engine: str = "local", client: Any = None, first_row: Any = None) -> None:

@@ -80,9 +80,9 @@ def _csv(path: Path) -> Iterator[Row]:
 
 
 def _parquet(path: Path) -> Iterator[Row]:
-    from .._extras import require
+    from ..extras import require
 
-    pq = require("pyarrow.parquet", "pandas")
+    pq = require("pyarrow.parquet", "reading Parquet")
     for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
         for row in batch.to_pylist():
             yield None, row

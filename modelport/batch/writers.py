@@ -234,10 +234,10 @@ def _csv_cell(value: Any) -> Any:
 def write_parquet(path: str | Path, batches: Iterable[list[dict[str, Any]]]) -> None:
     """Write flat records, batch by batch, as row groups; a temporary file is renamed into
     place so a half-written Parquet file is never left behind."""
-    from .._extras import require
+    from ..extras import require
 
-    pa = require("pyarrow", "pandas")
-    pq = require("pyarrow.parquet", "pandas")
+    pa = require("pyarrow", "writing Parquet")
+    pq = require("pyarrow.parquet", "writing Parquet")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     writer = None

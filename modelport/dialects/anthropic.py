@@ -609,10 +609,8 @@ def encode_count_tokens_response(n: int) -> dict[str, Any]:
 def encode_response(response: ChatResponse, model: str) -> dict[str, Any]:
     message = response.message
     content = _content_blocks(message.content, unsigned_reasoning=True) + [_tool_use_block(c) for c in message.tool_calls]
-    # The Message schema requires these keys even when empty; the SDKs' types expect them.
-    for block in content:
-        if block["type"] == "text":
-            block["citations"] = None
+    # Text blocks carry no "citations" key: the real API leaves it out when there are none
+    # (its spec says required-nullable), and strict clients reject a null there.
     usage = {**_usage_to_wire(response.usage), "cache_creation": None, "server_tool_use": None, "service_tier": None}
     return {
         "id": _message_id(response.id),

@@ -31,12 +31,15 @@ def uvicorn_config(app: Gateway, settings: Settings) -> Any:
 
     import uvicorn
 
+    from .protocol import protocol_class
+
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # httptools (a base dependency) with the header size and time bounds uvicorn lacks.
+        http=protocol_class(settings.max_header_bytes, settings.header_timeout),
         lifespan="on",
         access_log=False,
         server_header=False,

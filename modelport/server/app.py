@@ -36,6 +36,7 @@ from ..errors import (
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, InvalidShape, Message, StreamAccumulator, StreamEvent, Usage, validate_request
 from .auth import Caller, KeyRing, KeyStore
+from .hops import next_hop
 from .limits import MESSAGE_OVERHEAD_BOUND, Booking, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
@@ -47,6 +48,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 KEY_SYNC_SECONDS = 1.0
+BODY_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,12 @@ class Settings:
     # None: required exactly when the server listens beyond loopback.
     auth: bool | None = None
     max_body_bytes: int = 16 * 1024 * 1024
+    # The request line and headers: at most this many bytes (else 431), whole within
+    # header_timeout seconds of their first byte (else 408); see protocol.py.
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    # Longest wait for the next piece of a request body (else 408).
+    body_timeout: float = BODY_TIMEOUT
     # Upper bound of max_tokens; requests without one get this many.
     max_tokens: int = 16384
     request_timeout: float = 600.0
@@ -77,10 +85,13 @@ class Request:
     """One HTTP exchange, as the doors and the services see it."""
 
     __slots__ = ("scope", "receive", "send", "method", "path", "headers", "query", "id", "_id_header",
-                 "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected", "metered")
+                 "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected", "metered",
+                 "body_timeout")
 
-    def __init__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]], request_id: str) -> None:
+    def __init__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]], request_id: str,
+                 body_timeout: float = BODY_TIMEOUT) -> None:
         self.scope, self.receive, self.send = scope, receive, send
+        self.body_timeout = body_timeout
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -120,19 +131,31 @@ class Request:
             raise RequestTooLargeError(f"request body of {length} bytes is over this gateway's limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                raise BadRequestError("the client went away before sending the whole body", param="body")
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLargeError(f"request body is over this gateway's limit of {limit} bytes")
-                chunks.append(chunk)
-            if not message.get("more_body"):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        idle = _IdleWatch(self.body_timeout)
+        try:
+            while True:
+                try:
+                    message = await self.receive()
+                except asyncio.CancelledError:
+                    if idle.absorb() is None:
+                        raise
+                    raise BadRequestError(f"no part of the request body arrived for {self.body_timeout:g} s", status=408,
+                                          code="request_timeout", param="body") from None
+                idle.progress()
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    raise BadRequestError("the client went away before sending the whole body", param="body")
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise RequestTooLargeError(f"request body is over this gateway's limit of {limit} bytes")
+                    chunks.append(chunk)
+                if not message.get("more_body"):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        finally:
+            # Synchronous with the last receive's return, so the cancel can land only on a receive.
+            idle.stop()
 
     async def json(self, limit: int) -> Any:
         raw = await self.body(limit)
@@ -169,6 +192,35 @@ class _Interrupt:
         if self.reason is not None and task is not None and hasattr(task, "uncancel"):
             task.uncancel()
         return self.reason
+
+
+class _IdleWatch(_Interrupt):
+    """Interrupts ("idle") once ``seconds`` pass without ``progress()``. One timer per body
+    read, re-armed only when it fires early: asyncio.timeout() around every receive
+    measured ~30 us per receive against ~1 us for the bare await."""
+
+    __slots__ = ("loop", "seconds", "last", "timer")
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.loop = asyncio.get_running_loop()
+        self.seconds = seconds
+        self.last = self.loop.time()
+        self.timer = self.loop.call_later(seconds, self._check)
+
+    def progress(self) -> None:
+        self.last = self.loop.time()
+
+    def _check(self) -> None:
+        left = self.last + self.seconds - self.loop.time()
+        if left > 0:
+            self.timer = self.loop.call_later(left, self._check)
+        else:
+            self.fire("idle")
+
+    def stop(self) -> None:
+        self.timer.cancel()
+        self.disarm()
 
 
 def _timeout_error(seconds: float) -> TimeoutError:
@@ -235,7 +287,8 @@ class Gateway:
             # One file or batch: the Files/Batches handlers tell the methods apart themselves.
             ("*", re.compile(r"^/v1/(?:files|batches)/[^/]+(?:/[a-z]+)?$"), "batches", openai, self._batches),
             # Gemini methods: the model may hold slashes and colons, the method follows the last colon.
-            ("POST", re.compile(r"^/v1(?:beta|alpha)?/(?:models/)?(.+):([A-Za-z]+)$"), "gemini", gemini, gm.method),
+            # Bare /models/...: LiteLLM with the gateway's URL as its Gemini api_base.
+            ("POST", re.compile(r"^(?:/v1(?:beta|alpha)?/(?:models/)?|/models/)(.+):([A-Za-z]+)$"), "gemini", gemini, gm.method),
             ("GET", re.compile(r"^/v1(?:beta|alpha)/models/(.+)$"), "gemini", gemini, gm.model),
             ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
@@ -254,19 +307,23 @@ class Gateway:
             if door == "openai" and req.path == "/v1/models":
                 door, dialect, handler = self._models_door(req, route)
             return door, dialect, handler, ""
-        allowed = tuple(sorted(m for m, p in self._routes if p == req.path))
+        allowed = sorted(m for m, p in self._routes if p == req.path)
         if allowed:
-            raise _not_allowed(req, allowed)
+            raise _not_allowed(req, tuple(allowed))
         for method, pattern, door, dialect, handler in self._patterns:
             match = pattern.match(req.path)
             if match is None:
                 continue
             if method != req.method and method != "*":
-                raise _not_allowed(req, (method,))
+                # A later pattern may take this method (GET /models/{id} vs POST /models/{id}:method).
+                allowed.append(method)
+                continue
             if door == "openai" and self._speaks_gemini(req):
                 door, dialect, gm = self._gemini_door
                 handler = gm.model
             return door, dialect, handler, "\0".join(match.groups())
+        if allowed:
+            raise _not_allowed(req, tuple(allowed))
         paths = sorted({p for _, p in self._routes if p.startswith("/v1/")})
         raise NotFoundError(f"no such endpoint: {req.method} {req.path}; this gateway serves {', '.join(paths)} and Gemini's /v1beta/models/...", code="unknown_url")
 
@@ -290,7 +347,7 @@ class Gateway:
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}"))
+            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}", self.settings.body_timeout))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -301,10 +358,11 @@ class Gateway:
             try:
                 door, req.dialect, handler, arg = self._route(req)
                 req.door = door
-                await self._authenticate(req, door)
-                if handler not in self._model_handlers:
-                    self._meter(req)
-                await handler(req, arg)
+                with next_hop(req.headers):
+                    await self._authenticate(req, door)
+                    if handler not in self._model_handlers:
+                        self._meter(req)
+                    await handler(req, arg)
             except ModelportError as exc:
                 await self.fail(req, exc)
             except asyncio.CancelledError:
@@ -367,6 +425,12 @@ class Gateway:
         status, body, headers = dialect.encode_error(exc)
         if isinstance(exc, MethodNotAllowedError):
             headers = {**headers, "allow": ", ".join(exc.allow)}
+        elif status == 408:
+            # The body stopped short: what the connection carries next is no request, so close it.
+            headers = {**headers, "connection": "close"}
+        elif status == 508:
+            # A routing loop does not heal by itself: stop the caller's SDK from retrying it.
+            headers = {**headers, "x-should-retry": "false"}
         if isinstance(body, dict) and "request_id" in body:
             body["request_id"] = req.id
         await self.respond(req, body, status, headers)

@@ -112,12 +112,10 @@ class KeyStore:
         """The store's connection (the caller holds ``_lock``)."""
         if self._db is not None:
             return self._db
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists()
-        db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-        if new:
-            # The file holds only hashes, but its usage totals are nobody else's business.
-            os.chmod(self.path, 0o600)
+        from ..config import private_file
+
+        # The file holds only hashes, but its usage totals are nobody else's business.
+        db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         with db:
             db.executescript(_SCHEMA)

@@ -30,7 +30,7 @@ class GeminiDoor:
         handler = self._methods.get(method)
         if handler is None:
             raise NotFoundError(f"unknown method {method!r}; this gateway serves {', '.join(self._methods)}", code="unknown_url")
-        await handler(req, _model_name(model), method)
+        await handler(req, self._model_name(model), method)
 
     async def generate(self, req: Request, model: str, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
@@ -64,11 +64,12 @@ class GeminiDoor:
         await self.gateway.respond(req, self.dialect.encode_models(self.gateway.list_models(req)))
 
     async def model(self, req: Request, model: str) -> None:
-        model = _model_name(model)
+        model = self._model_name(model)
         info = self.gateway.find_model(req, model)
         await self.gateway.respond(req, self.dialect.encode_model(info))
 
-
-def _model_name(path_model: str) -> str:
-    # The genai SDK writes models/{name}; a bare name is accepted too (protocols §9.14).
-    return path_model[7:] if path_model.startswith("models/") else path_model
+    def _model_name(self, path_model: str) -> str:
+        # The genai SDK writes models/{name}; a bare name is accepted too (protocols §9.14),
+        # and a name without a provider finds the one model it names (smollm2: local/smollm2).
+        name = path_model[7:] if path_model.startswith("models/") else path_model
+        return self.gateway.router.bare(name)

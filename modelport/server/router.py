@@ -14,8 +14,10 @@ gateway offers::
     models = ["gpt-4o-mini", "local/smollm2"]   # only these; default: every model that works
 
 Callers can reach only providers of the provider table (built in or from the config), so
-they can never point the gateway at an address of their choosing; in-process models (a
-GGUF path after ``local/``) are reachable only through names the config gives.
+they can never point the gateway at an address of their choosing; of those, only the
+embedded model, providers the gateway has a key for, and keyless providers the config
+names in a ``[providers.NAME]`` table. In-process models (a GGUF path after ``local/``) are
+reachable only through names the config gives.
 """
 
 from __future__ import annotations
@@ -68,9 +70,12 @@ class Router:
             self.fallbacks[name] = chain
         offered = (config.get("server") or {}).get("models")
         self.allow_list: frozenset[str] | None = frozenset(offered) if offered else None
-        self._keyed: dict[str, bool] = {}
+        # Providers the config names in a [providers.NAME] table: the only keyless ones reachable.
+        self._configured = frozenset(config.get("providers") or ())
+        self._refusals: dict[str, str | None] = {}
         self._targets: dict[str, tuple[Target, ...]] = {}
         self._labels: frozenset[str] | None = None
+        self._bare: dict[str, str] = {}
 
     # -- resolution ----------------------------------------------------------------------
 
@@ -95,6 +100,20 @@ class Router:
                 chain.append(target)
         return tuple(chain)
 
+    def bare(self, model: str) -> str:
+        """A name without a provider, as Gemini users type them (``smollm2``): the one model
+        the gateway offers under that id (``local/smollm2``). Aliases, ``default`` and
+        ``provider/...`` names, and bare names that fit no or several models, stay as given."""
+        if "/" in model or model in self.aliases or model == DEFAULT_NAME:
+            return model
+        found = self._bare.get(model)
+        if found is None:
+            if len(self._bare) >= _CACHE_SIZE:
+                self._bare.clear()
+            ids = {info.id for info in self.list_models() if info.id.partition("/")[2] == model}
+            found = self._bare[model] = ids.pop() if len(ids) == 1 else model
+        return found
+
     def _target(self, model: str) -> Target:
         name = self.default if model == DEFAULT_NAME else model
         via_config = name in self.aliases or model == DEFAULT_NAME
@@ -107,15 +126,30 @@ class Router:
         if provider.backend == "local" and not via_config and model_id not in provider.models:
             # local/<path> would let a caller make the server open files of its choosing.
             raise self._unknown(model, "does not exist")
-        if not self._has_key(provider):
-            raise self._unknown(model, f"is not available: the gateway has no {provider.name} API key")
+        refusal = self._refusal(provider)
+        if refusal is not None:
+            raise self._unknown(model, refusal)
         return Target(f"{provider.name}/{model_id}", provider, model_id, self.client.backend(provider))
 
-    def _has_key(self, provider: Provider) -> bool:
-        known = self._keyed.get(provider.name)
-        if known is None:
-            known = self._keyed[provider.name] = not provider.key_required or bool(resolve_key(provider, self._api_keys.get(provider.name)))
-        return known
+    def _refusal(self, provider: Provider) -> str | None:
+        """Why the gateway does not route to ``provider``, or None when it does: it routes to
+        the embedded model, to providers it has a key for, and to keyless providers the
+        config enables. The built-in keyless rows (lmstudio, ollama, vllm) point at local
+        ports: reachable by default, they would let any caller reach those ports, and
+        ``lmstudio`` (port 1234, the gateway's own default) would route back into the gateway."""
+        name = provider.name
+        if name not in self._refusals:
+            if provider.backend == "local" or resolve_key(provider, self._api_keys.get(name)):
+                refusal = None
+            elif provider.key_required:
+                refusal = f"is not available: the gateway has no {name} API key"
+            elif name not in self._configured:
+                refusal = (f"is not available: this gateway routes to {name} only when the config enables it; "
+                           f"add a [providers.{name}] table to the config file (base_url defaults to {provider.base_url})")
+            else:
+                refusal = None
+            self._refusals[name] = refusal
+        return self._refusals[name]
 
     def _unknown(self, model: str, why: str) -> NotFoundError:
         names = [m.id for m in self.list_models()]
@@ -137,7 +171,7 @@ class Router:
             names = list(self.aliases)
             names.append(self.default)
             for provider in self.client.providers.values():
-                if provider.models and self._has_key(provider):
+                if provider.models and self._refusal(provider) is None:
                     names.extend(f"{provider.name}/{m}" for m in provider.models)
         seen: dict[str, ModelInfo] = {}
         for name in names:
