@@ -57,7 +57,7 @@ def test_parquet_output_without_pyarrow_fails_before_the_first_request(tmp_path,
     result = _batch(tmp_path, upstream, str(_rows(tmp_path)), "-m", "openai/gpt-fake", "--prompt", "Say {text}",
                     "-o", str(tmp_path / "out.parquet"), "--quiet", pythonpath=_without(tmp_path, "pyarrow"))
     _nothing_happened(tmp_path, upstream, result)
-    assert "pip install 'modelport[pandas]'" in result.stderr
+    assert 'pip install "modelport[pandas]"' in result.stderr
     assert not (tmp_path / "out.parquet").exists()
 
 
@@ -67,14 +67,14 @@ def test_parquet_input_without_pyarrow_fails_with_the_install_line(tmp_path, ups
     result = _batch(tmp_path, upstream, str(source), "-m", "openai/gpt-fake", "--prompt", "Say {text}", "--quiet",
                     pythonpath=_without(tmp_path, "pyarrow"))
     _nothing_happened(tmp_path, upstream, result)
-    assert "pip install 'modelport[pandas]'" in result.stderr
+    assert 'pip install "modelport[pandas]"' in result.stderr
 
 
 def test_ray_engine_without_ray_fails_with_the_install_line(tmp_path, upstream):
     result = _batch(tmp_path, upstream, str(_rows(tmp_path)), "-m", "openai/gpt-fake", "--prompt", "Say {text}",
                     "--engine", "ray", "--quiet", pythonpath=_without(tmp_path, "ray"))
     _nothing_happened(tmp_path, upstream, result)
-    assert "pip install 'modelport[ray]'" in result.stderr
+    assert 'pip install "modelport[ray]"' in result.stderr
 
 
 def test_native_mode_for_a_provider_without_a_batch_api_fails_before_the_job_is_created(tmp_path, upstream):

@@ -286,9 +286,10 @@ class Gateway:
         patterns = [
             # One file or batch: the Files/Batches handlers tell the methods apart themselves.
             ("*", re.compile(r"^/v1/(?:files|batches)/[^/]+(?:/[a-z]+)?$"), "batches", openai, self._batches),
-            # Gemini methods: the model may hold slashes and colons, the method follows the last colon.
-            # Bare /models/...: LiteLLM with the gateway's URL as its Gemini api_base.
-            ("POST", re.compile(r"^(?:/v1(?:beta|alpha)?/(?:models/)?|/models/)(.+):([A-Za-z]+)$"), "gemini", gemini, gm.method),
+            # Gemini methods: the model may hold slashes and colons (qwen:latest), the method
+            # (one the door serves) follows the last colon. Bare /models/...: LiteLLM with the
+            # gateway's URL as its Gemini api_base.
+            ("POST", re.compile(rf"^(?:/v1(?:beta|alpha)?/(?:models/)?|/models/)(.+):({'|'.join(gm.method_names)})$"), "gemini", gemini, gm.method),
             ("GET", re.compile(r"^/v1(?:beta|alpha)/models/(.+)$"), "gemini", gemini, gm.model),
             ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
@@ -315,15 +316,11 @@ class Gateway:
             if match is None:
                 continue
             if method != req.method and method != "*":
-                # A later pattern may take this method (GET /models/{id} vs POST /models/{id}:method).
-                allowed.append(method)
-                continue
+                raise _not_allowed(req, (method,))
             if door == "openai" and self._speaks_gemini(req):
                 door, dialect, gm = self._gemini_door
                 handler = gm.model
             return door, dialect, handler, "\0".join(match.groups())
-        if allowed:
-            raise _not_allowed(req, tuple(allowed))
         paths = sorted({p for _, p in self._routes if p.startswith("/v1/")})
         raise NotFoundError(f"no such endpoint: {req.method} {req.path}; this gateway serves {', '.join(paths)} and Gemini's /v1beta/models/...", code="unknown_url")
 

@@ -25,6 +25,10 @@ class GeminiDoor:
             "batchEmbedContents": self.embed,
         }
 
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        return tuple(self._methods)
+
     async def method(self, req: Request, arg: str) -> None:
         model, _, method = arg.partition("\0")
         handler = self._methods.get(method)
