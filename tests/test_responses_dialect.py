@@ -37,10 +37,13 @@ def expressible_responses(request: ChatRequest) -> ChatRequest:
     only as a Responses server's own state (so generated signed reasoning is dropped, and an
     assistant turn left empty vanishes); call signatures and item ids are not sent; tool
     results carry no error flag and get their name from the call; images have no media type
-    when given by URL and no "auto" detail; a nameless schema is called "response"."""
+    when given by URL and no "auto" detail; a nameless schema is called "response"; a tool
+    without a strict flag is not strict."""
     request = copy.deepcopy(request)
     request.top_k = request.seed = request.presence_penalty = request.frequency_penalty = None
     request.stop = None
+    for tool in request.tools:
+        tool.strict = bool(tool.strict)
     names = {c.id: c.name for m in request.messages for c in m.tool_calls}
     kept = []
     for message in request.messages:

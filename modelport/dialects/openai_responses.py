@@ -212,8 +212,13 @@ def _encode_assistant_input(msg: Message) -> list[dict[str, Any]]:
     for part in msg.content:
         # Only a Responses server's own reasoning state can be replayed to it.
         if isinstance(part, ReasoningPart) and part.encrypted_content and part.signature is None:
-            summary = [{"type": "summary_text", "text": part.text}] if part.text else []
-            items.append({"type": "reasoning", "summary": summary, "encrypted_content": part.encrypted_content})
+            item: dict[str, Any] = {"type": "reasoning"}
+            if part.id:
+                # Safe with store: false because the state travels with it (reference §5.3).
+                item["id"] = part.id
+            item["summary"] = [{"type": "summary_text", "text": part.text}] if part.text else []
+            item["encrypted_content"] = part.encrypted_content
+            items.append(item)
         elif isinstance(part, TextPart):
             texts.append(part.text)
     if texts:
@@ -229,8 +234,9 @@ def _encode_tool(tool: Tool) -> dict[str, Any]:
     if tool.description:
         out["description"] = tool.description
     out["parameters"] = tool.parameters
-    if tool.strict is not None:
-        out["strict"] = tool.strict
+    # Required by the spec, and Responses reads a missing one as true, which rejects loose
+    # schemas: unspecified means what it means in chat completions, not strict.
+    out["strict"] = bool(tool.strict)
     return out
 
 
@@ -764,7 +770,7 @@ def echo_fields(body: dict[str, Any]) -> dict[str, Any]:
     text = body.get("text") if isinstance(body.get("text"), dict) else {}
     reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
     tools = [_echo_tool(t) for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") not in DROPPED_TOOLS]
-    return {
+    echo = {
         "background": False,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
@@ -784,8 +790,11 @@ def echo_fields(body: dict[str, Any]) -> dict[str, Any]:
         "top_logprobs": body.get("top_logprobs") or 0,
         "top_p": body["top_p"] if body.get("top_p") is not None else 1,
         "truncation": body.get("truncation") or "disabled",
-        "user": body.get("user"),
     }
+    # The spec types ``user`` as a string, never null: it is echoed only when given.
+    if isinstance(body.get("user"), str):
+        echo["user"] = body["user"]
+    return echo
 
 
 def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
@@ -798,8 +807,9 @@ def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
 def response_object(response_id: str, created_at: int, model: str, echo: dict[str, Any] | None, status: str,
                     output: list[dict[str, Any]], usage: Usage | None, error: dict[str, Any] | None = None,
                     incomplete: str | None = None) -> dict[str, Any]:
-    """The whole ``Response`` object: every field, echoed or null (reference §3.1)."""
-    return {
+    """The whole ``Response`` object: every field, echoed or null (reference §3.1), except
+    ``usage`` before it is known: the spec types it as an object, never null."""
+    out = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -810,8 +820,10 @@ def response_object(response_id: str, created_at: int, model: str, echo: dict[st
         "model": model,
         "output": output,
         **(echo if echo is not None else echo_fields({})),
-        "usage": _encode_usage(usage) if usage is not None else None,
     }
+    if usage is not None:
+        out["usage"] = _encode_usage(usage)
+    return out
 
 
 def _encode_usage(usage: Usage) -> dict[str, Any]:
@@ -1149,7 +1161,8 @@ def replay(response: dict[str, Any], starting_after: int = -1) -> bytes:
     """A stored response as the stream that made it, from ``starting_after + 1`` on."""
     encoder = StreamEncoder(response.get("model") or "", echo={}, response_id=response["id"], created_at=response.get("created_at"))
     encoder._skip_to = starting_after
-    head = {**response, "status": "in_progress", "output": [], "usage": None, "completed_at": None, "error": None, "incomplete_details": None}
+    head = {**response, "status": "in_progress", "output": [], "completed_at": None, "error": None, "incomplete_details": None}
+    head.pop("usage", None)
     out = encoder._event("response.created", response=head) + encoder._event("response.in_progress", response=head)
     for item in response.get("output") or ():
         out += encoder._whole(item)
