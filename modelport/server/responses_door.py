@@ -53,7 +53,8 @@ class ResponsesDoor:
             await gateway.stream(req, request, _Storing(encoder, self.store, owner, own_input) if store else encoder)
             return
         response = await gateway.chat(req, request)
-        obj = dialect.encode_response(response, request.model, echo)
+        # The gateway's own id, never an upstream's: it keys the store.
+        obj = dialect.encode_response(response, request.model, echo, "resp_" + os.urandom(12).hex())
         if store:
             self.store.save(owner, Stored(obj, own_input))
         await gateway.respond(req, obj)
@@ -80,7 +81,7 @@ class ResponsesDoor:
                         param=f"input[{i}].id", code="item_not_found")
                 items.append(found[ref])
             else:
-                items.append(_with_id(item))
+                items.append(_stored_item(item))
         previous = body.get("previous_response_id")
         if previous is None:
             return items, []
@@ -189,11 +190,19 @@ def _owner(req: Request) -> str:
     return req.caller.record.id if req.caller is not None else ""
 
 
-def _with_id(item: Any) -> Any:
-    """Input items are stored with ids, so ``input_items`` lists them and later requests can
-    reference them."""
-    if not isinstance(item, dict) or isinstance(item.get("id"), str):
+def _stored_item(item: Any) -> Any:
+    """An input item as stored and listed by ``input_items``: with an id (so later requests
+    can reference it) and, for messages, in the full item form (typed, parts, status)."""
+    if not isinstance(item, dict):
         return item
     kind = item.get("type") or ("message" if "role" in item else None)
+    if kind == "message":
+        content = item.get("content")
+        if isinstance(content, str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            content = [{"type": part, "text": content}]
+        item = {**item, "type": "message", "content": content, "status": item.get("status") or "completed"}
     prefix = _ID_PREFIX.get(kind or "")
-    return {**item, "id": prefix + os.urandom(12).hex()} if prefix else item
+    if prefix and not isinstance(item.get("id"), str):
+        item = {**item, "id": prefix + os.urandom(12).hex()}
+    return item
