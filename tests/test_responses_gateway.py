@@ -84,7 +84,7 @@ def oa(gw: GatewayThread, key: str = "anything") -> openai.OpenAI:
 
 def checked(obj: Any) -> dict[str, Any]:
     """The object as the wire had it, checked against the spec's Response schema."""
-    data = obj.model_dump(mode="json", exclude_unset=True) if hasattr(obj, "model_dump") else obj
+    data = obj.model_dump(mode="json", exclude_unset=True, by_alias=True) if hasattr(obj, "model_dump") else obj
     if SPEC_PATH.exists():
         assert_valid(data, "Response")
     return data
@@ -140,12 +140,23 @@ def test_local_tool_round_trip_by_previous_response_id_and_by_history(gateway: G
     result = {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 21}'}
     chained = client.responses.create(model=LOCAL, previous_response_id=first.id, input=[result], tools=[WEATHER], max_output_tokens=16)
     assert checked(chained)["previous_response_id"] == first.id and chained.output_text
-    # The same turn, stateless: the caller replays the output items as the SDK returned them.
-    history = [{"role": "user", "content": "Weather in Paris?"}, *[i.model_dump(exclude_none=True) for i in first.output], result]
-    stateless = client.responses.create(model=LOCAL, input=history, tools=[WEATHER], store=False, max_output_tokens=16)
-    assert stateless.output_text and stateless.store is False
+
+
+def test_stateless_tool_round_trip_stores_nothing(gateway: GatewayThread, upstreams: Upstreams) -> None:
+    """The same turn without state: the caller replays the output items as the SDK returned them."""
+    client = oa(gateway)
+    first = client.responses.create(model="claude-fake", input="Paris", tools=[WEATHER], tool_choice="required", store=False)
+    call = first.output[-1]
+    history = [{"role": "user", "content": "Paris"}, *[i.model_dump(exclude_none=True) for i in first.output],
+               {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}, {"role": "user", "content": "thanks"}]
+    stateless = client.responses.create(model="claude-fake", input=history, tools=[WEATHER], store=False)
+    assert stateless.output_text == "echo: thanks" and stateless.store is False
+    assert upstreams.anthropic.last_request.body["messages"][1]["content"][-1]["id"] == call.call_id
+    for response_id in (first.id, stateless.id):
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(response_id)
     with pytest.raises(openai.NotFoundError):
-        client.responses.retrieve(stateless.id)
+        client.responses.create(model="claude-fake", input=[{"type": "item_reference", "id": call.id}])
 
 
 def test_local_parse_with_json_schema(gateway: GatewayThread) -> None:
@@ -168,7 +179,7 @@ def test_local_stream_with_the_sdk_helpers(gateway: GatewayThread) -> None:
     assert text and events[-1]["response"]["output"][0]["content"][0]["text"] == text
 
 
-def test_stored_responses_get_delete_input_items_and_replay(gateway: GatewayThread) -> None:
+def test_stored_responses_get_delete_input_items_and_replay(gateway: GatewayThread, upstreams: Upstreams) -> None:
     client = oa(gateway)
     created = client.responses.create(model="claude-fake", input=[{"role": "user", "content": "one"}, {"role": "user", "content": "two"}])
     assert created.output_text == "echo: two"
@@ -178,6 +189,11 @@ def test_stored_responses_get_delete_input_items_and_replay(gateway: GatewayThre
     assert [i.content[0].text for i in client.responses.input_items.list(created.id, order="asc", limit=1).data] == ["one"]
     with client.responses.stream(response_id=created.id) as replay:
         assert replay.get_final_response().output_text == "echo: two"
+    # Vercel's second turn: earlier items by reference.
+    client.responses.create(model="claude-fake", input=[{"type": "item_reference", "id": items.data[1].id},
+                                                        {"type": "item_reference", "id": created.output[0].id}, {"role": "user", "content": "three"}])
+    assert [(m["role"], m["content"]) for m in upstreams.anthropic.last_request.body["messages"]][:2] == [
+        ("user", "one"), ("assistant", [{"type": "text", "text": "echo: two"}])]
     count = client.responses.input_tokens.count(model="claude-fake", input="a b c d")
     assert count.input_tokens > 0
     assert client.responses.delete(created.id) is None
