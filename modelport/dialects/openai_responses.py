@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import time
 from typing import Any
 
@@ -46,7 +45,9 @@ from modelport.types import (
     Usage,
 )
 
-# Errors, retry hints, embeddings and models are the same as chat completions'.
+# Errors, retry hints, embeddings and models are the same as chat completions', and so
+# are the request decoders' small helpers.
+from .openai import _bad, _decode_metadata, _new_id, _optional
 from .openai import (  # noqa: F401  (re-exported: the dialect interface)
     decode_embeddings_request,
     decode_embeddings_response,
@@ -78,16 +79,10 @@ DROPPED_TOOLS = frozenset({"web_search", "web_search_2025_08_26", "web_search_pr
 _FAILED_CODES = {"rate_limit": "rate_limit_exceeded", "quota": "insufficient_quota", "context_length": "context_length_exceeded"}
 
 
-def _new_id(prefix: str) -> str:
-    return prefix + os.urandom(12).hex()
-
 
 def _text(value: bytes) -> str:
     return value.decode()
 
-
-def _bad(param: str, problem: str, code: str = "invalid_type") -> BadRequestError:
-    return BadRequestError(f"{param}: {problem}", param=param, code=code)
 
 
 # -- the reasoning envelope ---------------------------------------------------------------
@@ -491,15 +486,6 @@ _DECODERS = {
 # ---------------------------------------------------------------------------------------
 
 
-def _optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    # bool is an int in Python, never in JSON.
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        raise _bad(key, f"expected {what}")
-    return value
-
 
 def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     """The canonical request for an incoming Responses body (state already resolved).
@@ -756,13 +742,6 @@ def _decode_tool_choice(raw: Any) -> ToolChoice | None:
     raise BadRequestError(f"tool_choice.type: {kind!r} is not supported by this gateway; expected a mode or a function",
                           param="tool_choice", code="unsupported_parameter")
 
-
-def _decode_metadata(raw: Any) -> dict[str, str] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
-        raise _bad("metadata", "expected an object of string values")
-    return dict(raw) or None
 
 
 def echo_fields(body: dict[str, Any]) -> dict[str, Any]:
