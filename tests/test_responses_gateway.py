@@ -369,3 +369,34 @@ def test_a_stored_response_belongs_to_its_key(upstreams: Upstreams, tmp_path) ->
     log.flush(5)
     calls = log.query(limit=10)
     assert any(c.model == "claude-fake" and "secret" in json.dumps(c.to_dict()) for c in calls)
+
+
+def test_a_codex_turn_as_codex_sends_it(gateway: GatewayThread, upstreams: Upstreams) -> None:
+    """Codex's stateless second turn (reference §2.2): store false, a reasoning item with no id
+    and ``content: null``, a call with no id, web_search among the tools, always streamed."""
+    body = {
+        "model": "claude-fake", "instructions": "You are Codex.", "store": False, "tool_choice": "auto", "parallel_tool_calls": False,
+        "reasoning": None, "include": [], "prompt_cache_key": "019a7be4-e711-7321-bd0e-4da047d93414",
+        "tools": [{"type": "function", "name": "shell", "description": "Runs a shell command", "strict": False,
+                   "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}},
+                                  "required": ["command"], "additionalProperties": False}},
+                  {"type": "web_search", "external_web_access": False}],
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "sandbox: read-only"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "what time is it?"}]},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "**Checking the clock**"}], "content": None, "encrypted_content": "gAAAABp-foreign"},
+            {"type": "function_call", "name": "shell", "arguments": "{\"command\":[\"date\"]}", "call_id": "call_Zl5v"},
+            {"type": "function_call_output", "call_id": "call_Zl5v", "output": "Fri Aug 21 10:00:00 UTC 2026"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "thanks"}]},
+        ],
+    }
+    events = raw_events(gateway, body)
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert done == events[-1]["response"]["output"] and done[0]["content"][0]["text"] == "echo: thanks"
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"]["store"] is False
+    sent = upstreams.anthropic.last_request.body
+    system = json.dumps(sent["system"])
+    assert system.index("You are Codex.") < system.index("sandbox: read-only")
+    assert [t["name"] for t in sent["tools"]] == ["shell"]
+    # Another provider's reasoning (OpenAI's blob) is not sent to Anthropic as a thinking block.
+    assert all(b.get("type") != "thinking" for m in sent["messages"] for b in (m["content"] if isinstance(m["content"], list) else []))
