@@ -301,6 +301,7 @@ def test_bad_input_gets_openai_errors_never_500(gateway: GatewayThread) -> None:
     client = oa(gateway)
     cases: list[tuple[dict[str, Any], type[Exception], str | None]] = [
         ({"input": "hi", "temperature": "hot"}, openai.BadRequestError, "temperature"),
+        ({"input": 3}, openai.BadRequestError, "input"),
         ({"input": [{"type": "nonsense"}]}, openai.BadRequestError, "input[0].type"),
         ({"input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, openai.BadRequestError, "tools[0].type"),
         ({"input": "hi", "background": True}, openai.BadRequestError, "background"),

@@ -735,6 +735,7 @@ class Gateway:
             await self.sync_keys()
         if self._files_api is not None:
             await self._files_api.shutdown()
+        await self.responses_door.aclose()
         await self.client.aclose()
         if self.call_log is not None:
             await asyncio.get_running_loop().run_in_executor(self._io, self.call_log.flush, 5.0)

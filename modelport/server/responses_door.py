@@ -36,6 +36,11 @@ class ResponsesDoor:
             self._store = ResponseStore(data_dir() / "gateway" / "responses.db", self.gateway.settings.responses_ttl_days * 86400.0)
         return self._store
 
+    async def aclose(self) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+            self._store = None
+
     # -- POST /v1/responses ----------------------------------------------------------------
 
     async def create(self, req: Request, _: str) -> None:
@@ -65,8 +70,10 @@ class ResponsesDoor:
         raw = body.get("input")
         if isinstance(raw, str):
             raw = [{"type": "message", "role": "user", "content": raw}]
+        if raw is None:
+            raise BadRequestError("input: required", param="input", code="missing_required_parameter")
         if not isinstance(raw, list):
-            return [], []  # the dialect names the problem
+            raise BadRequestError("input: expected a string or an array of input items", param="input", code="invalid_type")
         owner = _owner(req)
         refs = [item["id"] for item in raw if isinstance(item, dict) and item.get("type") == "item_reference" and isinstance(item.get("id"), str)]
         found = await self.store.items(owner, refs) if refs else {}
