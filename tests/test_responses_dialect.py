@@ -336,3 +336,11 @@ def test_decoder_takes_arguments_and_text_from_done_events_when_deltas_are_absen
     answer = acc.response()
     assert answer.tool_calls[0].arguments == '{"a":1}' and answer.text == "hi" and answer.finish_reason == "tool_calls"
     assert answer.usage.output_tokens == 2
+
+
+def test_replay_resumes_after_a_sequence_number():
+    stored = R.encode_response(ChatResponse("x", "m", Message("assistant", [ReasoningPart("r", "s"), TextPart("hi")], [ToolCall("call_1", "f", "{}")]), "tool_calls"), "m")
+    whole = _events(R.replay(stored))
+    assert [e["sequence_number"] for e in whole] == list(range(len(whole))) and whole[-1]["response"] == stored
+    resumed = _events(R.replay(stored, 5))
+    assert resumed == whole[6:]
