@@ -1,7 +1,7 @@
 """What the gateway costs: added latency and throughput over calling the upstream directly,
 against LiteLLM's proxy routed to the same upstream, plus startup time and memory.
 
-    python bench/bench_gateway.py                      # gateway vs direct
+    python bench/bench_gateway.py                      # gateway vs direct, and the Responses door vs the chat door
     python bench/bench_gateway.py --litellm VENV/bin/litellm
 
 LiteLLM is never a modelport dependency; give it its own virtualenv:
@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # LiteLLM refuses to start without a strong master key; the other servers ignore it.
 BENCH_KEY = "sk-bench-" + "5f3c9a1e7b2d4c6f8a0e1d3b5c7a9f2e"
 BODY = {"model": "gpt-fake", "messages": [{"role": "user", "content": "one two three four five six seven eight"}], "max_tokens": 16}
+# The same question on the Responses door (stored, as by default), and the end of its stream.
+RESPONSES_BODY = {"model": "gpt-fake", "input": "one two three four five six seven eight", "max_output_tokens": 16}
 
 
 def free_port() -> int:
@@ -116,8 +118,9 @@ def start_litellm(binary: str, port: int, upstream: str, workdir: Path) -> subpr
     return proc
 
 
-async def load(url: str, concurrency: int, stream: bool, seconds: float, headers: dict[str, str]) -> dict[str, float]:
-    body = json.dumps({**BODY, "stream": stream}).encode()
+async def load(url: str, concurrency: int, stream: bool, seconds: float, headers: dict[str, str],
+               request: dict[str, object] = BODY, end: bytes = b"[DONE]") -> dict[str, float]:
+    body = json.dumps({**request, "stream": stream}).encode()
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -130,7 +133,7 @@ async def load(url: str, concurrency: int, stream: bool, seconds: float, headers
                 t0 = time.perf_counter()
                 async with session.post(url, data=body) as r:
                     payload = await r.read()
-                    if r.status != 200 or (stream and b"[DONE]" not in payload):
+                    if r.status != 200 or (stream and end not in payload):
                         errors += 1
                 latencies.append(time.perf_counter() - t0)
 
@@ -183,6 +186,17 @@ def main() -> None:
                         table[f"{name} {'stream' if stream else 'plain'} c={concurrency}"] = cell
                         print(f"{name:10} {'stream' if stream else 'plain ':6} c={concurrency:<3} "
                               f"p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  {cell['rps']:8.0f} rps  errors {cell['errors']}", flush=True)
+            # The Responses door against the chat door on the same gateway: added latency at
+            # c=1 and streamed throughput at c=16.
+            responses_url = targets["modelport"].replace("/chat/completions", "/responses")
+            for stream, concurrency in ((False, 1), (True, 16)):
+                kind = "stream" if stream else "plain"
+                cell = asyncio.run(load(responses_url, concurrency, stream, args.seconds, {}, RESPONSES_BODY, b"response.completed"))
+                table[f"responses {kind} c={concurrency}"] = cell
+                chat = table.get(f"modelport {kind} c={concurrency}")
+                versus = f"  (chat door: p50 {chat['p50_ms']:.2f} ms, {chat['rps']:.0f} rps)" if chat else ""
+                print(f"{'responses':10} {kind:6} c={concurrency:<3} p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  "
+                      f"{cell['rps']:8.0f} rps  errors {cell['errors']}{versus}", flush=True)
             results["cells"] = table
             results["gateway_rss_mb_after_load"] = round(rss_mb(gateway.pid), 1)
             for stream in ("plain", "stream"):

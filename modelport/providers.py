@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from typing import Any
 
 from .errors import ConfigError
@@ -36,6 +37,16 @@ class Provider:
     signup: str = ""
     # Models offered when the user asks `modelport models` (the provider has more).
     models: tuple[str, ...] = field(default=())
+    # (model-id glob, dialect): models this provider serves in another wire format than its
+    # own, first match wins; e.g. OpenAI models that exist only on the Responses API.
+    model_dialects: tuple[tuple[str, str], ...] = ()
+
+    def dialect_for(self, model_id: str) -> str:
+        """The dialect chat calls to ``model_id`` speak."""
+        for pattern, dialect in self.model_dialects:
+            if fnmatchcase(model_id, pattern):
+                return dialect
+        return self.dialect
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
         headers = dict(self.headers)
@@ -56,6 +67,12 @@ def env_name(provider: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", provider).upper()
 
 
+# OpenAI models served only over /v1/responses (chat completions answers them with a 404).
+OPENAI_RESPONSES_ONLY = (
+    "o1-pro*", "o3-pro*", "o3-deep-research*", "o4-mini-deep-research*", "gpt-5-pro*", "gpt-5*-pro",
+    "gpt-5*-codex*", "codex-mini*", "computer-use-preview*",
+)
+
 PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in (
@@ -63,6 +80,7 @@ PROVIDERS: dict[str, Provider] = {
         Provider(
             "openai", "https://api.openai.com/v1", key_env=("OPENAI_API_KEY",), base_url_env=("OPENAI_BASE_URL",),
             signup="https://platform.openai.com/api-keys", models=("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini"),
+            model_dialects=tuple((pattern, "openai-responses") for pattern in OPENAI_RESPONSES_ONLY),
         ),
         Provider(
             "anthropic", "https://api.anthropic.com", dialect="anthropic", key_env=("ANTHROPIC_API_KEY",),
@@ -110,6 +128,10 @@ def provider_table(config: dict[str, Any] | None = None) -> dict[str, Provider]:
                 fields[key] = (value,) if isinstance(value, str) else tuple(value)
         if "headers" in spec:
             fields["headers"] = tuple(dict(spec["headers"]).items())
+        if "model_dialects" in spec:
+            # The config's own entries are tried before the built-in ones.
+            fields["model_dialects"] = tuple(dict(spec["model_dialects"]).items()) + (base.model_dialects if base else ())
+        _check_dialects(name, fields)
         if base is not None:
             table[name] = replace(base, **fields)
         elif "base_url" not in fields:
@@ -121,6 +143,16 @@ def provider_table(config: dict[str, Any] | None = None) -> dict[str, Provider]:
             fields.setdefault("key_required", False)
             table[name] = Provider(name, **fields)
     return table
+
+
+def _check_dialects(name: str, fields: dict[str, Any]) -> None:
+    from .dialects import DIALECTS
+
+    named = [fields["dialect"]] if "dialect" in fields else []
+    named += [d for _, d in fields.get("model_dialects", ())]
+    for dialect in named:
+        if dialect not in DIALECTS:
+            raise ConfigError(f"config [providers.{name}] names an unknown dialect {dialect!r}", hint=f"known: {', '.join(DIALECTS)}")
 
 
 def base_url(provider: Provider, override: str | None = None) -> str:

@@ -78,6 +78,10 @@ class ReasoningPart:
     text: str
     signature: str | None = None
     type: Literal["reasoning"] = "reasoning"
+    # The Responses API's reasoning item: its id (rs_...) and its opaque state
+    # (``encrypted_content``), which only a Responses server can read and must get back as is.
+    id: str | None = None
+    encrypted_content: str | None = None
 
 
 Part = Union[TextPart, ImagePart, ReasoningPart]
@@ -90,6 +94,8 @@ class ToolCall:
     arguments: str = "{}"
     # Gemini's thoughtSignature: opaque, must travel back with the call on the next turn.
     signature: str | None = None
+    # The Responses API's item id (fc_...); ``id`` is its call_id, the one results answer.
+    item_id: str | None = None
 
     @property
     def args(self) -> dict[str, Any]:
@@ -261,6 +267,8 @@ class StreamEvent:
     start: ``id``/``model``; text: ``text``; reasoning: ``text`` and maybe ``signature``;
     tool_call: ``index`` plus ``id``/``name`` on a call's first fragment and an
     ``arguments`` fragment to append; usage: ``usage``; finish: ``finish_reason``.
+    ``item_id`` and ``encrypted_content`` carry a Responses reasoning item's or function
+    call's item id and opaque state (see ReasoningPart and ToolCall).
     """
 
     kind: StreamKind
@@ -273,12 +281,15 @@ class StreamEvent:
     model: str | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    item_id: str | None = None
+    encrypted_content: str | None = None
 
 
 class StreamAccumulator:
     """Folds stream events into the ChatResponse the non-streamed call would have returned."""
 
-    __slots__ = ("id", "model", "provider", "created", "_text", "_reasoning", "_signature", "_calls", "finish_reason", "usage")
+    __slots__ = ("id", "model", "provider", "created", "_text", "_reasoning", "_signature", "_reasoning_id", "_encrypted",
+                 "_calls", "finish_reason", "usage")
 
     def __init__(self, model: str = "", provider: str = "") -> None:
         self.id = ""
@@ -288,6 +299,8 @@ class StreamAccumulator:
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._signature: str | None = None
+        self._reasoning_id: str | None = None
+        self._encrypted: str | None = None
         self._calls: dict[int, ToolCall] = {}
         self.finish_reason: FinishReason | None = None
         self.usage: Usage | None = None
@@ -306,10 +319,16 @@ class StreamAccumulator:
             call.arguments += event.arguments
             if event.signature:
                 call.signature = event.signature
+            if event.item_id:
+                call.item_id = event.item_id
         elif kind == "reasoning":
             self._reasoning.append(event.text)
             if event.signature:
                 self._signature = event.signature
+            if event.item_id:
+                self._reasoning_id = event.item_id
+            if event.encrypted_content:
+                self._encrypted = event.encrypted_content
         elif kind == "start":
             self.id = event.id or self.id
             self.model = event.model or self.model
@@ -323,7 +342,8 @@ class StreamAccumulator:
     def response(self, latency: float = 0.0) -> ChatResponse:
         content: list[Part] = []
         if self._reasoning:
-            content.append(ReasoningPart("".join(self._reasoning), self._signature))
+            content.append(ReasoningPart("".join(self._reasoning), self._signature, id=self._reasoning_id,
+                                         encrypted_content=self._encrypted))
         if self._text:
             content.append(TextPart("".join(self._text)))
         calls = [self._calls[i] for i in sorted(self._calls)]

@@ -96,12 +96,28 @@ def test_gemini_example_sends_generate_content_and_prints_the_answer():
     assert printed == "echo: Explain how AI works in a few words\n"
 
 
+GATEWAY_URL = "http://localhost:1234"
+
+
 def test_local_model_examples_run_on_the_embedded_model():
-    local_blocks = [b for b in PYTHON_BLOCKS if '"local/smollm2"' in b]
+    local_blocks = [b for b in PYTHON_BLOCKS if '"local/smollm2"' in b and GATEWAY_URL not in b]
     assert len(local_blocks) >= 2
     for code in local_blocks:
         printed = run_example(code, {})
         assert printed.strip(), code
+
+
+def test_gateway_examples_run_against_a_live_gateway_on_the_embedded_model():
+    """Examples that call `modelport serve` run against one on a free port instead of 1234."""
+    from modelport.server import Settings
+    from modelport.server.testing import GatewayThread
+
+    blocks = [b for b in PYTHON_BLOCKS if GATEWAY_URL in b]
+    assert blocks
+    with GatewayThread(Settings(log_calls=False, max_tokens=64)) as gw:
+        for code in blocks:
+            printed = run_example(code.replace(GATEWAY_URL, gw.url), {})
+            assert printed.strip(), code
 
 
 def test_every_python_example_is_run_by_a_test_above():

@@ -63,12 +63,19 @@ class HttpBackend:
 
     # -- request preparation -------------------------------------------------------------
 
+    def chat_dialect(self, model_id: str) -> Any:
+        """The dialect chat calls to this model speak: the provider's, unless its table (or
+        the config) names another for this model (e.g. models OpenAI serves only over Responses)."""
+        name = self.provider.dialect_for(model_id)
+        return self.dialect if name == self.provider.dialect else dialects.get(name)
+
     def _prepare(self, request: ChatRequest, model_id: str, stream: bool) -> tuple[str, bytes]:
         self._require_key()
         if request.stream != stream:
             request = _with_stream(request, stream)
-        body = self.dialect.encode_request(request, model_id)
-        return self.base_url + self.dialect.chat_path(model_id, stream), dumps(body)
+        dialect = self.chat_dialect(model_id)
+        body = dialect.encode_request(request, model_id)
+        return self.base_url + dialect.chat_path(model_id, stream), dumps(body)
 
     def _error(self, raw: RawResponse) -> ModelportError:
         try:
@@ -97,8 +104,8 @@ class HttpBackend:
                                         hint="the server is not speaking the expected API; check its base URL")
         return body
 
-    def _decode(self, raw: RawResponse, started: float) -> ChatResponse:
-        response = self.dialect.decode_response(self._json_object(raw), self.name)
+    def _decode(self, raw: RawResponse, started: float, dialect: Any) -> ChatResponse:
+        response = dialect.decode_response(self._json_object(raw), self.name)
         response.latency = time.perf_counter() - started
         response.rate_limits = {k: v for k, v in raw.headers.items() if k.startswith(_RATE_LIMIT_PREFIXES)} or None
         return response
@@ -153,7 +160,7 @@ class HttpBackend:
     def chat(self, request: ChatRequest, model_id: str) -> ChatResponse:
         started = time.perf_counter()
         url, body = self._prepare(request, model_id, False)
-        return self._decode(self._post(url, body), started)
+        return self._decode(self._post(url, body), started, self.chat_dialect(model_id))
 
     def stream(self, request: ChatRequest, model_id: str) -> Iterator[StreamEvent]:
         url, body = self._prepare(request, model_id, True)
@@ -165,7 +172,7 @@ class HttpBackend:
                     if head.status < 400:
                         # From the first byte on, a failure is the caller's to see: no retry.
                         began = True
-                        yield from self._events(chunks)
+                        yield from self._events(chunks, self.chat_dialect(model_id))
                         return
                     err, retryable = self._status_error(head)
             except ModelportError as exc:
@@ -176,8 +183,8 @@ class HttpBackend:
             time.sleep(delay)
             attempt += 1
 
-    def _events(self, chunks: Iterator[bytes]) -> Iterator[StreamEvent]:
-        reader = _EventReader(self.dialect)
+    def _events(self, chunks: Iterator[bytes], dialect: Any) -> Iterator[StreamEvent]:
+        reader = _EventReader(dialect)
         try:
             for chunk in chunks:
                 yield from reader.feed(chunk)
@@ -218,7 +225,7 @@ class HttpBackend:
     async def achat(self, request: ChatRequest, model_id: str) -> ChatResponse:
         started = time.perf_counter()
         url, body = self._prepare(request, model_id, False)
-        return self._decode(await self._apost(url, body), started)
+        return self._decode(await self._apost(url, body), started, self.chat_dialect(model_id))
 
     async def astream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]:
         url, body = self._prepare(request, model_id, True)
@@ -229,7 +236,7 @@ class HttpBackend:
                 async with transport.stream("POST", url, self._headers, body, _remaining(deadline)) as (head, chunks):
                     if head.status < 400:
                         began = True
-                        reader = _EventReader(self.dialect)
+                        reader = _EventReader(self.chat_dialect(model_id))
                         try:
                             async for chunk in chunks:
                                 for ev in reader.feed(chunk):

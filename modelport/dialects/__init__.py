@@ -1,6 +1,6 @@
 """Dialects: pure translations between one wire format and the canonical types.
 
-Each dialect module (``openai``, ``anthropic``, ``gemini``) is used in both directions and
+Each dialect module (``openai``, ``anthropic``, ``gemini``, ``openai-responses``) is used in both directions and
 does no I/O. It provides:
 
 Client side (modelport calling a provider)
@@ -33,14 +33,14 @@ from typing import Any, Callable, TypeVar
 from ..errors import ModelportError, UpstreamProtocolError
 from ..types import ChatResponse, EmbeddingResponse, InvalidShape, StreamEvent, check_embeddings, check_event, check_response
 
-DIALECTS = ("openai", "anthropic", "gemini")
+DIALECTS = ("openai", "anthropic", "gemini", "openai-responses")
 
 
 def get(name: str) -> ModuleType:
     """Import a dialect module on first use so unused ones cost nothing."""
     if name not in DIALECTS:
         raise KeyError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}")
-    return importlib.import_module(f"modelport.dialects.{name}")
+    return importlib.import_module(f"modelport.dialects.{name.replace('-', '_')}")
 
 
 def decode_sse(dialect: ModuleType, raw: bytes, *args: Any) -> list[Any]:

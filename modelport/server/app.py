@@ -75,6 +75,8 @@ class Settings:
     keys_path: str | None = None
     # Uploads and batch jobs of the Files/Batches API; None: "gateway" in the data dir.
     batch_dir: str | None = None
+    # How long stored Responses API responses stay retrievable (previous_response_id, GET).
+    responses_ttl_days: float = 30.0
 
     @property
     def auth_required(self) -> bool:
@@ -263,14 +265,18 @@ class Gateway:
         from .anthropic_door import AnthropicDoor
         from .gemini_door import GeminiDoor
         from .openai_door import OpenAIDoor
+        from .responses_door import ResponsesDoor
 
-        openai, anthropic, gemini = (dialects.get(n) for n in ("openai", "anthropic", "gemini"))
+        openai, anthropic, gemini, responses = (dialects.get(n) for n in ("openai", "anthropic", "gemini", "openai-responses"))
         oa, an, gm = OpenAIDoor(self, openai), AnthropicDoor(self, anthropic), GeminiDoor(self, gemini)
+        rs = self.responses_door = ResponsesDoor(self, responses)
         routes: dict[tuple[str, str], tuple[str, Any, Handler]] = {
             ("GET", "/health"): ("health", openai, self._health),
             ("GET", "/metrics"): ("metrics", openai, self._metrics),
             ("POST", "/v1/messages"): ("anthropic", anthropic, an.messages),
             ("POST", "/v1/messages/count_tokens"): ("anthropic", anthropic, an.count_tokens),
+            ("POST", "/v1/responses"): ("responses", responses, rs.create),
+            ("POST", "/v1/responses/input_tokens"): ("responses", responses, rs.input_tokens),
         }
         for collection in ("/v1/files", "/v1/batches"):
             for method in ("GET", "POST"):
@@ -286,6 +292,8 @@ class Gateway:
         patterns = [
             # One file or batch: the Files/Batches handlers tell the methods apart themselves.
             ("*", re.compile(r"^/v1/(?:files|batches)/[^/]+(?:/[a-z]+)?$"), "batches", openai, self._batches),
+            # One stored response; the door tells its methods and sub-resources apart.
+            ("*", re.compile(r"^/v1/responses/([^/]+)((?:/input_items|/cancel)?)$"), "responses", responses, rs.stored),
             # Gemini methods: the model may hold slashes and colons (qwen:latest), the method
             # (one the door serves) follows the last colon. Bare /models/...: LiteLLM with the
             # gateway's URL as its Gemini api_base.
@@ -296,7 +304,7 @@ class Gateway:
         ]
         # Handlers that run a model book the key's limits themselves (tokens and cost too);
         # every other endpoint costs one request of the key's rpm up front.
-        self._model_handlers = frozenset({oa.chat_completions, oa.completions, oa.embeddings, an.messages, gm.method})
+        self._model_handlers = frozenset({oa.chat_completions, oa.completions, oa.embeddings, an.messages, gm.method, rs.create})
         self._gemini_door = ("gemini", gemini, gm)
         self._anthropic_models = ("anthropic", anthropic, an.models)
         return routes, patterns
@@ -857,6 +865,7 @@ class Gateway:
             await self.sync_keys()
         if self._files_api is not None:
             await self._files_api.shutdown()
+        await self.responses_door.aclose()
         await self.client.aclose()
         loop = asyncio.get_running_loop()
         if self.call_log is not None:
