@@ -1,6 +1,6 @@
 """Dialects: pure translations between one wire format and the canonical types.
 
-Each dialect module (``openai``, ``anthropic``, ``gemini``) is used in both directions and
+Each dialect module (``openai``, ``anthropic``, ``gemini``, ``ollama``) is used in both directions and
 does no I/O. It provides:
 
 Client side (modelport calling a provider)
@@ -8,6 +8,8 @@ Client side (modelport calling a provider)
     encode_request(request, model_id) -> dict     JSON body for the provider
     decode_response(body, provider) -> ChatResponse
     StreamDecoder().feed(event, data) -> list[StreamEvent]   one SSE event at a time
+    StreamParser (optional)                       the stream framing: a parser class like
+                                                  sse.SSEParser (the default), e.g. NDJSON
     decode_error(status, body, headers, provider) -> ModelportError
     retry_after(headers, body) -> float | None    the provider's own retry hint, seconds
     encode_embeddings_request(inputs, model_id) -> (path, body);  decode_embeddings_response
@@ -16,7 +18,7 @@ Server side (the gateway answering a caller)
     decode_request(body, model=None) -> ChatRequest   raises BadRequestError naming the field
     encode_response(response, model) -> dict
     StreamEncoder(model, include_usage).encode(event) -> bytes; .close() -> bytes;
-        .error(exc) -> bytes
+        .error(exc) -> bytes; an optional ``media_type`` (bytes) when the stream is not SSE
     encode_error(exc) -> (status, body, headers)
 """
 
@@ -26,7 +28,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-DIALECTS = ("openai", "anthropic", "gemini")
+DIALECTS = ("openai", "anthropic", "gemini", "ollama")
 
 
 def get(name: str) -> ModuleType:

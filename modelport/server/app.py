@@ -169,6 +169,12 @@ class _Interrupt:
         return self.reason
 
 
+def _stream_headers(encoder: Any) -> tuple[tuple[bytes, bytes], ...]:
+    """SSE unless the encoder names its own media type (Ollama's NDJSON)."""
+    media_type = getattr(encoder, "media_type", None)
+    return _SSE_HEADERS if media_type is None else ((b"content-type", media_type), *_SSE_HEADERS[1:])
+
+
 def _timeout_error(seconds: float) -> TimeoutError:
     return TimeoutError(f"the request took longer than this gateway's limit of {seconds:g} s", hint="ask for fewer tokens, or raise --timeout")
 
@@ -208,6 +214,7 @@ class Gateway:
         from .. import dialects
         from .anthropic_door import AnthropicDoor
         from .gemini_door import GeminiDoor
+        from .ollama_door import OllamaDoor
         from .openai_door import OpenAIDoor
 
         openai, anthropic, gemini = (dialects.get(n) for n in ("openai", "anthropic", "gemini"))
@@ -238,6 +245,9 @@ class Gateway:
             ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
         ]
+        ol = OllamaDoor(self, dialects.get("ollama"))
+        routes.update(ol.routes())
+        patterns.append(ol.pattern())
         self._gemini_door = ("gemini", gemini, gm)
         self._anthropic_models = ("anthropic", anthropic, an.models)
         return routes, patterns
@@ -489,7 +499,7 @@ class Gateway:
                 acc.provider = target.provider.name
                 self.metrics.time_to_first_token(req.model, time.perf_counter() - req.started)
                 req.status = 200
-                await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, req._id_header]})
+                await send({"type": "http.response.start", "status": 200, "headers": [*_stream_headers(encoder), req._id_header]})
                 watcher = loop.create_task(self._watch_disconnect(req, interrupt))
                 if first is not None:
                     acc.add(first)
