@@ -105,11 +105,11 @@ class OllamaDoor:
         gateway, dialect = self.gateway, self.dialect
         request = gateway.decode(decoder, await req.json(gateway.settings.max_body_bytes))
         client_name = request.model
+        unload = request.extra.get("keep_alive") in (0, "0")
         request = self._for_backend(request, client_name)
         if not request.messages:
             # Nothing to answer: Ollama loads (or with keep_alive 0 unloads) the model.
             gateway.admit_model(req, request.model)
-            unload = request.extra.get("keep_alive") in (0, "0")
             await gateway.respond(req, dialect.encode_load_response(client_name, generate, unload))
             return
         if request.stream:
