@@ -15,6 +15,8 @@ from typing import Any, Iterator
 import httpx
 import ollama
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modelport.server import Settings
 from modelport.server.auth import KeyStore
@@ -22,6 +24,7 @@ from modelport.server.testing import GatewayThread
 from tests.fakes import openai_upstream
 from tests.fakes.ollama_upstream import OllamaUpstream
 from tests.fakes.openai_upstream import Answer, OpenAIUpstream
+from tests.fakes.server import cut_stream
 
 LOCAL = "local/smollm2"
 REMOTE = "llama3.2:latest"
@@ -276,3 +279,40 @@ def test_gateway_keys_travel_as_bearer(upstreams: Upstreams, tmp_path) -> None:
         assert httpx.get(gw.url + "/").status_code == 200  # the liveness probe needs no key
         metrics = httpx.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
         assert 'door="ollama"' in metrics
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+OLLAMA_KEYS = ["messages", "prompt", "system", "images", "tools", "format", "options", "think", "keep_alive", "stream",
+               "input", "suffix", "raw", "context", "logprobs", "name"]
+damaged_messages = st.lists(st.fixed_dictionaries({}, optional={
+    "role": st.sampled_from(["user", "assistant", "tool", "system", "x"]) | json_values, "content": json_values,
+    "images": json_values, "tool_calls": json_values | st.just([{"function": {"name": "f", "arguments": "{"}}]),
+    "tool_name": json_values, "thinking": json_values}), max_size=3)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(path=st.sampled_from(["/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show", "/api/pull"]),
+       body=json_values | st.fixed_dictionaries({"model": st.sampled_from([REMOTE, "llama3.2", "qwen3", "zzz"]) | json_values},
+                                                optional={k: json_values for k in OLLAMA_KEYS} | {"messages": damaged_messages}))
+def test_fuzzed_ollama_bodies_never_get_a_500(gateway: GatewayThread, path: str, body: Any) -> None:
+    response = httpx.post(gateway.url + path, content=json.dumps(body), timeout=30)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert isinstance(response.json()["error"], str)
+    elif response.headers["content-type"] == "application/x-ndjson":
+        for line in response.text.splitlines():
+            assert "error" not in json.loads(line), line
+
+
+def test_upstream_cut_mid_stream_ends_with_an_error_line(gateway: GatewayThread, upstreams: Upstreams) -> None:
+    upstreams.openai.inject(cut_stream(after=2))
+    response = httpx.post(gateway.url + "/api/chat", json={"model": REMOTE, "messages": [{"role": "user", "content": "a b c d e f"}]})
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert response.status_code == 200 and "error" in lines[-1] and not any(line.get("done") for line in lines)
+    with pytest.raises(ollama.ResponseError):
+        upstreams.openai.inject(cut_stream(after=2))
+        list(ollama.Client(host=gateway.url).chat(model=REMOTE, messages=[{"role": "user", "content": "a b c d"}], stream=True))

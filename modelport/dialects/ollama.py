@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from modelport.errors import BadRequestError, ModelportError, NotFoundError, QuotaExceededError, StreamError, error_for_status
+from modelport.dialects.openai import _decode_tools as decode_function_tools  # Ollama's tools are OpenAI's
 from modelport.jsonio import dumps, loads
 from modelport.ndjson import NDJSONParser
 from modelport.retry import parse_retry_after
@@ -55,7 +56,6 @@ from modelport.types import (
     TextPart,
     Tool,
     ToolCall,
-    ToolChoice,
     Usage,
     dump_json,
 )
@@ -84,16 +84,16 @@ _THINK_OUT = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
 _THINK_IN = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
 # Leading base64 characters of each image format's magic bytes.
 _IMAGE_MAGIC = (("iVBORw0KGgo", "image/png"), ("/9j/", "image/jpeg"), ("R0lGOD", "image/gif"), ("UklGR", "image/webp"))
-_DEFAULT_PARAMETERS = {"type": "object", "properties": {}}
 
 
 def _new_call_id() -> str:
     return "call_" + os.urandom(12).hex()
 
 
-def now() -> str:
-    """An ISO 8601 UTC timestamp, as Ollama writes them."""
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+def now(at: float | None = None) -> str:
+    """An ISO 8601 UTC timestamp (of ``at``, epoch seconds, else of now), as Ollama writes them."""
+    moment = datetime.now(timezone.utc) if at is None else datetime.fromtimestamp(at, timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _bad(param: str, problem: str) -> BadRequestError:
@@ -326,7 +326,7 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     if not isinstance(raw, list):
         raise _bad("messages", "expected an array of messages")
     request = _decode_common(body, model, _decode_messages(raw))
-    request.tools = _decode_tools(body.get("tools"))
+    request.tools = decode_function_tools(body.get("tools"))
     return request
 
 
@@ -472,27 +472,6 @@ def _decode_history_calls(raw: Any, path: str, first: int) -> list[ToolCall]:
             raise _bad(f"{path}[{j}].function.arguments", "expected an object")
         calls.append(ToolCall(call.get("id") or f"call_{first + j}", name, _arguments_text(arguments)))
     return calls
-
-
-def _decode_tools(raw: Any) -> list[Tool]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise _bad("tools", "expected an array")
-    tools = []
-    for i, tool in enumerate(raw):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or tool.get("type", "function") != "function":
-            raise _bad(f"tools[{i}]", "expected a function tool {type: function, function: {name, parameters}}")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise _bad(f"tools[{i}].function.name", "expected a string")
-        parameters = function.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise _bad(f"tools[{i}].function.parameters", "expected a JSON Schema object")
-        description = function.get("description")
-        tools.append(Tool(name, description if isinstance(description, str) else "", parameters or dict(_DEFAULT_PARAMETERS)))
-    return tools
 
 
 def _stats(usage: Usage, total_ns: int, prompt_ns: int | None = None) -> dict[str, int]:

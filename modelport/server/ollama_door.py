@@ -16,7 +16,6 @@ import asyncio
 import re
 import time
 from collections import OrderedDict
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import BadRequestError, NotFoundError
@@ -170,8 +169,7 @@ class OllamaDoor:
             except NotFoundError:
                 continue  # the config changed under it
             info.id = name
-            expires = datetime.fromtimestamp(used + KEEP_ALIVE_SECONDS, timezone.utc).isoformat().replace("+00:00", "Z")
-            models.append((info, expires))
+            models.append((info, self.dialect.now(used + KEEP_ALIVE_SECONDS)))
         await self.gateway.respond(req, self.dialect.encode_ps(models))
 
     async def version(self, req: Request, _: str) -> None:
