@@ -30,14 +30,13 @@ Choices made once, here:
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from modelport.errors import BadRequestError, ModelportError, NotFoundError, QuotaExceededError, StreamError, error_for_status
-from modelport.dialects.openai import _decode_tools as decode_function_tools  # Ollama's tools are OpenAI's
+from modelport.errors import BadRequestError, ModelportError, NotFoundError, StreamError, error_for_status
+from modelport.dialects import openai  # Ollama's tool definitions are OpenAI's, and so are its error statuses
 from modelport.jsonio import dumps, loads
 from modelport.ndjson import NDJSONParser
 from modelport.retry import parse_retry_after
@@ -176,11 +175,9 @@ def _encode_tool_call(call: ToolCall) -> dict[str, Any]:
 
 
 def _encode_tool(tool: Tool) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": tool.name}
-    if tool.description:
-        function["description"] = tool.description
-    function["parameters"] = tool.parameters
-    return {"type": "function", "function": function}
+    out = openai._encode_tool(tool)
+    out["function"].pop("strict", None)  # OpenAI's flag; Ollama has none
+    return out
 
 
 def decode_response(body: dict[str, Any], provider: str) -> ChatResponse:
@@ -326,7 +323,7 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     if not isinstance(raw, list):
         raise _bad("messages", "expected an array of messages")
     request = _decode_common(body, model, _decode_messages(raw))
-    request.tools = decode_function_tools(body.get("tools"))
+    request.tools = openai._decode_tools(body.get("tools"))
     return request
 
 
@@ -609,28 +606,12 @@ class GenerateStreamEncoder(StreamEncoder):
         return super().close()
 
 
-# kind -> HTTP status; Ollama's own are 400, 404, 429, 500 and 502 (protocols §7.3).
-_ERROR_STATUS = {
-    "invalid_request": 400, "context_length": 400, "authentication": 401, "permission": 403, "not_found": 404,
-    "request_too_large": 413, "rate_limit": 429, "quota": 429, "server": 500, "overloaded": 503, "timeout": 504,
-    "connection": 502,
-}
-
-
 def encode_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """(HTTP status, ``{"error": message}``, headers) for any exception the gateway meets."""
-    if not isinstance(exc, ModelportError):
-        return 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}, {}
-    status = _ERROR_STATUS.get(exc.kind, 500)
-    # A specific upstream status (405, 409, 502...) says more than the family default.
-    if exc.kind in ("invalid_request", "server") and status // 100 == exc.status // 100:
-        status = exc.status
-    headers: dict[str, str] = {}
-    if exc.retry_after is not None:
-        headers["retry-after"] = str(math.ceil(exc.retry_after))
-    if isinstance(exc, QuotaExceededError):
-        headers["x-should-retry"] = "false"
-    return status, {"error": exc.message + (f" (hint: {exc.hint})" if exc.hint else "")}, headers
+    """(HTTP status, ``{"error": message}``, headers) for any exception the gateway meets:
+    the statuses and retry headers of the OpenAI door (Ollama's own are a subset of them),
+    with the message in Ollama's shape."""
+    status, body, headers = openai.encode_error(exc)
+    return status, {"error": body["error"]["message"]}, headers
 
 
 # ---------------------------------------------------------------------------------------
