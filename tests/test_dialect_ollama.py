@@ -162,6 +162,7 @@ def test_extra_goes_to_options_or_the_top_of_the_body():
     body = OL.encode_request(request, "llama3.2")
     assert body["options"] == {"temperature": 0.5, "num_ctx": 8192, "min_p": 0.1}
     assert (body["keep_alive"], body["logprobs"], body["stream"]) == ("5m", True, True)
+    assert OL.encode_request(ChatRequest("m", [Message.user("x")], extra={"think": "low"}), "m")["think"] == "low"
     decoded = OL.decode_request(body)
     assert decoded.extra == {"num_ctx": 8192, "min_p": 0.1, "keep_alive": "5m", "logprobs": True}
     assert decoded.temperature == 0.5

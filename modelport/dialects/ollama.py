@@ -63,8 +63,10 @@ from modelport.types import (
 StreamParser = NDJSONParser
 MEDIA_TYPE = b"application/x-ndjson"
 
+# Top-level chat fields with no canonical counterpart: they travel in extra both ways.
+_EXTRA_BODY = ("keep_alive", "logprobs", "top_logprobs")
 # extra keys that belong at the top of a chat body; every other extra key is an option.
-BODY_FIELDS = frozenset({"keep_alive", "logprobs", "top_logprobs"})
+BODY_FIELDS = frozenset({*_EXTRA_BODY, "think", "format"})
 # Canonical field -> Ollama option.
 _OPTIONS = (
     ("temperature", "temperature"),
@@ -349,7 +351,7 @@ def decode_generate_request(body: Any, model: str | None = None) -> ChatRequest:
 
 def _decode_common(body: dict[str, Any], model: str, messages: list[Message]) -> ChatRequest:
     fields, extra = _decode_options(body.get("options"))
-    for key in BODY_FIELDS:
+    for key in _EXTRA_BODY:
         if body.get(key) is not None:
             extra[key] = body[key]
     stream = body.get("stream", True)
