@@ -50,6 +50,13 @@ def test_the_ollama_row_speaks_the_native_api_and_the_openai_layer_stays_selecta
     assert row.base_url == "http://box:11434/v1"
 
 
+def test_config_extra_must_be_a_table():
+    with pytest.raises(errors.ConfigError, match="extra must be a table"):
+        provider_table({"providers": {"ollama": {"extra": "num_ctx=8192"}}})
+    # a dialect the row has no URL for keeps the row's URL
+    assert provider_table({"providers": {"lmstudio": {"dialect": "anthropic"}}})["lmstudio"].base_url == "http://localhost:1234/v1"
+
+
 def test_every_option_arrives_where_ollama_reads_it(client, upstream):
     answer = client.chat(
         "ollama/llama3.2", "hello there", system="be brief", temperature=0.2, top_p=0.9, top_k=40, seed=1, max_tokens=64,
