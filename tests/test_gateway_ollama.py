@@ -45,7 +45,7 @@ class Upstreams:
         return {
             "default_model": LOCAL,
             # The name an Ollama app would use, mapped onto a remote model of another dialect.
-            "aliases": {"llama3.2": "openai/gpt-fake", "qwen3": "ollama/qwen3:8b", "smol": LOCAL},
+            "aliases": {"llama3.2": "openai/gpt-fake", "qwen3": "ollama/qwen3:8b", "smol": LOCAL, "tagged:latest": "openai/gpt-fake"},
             "providers": {"openai": {"base_url": self.openai.base_url}, "ollama": {"base_url": self.ollama.base_url}},
         }
 
@@ -247,6 +247,13 @@ def test_bad_input_gets_4xx_in_ollamas_shape(gateway: GatewayThread, path: str, 
     assert 400 <= response.status_code < 500, response.text
     error = response.json()["error"]
     assert isinstance(error, str) and error
+
+
+def test_names_route_as_given_else_without_latest(client: ollama.Client, upstreams: Upstreams) -> None:
+    for name in ("tagged:latest", "llama3.2", "llama3.2:latest", "ollama/llama3.2:latest"):
+        reply = client.chat(model=name, messages=[{"role": "user", "content": "hi"}])
+        assert reply.message.content == "echo: hi" and reply.model == name
+    assert upstreams.ollama.last_request.body["model"] == "llama3.2:latest"  # a provider's own name keeps its tag
 
 
 def test_unknown_paths_methods_and_models(gateway: GatewayThread, client: ollama.Client) -> None:

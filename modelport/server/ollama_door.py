@@ -69,12 +69,11 @@ class OllamaDoor:
     # -- names -----------------------------------------------------------------------------
 
     def _route_name(self, name: str) -> str:
-        """The name as the gateway routes it: as given, else without ``:latest``."""
-        if name.endswith(_LATEST):
-            try:
-                self.gateway.router.targets(name)
-            except NotFoundError:
-                return name[: -len(_LATEST)]
+        """The name as the gateway routes it: as given when it is an alias or names its
+        provider (``ollama/llama3.2:latest``), else without ``:latest``. Decided without
+        routing, so a miss costs no failed lookup on every call."""
+        if name.endswith(_LATEST) and "/" not in name and name not in self.gateway.router.aliases:
+            return name[: -len(_LATEST)]
         return name
 
     def _for_backend(self, request: ChatRequest, client_name: str) -> ChatRequest:
