@@ -35,6 +35,9 @@ _PLAIN_PARAMS = frozenset(
     }
 )
 
+# Every keyword argument a request takes (the rest is refused, or goes in ``extra``).
+REQUEST_PARAMS = _PLAIN_PARAMS | {"stop", "tools", "tool_choice", "response_format"}
+
 Prompt = str | Message | Sequence[Message | dict[str, Any]] | None
 
 

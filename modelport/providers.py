@@ -37,6 +37,12 @@ class Provider:
     signup: str = ""
     # Models offered when the user asks `modelport models` (the provider has more).
     models: tuple[str, ...] = field(default=())
+    # The row's base URL for each other dialect its server speaks, used when the config
+    # picks that dialect without giving a base_url (Ollama: native API or /v1).
+    dialect_urls: tuple[tuple[str, str], ...] = ()
+    # Fields added to every request's ``extra`` (the request's own win), from the config:
+    # ``[providers.ollama.extra] num_ctx = 8192``.
+    extra: tuple[tuple[str, Any], ...] = ()
     # (model-id glob, dialect): models this provider serves in another wire format than its
     # own, first match wins; e.g. OpenAI models that exist only on the Responses API.
     model_dialects: tuple[tuple[str, str], ...] = ()
@@ -98,7 +104,9 @@ PROVIDERS: dict[str, Provider] = {
             models=("openai/gpt-oss-120b", "llama-3.3-70b-versatile", "llama-3.1-8b-instant"),
         ),
         Provider("lmstudio", "http://localhost:1234/v1", key_env=("LM_API_TOKEN",), key_required=False),
-        Provider("ollama", "http://localhost:11434/v1", key_env=("OLLAMA_API_KEY",), key_required=False),
+        # The native API honours num_ctx and keep_alive, which the /v1 layer ignores.
+        Provider("ollama", "http://localhost:11434", dialect="ollama", key_env=("OLLAMA_API_KEY",), key_required=False,
+                 dialect_urls=(("openai", "http://localhost:11434/v1"),)),
         Provider("vllm", "http://localhost:8000/v1", key_env=("VLLM_API_KEY",), key_required=False),
         Provider("openrouter", "https://openrouter.ai/api/v1", key_env=("OPENROUTER_API_KEY",), signup="https://openrouter.ai/keys"),
         Provider("together", "https://api.together.xyz/v1", key_env=("TOGETHER_API_KEY",), signup="https://api.together.ai/settings/api-keys"),
@@ -128,6 +136,12 @@ def provider_table(config: dict[str, Any] | None = None) -> dict[str, Provider]:
                 fields[key] = (value,) if isinstance(value, str) else tuple(value)
         if "headers" in spec:
             fields["headers"] = tuple(dict(spec["headers"]).items())
+        if "extra" in spec:
+            if not isinstance(spec["extra"], dict):
+                raise ConfigError(f"config [providers.{name}] extra must be a table", hint=f"e.g. [providers.{name}.extra] num_ctx = 8192")
+            fields["extra"] = tuple(spec["extra"].items())
+        if base is not None and "dialect" in fields and "base_url" not in fields:
+            fields["base_url"] = dict(base.dialect_urls).get(fields["dialect"], base.base_url)
         if "model_dialects" in spec:
             # The config's own entries are tried before the built-in ones.
             fields["model_dialects"] = tuple(dict(spec["model_dialects"]).items()) + (base.model_dialects if base else ())

@@ -19,7 +19,7 @@ from modelport.providers import PROVIDERS, Provider, base_url, provider_table, r
         ("gemini", "https://generativelanguage.googleapis.com/v1beta", "gemini", ("GEMINI_API_KEY", "GOOGLE_API_KEY")),
         ("groq", "https://api.groq.com/openai/v1", "openai", ("GROQ_API_KEY",)),
         ("lmstudio", "http://localhost:1234/v1", "openai", ("LM_API_TOKEN",)),
-        ("ollama", "http://localhost:11434/v1", "openai", ("OLLAMA_API_KEY",)),
+        ("ollama", "http://localhost:11434", "ollama", ("OLLAMA_API_KEY",)),
         ("vllm", "http://localhost:8000/v1", "openai", ("VLLM_API_KEY",)),
     ],
 )

@@ -36,9 +36,10 @@ def llama_server_url():
     del server
 
 
-@pytest.mark.parametrize("provider", ["lmstudio", "ollama", "vllm"])
-def test_local_server_providers_answer_without_a_key(llama_server_url, provider):
-    with Client(base_urls={provider: llama_server_url}) as client:
+# Ollama speaks its native API by default; its OpenAI-compatible layer is one config line away.
+@pytest.mark.parametrize("provider, config", [("lmstudio", {}), ("ollama", {"providers": {"ollama": {"dialect": "openai"}}}), ("vllm", {})])
+def test_local_server_providers_answer_without_a_key(llama_server_url, provider, config):
+    with Client(base_urls={provider: llama_server_url}, config=config) as client:
         answer = client.chat(f"{provider}/smollm2", PROMPT, **PARAMS)
     assert answer.text.strip()
     assert answer.provider == provider

@@ -73,6 +73,8 @@ class HttpBackend:
         self._require_key()
         if request.stream != stream:
             request = _with_stream(request, stream)
+        if self.provider.extra:
+            request = _with_extra(request, dict(self.provider.extra))
         dialect = self.chat_dialect(model_id)
         body = dialect.encode_request(request, model_id)
         return self.base_url + dialect.chat_path(model_id, stream), dumps(body)
@@ -315,13 +317,21 @@ def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
     return replace(request, stream=stream)
 
 
+def _with_extra(request: ChatRequest, defaults: dict[str, Any]) -> ChatRequest:
+    """The provider's configured extra fields under the request's own."""
+    from dataclasses import replace
+
+    return replace(request, extra={**defaults, **request.extra})
+
+
 class _EventReader:
     """Network chunks in, the dialect's stream events out (sans I/O, for both transports)."""
 
     __slots__ = ("_parser", "_decoder")
 
     def __init__(self, dialect: Any) -> None:
-        self._parser, self._decoder = SSEParser(), dialect.StreamDecoder()
+        # The framing is the dialect's: SSE unless it names another parser (Ollama: NDJSON).
+        self._parser, self._decoder = getattr(dialect, "StreamParser", SSEParser)(), dialect.StreamDecoder()
 
     # Generators, not lists: the events before a provider's in-stream error must reach the
     # caller first, so the error is seen as breaking a stream that began.

@@ -65,16 +65,28 @@ def _print_json_error(error: dict[str, Any]) -> None:
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``-o temperature=0.2 -o stop='["\\n"]'``: values are JSON when they parse, else text."""
+    """``-o temperature=0.2 -o stop='["\\n"]'``: values are JSON when they parse, else text.
+    Names modelport has no parameter for go to the provider as they are, in ``extra``
+    (``-o num_ctx=8192`` sets Ollama's context window)."""
+    from ..client import REQUEST_PARAMS
+
     options: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
+        name, sep, text = pair.partition("=")
+        name = name.strip()
         if not sep or not name:
             raise click.BadParameter(f"{pair!r} is not key=value (e.g. -o temperature=0.2)", param_hint="-o")
         try:
-            options[name.strip()] = json.loads(value)
+            value = json.loads(text)
         except json.JSONDecodeError:
-            options[name.strip()] = value
+            value = text
+        (options if name in REQUEST_PARAMS else extra)[name] = value
+    if extra:
+        given = options.get("extra", {})
+        if not isinstance(given, dict):
+            raise click.BadParameter("extra must be a JSON object, e.g. -o extra='{\"num_ctx\": 8192}'", param_hint="-o")
+        options["extra"] = {**given, **extra}
     return options
 
 

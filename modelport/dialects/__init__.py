@@ -1,6 +1,6 @@
 """Dialects: pure translations between one wire format and the canonical types.
 
-Each dialect module (``openai``, ``anthropic``, ``gemini``, ``openai-responses``) is used in both directions and
+Each dialect module (``openai``, ``anthropic``, ``gemini``, ``openai-responses``, ``ollama``) is used in both directions and
 does no I/O. It provides:
 
 Client side (modelport calling a provider)
@@ -8,6 +8,8 @@ Client side (modelport calling a provider)
     encode_request(request, model_id) -> dict     JSON body for the provider
     decode_response(body, provider) -> ChatResponse
     StreamDecoder().feed(event, data) -> list[StreamEvent]   one SSE event at a time
+    StreamParser (optional)                       the stream framing: a parser class like
+                                                  sse.SSEParser (the default), e.g. NDJSON
     decode_error(status, body, headers, provider) -> ModelportError
     retry_after(headers, body) -> float | None    the provider's own retry hint, seconds
     encode_embeddings_request(inputs, model_id) -> (path, body);  decode_embeddings_response
@@ -19,7 +21,7 @@ Client-side decoders are wrapped in ``upstream_decoder``: JSON of the wrong shap
 provider becomes an ``UpstreamProtocolError`` (a 502), never a raw AttributeError.
     encode_response(response, model) -> dict
     StreamEncoder(model, include_usage).encode(event) -> bytes; .close() -> bytes;
-        .error(exc) -> bytes
+        .error(exc) -> bytes; an optional ``media_type`` (bytes) when the stream is not SSE
     encode_error(exc) -> (status, body, headers)
 """
 
@@ -33,7 +35,7 @@ from typing import Any, Callable, TypeVar
 from ..errors import ModelportError, UpstreamProtocolError
 from ..types import ChatResponse, EmbeddingResponse, InvalidShape, StreamEvent, check_embeddings, check_event, check_response
 
-DIALECTS = ("openai", "anthropic", "gemini", "openai-responses")
+DIALECTS = ("openai", "anthropic", "gemini", "openai-responses", "ollama")
 
 
 def get(name: str) -> ModuleType:

@@ -225,6 +225,12 @@ class _IdleWatch(_Interrupt):
         self.disarm()
 
 
+def _stream_headers(encoder: Any) -> tuple[tuple[bytes, bytes], ...]:
+    """SSE unless the encoder names its own media type (Ollama's NDJSON)."""
+    media_type = getattr(encoder, "media_type", None)
+    return _SSE_HEADERS if media_type is None else ((b"content-type", media_type), *_SSE_HEADERS[1:])
+
+
 def _timeout_error(seconds: float) -> TimeoutError:
     return TimeoutError(f"the request took longer than this gateway's limit of {seconds:g} s", hint="ask for fewer tokens, or raise --timeout")
 
@@ -264,6 +270,7 @@ class Gateway:
         from .. import dialects
         from .anthropic_door import AnthropicDoor
         from .gemini_door import GeminiDoor
+        from .ollama_door import OllamaDoor
         from .openai_door import OpenAIDoor
         from .responses_door import ResponsesDoor
 
@@ -302,9 +309,13 @@ class Gateway:
             ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
         ]
+        ol = OllamaDoor(self, dialects.get("ollama"))
+        routes.update(ol.routes())
+        patterns.append(ol.pattern())
         # Handlers that run a model book the key's limits themselves (tokens and cost too);
         # every other endpoint costs one request of the key's rpm up front.
-        self._model_handlers = frozenset({oa.chat_completions, oa.completions, oa.embeddings, an.messages, gm.method, rs.create})
+        self._model_handlers = frozenset({oa.chat_completions, oa.completions, oa.embeddings, an.messages, gm.method, rs.create,
+                                          ol.chat, ol.generate, ol.embed, ol.embeddings})
         self._gemini_door = ("gemini", gemini, gm)
         self._anthropic_models = ("anthropic", anthropic, an.models)
         return routes, patterns
@@ -318,6 +329,7 @@ class Gateway:
             return door, dialect, handler, ""
         allowed = sorted(m for m, p in self._routes if p == req.path)
         if allowed:
+            req.dialect = self._routes[(allowed[0], req.path)][1]  # the 405 in the path's own dialect
             raise _not_allowed(req, tuple(allowed))
         for method, pattern, door, dialect, handler in self._patterns:
             match = pattern.match(req.path)
@@ -590,7 +602,7 @@ class Gateway:
                 acc.provider = target.provider.name
                 self.metrics.time_to_first_token(req.model, time.perf_counter() - req.started)
                 req.status = 200
-                await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, req._id_header]})
+                await send({"type": "http.response.start", "status": 200, "headers": [*_stream_headers(encoder), req._id_header]})
                 watcher = loop.create_task(self._watch_disconnect(req, interrupt))
                 if first is not None:
                     acc.add(first)
