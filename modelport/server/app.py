@@ -455,13 +455,13 @@ class Gateway:
     # -- services for the doors ------------------------------------------------------------
 
     @staticmethod
-    def decode(decoder: Callable[..., Any], *args: Any) -> Any:
-        """Run a dialect's request decoder and the canonical checks on what it made; a body
-        shaped so oddly that the decoder trips over it is still the caller's mistake (400),
-        never the server's (500)."""
+    def decode(decoder: Callable[..., Any], *args: Any, check: bool = True) -> Any:
+        """Run a dialect's request decoder and (unless ``check`` is false) the canonical
+        checks on what it made; a body shaped so oddly that the decoder trips over it is
+        still the caller's mistake (400), never the server's (500)."""
         try:
             decoded = decoder(*args)
-            if isinstance(decoded, ChatRequest):
+            if check and isinstance(decoded, ChatRequest):
                 validate_request(decoded)
             return decoded
         except ModelportError:

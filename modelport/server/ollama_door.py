@@ -19,7 +19,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..errors import BadRequestError, NotFoundError
-from ..types import ChatRequest
+from ..types import ChatRequest, validate_request
 from .app import Gateway, Handler, Request
 
 # The Ollama release whose native API this door speaks; clients gate features on it.
@@ -101,7 +101,8 @@ class OllamaDoor:
 
     async def _answer(self, req: Request, decoder: Any, generate: bool) -> None:
         gateway, dialect = self.gateway, self.dialect
-        request = gateway.decode(decoder, await req.json(gateway.settings.max_body_bytes))
+        # Checked below: a request with nothing to answer is Ollama's way to load a model.
+        request = gateway.decode(decoder, await req.json(gateway.settings.max_body_bytes), check=False)
         client_name = request.model
         unload = request.extra.get("keep_alive") in (0, "0")
         request = self._for_backend(request, client_name)
@@ -110,6 +111,7 @@ class OllamaDoor:
             gateway.admit_model(req, request.model)
             await gateway.respond(req, dialect.encode_load_response(client_name, generate, unload))
             return
+        gateway.decode(validate_request, request)
         if request.stream:
             encoder = dialect.GenerateStreamEncoder(client_name) if generate else dialect.StreamEncoder(client_name)
             await gateway.stream(req, request, encoder)
