@@ -210,9 +210,11 @@ class Gateway:
         from .anthropic_door import AnthropicDoor
         from .gemini_door import GeminiDoor
         from .openai_door import OpenAIDoor
+        from .ui.api import ConsoleDoor
 
         openai, anthropic, gemini = (dialects.get(n) for n in ("openai", "anthropic", "gemini"))
         oa, an, gm = OpenAIDoor(self, openai), AnthropicDoor(self, anthropic), GeminiDoor(self, gemini)
+        self.console = ConsoleDoor(self)
         routes: dict[tuple[str, str], tuple[str, Any, Handler]] = {
             ("GET", "/health"): ("health", openai, self._health),
             ("GET", "/metrics"): ("metrics", openai, self._metrics),
@@ -238,6 +240,9 @@ class Gateway:
             ("GET", re.compile(r"^/v1(?:beta|alpha)/models/(.+)$"), "gemini", gemini, gm.model),
             ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
+            # The web console: its JSON (keys checked per endpoint) and its pages (open: the page asks for a key).
+            ("*", re.compile(r"^/ui/api/(.+)$"), "ui", openai, self.console.api),
+            ("*", re.compile(r"^/ui/?((?:[A-Za-z0-9_-]+\.[a-z]+)?)$"), "ui-page", openai, self.console.page),
         ]
         # Handlers that run a model book the key's limits themselves (tokens and cost too);
         # every other endpoint costs one request of the key's rpm up front.
@@ -319,7 +324,7 @@ class Gateway:
                 log.info("%s %s %s %d model=%s key=%s %.1fms", req.id, req.method, req.path, req.status, req.model, key, seconds * 1000)
 
     async def _authenticate(self, req: Request, door: str) -> None:
-        if door == "health":
+        if door in ("health", "ui-page"):
             return
         key = req.presented_key()
         if not self.auth_required:
