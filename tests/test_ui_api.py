@@ -259,7 +259,7 @@ def test_create_and_revoke_a_key(auth_gw: GatewayThread, keys: dict[str, str], u
         [carol] = [k for k in boss.get("/ui/api/keys").json()["keys"] if k["name"] == "carol"]
         assert carol["models"] == ["fake"] and carol["tpm"] == 5000 and carol["budget"] is None
         with client(auth_gw, secret) as c:
-            chat = c.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]})
+            chat = c.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20})
             assert chat.status_code == 200, chat.text
             assert boss.delete("/ui/api/keys/carol").json() == {"name": "carol", "revoked": True}
             assert boss.delete("/ui/api/keys/carol").status_code == 404
