@@ -22,7 +22,7 @@ function chart(series, metric) {
     return parts;
   });
   const max = Math.max(1e-12, ...stacks.map((p) => p.reduce((a, b) => a + b, 0)));
-  const W = 720, H = 240, left = 56, bottom = 28, top0 = 10;
+  const W = 720, H = 240, left = 84, bottom = 28, top0 = 10;
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${metric} over time` });
   const plotH = H - bottom - top0, plotW = W - left - 8;
   for (const f of [0, 0.5, 1]) {
@@ -37,7 +37,8 @@ function chart(series, metric) {
       if (!v) return;
       const hgt = (v / max) * plotH;
       y -= hgt;
-      const rect = s("rect", { class: `s${k}`, x: left + i * bw + bw * 0.1, y, width: Math.max(1, bw * 0.8), height: hgt });
+      const width = Math.max(1, Math.min(bw * 0.8, 64));
+      const rect = s("rect", { class: `s${k}`, x: left + i * bw + (bw - width) / 2, y, width, height: hgt });
       rect.append(s("title", {}, `${times[i]} ${k < 5 ? top[k] : "other"}: ${metric === "cost" ? money(v) : v.toLocaleString()}`));
       svg.append(rect);
     });
