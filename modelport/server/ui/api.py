@@ -47,7 +47,8 @@ _SUMMARY_NAMES = ("seq", "id", "created_at", "source", "provider", "model", "key
 USAGE_BY = {"model": "provider || '/' || model", "provider": "provider", "key": "coalesce(key_name, '(no key)')", "source": "source"}
 # Bucket widths as prefixes of the ISO time: a day is its first 10 characters, an hour 13.
 BUCKETS = {"day": 10, "hour": 13, "month": 7}
-_BILLED = "(error IS NULL AND cached = 0)"
+# As the call log's own sums, on error_kind (set with error) so the covering index serves them.
+_BILLED = "(error_kind IS NULL AND cached = 0)"
 _CALL_ID = re.compile(r"^[0-9A-Za-z]{26}$")
 _BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
 
