@@ -264,3 +264,34 @@ def test_create_and_revoke_a_key(auth_gw: GatewayThread, keys: dict[str, str], u
             assert boss.delete("/ui/api/keys/carol").json() == {"name": "carol", "revoked": True}
             assert boss.delete("/ui/api/keys/carol").status_code == 404
             assert c.get("/ui/api/me").status_code == 401
+
+
+def test_modelport_ui_serves_the_console_without_opening_a_browser(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # No browser on this machine is fine: --no-open never asks for one.
+    env = {**os.environ, "BROWSER": str(tmp_path / "no-browser-here")}
+    process = subprocess.Popen([sys.executable, "-m", "modelport", "ui", "--no-open", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"console: http://127.0.0.1:{port}/ui"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/ui", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "modelport ui did not start"
+                time.sleep(0.1)
+        assert page.status_code == 200 and "modelport console" in page.text
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/api/me", timeout=5).json()["admin"] is True
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

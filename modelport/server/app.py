@@ -766,6 +766,7 @@ class Gateway:
             await self.sync_keys()
         if self._files_api is not None:
             await self._files_api.shutdown()
+        await self.console.aclose()
         await self.client.aclose()
         loop = asyncio.get_running_loop()
         if self.call_log is not None:

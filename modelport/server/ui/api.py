@@ -74,6 +74,17 @@ class ConsoleDoor:
             ("GET", re.compile(r"^batches/([^/]+)/output$"), self.batch_output),
         ]
 
+    async def aclose(self) -> None:
+        """Close the read connection on its own thread, then let the thread go."""
+
+        def close() -> None:
+            if self._log_conn is not None:
+                self._log_conn.close()
+                self._log_conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._io, close)
+        self._io.shutdown(wait=False)
+
     # -- static pages ----------------------------------------------------------------------
 
     def _load_files(self) -> dict[str, tuple[bytes, str, str]]:
