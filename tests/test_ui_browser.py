@@ -182,4 +182,10 @@ def test_every_page_loads_and_the_main_flows_work(page: tuple[Any, list[str]], g
         tab.wait_for_load_state("networkidle")
         assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), name
         tab.screenshot(path=str(artifacts / f"{name}-phone.png"))
+
+    # Dark mode follows the system's preference.
+    tab.emulate_media(color_scheme="dark")
+    visit(tab, gateway, "usage")
+    assert tab.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(17, 20, 24)"
+    tab.screenshot(path=str(artifacts / "usage-dark-phone.png"))
     assert problems == []
