@@ -122,7 +122,16 @@ def _migration_2_full_text(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO calls_fts (calls_fts) VALUES ('rebuild')")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1_calls, _migration_2_full_text]
+def _migration_3_usage_index(conn: sqlite3.Connection) -> None:
+    # Covers usage sums over a time range (the console's charts, `modelport usage`): they
+    # read this index alone instead of every row's request and response JSON.
+    conn.execute(
+        "CREATE INDEX calls_usage ON calls (created_at, provider, model, source, key_name, error_kind, cached, "
+        "input_tokens, output_tokens, cost)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1_calls, _migration_2_full_text, _migration_3_usage_index]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

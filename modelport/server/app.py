@@ -273,10 +273,12 @@ class Gateway:
         from .ollama_door import OllamaDoor
         from .openai_door import OpenAIDoor
         from .responses_door import ResponsesDoor
+        from .ui.api import ConsoleDoor
 
         openai, anthropic, gemini, responses = (dialects.get(n) for n in ("openai", "anthropic", "gemini", "openai-responses"))
         oa, an, gm = OpenAIDoor(self, openai), AnthropicDoor(self, anthropic), GeminiDoor(self, gemini)
         rs = self.responses_door = ResponsesDoor(self, responses)
+        self.console = ConsoleDoor(self)
         routes: dict[tuple[str, str], tuple[str, Any, Handler]] = {
             ("GET", "/health"): ("health", openai, self._health),
             ("GET", "/metrics"): ("metrics", openai, self._metrics),
@@ -308,6 +310,9 @@ class Gateway:
             ("GET", re.compile(r"^/v1(?:beta|alpha)/models/(.+)$"), "gemini", gemini, gm.model),
             ("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), "openai", openai, oa.model),
             ("GET", re.compile(r"^/models/(.+)$"), "openai", openai, oa.model),
+            # The web console: its JSON (keys checked per endpoint) and its pages (open: the page asks for a key).
+            ("*", re.compile(r"^/ui/api/(.+)$"), "ui", openai, self.console.api),
+            ("*", re.compile(r"^/ui/?((?:[A-Za-z0-9_-]+\.[a-z]+)?)$"), "ui-page", openai, self.console.page),
         ]
         ol = OllamaDoor(self, dialects.get("ollama"))
         routes.update(ol.routes())
@@ -398,7 +403,7 @@ class Gateway:
                 log.info("%s %s %s %d model=%s key=%s %.1fms", req.id, req.method, req.path, req.status, req.model, key, seconds * 1000)
 
     async def _authenticate(self, req: Request, door: str) -> None:
-        if door == "health":
+        if door in ("health", "ui-page"):
             return
         key = req.presented_key()
         if key:
@@ -878,6 +883,7 @@ class Gateway:
         if self._files_api is not None:
             await self._files_api.shutdown()
         await self.responses_door.aclose()
+        await self.console.aclose()
         await self.client.aclose()
         loop = asyncio.get_running_loop()
         if self.call_log is not None:

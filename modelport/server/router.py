@@ -131,6 +131,10 @@ class Router:
             raise self._unknown(model, refusal)
         return Target(f"{provider.name}/{model_id}", provider, model_id, self.client.backend(provider))
 
+    def routable(self, provider: Provider) -> bool:
+        """Whether the gateway routes to ``provider`` (see ``_refusal``)."""
+        return self._refusal(provider) is None
+
     def _refusal(self, provider: Provider) -> str | None:
         """Why the gateway does not route to ``provider``, or None when it does: it routes to
         the embedded model, to providers it has a key for, and to keyless providers the
