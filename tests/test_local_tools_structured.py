@@ -76,11 +76,13 @@ def assert_valid_call(client: Client, call: ToolCall, tool) -> None:
 def test_required_tool_choice_returns_a_valid_call_and_the_stream_returns_the_same(client):
     """tool_choice="required" with two tools: one call, to one of them, with valid arguments.
     The same request streamed (same seed, temperature 0) makes the same call; only the id,
-    which the local backend draws at random for each call, differs."""
+    which the local backend draws at random for each call, differs. The stream carries the
+    arguments as they decode (several fragments of one call), not in one piece at the end."""
     params = dict(tools=[get_weather, get_time], tool_choice="required", max_tokens=40, **GREEDY)
     whole = client.chat(MODEL, "What's the weather in Paris?", **params)
     stream = client.stream(MODEL, "What's the weather in Paris?", **params)
-    kinds = [event.kind for event in stream]
+    events = list(stream)
+    kinds = [event.kind for event in events]
     streamed = stream.response
 
     assert whole.finish_reason == streamed.finish_reason == "tool_calls"
@@ -88,7 +90,10 @@ def test_required_tool_choice_returns_a_valid_call_and_the_stream_returns_the_sa
     (call,) = whole.tool_calls
     assert_valid_call(client, call, get_weather if call.name == "get_weather" else get_time)
     assert [(c.name, c.args) for c in streamed.tool_calls] == [(call.name, call.args)]
-    assert kinds.count("tool_call") == 1 and kinds[-1] == "finish"
+    fragments = [event for event in events if event.kind == "tool_call"]
+    assert len(fragments) > 2 and kinds[-1] == "finish"
+    assert fragments[0].name == call.name and fragments[0].id and all(f.index == 0 for f in fragments)
+    assert "".join(f.arguments for f in fragments) == streamed.tool_calls[0].arguments
     assert streamed.tool_calls[0].id and streamed.tool_calls[0].id != call.id
 
 
