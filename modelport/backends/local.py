@@ -43,7 +43,8 @@ from ..types import (
     dump_json,
 )
 from .local_grammar import check_grammar_size, check_schema_size, compact_json_grammar
-from .local_slots import FairSlots, current_caller
+from . import current_caller
+from .local_slots import FairSlots
 
 PROVIDER = "local"
 
@@ -54,6 +55,7 @@ PROVIDER = "local"
 DEFAULT_SAMPLING: dict[str, float] = {"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1}
 
 _engines: dict[tuple[str, str], Any] = {}
+# Each chat engine's admission gate for gateway callers, keyed by id(engine).
 _gates: dict[int, FairSlots] = {}
 # Loading takes about a second; one lock makes concurrent first calls share one load
 # instead of each building its own copy of the KV cache.
@@ -191,6 +193,7 @@ class LocalBackend:
             server = _engines.get(key)
             if server is None:
                 server = _engines[key] = self._load(path, embedding)
+                _gates[id(server)] = FairSlots(self.n_parallel)
         return server
 
     def _load(self, path: str, embedding: bool) -> Any:
@@ -201,6 +204,7 @@ class LocalBackend:
         p.cpuparams.n_threads = self.n_threads
         p.cpuparams_batch.n_threads = self.n_threads
         p.verbosity = 0
+        p.endpoint_metrics = True  # handle_metrics(): slots in use, tokens decoded
         p.cache_ram_mib = self.cache_ram_mib
         p.kv_unified = True
         if embedding:
@@ -255,7 +259,7 @@ class LocalBackend:
         (or cancelling its consumer) stops the decoding at the next token."""
         engine = await _in_engine_thread(self.engine, model_id)
         caller = current_caller.get()
-        gate = _fair_slots(engine, self.n_parallel).slot(caller) if caller is not None else contextlib.nullcontext()
+        gate = _gates[id(engine)].slot(caller) if caller is not None else contextlib.nullcontext()
         async with gate:
             loop = asyncio.get_running_loop()
             chunks: asyncio.Queue[Any] = asyncio.Queue()
@@ -510,14 +514,6 @@ def _engine_chunks(engine: Any, body: dict[str, Any]) -> Iterator[dict[str, Any]
     finally:
         stop.set()
         worker.join()
-
-
-def _fair_slots(engine: Any, slots: int) -> FairSlots:
-    """The engine's admission gate for gateway callers (one per engine)."""
-    gate = _gates.get(id(engine))
-    if gate is None:
-        gate = _gates[id(engine)] = FairSlots(slots)
-    return gate
 
 
 def _call(method: Any, *args: Any) -> Any:

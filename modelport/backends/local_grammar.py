@@ -44,14 +44,6 @@ def compact_json_grammar(schema: dict[str, Any] | None, *, param: str) -> str:
 
 
 def check_schema_size(schema: Any, *, param: str) -> None:
-    size = len(json.dumps(schema, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > MAX_SCHEMA_BYTES:
-        raise BadRequestError(
-            f"{param}: the JSON schema is {size} bytes; the embedded model accepts at most {MAX_SCHEMA_BYTES} "
-            "(a large grammar stalls every request on the shared engine)",
-            provider="local", param=param, code="schema_too_large",
-            hint="shorten the schema, or validate a plain string answer yourself",
-        )
     values = _enum_values(schema)
     if values > MAX_ENUM_VALUES:
         raise BadRequestError(
@@ -59,6 +51,14 @@ def check_schema_size(schema: Any, *, param: str) -> None:
             f"{MAX_ENUM_VALUES} (each one is checked on every decoded token, for every request on the engine)",
             provider="local", param=param, code="schema_too_large",
             hint=f"keep enums under {MAX_ENUM_VALUES} values, or ask for a string and check it yourself",
+        )
+    size = len(json.dumps(schema, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_SCHEMA_BYTES:
+        raise BadRequestError(
+            f"{param}: the JSON schema is {size} bytes; the embedded model accepts at most {MAX_SCHEMA_BYTES} "
+            "(a large grammar stalls every request on the shared engine)",
+            provider="local", param=param, code="schema_too_large",
+            hint="shorten the schema, or validate a plain string answer yourself",
         )
 
 

@@ -17,15 +17,10 @@ to share with.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-# Who is asking, as the gateway knows it (its key name); None outside the gateway.
-current_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("modelport_caller", default=None)
-
 
 class FairSlots:
     """Admission to ``slots`` engine slots, fair between callers (see the module doc)."""
@@ -52,6 +47,7 @@ class FairSlots:
             ticket = next(self._order)
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiting[ticket] = (caller, future)
+            self._grant()  # others may be waiting only for their own cap, not for a free slot
             try:
                 await future  # granted: the slot is already counted as ours
             except BaseException:

@@ -31,9 +31,11 @@ from ..errors import (
     RequestTooLargeError,
     ServerError,
     TimeoutError,
+    error_for_status,
 )
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamAccumulator, StreamEvent, Usage
+from ..backends import current_caller
 from .auth import Caller, KeyRing, KeyStore
 from .limits import Booking, estimate_tokens
 from .metrics import Metrics
@@ -171,6 +173,11 @@ class _Interrupt:
 
 def _timeout_error(seconds: float) -> TimeoutError:
     return TimeoutError(f"the request took longer than this gateway's limit of {seconds:g} s", hint="ask for fewer tokens, or raise --timeout")
+
+
+def _client_gone() -> ModelportError:
+    # Nobody reads this answer (the connection is closed); it names the outcome in logs and metrics.
+    return error_for_status(499, "the client closed the connection before the answer was ready", code="client_closed_request")
 
 
 Handler = Callable[[Request, str], Awaitable[None]]
@@ -379,6 +386,8 @@ class Gateway:
         if request.max_tokens is None or request.max_tokens <= 0 or request.max_tokens > cap:
             request = replace(request, max_tokens=cap)
         caller = req.caller
+        # Backends that share one engine between callers (the embedded model) share it fairly.
+        current_caller.set(req.key_name)
         if caller is None:
             return targets, request, None
         self.keys.check_model(caller, request.model, targets[0].name)
@@ -438,7 +447,11 @@ class Gateway:
         """A whole answer, from the first target that does not fail with a fallback error."""
         targets, request, booking = self._admit(req, request)
         interrupt = _Interrupt()
-        timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.settings.request_timeout, interrupt.fire, "timeout")
+        # The body is read: the next message is the caller hanging up, and then the backend
+        # call is cancelled (a remote one is not billed for, a local one frees its slot).
+        watcher = loop.create_task(self._watch_disconnect(req, interrupt))
         target = targets[0]
         response: ChatResponse | None = None
         try:
@@ -456,14 +469,16 @@ class Gateway:
                 return response
             raise AssertionError("unreachable: the last target returns or raises")
         except asyncio.CancelledError:
-            if interrupt.absorb() is None:
+            reason = interrupt.absorb()
+            if reason is None:
                 raise
-            error = _timeout_error(self.settings.request_timeout)
+            error = _client_gone() if reason == "disconnect" else _timeout_error(self.settings.request_timeout)
             self._log_call(req, request, target, None, error)
             raise error from None
         finally:
             timer.cancel()
             interrupt.disarm()
+            watcher.cancel()
             self._settle(req, booking, target, response.usage if response is not None else None)
 
     async def stream(self, req: Request, request: ChatRequest, encoder: Any) -> None:
