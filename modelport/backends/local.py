@@ -8,7 +8,10 @@ what the engine lacks for modelport's contract:
 * tool calling, which SmolLM2's chat template ignores: tools are described in the system
   prompt and the answer is constrained by a JSON schema to "call one tool" or "answer";
 * a pull-style iterator (sync and async) over the engine's push-style chunk callback, with
-  cancellation when the consumer stops early.
+  cancellation when the consumer stops early. Non-streamed calls run streamed too, so a
+  caller who leaves or times out stops the decoding at the next token;
+* an engine nobody else can reach (see ``_private_server``), fair slots for gateway callers
+  (``local_slots``) and bounded compact-JSON grammars (``local_grammar``).
 
 One engine per model file per process, shared by every LocalBackend: it owns the weights
 (mmapped) and ``n_parallel`` decoding slots, and its calls release the GIL, so threads and
