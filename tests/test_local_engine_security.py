@@ -32,7 +32,9 @@ from modelport import Client
 from modelport.backends import current_caller
 from modelport.backends.local import LocalBackend, default_threads, physical_cores
 from modelport.errors import BadRequestError, ConfigError
+from modelport.server import Settings
 from modelport.server.testing import GatewayThread
+from tests.fakes.openai_upstream import OpenAIUpstream
 from modelport.types import ChatRequest, Message
 
 MODEL = "local/smollm2"
@@ -161,6 +163,21 @@ def test_a_caller_who_hangs_up_frees_the_engine_at_once(engine, stream):
             sock.close()
         # The engine stops at its next token; 15 s allows for a very loaded host.
         assert wait_for(lambda: busy_slots(engine) == 0, 15), "the abandoned generation kept decoding"
+
+
+def test_a_non_streamed_call_to_a_remote_upstream_is_cancelled_when_its_caller_hangs_up(tmp_path):
+    """The gateway stops waiting for (and paying for) an answer nobody will read: the call
+    ends as 499 at once, not as a 200 when the slow upstream answers."""
+    with OpenAIUpstream(latency=8.0) as slow:
+        config = {"aliases": {"remote": "openai/gpt-fake"}, "providers": {"openai": {"base_url": slow.base_url}}}
+        settings = Settings(log_calls=False, keys_path=str(tmp_path / "g.db"))
+        with GatewayThread(settings, config=config, api_keys={"openai": "sk-x"}) as gw:
+            sock = raw_post(gw.port, {"model": "remote", "messages": [{"role": "user", "content": "x"}]})
+            assert wait_for(lambda: len(slow.requests) == 1, 30), "the call never reached the upstream"
+            sock.close()
+            statuses = lambda: [label[3] for label in gw.app.metrics.requests if label[0] == "openai"]  # noqa: E731
+            assert wait_for(lambda: statuses() != [], 6), "the call was not cancelled: it still waits for the upstream"
+            assert statuses() == [499]
 
 
 def test_sigterm_with_only_abandoned_work_exits_promptly_without_a_traceback(tmp_path):
