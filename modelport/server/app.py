@@ -22,6 +22,7 @@ from itertools import count
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
+from ..backends import current_caller
 from ..client import AsyncClient
 from ..errors import (
     BadRequestError,
@@ -35,7 +36,6 @@ from ..errors import (
 )
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamAccumulator, StreamEvent, Usage
-from ..backends import current_caller
 from .auth import Caller, KeyRing, KeyStore
 from .limits import Booking, estimate_tokens
 from .metrics import Metrics
