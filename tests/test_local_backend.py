@@ -246,7 +246,7 @@ def test_tool_results_in_history_reach_the_model(backend):
                                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
                                {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 degrees"}])
     assert rendered[1] == {"role": "assistant", "content": '{"tool":"get_weather","arguments":{"city":"Paris"}}'}
-    assert rendered[2] == {"role": "user", "content": "Result of get_weather:\nSunny, 24 degrees"}
+    assert rendered[2] == {"role": "user", "content": "Result of get_weather:\nSunny, 24 degrees\nAnswer my question with this result."}
     response = backend.chat(ChatRequest("local/smollm2", history, tools=[WEATHER], max_tokens=40, temperature=0, seed=1), MODEL)
     assert response.finish_reason in ("stop", "tool_calls", "length")
     assert response.text or response.tool_calls

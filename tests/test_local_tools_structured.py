@@ -15,6 +15,8 @@ the model loads once. Assertions are about shape and protocol, never about the m
 
 from __future__ import annotations
 
+import json
+
 import jsonschema
 import pytest
 from pydantic import BaseModel
@@ -76,11 +78,13 @@ def assert_valid_call(client: Client, call: ToolCall, tool) -> None:
 def test_required_tool_choice_returns_a_valid_call_and_the_stream_returns_the_same(client):
     """tool_choice="required" with two tools: one call, to one of them, with valid arguments.
     The same request streamed (same seed, temperature 0) makes the same call; only the id,
-    which the local backend draws at random for each call, differs."""
+    which the local backend draws at random for each call, differs. The stream carries the
+    arguments as they decode (several fragments of one call), not in one piece at the end."""
     params = dict(tools=[get_weather, get_time], tool_choice="required", max_tokens=40, **GREEDY)
     whole = client.chat(MODEL, "What's the weather in Paris?", **params)
     stream = client.stream(MODEL, "What's the weather in Paris?", **params)
-    kinds = [event.kind for event in stream]
+    events = list(stream)
+    kinds = [event.kind for event in events]
     streamed = stream.response
 
     assert whole.finish_reason == streamed.finish_reason == "tool_calls"
@@ -88,7 +92,10 @@ def test_required_tool_choice_returns_a_valid_call_and_the_stream_returns_the_sa
     (call,) = whole.tool_calls
     assert_valid_call(client, call, get_weather if call.name == "get_weather" else get_time)
     assert [(c.name, c.args) for c in streamed.tool_calls] == [(call.name, call.args)]
-    assert kinds.count("tool_call") == 1 and kinds[-1] == "finish"
+    fragments = [event for event in events if event.kind == "tool_call"]
+    assert len(fragments) > 2 and "finish" in kinds[-2:]  # the engine reports usage after the finish, as OpenAI does
+    assert fragments[0].name == call.name and fragments[0].id and all(f.index == 0 for f in fragments)
+    assert "".join(f.arguments for f in fragments) == streamed.tool_calls[0].arguments
     assert streamed.tool_calls[0].id and streamed.tool_calls[0].id != call.id
 
 
@@ -126,3 +133,46 @@ def test_response_format_pydantic_model_gives_parsed_as_that_model(client):
     assert isinstance(response.parsed, City)
     assert response.parsed == City.model_validate_json(response.text)
     assert response.parsed.name
+
+
+class Place(BaseModel):
+    name: str
+    country: str
+
+
+def is_compact(text: str) -> bool:
+    return text == json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_two_field_structured_answer_fits_in_60_tokens_as_compact_json(client, seed):
+    """No whitespace for the model to spend its tokens on: the grammar allows compact JSON
+    only, so a short answer closes well within max_tokens, whatever the seed."""
+    response = client.chat(MODEL, "Describe the city of Paris as JSON.", response_format=Place, max_tokens=60, seed=seed)
+    assert response.finish_reason == "stop"
+    assert isinstance(response.parsed, Place) and is_compact(response.text), response.text
+
+
+def test_the_answer_after_a_tool_result_is_never_the_protocols_placeholder(client):
+    """The tool protocol's instructions hold no placeholder (such as "<your reply>") for the
+    model to copy: after the tool result, each seed answers in words."""
+    for seed in range(5):
+        response = client.chat(
+            MODEL, "What's the weather in Paris?", tools=[get_weather], tool_choice="required", run_tools=True,
+            max_turns=3, max_tokens=60, seed=seed,
+        )
+        assert response.finish_reason == "stop" and response.text.strip(), (seed, response.text)
+        assert "<your reply>" not in response.text and not response.text.lstrip().startswith("{"), (seed, response.text)
+
+
+def test_a_reply_cut_by_max_tokens_leaks_no_protocol_json(client):
+    """A forced call cut short is no call and no text; a cut answer is its words so far."""
+    params = dict(tools=[get_weather], max_tokens=4, **GREEDY)
+    forced = client.chat(MODEL, "What's the weather in Paris?", tool_choice="required", **params)
+    assert forced.finish_reason == "length" and forced.text == "" and forced.tool_calls == []
+    stream = client.stream(MODEL, "What's the weather in Paris?", tool_choice="required", **params)
+    texts = [event.text for event in stream if event.kind == "text"]
+    assert stream.response.finish_reason == "length" and texts == []
+    answered = client.chat(MODEL, "Say hello to me in a long friendly sentence.", tool_choice="auto", **{**params, "max_tokens": 8})
+    assert answered.finish_reason in ("length", "tool_calls", "stop")
+    assert '{"' not in answered.text and '"answer"' not in answered.text, answered.text

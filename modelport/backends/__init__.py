@@ -14,3 +14,10 @@ never care which one they hold:
 ``http.HttpBackend`` serves every remote or local-server provider through its dialect;
 ``local.LocalBackend`` runs GGUF models in process on llama.cpp.
 """
+
+from contextvars import ContextVar
+
+# Who is asking, as the gateway knows it (the key's name, "-" without one); None outside the
+# gateway. Backends that share one resource between callers (the embedded engine's slots)
+# read it to share fairly; the gateway sets it per request, so no method signature changes.
+current_caller: ContextVar[str | None] = ContextVar("modelport_caller", default=None)

@@ -8,7 +8,10 @@ what the engine lacks for modelport's contract:
 * tool calling, which SmolLM2's chat template ignores: tools are described in the system
   prompt and the answer is constrained by a JSON schema to "call one tool" or "answer";
 * a pull-style iterator (sync and async) over the engine's push-style chunk callback, with
-  cancellation when the consumer stops early.
+  cancellation when the consumer stops early. Non-streamed calls run streamed too, so a
+  caller who leaves or times out stops the decoding at the next token;
+* an engine nobody else can reach (see ``_private_server``), fair slots for gateway callers
+  (``local_slots``) and bounded compact-JSON grammars (``local_grammar``).
 
 One engine per model file per process, shared by every LocalBackend: it owns the weights
 (mmapped) and ``n_parallel`` decoding slots, and its calls release the GIL, so threads and
@@ -18,28 +21,33 @@ async calls (on a thread pool as large as the slots need) decode together (conti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import queue
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ..errors import BadRequestError, ContextLengthError, ModelportError, error_for_status
+from ..errors import BadRequestError, ConfigError, ContextLengthError, ModelportError, error_for_status
 from ..types import (
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
     ImagePart,
-    Message,
     ModelInfo,
+    StreamAccumulator,
     StreamEvent,
-    TextPart,
     Tool,
-    ToolCall,
     dump_json,
 )
+from .local_grammar import check_grammar_size, check_schema_size, compact_json_grammar
+from . import current_caller
+from .local_slots import FairSlots
 
 PROVIDER = "local"
 
@@ -50,6 +58,8 @@ PROVIDER = "local"
 DEFAULT_SAMPLING: dict[str, float] = {"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1}
 
 _engines: dict[tuple[str, str], Any] = {}
+# Each chat engine's admission gate for gateway callers, keyed by id(engine).
+_gates: dict[int, FairSlots] = {}
 # Loading takes about a second; one lock makes concurrent first calls share one load
 # instead of each building its own copy of the KV cache.
 _engines_lock = threading.Lock()
@@ -73,6 +83,62 @@ async def _in_engine_thread(func: Any, *args: Any) -> Any:
 _DONE = object()
 
 
+def _private_server(xlc: Any, params: Any) -> Any:
+    """An engine that nobody but this process can reach.
+
+    xllamacpp always starts llama.cpp's HTTP server next to the in-process API we use. On a
+    TCP port, with no key, any local user could call it and skip the gateway's keys, limits
+    and call log. It listens instead on a Unix socket in a fresh 0700 directory, with a
+    random API key nobody is told, and the socket's name is removed as soon as the engine is
+    up: a Unix socket without a name cannot be connected to, so the listener is unreachable.
+    """
+    private_dir = tempfile.mkdtemp(prefix="modelport-engine-")  # 0700
+    params.hostnames = [os.path.join(private_dir, "engine.sock")]
+    params.api_keys = [secrets.token_urlsafe(32)]
+    try:
+        return xlc.Server(params)
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def default_threads() -> int:
+    """Decoding threads: ``MODELPORT_THREADS``, else ``[local] threads`` in the config, else
+    the physical cores this process may run on.
+
+    llama.cpp's threads spin at a barrier for every token, so a thread per logical CPU (or
+    more threads than the cores the process is allowed on, in a container or under
+    ``taskset``) makes them wait for each other: one batch went from 8 s to 79 s.
+    """
+    from ..config import section
+
+    for value, where in ((os.environ.get("MODELPORT_THREADS"), "MODELPORT_THREADS"), (section("local").get("threads"), "[local] threads")):
+        if value is None or value == "":
+            continue
+        try:
+            threads = int(value)
+        except (TypeError, ValueError):
+            threads = 0
+        if threads < 1 or str(threads) != str(value).strip():
+            raise ConfigError(f"{where} must be a whole number of threads, at least 1 (got {value!r})", provider=PROVIDER,
+                              hint=f"set {where} to e.g. {physical_cores()}, or remove it to use the physical cores")
+        return threads
+    return physical_cores()
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads counted once)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, ...]] = set()
+    for cpu in cpus:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{topology}/physical_package_id") as package, open(f"{topology}/core_id") as core:
+                cores.add((package.read().strip(), core.read().strip()))
+        except OSError:  # no topology (some containers, non-Linux): count the CPU itself
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
 def _openai():
     # Imported on first use so `import modelport.backends.local` stays cheap.
     from ..dialects import openai
@@ -84,7 +150,7 @@ class LocalBackend:
     """Runs ``local/smollm2`` (fetched on first use) or ``local/<path.gguf>`` in process.
 
     ``n_parallel`` slots share one ``n_ctx``-token KV cache (unified, so one long request
-    can use all of it); ``cache_ram_mib`` bounds llama.cpp's prompt cache, whose default of
+    can use all of it); ``n_threads`` defaults to :func:`default_threads`; ``cache_ram_mib`` bounds llama.cpp's prompt cache, whose default of
     8 GiB lets the process's memory grow with use. ``provider``, ``api_key``, ``url``,
     ``timeouts`` and ``retry`` are accepted because the client builds every backend the same
     way; an in-process engine has no key, address or network to retry.
@@ -100,13 +166,13 @@ class LocalBackend:
         retry: Any = None,
         n_parallel: int = 8,
         n_ctx: int = 8192,
-        n_threads: int = 2,
+        n_threads: int | None = None,
         cache_ram_mib: int = 64,
         auto_pull: bool = True,
     ) -> None:
         self.n_parallel = n_parallel
         self.n_ctx = n_ctx
-        self.n_threads = n_threads
+        self.n_threads = n_threads if n_threads is not None else default_threads()
         self.cache_ram_mib = cache_ram_mib
         self.auto_pull = auto_pull
         self._paths: dict[str, str] = {}
@@ -130,6 +196,7 @@ class LocalBackend:
             server = _engines.get(key)
             if server is None:
                 server = _engines[key] = self._load(path, embedding)
+                _gates[id(server)] = FairSlots(self.n_parallel)
         return server
 
     def _load(self, path: str, embedding: bool) -> Any:
@@ -139,8 +206,8 @@ class LocalBackend:
         p.model.path = path
         p.cpuparams.n_threads = self.n_threads
         p.cpuparams_batch.n_threads = self.n_threads
-        p.port = 0  # llama.cpp always opens an HTTP listener; 0 avoids port clashes between processes
         p.verbosity = 0
+        p.endpoint_metrics = True  # handle_metrics(): slots in use, tokens decoded
         p.cache_ram_mib = self.cache_ram_mib
         p.kv_unified = True
         if embedding:
@@ -153,98 +220,77 @@ class LocalBackend:
             p.n_parallel = self.n_parallel
             p.n_ctx = self.n_ctx
         try:
-            return xlc.Server(p)
+            return _private_server(xlc, p)
         except Exception as exc:  # llama.cpp reports a bad file as a generic runtime error
             raise BadRequestError(f"could not load {path}: {exc}", provider=PROVIDER, hint="is it a valid GGUF model file?") from exc
 
     # -- chat --------------------------------------------------------------------------
+    #
+    # Every completion runs streamed on the engine, non-streamed calls included: only a
+    # streamed call can be stopped (its chunk callback returns True), and a call whose
+    # caller left or timed out must give its slot back at once instead of decoding on.
 
     def chat(self, request: ChatRequest, model_id: str) -> ChatResponse:
         started = time.perf_counter()
         plan = _Plan(request, model_id)
-        body = _call(self.engine(model_id).handle_chat_completions, plan.body)
-        response = plan.decode(body)
-        response.latency = time.perf_counter() - started
-        return response
+        acc = StreamAccumulator(model_id, PROVIDER)
+        for event in plan.events(_engine_chunks(self.engine(model_id), plan.stream_body())):
+            acc.add(event)
+        return plan.response(acc, time.perf_counter() - started)
 
     async def achat(self, request: ChatRequest, model_id: str) -> ChatResponse:
-        return await _in_engine_thread(self.chat, request, model_id)
+        started = time.perf_counter()
+        plan = _Plan(request, model_id)
+        acc = StreamAccumulator(model_id, PROVIDER)
+        async for chunk in self._aengine_chunks(model_id, plan.stream_body()):
+            for event in plan.feed(chunk):
+                acc.add(event)
+        return plan.response(acc, time.perf_counter() - started)
 
     def stream(self, request: ChatRequest, model_id: str) -> Iterator[StreamEvent]:
         plan = _Plan(request, model_id)
-        if plan.tools_active:
-            # A tool call is known only once its JSON is complete; emit it whole.
-            yield from _events_of(self.chat(request, model_id))
-            return
-        engine = self.engine(model_id)
-        chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        stop = threading.Event()
-
-        def on_chunk(chunk: dict[str, Any]) -> bool:
-            chunks.put(chunk)
-            return stop.is_set()
-
-        def run() -> None:
-            try:
-                _call(engine.handle_chat_completions, plan.stream_body(), on_chunk)
-            except BaseException as exc:  # handed to the consumer, raised there
-                chunks.put(exc)
-            chunks.put(_DONE)
-
-        # The engine pushes chunks from inside a blocking call; a worker thread runs that
-        # call so this generator can pull at the consumer's pace.
-        worker = threading.Thread(target=run, name="modelport-local-stream", daemon=True)
-        worker.start()
-        decoder = plan.stream_decoder()
-        try:
-            while (item := chunks.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield from plan.stream_events(decoder, item)
-        finally:
-            # If the consumer left early the engine stops at its next token; waiting for that
-            # means a closed stream has really released its slot.
-            stop.set()
-            worker.join()
+        yield from plan.events(_engine_chunks(self.engine(model_id), plan.stream_body()))
 
     async def astream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]:
         plan = _Plan(request, model_id)
-        if plan.tools_active:
-            for event in _events_of(await self.achat(request, model_id)):
+        async for chunk in self._aengine_chunks(model_id, plan.stream_body()):
+            for event in plan.feed(chunk):
                 yield event
-            return
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue[Any] = asyncio.Queue()
-        stop = threading.Event()
 
-        def on_chunk(chunk: dict[str, Any]) -> bool:
-            if stop.is_set():
-                return True
+    async def _aengine_chunks(self, model_id: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The engine's chunks for one completion, on an engine thread; closing the iterator
+        (or cancelling its consumer) stops the decoding at the next token."""
+        engine = await _in_engine_thread(self.engine, model_id)
+        caller = current_caller.get()
+        gate = _gates[id(engine)].slot(caller) if caller is not None else contextlib.nullcontext()
+        async with gate:
+            loop = asyncio.get_running_loop()
+            chunks: asyncio.Queue[Any] = asyncio.Queue()
+            stop = threading.Event()
+
+            def on_chunk(chunk: dict[str, Any]) -> bool:
+                if stop.is_set():
+                    return True
+                try:
+                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+                except RuntimeError:  # the event loop is gone: nobody is listening any more
+                    return True
+                return False
+
+            task = asyncio.ensure_future(_in_engine_thread(_call, engine.handle_chat_completions, body, on_chunk))
+            task.add_done_callback(lambda _: chunks.put_nowait(_DONE))
             try:
-                loop.call_soon_threadsafe(chunks.put_nowait, chunk)
-            except RuntimeError:  # the event loop is gone: nobody is listening any more
-                return True
-            return False
-
-        def run() -> None:
-            _call(self.engine(model_id).handle_chat_completions, plan.stream_body(), on_chunk)
-
-        task = asyncio.ensure_future(_in_engine_thread(run))
-        task.add_done_callback(lambda _: chunks.put_nowait(_DONE))
-        decoder = plan.stream_decoder()
-        try:
-            while (item := await chunks.get()) is not _DONE:
-                for event in plan.stream_events(decoder, item):
-                    yield event
-            await task  # raises the engine's error, if any
-        finally:
-            if not task.done():
-                stop.set()
-                # Wait for the slot to be released (the next token), so a closed stream
-                # has really stopped; shield it from a cancellation of the consumer.
-                await asyncio.shield(asyncio.wait([task]))
-                if not task.cancelled():
-                    task.exception()
+                while (item := await chunks.get()) is not _DONE:
+                    yield item
+                await task  # raises the engine's error, if any
+            finally:
+                if not task.done():
+                    stop.set()
+                    # Wait for the slot to be released (the next token), so a stopped call has
+                    # really stopped; shielded from a second cancellation of the consumer.
+                    await asyncio.shield(asyncio.wait([task]))
+                    if not task.cancelled():
+                        task.exception()
 
     # -- embeddings and models ---------------------------------------------------------
 
@@ -303,54 +349,174 @@ class _Plan:
         choice = request.tool_choice
         self.tools: list[Tool] = [] if choice is not None and choice.mode == "none" else list(request.tools)
         self.tools_active = bool(self.tools)
+        answer_schema = request.response_format.schema if request.response_format and request.response_format.schema else None
+        response_format = body.pop("response_format", None) or {}
         if self.tools_active:
-            self.answer_schema = request.response_format.schema if request.response_format and request.response_format.schema else None
-            schema, instructions = _tool_protocol(self.tools, choice, self.answer_schema)
+            schema, instructions = _tool_protocol(self.tools, choice, answer_schema)
             body["messages"] = _with_system(body["messages"], instructions)
-            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+            body["grammar"] = compact_json_grammar(schema, param="tools")
+        elif response_format.get("type") in ("json_schema", "json_object"):
+            body["grammar"] = compact_json_grammar(answer_schema, param="response_format")
+        else:
+            # Constraints passed through `extra` in llama.cpp's own fields are bounded too.
+            check_grammar_size(body.get("grammar"))
+            if body.get("json_schema") is not None:
+                check_schema_size(body["json_schema"], param="json_schema")
+        self.answer_is_json = answer_schema is not None
         self.body = body
+        self._decoder = _openai().StreamDecoder(PROVIDER)
+        self._reply = _ToolReply(self.answer_is_json) if self.tools_active else None
+        self.timings: dict[str, Any] | None = None
 
     def stream_body(self) -> dict[str, Any]:
         return {**self.body, "stream": True, "stream_options": {"include_usage": True}}
 
-    def stream_decoder(self) -> Any:
-        return _openai().StreamDecoder(PROVIDER)
-
-    def stream_events(self, decoder: Any, chunk: dict[str, Any]) -> list[StreamEvent]:
+    def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        """The canonical events of one engine chunk (tool replies read as they decode)."""
         if "error" in chunk:
             raise _engine_error(chunk["error"])
-        events = decoder.feed_json(chunk)
+        if "timings" in chunk:
+            self.timings = chunk["timings"]
+        events = self._decoder.feed_json(chunk)
         for event in events:
             if event.kind == "start":
                 event.model = self.model_id
-        return events
+        return events if self._reply is None else self._reply.read(events)
 
-    def decode(self, body: dict[str, Any]) -> ChatResponse:
-        if "error" in body:
-            raise _engine_error(body["error"])
-        response: ChatResponse = _openai().decode_response(body, PROVIDER)
+    def events(self, chunks: Iterator[dict[str, Any]]) -> Iterator[StreamEvent]:
+        for chunk in chunks:
+            yield from self.feed(chunk)
+
+    def response(self, acc: StreamAccumulator, latency: float) -> ChatResponse:
+        """The whole answer, folded from this plan's events."""
+        response = acc.response(latency)
         response.model = self.model_id
-        response.raw = body  # includes the engine's own `timings` (predicted_per_second...)
-        if self.tools_active:
-            self._read_tool_reply(response)
+        # The engine's own speed figures (predicted_per_second...), from its last chunk.
+        response.raw = {"timings": self.timings} if self.timings is not None else None
+        if self._reply is not None and response.finish_reason == "length":
+            # A call cut by max_tokens has unfinished arguments: it is not a call.
+            response.message.tool_calls = [c for c in response.message.tool_calls if _is_json(c.arguments)]
         return response
 
-    def _read_tool_reply(self, response: ChatResponse) -> None:
-        text = response.message.text
+
+class _ToolReply:
+    """Reads the tool protocol's reply (compact JSON, see ``_tool_protocol``) as it decodes.
+
+    ``{"tool":"NAME","arguments":ARGS}`` becomes a tool call whose arguments stream as the
+    model writes them; ``{"answer":...}`` becomes the answer's text. The protocol's own JSON
+    never reaches the caller, not even when max_tokens cuts the reply short.
+    """
+
+    _TOOL = '{"tool":"'
+    _ARGS = '","arguments":'
+    _ANSWER = '{"answer":'
+
+    def __init__(self, answer_is_json: bool) -> None:
+        self.answer_is_json = answer_is_json
+        self.text = ""
+        self.args_at = -1  # where the arguments start in `text`, once the tool's name is known
+        self.sent = 0  # argument characters already emitted
+
+    def read(self, events: list[StreamEvent]) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for event in events:
+            if event.kind == "text":
+                self.text += event.text
+                out += self._call_progress(final=False)
+            elif event.kind == "finish":
+                out += self._finish(event)
+            else:
+                out.append(event)
+        return out
+
+    def _call_progress(self, final: bool) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        if self.args_at < 0 and self.text.startswith(self._TOOL):
+            name, found, _ = self.text[len(self._TOOL):].partition(self._ARGS)
+            if found:
+                self.args_at = len(self._TOOL) + len(name) + len(self._ARGS)
+                out.append(StreamEvent("tool_call", index=0, id=f"call_{secrets.token_hex(12)}", name=_json_string(name), arguments=""))
+        if self.args_at >= 0:
+            # Until the reply is whole, the last character may be the reply's closing brace.
+            end = len(self.text) - 1 if not final or _is_json(self.text) else len(self.text)
+            start = self.args_at + self.sent
+            if end > start:
+                out.append(StreamEvent("tool_call", index=0, arguments=self.text[start:end]))
+                self.sent = end - self.args_at
+        return out
+
+    def _finish(self, event: StreamEvent) -> list[StreamEvent]:
+        out = self._call_progress(final=True)
+        if self.args_at >= 0:
+            if _is_json(self.text):
+                event.finish_reason = "tool_calls"
+        elif self.text.startswith(self._ANSWER):
+            answer = self._answer_text()
+            if answer:
+                out.append(StreamEvent("text", text=answer))
+        out.append(event)
+        return out
+
+    def _answer_text(self) -> str:
+        value = self.text[len(self._ANSWER):]
+        if _is_json(self.text):
+            answer = json.loads(value[:-1])
+            return answer if isinstance(answer, str) and not self.answer_is_json else dump_json(answer)
+        if self.answer_is_json or not value.startswith('"'):
+            return ""  # a structured answer cut short is no answer
+        # A text answer cut by max_tokens: the words so far, as an ordinary cut reply would be.
+        for cut in range(len(value), max(len(value) - 7, 0), -1):  # an escape is at most 6 characters
+            try:
+                return str(json.loads(value[:cut] + '"'))
+            except json.JSONDecodeError:
+                continue
+        return ""
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _json_string(raw: str) -> str:
+    try:
+        return str(json.loads(f'"{raw}"'))
+    except json.JSONDecodeError:
+        return raw
+
+
+def _engine_chunks(engine: Any, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The engine's chunks for one completion, pulled at the consumer's pace; closing the
+    iterator stops the decoding at the next token and waits until it has stopped."""
+    chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def on_chunk(chunk: dict[str, Any]) -> bool:
+        chunks.put(chunk)
+        return stop.is_set()
+
+    def run() -> None:
         try:
-            reply = json.loads(text)
-        except json.JSONDecodeError:
-            # Only a max_tokens cut leaves the constrained JSON unfinished: return the text
-            # as it is, with finish_reason "length", rather than invent a call.
-            return
-        if isinstance(reply, dict) and "tool" in reply:
-            call = ToolCall(f"call_{secrets.token_hex(12)}", str(reply["tool"]), dump_json(reply.get("arguments", {})))
-            response.message = Message("assistant", [], [call])
-            response.finish_reason = "tool_calls"
-        elif isinstance(reply, dict) and "answer" in reply:
-            answer = reply["answer"]
-            answer_text = answer if isinstance(answer, str) and self.answer_schema is None else dump_json(answer)
-            response.message = Message("assistant", [TextPart(answer_text)])
+            _call(engine.handle_chat_completions, body, on_chunk)
+        except BaseException as exc:  # handed to the consumer, raised there
+            chunks.put(exc)
+        chunks.put(_DONE)
+
+    # The engine pushes chunks from inside a blocking call; a worker thread runs that call
+    # so this generator can pull at the consumer's pace.
+    worker = threading.Thread(target=run, name="modelport-local-stream", daemon=True)
+    worker.start()
+    try:
+        while (item := chunks.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _call(method: Any, *args: Any) -> Any:
@@ -409,7 +575,7 @@ def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any]
     options = [
         {
             "type": "object",
-            "properties": {"tool": {"const": t.name}, "arguments": t.parameters or {"type": "object"}},
+            "properties": {"tool": {"const": t.name}, "arguments": _closed(t.parameters)},
             "required": ["tool", "arguments"],
             "additionalProperties": False,
         }
@@ -417,11 +583,13 @@ def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any]
     ]
     lines = ["You can call these tools:"]
     lines += [f"- {t.name}: {t.description or 'no description'} Arguments (JSON schema): {dump_json(t.parameters)}" for t in tools]
+    # No placeholder text in these instructions: a small model copies a placeholder such as
+    # "<your reply>" verbatim into its answer. Fields are described, never templated.
     lines.append("Reply with one JSON object and nothing else.")
     if must_call and len(callable_tools) == 1:
-        lines.append(f'Call the tool {callable_tools[0].name}: {{"tool": "{callable_tools[0].name}", "arguments": {{...}}}}')
+        lines.append(f'Call the tool {callable_tools[0].name}: put "{callable_tools[0].name}" in "tool" and its arguments in "arguments".')
     else:
-        lines.append('To call a tool: {"tool": "<tool name>", "arguments": {...}}')
+        lines.append('To call a tool, put its name in "tool" and its arguments in "arguments".')
     if not must_call:
         options.append(
             {
@@ -431,9 +599,18 @@ def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any]
                 "additionalProperties": False,
             }
         )
-        lines.append('To reply without a tool: {"answer": "<your reply>"}')
+        lines.append('To answer the user yourself, put your answer in "answer". Once a tool result is given, answer with it.')
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     return schema, "\n".join(lines)
+
+
+def _closed(parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """A tool's arguments schema without room for undeclared arguments (unless it asks for
+    them): a small model otherwise fills its arguments with keys copied from the schema."""
+    schema = dict(parameters or {"type": "object"})
+    if schema.get("type") == "object" and "properties" in schema:
+        schema.setdefault("additionalProperties", False)
+    return schema
 
 
 def _with_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
@@ -467,7 +644,7 @@ def _plain_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"role": "assistant", "content": "\n".join(lines)})
         elif message.get("role") == "tool":
             name = message.get("name") or names.get(message.get("tool_call_id", ""), "") or "tool"
-            out.append({"role": "user", "content": f"Result of {name}:\n{_content_text(message.get('content'))}"})
+            out.append({"role": "user", "content": f"Result of {name}:\n{_content_text(message.get('content'))}\nAnswer my question with this result."})
         else:
             out.append(message)
     return out
@@ -477,17 +654,6 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return content or ""
-
-
-def _events_of(response: ChatResponse) -> Iterator[StreamEvent]:
-    """The events a stream of this response would have carried (used for tool replies)."""
-    yield StreamEvent("start", id=response.id, model=response.model)
-    if response.text:
-        yield StreamEvent("text", text=response.text)
-    for index, call in enumerate(response.tool_calls):
-        yield StreamEvent("tool_call", index=index, id=call.id, name=call.name, arguments=call.arguments)
-    yield StreamEvent("usage", usage=response.usage)
-    yield StreamEvent("finish", finish_reason=response.finish_reason)
 
 
 __all__ = ["LocalBackend", "DEFAULT_SAMPLING"]

@@ -22,6 +22,7 @@ from itertools import count
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
+from ..backends import current_caller
 from ..client import AsyncClient
 from ..errors import (
     BadRequestError,
@@ -32,6 +33,7 @@ from ..errors import (
     RequestTooLargeError,
     ServerError,
     TimeoutError,
+    error_for_status,
 )
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, InvalidShape, Message, StreamAccumulator, StreamEvent, Usage, validate_request
@@ -233,6 +235,11 @@ def _stream_headers(encoder: Any) -> tuple[tuple[bytes, bytes], ...]:
 
 def _timeout_error(seconds: float) -> TimeoutError:
     return TimeoutError(f"the request took longer than this gateway's limit of {seconds:g} s", hint="ask for fewer tokens, or raise --timeout")
+
+
+def _client_gone() -> ModelportError:
+    # Nobody reads this answer (the connection is closed); it names the outcome in logs and metrics.
+    return error_for_status(499, "the client closed the connection before the answer was ready", code="client_closed_request")
 
 
 Handler = Callable[[Request, str], Awaitable[None]]
@@ -488,6 +495,8 @@ class Gateway:
             request = replace(request, max_tokens=cap)
         prompt_tokens = prompt_token_bound(request)
         caller = req.caller
+        # Backends that share one engine between callers (the embedded model) share it fairly.
+        current_caller.set(req.key_name)
         if caller is None:
             return targets, request, None, prompt_tokens
         self.keys.check_model(caller, request.model, targets[0].name)
@@ -548,7 +557,11 @@ class Gateway:
         """A whole answer, from the first target that does not fail with a fallback error."""
         targets, request, booking, prompt_tokens = self._admit(req, request)
         interrupt = _Interrupt()
-        timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.settings.request_timeout, interrupt.fire, "timeout")
+        # The body is read: the next message is the caller hanging up, and then the backend
+        # call is cancelled (a remote one is not billed for, a local one frees its slot).
+        watcher = loop.create_task(self._watch_disconnect(req, interrupt))
         target = targets[0]
         response: ChatResponse | None = None
         cut_off = False  # stopped while the upstream worked: what it used is unknown
@@ -568,14 +581,16 @@ class Gateway:
             raise AssertionError("unreachable: the last target returns or raises")
         except asyncio.CancelledError:
             cut_off = True
-            if interrupt.absorb() is None:
+            reason = interrupt.absorb()
+            if reason is None:
                 raise
-            error = _timeout_error(self.settings.request_timeout)
+            error = _client_gone() if reason == "disconnect" else _timeout_error(self.settings.request_timeout)
             self._log_call(req, request, target, None, error)
             raise error from None
         finally:
             timer.cancel()
             interrupt.disarm()
+            watcher.cancel()
             answer = response.message if response is not None else None
             usage = settlement(answer, response.usage if response is not None else None, prompt_tokens, request.max_tokens or 0,
                                complete=True, cut_off=cut_off)
