@@ -30,7 +30,7 @@ import pytest
 
 from modelport import Client
 from modelport.backends import current_caller
-from modelport.backends.local import LocalBackend, default_threads, physical_cores
+from modelport.backends.local import LocalBackend, default_threads, idle_share, physical_cores, threads_for
 from modelport.errors import BadRequestError, ConfigError
 from modelport.server import Settings
 from modelport.server.testing import GatewayThread
@@ -263,12 +263,33 @@ def test_a_key_flooding_the_engine_cannot_keep_another_key_waiting(engine):
 def test_threads_default_to_the_physical_cores_the_process_may_use(monkeypatch):
     monkeypatch.delenv("MODELPORT_THREADS", raising=False)
     allowed = os.sched_getaffinity(0)
-    assert default_threads() == physical_cores() <= len(allowed)
+    assert 1 <= default_threads() <= physical_cores() <= len(allowed)
     os.sched_setaffinity(0, {min(allowed)})
     try:
         assert physical_cores() == 1 and default_threads() == 1 and LocalBackend().n_threads == 1
     finally:
         os.sched_setaffinity(0, allowed)
+
+
+def test_threads_leave_out_the_cores_other_processes_keep_busy():
+    assert threads_for(2, 1.0) == 2
+    assert threads_for(2, 0.5) == 1  # one busy process beside us on two cores
+    assert threads_for(8, 0.6) == 5
+    assert threads_for(4, 0.0) == 1  # never fewer than one
+
+
+def test_a_busy_process_on_the_only_allowed_cpu_is_seen():
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    spinner = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    os.sched_setaffinity(0, {cpu})
+    try:
+        time.sleep(0.3)
+        assert idle_share(0.3) < 0.5
+    finally:
+        os.sched_setaffinity(0, allowed)
+        spinner.kill()
+        spinner.wait()
 
 
 def test_threads_follow_the_environment_then_the_config(monkeypatch, isolated_home):

@@ -103,11 +103,12 @@ def _private_server(xlc: Any, params: Any) -> Any:
 
 def default_threads() -> int:
     """Decoding threads: ``MODELPORT_THREADS``, else ``[local] threads`` in the config, else
-    the physical cores this process may run on.
+    the physical cores this process may run on that other processes leave idle.
 
     llama.cpp's threads spin at a barrier for every token, so a thread per logical CPU (or
     more threads than the cores the process is allowed on, in a container or under
-    ``taskset``) makes them wait for each other: one batch went from 8 s to 79 s.
+    ``taskset``, or a thread on a core another process keeps busy) makes them wait for each
+    other: one batch went from 8 s to 79 s beside one busy process (bench/bench_threads.py).
     """
     from ..config import section
 
@@ -122,7 +123,40 @@ def default_threads() -> int:
             raise ConfigError(f"{where} must be a whole number of threads, at least 1 (got {value!r})", provider=PROVIDER,
                               hint=f"set {where} to e.g. {physical_cores()}, or remove it to use the physical cores")
         return threads
-    return physical_cores()
+    return threads_for(physical_cores(), idle_share())
+
+
+def threads_for(cores: int, idle: float) -> int:
+    """One thread per core that is idle: ``idle`` is the share (0..1) of the allowed CPUs'
+    time that nothing used while it was measured."""
+    return max(1, min(cores, round(cores * idle)))
+
+
+def idle_share(seconds: float = 0.1) -> float:
+    """The share of the allowed CPUs' time left idle over ``seconds`` (1.0 where the kernel
+    does not say: no /proc/stat)."""
+    cpus = {f"cpu{n}" for n in (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())}
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                lines = [line.split() for line in f if line.startswith("cpu")]
+        except OSError:
+            return None
+        total = idle = 0
+        for fields in lines:
+            if fields[0] in cpus:
+                ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+                total += sum(ticks)
+                idle += ticks[3] + ticks[4]
+        return total, idle
+
+    first = sample()
+    time.sleep(seconds)
+    second = sample()
+    if first is None or second is None or second[0] <= first[0]:
+        return 1.0
+    return (second[1] - first[1]) / (second[0] - first[0])
 
 
 def physical_cores() -> int:
