@@ -29,7 +29,7 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ModelportError as exc:
-            hint = cli_hint(exc)
+            hint = exc.hint
             if as_json:
                 _print_json_error({"type": exc.kind, "message": exc.message, "hint": hint, "provider": exc.provider,
                                    "status": exc.status, "code": exc.code})
@@ -50,14 +50,6 @@ def friendly_errors(func: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
-
-
-def cli_hint(exc: Any) -> str | None:
-    """The error's hint in the command line's own spelling where the SDK's would mislead."""
-    if exc.code == "unknown_parameter":
-        return (f"pass a provider-specific field with -o extra='{{\"{exc.param}\": VALUE}}'; "
-                "common ones are -o temperature=0.2, -o top_p=, -o max_tokens=, -o stop=, -o seed=")
-    return exc.hint
 
 
 def _print_json_error(error: dict[str, Any]) -> None:
