@@ -12,12 +12,12 @@ aggregate completion tokens/s (min–max) and marks the default (``default_threa
 
 Not a test: it keeps the CPUs busy for a few minutes; the host's own noise shows in min–max.
 
-Measured 2026-12-01 on the 2-vCPU development host while other jobs kept it loaded (load
-average 4-13, so "quiet" was never quiet), 4 requests x 32 tokens, median (min–max) of 3:
-1 thread 35 (30–37) tok/s, 2 threads (the default) 13 (10–64); with one more busy process
-1 thread 20 (14–37), 2 threads 3 (3–8). On a shared host the default loses: llama.cpp's
-threads wait for each other at every token, so set ``[local] threads = 1`` or
-``MODELPORT_THREADS=1`` there. Only the one quiet moment (64 tok/s) favoured 2 threads.
+Measured 2026-12-01 on the 2-core development host, otherwise idle, 4 requests x 32
+forced tokens, median (min-max) of 3: quiet, 1 thread 44 (44-46) tok/s and 2 threads 82
+(80-85); beside one busy process, 1 thread 46 (41-46) and 2 threads 24 (24-27). The default
+chose 2 threads on the quiet host and 1 beside the busy process, the faster each time:
+llama.cpp's threads wait for each other at every token, so a thread on a core another
+process keeps busy slows them all.
 """
 
 from __future__ import annotations
