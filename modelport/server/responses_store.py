@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,30 +57,41 @@ class ResponseStore:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-responses")
         self._db: sqlite3.Connection | None = None
         self._purged = 0.0
+        # Saves waiting for the worker, written together in one transaction (group commit).
+        self._pending: list[tuple[str, Stored]] = []
+        self._lock = threading.Lock()
 
     # -- worker thread ---------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # Created 0600 before SQLite opens it: stored answers are nobody else's business.
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            from ..config import private_file
+
+            # Stored answers are nobody else's business: 0600 before SQLite opens the file.
+            db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL loses at most the last commits on a power cut, never the
+            # file; FULL's fsync per commit capped the door's stored-stream throughput.
+            db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             self._db = db
         return self._db
 
-    def _put(self, owner: str, stored: Stored) -> None:
+    def _put_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
         db, now = self._conn(), time.time()
-        response = stored.response
         expires = now + self.ttl
         with db:
-            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
-                       (response["id"], owner, response.get("previous_response_id"), expires, dumps(response), dumps(stored.input)))
-            db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)",
-                           [(owner, item["id"], response["id"], expires, dumps(item))
-                            for item in [*stored.input, *(response.get("output") or ())] if isinstance(item.get("id"), str)])
+            for owner, stored in pending:
+                response = stored.response
+                db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+                           (response["id"], owner, response.get("previous_response_id"), expires, dumps(response), dumps(stored.input)))
+                db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)",
+                               [(owner, item["id"], response["id"], expires, dumps(item))
+                                for item in [*stored.input, *(response.get("output") or ())] if isinstance(item.get("id"), str)])
             if now - self._purged > _PURGE_EVERY:
                 self._purged = now
                 db.execute("DELETE FROM responses WHERE expires < ?", (now,))
@@ -133,8 +144,13 @@ class ResponseStore:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     def save(self, owner: str, stored: Stored) -> None:
-        """Queue the write and return at once; reads queued later see it."""
-        future: Future[None] = self._io.submit(self._put, owner, stored)
+        """Queue the write and return at once; reads queued later see it (a write job is
+        queued whenever none is waiting, so one is always ahead of them)."""
+        with self._lock:
+            self._pending.append((owner, stored))
+            if len(self._pending) > 1:
+                return  # the job queued for the first of them writes this one too
+        future: Future[None] = self._io.submit(self._put_pending)
         future.add_done_callback(_log_failure)
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
