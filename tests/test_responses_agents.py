@@ -33,7 +33,7 @@ def weather_agent(gw: GatewayThread, model: str, calls: list[str], answer_after_
         """Current weather in a city."""
         calls.append(city)
         if answer_after_the_tool:
-            holder["agent"].model_settings = agents.ModelSettings(tool_choice="none", max_tokens=48)
+            holder["agent"].model_settings = agents.ModelSettings(tool_choice="none", max_tokens=160, temperature=0)
         return "sunny"
 
     client = AsyncOpenAI(base_url=gw.url + "/v1", api_key="anything", max_retries=0)
