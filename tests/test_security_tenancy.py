@@ -442,6 +442,7 @@ def test_output_truncated_during_a_run_is_whole_at_the_end(tmp_path: Path) -> No
             size = out.stat().st_size
             with out.open("r+b") as f:
                 f.truncate(size // 2 + 1)
+            out.chmod(0o600)  # a private output (as the gateway's batches make) stays private when rewritten
             truncated.append(size)
 
     with OpenAIUpstream(latency=0.02) as fake:
@@ -463,3 +464,4 @@ def test_output_truncated_during_a_run_is_whole_at_the_end(tmp_path: Path) -> No
             journal.close()
     assert truncated and stats.status == "completed"
     assert _output_indices(out) == list(range(rows))
+    assert out.stat().st_mode & 0o777 == 0o600

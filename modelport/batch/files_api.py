@@ -488,7 +488,10 @@ class _Job:
         self._stopping = True
         loop, task = self._loop, self._task
         if loop is not None and task is not None:
-            loop.call_soon_threadsafe(task.cancel)
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass  # the batch's loop has already ended: nothing left to stop
 
     def progress(self, stats: Any) -> None:
         self.counts = {"total": stats.total, "completed": stats.done, "failed": stats.failed}

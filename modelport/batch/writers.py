@@ -15,6 +15,7 @@ import csv
 import io
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -201,7 +202,14 @@ def rewrite_output(journal: Any, spec: Any) -> None:
     path = Path(spec.output)
     tmp = path.with_name(path.name + ".tmp")
     rows = size = 0
-    with tmp.open("wb") as f:
+    try:  # the new file keeps the old one's permissions (a gateway batch's output is 0600)
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+    if mode is not None:
+        os.fchmod(fd, mode)
+    with os.fdopen(fd, "wb") as f:
         for rows, chunk in _output_chunks(journal, spec):
             f.write(chunk)
         size = f.tell()
