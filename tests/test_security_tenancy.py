@@ -465,3 +465,26 @@ def test_output_truncated_during_a_run_is_whole_at_the_end(tmp_path: Path) -> No
     assert truncated and stats.status == "completed"
     assert _output_indices(out) == list(range(rows))
     assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_openai_format_output_is_the_same_when_remade_from_the_journal_later(tmp_path: Path) -> None:
+    """Resume and the end-of-run check remake the output from the journal; an answer with no
+    ``created`` of its own (the embedded engine's) must not get a new "now" each time."""
+    import asyncio
+
+    from modelport.batch import arun, open_job
+    from modelport.batch.spec import JobSpec
+    from modelport.batch.writers import output_intact
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                                  "body": {"model": "local/smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}}) + "\n")
+    out = tmp_path / "out.jsonl"
+    spec = JobSpec(job_id="same", input=str(source), input_format="openai", output=str(out), output_format="openai")
+    journal, spec = open_job(tmp_path / "same.db", spec)
+    try:
+        assert asyncio.run(arun(journal, spec)).status == "completed"
+        time.sleep(1.1)  # the next second: a "now" filled in again would differ
+        assert output_intact(journal, spec)
+    finally:
+        journal.close()

@@ -354,6 +354,9 @@ class Engine:
             if self.journal.finish(idx, error=error_info(error), commit=False):
                 stats.failed += 1
         else:
+            # The output is re-made from the journal (resume, the end-of-run check), so what
+            # an encoder would otherwise fill with "now" is fixed here, once.
+            response.created = response.created or int(time.time())
             result: dict[str, Any] = {"response": response_to_dict(response)}
             if self.spec.schema is not None:
                 result.update(_parse(response.text, self.spec.schema))
