@@ -118,6 +118,11 @@ class OverloadedError(ServerError):
     status = 503
 
 
+class StateUnavailableError(OverloadedError):
+    """The gateway's shared state (Redis counters, PostgreSQL records) cannot be reached:
+    the request is refused rather than let through unchecked."""
+
+
 class TimeoutError(ModelportError):  # noqa: A001 - the name users expect in this namespace
     kind = "timeout"
     status = 504

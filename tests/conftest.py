@@ -63,3 +63,7 @@ def openai_upstream() -> Iterator[OpenAIUpstream]:
     with OpenAIUpstream() as upstream:
         yield upstream
 
+
+
+# Real Redis and PostgreSQL, for the shared-state tests (installed by apt-get when missing).
+from tests.servers import postgres_server, postgres_url, redis_server, redis_url  # noqa: E402,F401

@@ -15,14 +15,21 @@ def build_settings(config_path: str | None = None, **overrides: Any) -> Settings
     """Settings from the config's ``[server]`` table, overridden by non-None arguments."""
     from ..config import load_config
     from ..errors import ConfigError
+    from ..state import STATE_PARTS, check_url
 
-    section = load_config(config_path).get("server") or {}
-    known = {f.name for f in fields(Settings)}
+    config = load_config(config_path)
+    section = config.get("server") or {}
+    state = config.get("state") or {}
+    known = {f.name for f in fields(Settings)} - set(STATE_PARTS)
     values = {k: v for k, v in section.items() if k in known}
     unknown = sorted(set(section) - known - {"models"})
     if unknown:
         raise ConfigError(f"unknown setting(s) in [server]: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known | {'models'}))}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(state) - set(STATE_PARTS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [state]: {', '.join(unknown)}", hint=f"known: {', '.join(STATE_PARTS)}")
+    values.update({part: check_url(part, url) for part, url in state.items()})
+    values.update({k: check_url(k, v) if k in STATE_PARTS else v for k, v in overrides.items() if v is not None})
     return Settings(**values)
 
 

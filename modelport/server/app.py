@@ -79,6 +79,10 @@ class Settings:
     batch_dir: str | None = None
     # How long stored Responses API responses stay retrievable (previous_response_id, GET).
     responses_ttl_days: float = 30.0
+    # Where state shared between gateway processes lives ([state] in the config; see
+    # modelport.state): None keeps counters in this process and records in SQLite files.
+    counters: str | None = None
+    records: str | None = None
 
     @property
     def auth_required(self) -> bool:

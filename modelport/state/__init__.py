@@ -1,0 +1,50 @@
+"""Where the gateway's shared state lives, so that many gateway processes act as one.
+
+Two parts, each chosen by one URL (``[state]`` in the config, or ``serve --counters/--records``):
+
+* **counters**: per-key request and token windows and budget reservations, checked and
+  booked in one atomic step. ``memory:`` (the default) keeps them in the process;
+  ``sqlite:///path`` shares them between the processes of one machine
+  (``serve --workers N``); ``redis://host:port/db`` between machines.
+* **records**: gateway keys and their usage, stored Responses, the response cache, Files
+  and Batches. ``sqlite:`` (the default) keeps them in files in the data dir;
+  ``postgresql://user@host:port/db`` in one PostgreSQL database shared by every instance.
+
+Nothing here imports a database client until a URL that needs one is opened.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+
+STATE_PARTS = ("counters", "records")
+SCHEMES = {
+    "counters": ("memory", "sqlite", "redis", "rediss", "unix"),
+    "records": ("sqlite", "postgresql", "postgres"),
+}
+EXAMPLES = {"counters": "redis://127.0.0.1:6379/0", "records": "postgresql://modelport@127.0.0.1:5432/modelport"}
+
+
+def scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def check_url(part: str, url: str) -> str:
+    """The URL, if ``part`` can live there; else a ConfigError that names what can."""
+    if not isinstance(url, str) or scheme(url) not in SCHEMES[part]:
+        raise ConfigError(
+            f"[state] {part} = {url!r} is not a URL modelport can keep {part} at",
+            hint=f"use one of the schemes {', '.join(s + ':' for s in SCHEMES[part])}, e.g. {EXAMPLES[part]}",
+        )
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs, /health and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
