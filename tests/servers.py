@@ -125,18 +125,20 @@ class PostgresServer(_Server):
         self.root = root
         self.data = root / "data"
         self.port = free_port()
-        self.as_user: list[str] = []
+        # Run as that user directly (not through runuser), so that signals reach postgres.
+        self.as_user: dict[str, str] = {}
         if os.geteuid() == 0:
-            self.as_user = ["runuser", "-u", "postgres", "--"]
+            self.as_user = {"user": "postgres", "group": "postgres"}
             os.chmod(root, 0o755)
             shutil.chown(root, "postgres", "postgres")
-        subprocess.run([*self.as_user, self.initdb, "-D", str(self.data), "-U", self.USER, "-A", "trust", "--no-sync", "-E", "UTF8"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run([self.initdb, "-D", str(self.data), "-U", self.USER, "-A", "trust", "--no-sync", "-E", "UTF8"],
+                       check=True, capture_output=True, timeout=120, cwd=root, **self.as_user)
 
     def start(self) -> None:
-        args = [*self.as_user, self.postgres, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.root),
+        args = [self.postgres, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.root),
                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                        cwd=self.root, **self.as_user)
         _wait_for_port(self.port, self.process, "postgres")
         self._ready()
 

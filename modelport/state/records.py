@@ -1,0 +1,268 @@
+"""One SQL surface for the record stores, on a SQLite file or a PostgreSQL database.
+
+A store (keys, stored responses, the cache, files and batches) writes its SQL once, in the
+subset both engines share: ``?`` placeholders, ``INSERT ... ON CONFLICT``, ``RETURNING``,
+and the column types ``TEXT``, ``INTEGER``, ``REAL`` and ``BLOB`` in its migrations
+(``ddl`` maps them to PostgreSQL's). It gets a ``RecordsDB`` from ``open_records(url)``
+and calls it from a worker thread: both are blocking clients, neither belongs on the loop.
+
+Schemas are versioned per store (``migrate``): the ordered steps a store has ever needed,
+of which a database runs those it has not run yet, inside one transaction that also takes
+a lock, so that two processes starting at once upgrade it once. On PostgreSQL a lost
+server is a ``StateUnavailableError`` (503), never a half-done request; the pool reconnects
+by itself when the server returns.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, Union
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError, StateUnavailableError
+from . import redact, scheme
+
+# A migration step: SQL (one or more statements, run through ``ddl``) or a function of the db.
+Step = Union[str, Callable[["RecordsDB"], None]]
+
+_VERSIONS = "CREATE TABLE IF NOT EXISTS modelport_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+_PG_TYPES = ((re.compile(r"\bBLOB\b"), "BYTEA"), (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"), (re.compile(r"\bINTEGER\b"), "BIGINT"))
+# How long a request waits for a PostgreSQL connection before it is refused with a 503.
+POOL_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 3
+
+
+class Rows(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class RecordsDB(Protocol):
+    """What a store sees: SQL with ``?`` placeholders, on whichever engine the URL names."""
+
+    engine: str  # "sqlite" or "postgresql"
+    url: str  # for messages: never carries a password
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def transaction(self) -> Any:
+        """A context manager: the statements inside commit together or not at all."""
+        ...
+
+    def ddl(self, sql: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def open_records(url: str | None, default_path: Path) -> RecordsDB:
+    """The database a store keeps its records in: ``url``'s, or the SQLite file
+    ``default_path`` when no records URL is configured (or it is a bare ``sqlite:``)."""
+    if url is None or scheme(url) == "sqlite":
+        path = urlsplit(url).path if url else ""
+        return SQLiteRecords(Path(path) if path.strip("/") else default_path)
+    return PostgresRecords.shared(url)
+
+
+def migrate(db: RecordsDB, component: str, steps: Sequence[Step]) -> None:
+    """Run the steps of ``component``'s schema that ``db`` has not run yet, at most once
+    even when several processes start together."""
+    with db.transaction():
+        db.lock_schema()  # type: ignore[attr-defined]
+        db.execute(_VERSIONS)
+        row = db.execute("SELECT version FROM modelport_schema WHERE component = ?", (component,)).fetchone()
+        version = row[0] if row else 0
+        if version > len(steps):
+            raise ConfigError(
+                f"the {component} records in {db.url} were written by a newer modelport (schema {version}, this one knows {len(steps)})",
+                hint="upgrade modelport, or point [state] records at another database",
+            )
+        for step in steps[version:]:
+            if callable(step):
+                step(db)
+            else:
+                for statement in filter(str.strip, db.ddl(step).split(";")):
+                    db.execute(statement)
+        if len(steps) > version:
+            db.execute(
+                "INSERT INTO modelport_schema (component, version) VALUES (?, ?)"
+                " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                (component, len(steps)),
+            )
+
+
+class SQLiteRecords:
+    """A SQLite file in WAL mode, one connection, 0600 like every file modelport makes."""
+
+    engine = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        from ..config import private_file
+
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._conn = sqlite3.connect(private_file(self.path), isolation_level=None, timeout=10.0, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteRecords]:
+        if self._conn.in_transaction:  # nested: part of the outer one
+            yield self
+            return
+        # IMMEDIATE: the write lock is taken up front, so no two processes read-then-write.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def lock_schema(self) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already holds the database's one write lock."""
+
+    def ddl(self, sql: str) -> str:
+        return sql
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresRecords:
+    """A PostgreSQL database through a psycopg connection pool, shared by every store of
+    the process (``shared``). Connections are checked before use, so a restarted server
+    costs the first request after it nothing but a reconnect."""
+
+    engine = "postgresql"
+    _shared: dict[str, PostgresRecords] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, url: str, *, max_size: int = 16) -> None:
+        from ..extras import require
+
+        require("psycopg", "PostgreSQL records ([state] records = postgresql://...)")
+        require("psycopg_pool", "PostgreSQL records ([state] records = postgresql://...)")
+        from psycopg_pool import ConnectionPool
+
+        self.url = redact(url)
+        self._in_transaction = threading.local()
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT,
+            check=ConnectionPool.check_connection, name="modelport-records",
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+        )
+        self._pool.open(wait=False)
+
+    @classmethod
+    def shared(cls, url: str) -> PostgresRecords:
+        with cls._shared_lock:
+            db = cls._shared.get(url)
+            if db is None or db._pool.closed:
+                db = cls._shared[url] = cls(url)
+            return db
+
+    @staticmethod
+    def sql(statement: str) -> str:
+        """``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled first)."""
+        return _translate(statement)
+
+    def _unavailable(self, exc: BaseException) -> StateUnavailableError:
+        return StateUnavailableError(
+            f"the records database {self.url} cannot be reached ({type(exc).__name__})",
+            hint="check that PostgreSQL is running and reachable; modelport reconnects by itself when it is back",
+        )
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        conn = getattr(self._in_transaction, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._unavailable(exc) from None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        with self._connection() as conn:
+            cursor = conn.execute(_translate(sql), params)
+            return _Fetched(cursor)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._connection() as conn, conn.cursor() as cursor:
+            cursor.executemany(_translate(sql), list(rows))
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresRecords]:
+        if getattr(self._in_transaction, "conn", None) is not None:
+            yield self
+            return
+        with self._connection() as conn, conn.transaction():
+            self._in_transaction.conn = conn
+            try:
+                yield self
+            finally:
+                self._in_transaction.conn = None
+
+    def lock_schema(self) -> None:
+        # Held to the end of the transaction: concurrent starts migrate one after the other.
+        self.execute("SELECT pg_advisory_xact_lock(7426150)")
+
+    def ddl(self, sql: str) -> str:
+        for pattern, replacement in _PG_TYPES:
+            sql = pattern.sub(replacement, sql)
+        return sql
+
+    def ping(self) -> None:
+        """Raise StateUnavailableError unless the database answers now."""
+        self.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._shared_lock:
+            for url in [url for url, db in self._shared.items() if db is self]:
+                del self._shared[url]
+        self._pool.close()
+
+
+class _Fetched:
+    """A psycopg result read while its connection is held, so the connection can go back to
+    the pool at once (the stores' results are small)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.rowcount = cursor.rowcount
+        self._rows = cursor.fetchall() if cursor.description is not None else []
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+
+_translated: dict[str, str] = {}
+
+
+def _translate(sql: str) -> str:
+    out = _translated.get(sql)
+    if out is None:
+        out = _translated[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return out
