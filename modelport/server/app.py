@@ -892,6 +892,9 @@ class Gateway:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
         if self.auth_required and not len(self.keys):
             log.warning("authentication is on but no gateway key exists: create one with `modelport keys create NAME`")
+        if not await self.counters.healthy():
+            # Not fatal: keys without limits still work, and the store is tried again per request.
+            log.warning("the counters store %s is not answering: requests under a key's limits get 503 until it does", self.counters.name)
         if await asyncio.to_thread((self._batch_root() / "files.db").exists):
             # Batches a stopped server left open carry on.
             await self.files_api().startup()

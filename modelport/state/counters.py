@@ -28,13 +28,17 @@ client is imported until a URL needs one.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from ..errors import QuotaExceededError, RateLimitError
+from ..errors import QuotaExceededError, RateLimitError, StateUnavailableError
+
+log = logging.getLogger("modelport.state")
 
 WINDOW = 60.0
 # How long a shared store keeps a request's worst-case cost held against the budget if no
@@ -137,6 +141,74 @@ class Counters(ABC):
 
     async def close(self) -> None:
         """Let go of the store (settlements still pending are tried once more)."""
+
+
+class QueuedCounters(Counters):
+    """Counters in a store reached by I/O (SQLite, Redis). One writer task per process
+    sends every call waiting as one batch (one transaction, one pipeline), answers each
+    caller, and repeats while calls arrived meanwhile: at concurrency 1 a booking costs one
+    trip to the store as without the queue, under load one trip carries the bookings of
+    many requests. Settlements are queued, not awaited: an answer need not wait for the
+    bookkeeping (a settlement only ever frees a hold later than it could, never earlier),
+    and they reach the store in the order they were made, before any later booking."""
+
+    def __init__(self) -> None:
+        # (call, future; None for a settlement), in the order they were made.
+        self._queue: deque[tuple[Any, asyncio.Future[Any] | None]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    @abstractmethod
+    async def _send(self, calls: list[Any]) -> list[Any]:
+        """Run the calls in order: each one's result, or the exception its caller gets.
+        Raise StateUnavailableError when the store cannot be reached at all."""
+
+    def _unsent(self, settlements: list[Any]) -> None:
+        """Settlements a failed batch did not write (default: lost, and said so)."""
+        log.warning("counters store %s is away: %d settlement(s) not written", self.name, len(settlements))
+
+    def _sent(self) -> None:
+        """A batch went through (a store that is back may take what it missed)."""
+
+    async def _call(self, call: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._submit(call, future)
+        return await future
+
+    def _submit(self, call: Any, future: asyncio.Future[Any] | None) -> None:
+        self._queue.append((call, future))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                batch = list(self._queue)
+                self._queue.clear()
+                try:
+                    replies = await self._send([call for call, _ in batch])
+                except StateUnavailableError as exc:
+                    for _, future in batch:
+                        if future is not None and not future.done():
+                            future.set_exception(exc)
+                    self._unsent([call for call, future in batch if future is None])
+                    continue
+                for (_, future), reply in zip(batch, replies):
+                    if future is None:
+                        if isinstance(reply, Exception):
+                            log.error("counters store %s refused a settlement: %s", self.name, reply)
+                    elif not future.done():  # a caller that hung up no longer waits
+                        if isinstance(reply, Exception):
+                            future.set_exception(reply)
+                        else:
+                            future.set_result(reply)
+                self._sent()
+        finally:
+            self._writer = None
+
+    async def _drain(self) -> None:
+        """Wait until everything queued has been sent (for ``close``)."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
 
 
 # -- in this process -----------------------------------------------------------------------

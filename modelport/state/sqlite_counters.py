@@ -5,8 +5,10 @@ The same model as ``redis_counters``: a ``window`` row per booked request (its t
 ``holds`` row per worst-case cost held against the budget (lapsing after ``hold_seconds``),
 and a ``counters`` row per key with the running sums, the spend (seeded once from the key
 store) and ``born`` (a settlement for a key's earlier life is dropped). Every
-check-and-book is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock makes it atomic
-across processes, and the busy timeout queues the others behind it. The file is WAL with
+check-and-book runs in a ``BEGIN IMMEDIATE`` transaction: SQLite's write lock makes it
+atomic across processes, and the busy timeout queues the others behind it. The calls a
+process has waiting share one transaction (``QueuedCounters``), which is what keeps the
+cost per request down under load. The file is WAL with
 ``synchronous=NORMAL`` (a commit does not wait for the disk: counters may lose their last
 moments in a power cut, never their consistency). Every call runs on this process's one
 worker thread, never on the event loop. Windows are timed by the wall clock, which every
@@ -30,8 +32,8 @@ from .counters import (
     IDLE_SECONDS,
     WINDOW,
     Booking,
-    Counters,
     KeyLimits,
+    QueuedCounters,
     budget_error,
     rpm_error,
     too_many_tokens_error,
@@ -43,6 +45,8 @@ log = logging.getLogger("modelport.state")
 
 # How long a check-and-book waits for the other processes' transactions before a 503.
 BUSY_SECONDS = 5.0
+# How often a process looks for keys idle for IDLE_SECONDS.
+SWEEP_SECONDS = 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -67,9 +71,10 @@ def path_of(url: str) -> Path:
     return data_dir() / "counters.db"
 
 
-class SQLiteCounters(Counters):
+class SQLiteCounters(QueuedCounters):
     def __init__(self, url: str, *, window: float = WINDOW, hold_seconds: float = DEFAULT_HOLD_SECONDS,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.path = path_of(url)
         self.name = f"sqlite:///{self.path}" if self.path.is_absolute() else f"sqlite:{self.path}"
         self.window = window
@@ -79,6 +84,13 @@ class SQLiteCounters(Counters):
         self._db: sqlite3.Connection | None = None
         self._seeds: dict[str, float] = {}
         self._swept = 0.0
+
+    def unavailable(self, exc: BaseException) -> StateUnavailableError:
+        return StateUnavailableError(
+            f"the gateway's counters file ({self.name}) cannot be used, so requests under a key's limits are refused",
+            hint=f"check that {self.path} is on a local disk with free space and that no other program holds it locked",
+            retry_after=1.0, detail=f"{type(exc).__name__}: {exc}",
+        )
 
     # -- worker thread ---------------------------------------------------------------------
 
@@ -94,107 +106,87 @@ class SQLiteCounters(Counters):
             self._db = db
         return self._db
 
-    def _transaction(self, work: Callable[[sqlite3.Connection, float], Any]) -> Any:
-        """``work`` in one IMMEDIATE transaction, committed even when it raises a limit
-        error (the expiries it made stand); a database error is a 503."""
+    def _run(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+        """The calls in one IMMEDIATE transaction: SQLite's write lock makes each
+        check-and-book atomic across processes. A limit a call breaks is its answer (the
+        expiries it made stand); a database error fails them all with a 503."""
         try:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise self.unavailable(exc) from None
+        now = self.clock()
+        replies: list[Any] = []
         try:
-            result = work(db, self.clock())
-        except ModelportError:
+            for work, args in calls:
+                try:
+                    replies.append(work(db, now, *args))
+                except ModelportError as exc:
+                    replies.append(exc)
+            if now - self._swept > SWEEP_SECONDS:
+                self._swept = now
+                _sweep(db, now)
             db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self.unavailable(exc) from None
             raise
-        except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
-            raise self.unavailable(exc) from None
-        except BaseException:
-            db.execute("ROLLBACK")
+        return replies
+
+    def _book(self, db: sqlite3.Connection, now: float, key_id: str, limits: KeyLimits, tokens: int, cost: float,
+              seed: float) -> Booking:
+        row = db.execute("SELECT spent, held, tokens, requests, seq, born FROM counters WHERE key = ?", (key_id,)).fetchone()
+        if row is None:
+            db.execute("DELETE FROM window WHERE key = ?", (key_id,))
+            db.execute("DELETE FROM holds WHERE key = ?", (key_id,))
+            db.execute("INSERT INTO counters (key, spent, born, touched) VALUES (?, ?, ?, ?)", (key_id, seed, now, now))
+            row = (seed, 0.0, 0, 0, 0, now)
+        spent, held, used, count, seq, born = row
+        gone = db.execute("DELETE FROM window WHERE key = ? AND at <= ? RETURNING tokens", (key_id, now - self.window)).fetchall()
+        if gone:
+            used -= sum(r[0] for r in gone)
+            count -= len(gone)
+        lapsed = db.execute("DELETE FROM holds WHERE key = ? AND lapses <= ? RETURNING cost", (key_id, now)).fetchall()
+        if lapsed:
+            held = max(held - sum(r[0] for r in lapsed), 0.0)
+        try:
+            _check(db, key_id, limits, tokens, cost, now, self.window, spent, held, used, count)
+        except ModelportError:
+            if gone or lapsed:
+                db.execute("UPDATE counters SET held = ?, tokens = ?, requests = ? WHERE key = ?", (held, used, count, key_id))
             raise
-        db.execute("COMMIT")
-        return result
+        seq += 1
+        db.execute("INSERT INTO window VALUES (?, ?, ?, ?)", (key_id, seq, now, tokens))
+        if cost > 0:
+            db.execute("INSERT INTO holds VALUES (?, ?, ?, ?)", (key_id, seq, now + self.hold_seconds, cost))
+        db.execute("UPDATE counters SET held = ?, tokens = ?, requests = ?, seq = ?, touched = ? WHERE key = ?",
+                   (held + cost, used + tokens, count + 1, seq, now, key_id))
+        return Booking(key_id, tokens, cost, (seq, born))
 
-    def unavailable(self, exc: BaseException) -> StateUnavailableError:
-        return StateUnavailableError(
-            f"the gateway's counters file ({self.name}) cannot be used, so requests under a key's limits are refused",
-            hint=f"check that {self.path} is on a local disk with free space and that no other program holds it locked",
-            retry_after=1.0, detail=f"{type(exc).__name__}: {exc}",
-        )
-
-    def _reserve_sync(self, key_id: str, limits: KeyLimits, tokens: int, cost: float, seed: float) -> Booking:
-        def work(db: sqlite3.Connection, now: float) -> Booking:
-            row = db.execute("SELECT spent, held, tokens, requests, seq, born FROM counters WHERE key = ?", (key_id,)).fetchone()
-            if row is None:
-                db.execute("DELETE FROM window WHERE key = ?", (key_id,))
-                db.execute("DELETE FROM holds WHERE key = ?", (key_id,))
-                db.execute("INSERT INTO counters (key, spent, born, touched) VALUES (?, ?, ?, ?)", (key_id, seed, now, now))
-                row = (seed, 0.0, 0, 0, 0, now)
-            spent, held, used, count, seq, born = row
-            gone = db.execute("DELETE FROM window WHERE key = ? AND at <= ? RETURNING tokens", (key_id, now - self.window)).fetchall()
-            if gone:
-                used -= sum(r[0] for r in gone)
-                count -= len(gone)
-            lapsed = db.execute("DELETE FROM holds WHERE key = ? AND lapses <= ? RETURNING cost", (key_id, now)).fetchall()
-            if lapsed:
-                held = max(held - sum(r[0] for r in lapsed), 0.0)
-            try:
-                _check(db, key_id, limits, tokens, cost, now, self.window, spent, held, used, count)
-            except ModelportError:
-                if gone or lapsed:
-                    db.execute("UPDATE counters SET held = ?, tokens = ?, requests = ? WHERE key = ?", (held, used, count, key_id))
-                raise
-            seq += 1
-            db.execute("INSERT INTO window VALUES (?, ?, ?, ?)", (key_id, seq, now, tokens))
-            if cost > 0:
-                db.execute("INSERT INTO holds VALUES (?, ?, ?, ?)", (key_id, seq, now + self.hold_seconds, cost))
-            db.execute("UPDATE counters SET held = ?, tokens = ?, requests = ?, seq = ?, touched = ? WHERE key = ?",
-                       (held + cost, used + tokens, count + 1, seq, now, key_id))
-            return Booking(key_id, tokens, cost, (seq, born))
-
-        booking = self._transaction(work)
-        if self.clock() - self._swept > 3600:
-            self._sweep()
-        return booking
-
-    def _settle_sync(self, booking: Booking, tokens: int, cost: float) -> None:
+    @staticmethod
+    def _unbook(db: sqlite3.Connection, now: float, booking: Booking, tokens: int, cost: float) -> None:
         seq, born = booking.ref
-
-        def work(db: sqlite3.Connection, now: float) -> None:
-            key_id = booking.key_id
-            row = db.execute("SELECT born FROM counters WHERE key = ?", (key_id,)).fetchone()
-            if row is None or row[0] != born:
-                return  # the key's counters were swept since: the key store seeds them anew
-            changed = db.execute("UPDATE window SET tokens = ? WHERE key = ? AND seq = ?", (tokens, key_id, seq)).rowcount
-            released = db.execute("DELETE FROM holds WHERE key = ? AND seq = ? RETURNING cost", (key_id, seq)).fetchone()
-            db.execute("UPDATE counters SET tokens = tokens + ?, held = MAX(held - ?, 0), spent = spent + ? WHERE key = ?",
-                       (tokens - booking.tokens if changed else 0, released[0] if released else 0.0, cost, key_id))
-
-        self._transaction(work)
-
-    def _sweep(self) -> None:
-        """Forget keys nobody used for a day (their spend comes back from the key store)."""
-        def work(db: sqlite3.Connection, now: float) -> None:
-            idle = now - IDLE_SECONDS
-            for table in ("window", "holds"):
-                db.execute(f"DELETE FROM {table} WHERE key IN (SELECT key FROM counters WHERE touched < ?)", (idle,))
-            db.execute("DELETE FROM counters WHERE touched < ?", (idle,))
-
-        self._swept = self.clock()
-        self._transaction(work)
+        key_id = booking.key_id
+        row = db.execute("SELECT born FROM counters WHERE key = ?", (key_id,)).fetchone()
+        if row is None or row[0] != born:
+            return  # the key's counters were swept since: the key store seeds them anew
+        changed = db.execute("UPDATE window SET tokens = ? WHERE key = ? AND seq = ?", (tokens, key_id, seq)).rowcount
+        released = db.execute("DELETE FROM holds WHERE key = ? AND seq = ? RETURNING cost", (key_id, seq)).fetchone()
+        db.execute("UPDATE counters SET tokens = tokens + ?, held = MAX(held - ?, 0), spent = spent + ? WHERE key = ?",
+                   (tokens - booking.tokens if changed else 0, released[0] if released else 0.0, cost, key_id))
 
     # -- event loop ------------------------------------------------------------------------
 
+    async def _send(self, calls: list[Any]) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._io, self._run, calls)
+
     async def _reserve(self, key_id: str, limits: KeyLimits, tokens: int, cost: float) -> Booking:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._io, self._reserve_sync, key_id, limits, tokens, cost, self._seeds.get(key_id, 0.0))
+        return await self._call((self._book, (key_id, limits, tokens, cost, self._seeds.get(key_id, 0.0))))
 
     async def _settle(self, booking: Booking, tokens: int, cost: float) -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._io, self._settle_sync, booking, tokens, cost)
-        except StateUnavailableError as exc:
-            log.warning("could not settle a request of key %s in %s: %s", booking.key_id, self.name, exc.detail)
+        self._submit((self._unbook, (booking, tokens, cost)), None)
 
     def seed(self, key_id: str, spent: float) -> None:
         self._seeds[key_id] = spent
@@ -210,6 +202,8 @@ class SQLiteCounters(Counters):
             return False
 
     async def close(self) -> None:
+        await self._drain()
+
         def shut() -> None:
             if self._db is not None:
                 self._db.close()
@@ -217,6 +211,14 @@ class SQLiteCounters(Counters):
 
         await asyncio.get_running_loop().run_in_executor(self._io, shut)
         self._io.shutdown(wait=False)
+
+
+def _sweep(db: sqlite3.Connection, now: float) -> None:
+    """Forget keys nobody used for a day (their spend comes back from the key store)."""
+    idle = now - IDLE_SECONDS
+    for table in ("window", "holds"):
+        db.execute(f"DELETE FROM {table} WHERE key IN (SELECT key FROM counters WHERE touched < ?)", (idle,))
+    db.execute("DELETE FROM counters WHERE touched < ?", (idle,))
 
 
 def _check(db: sqlite3.Connection, key_id: str, limits: KeyLimits, tokens: int, cost: float, now: float, window: float,
