@@ -226,6 +226,14 @@ class RedisCounters(QueuedCounters):
 
     @staticmethod
     async def _pipeline(client: Any, calls: list[tuple[int, list[str], list[Any]]]) -> list[Any]:
+        if len(calls) == 1:  # alone (concurrency 1): a plain command costs less than a pipeline
+            from redis.exceptions import ResponseError
+
+            script, keys, args = calls[0]
+            try:
+                return [await client.evalsha(_SHAS[script], len(keys), *keys, *args)]
+            except ResponseError as exc:
+                return [exc]
         pipe = client.pipeline(transaction=False)
         for script, keys, args in calls:
             pipe.evalsha(_SHAS[script], len(keys), *keys, *args)
