@@ -156,6 +156,12 @@ class QueuedCounters(Counters):
         # (call, future; None for a settlement), in the order they were made.
         self._queue: deque[tuple[Any, asyncio.Future[Any] | None]] = deque()
         self._writer: asyncio.Task[None] | None = None
+        # What the key store says each key has spent: the store takes it for a key it has
+        # no figure for (the first booking after the key appeared, or was swept or lost).
+        self._seeds: dict[str, float] = {}
+
+    def seed(self, key_id: str, spent: float) -> None:
+        self._seeds[key_id] = spent
 
     @abstractmethod
     async def _send(self, calls: list[Any]) -> list[Any]:

@@ -170,7 +170,6 @@ class RedisCounters(QueuedCounters):
         self.idle_ms = round(max(IDLE_SECONDS, window, hold_seconds) * 1000)
         self.timeout = timeout
         self._client: Any = None
-        self._seeds: dict[str, float] = {}
         # Settlements that could not be written yet (Redis away), oldest first.
         self._kept: deque[tuple[int, list[str], list[Any]]] = deque()
         self._down_until = 0.0
@@ -274,9 +273,6 @@ class RedisCounters(QueuedCounters):
             self._unsent([call])
         else:
             self._submit(call, None)
-
-    def seed(self, key_id: str, spent: float) -> None:
-        self._seeds[key_id] = spent
 
     async def healthy(self) -> bool:
         try:

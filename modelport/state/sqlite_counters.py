@@ -82,7 +82,6 @@ class SQLiteCounters(QueuedCounters):
         self.clock = clock
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-counters")
         self._db: sqlite3.Connection | None = None
-        self._seeds: dict[str, float] = {}
         self._swept = 0.0
 
     def unavailable(self, exc: BaseException) -> StateUnavailableError:
@@ -187,9 +186,6 @@ class SQLiteCounters(QueuedCounters):
 
     async def _settle(self, booking: Booking, tokens: int, cost: float) -> None:
         self._submit((self._unbook, (booking, tokens, cost)), None)
-
-    def seed(self, key_id: str, spent: float) -> None:
-        self._seeds[key_id] = spent
 
     async def healthy(self) -> bool:
         def probe() -> bool:
