@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -304,6 +305,25 @@ def test_unreachable_redis_fails_closed_with_the_password_redacted() -> None:
         await counters.close()
 
     asyncio.run(main())
+
+
+def test_a_redis_that_hangs_fails_closed_within_the_socket_timeout() -> None:
+    """A server that takes the connection but never answers (a hung Redis, a dropped
+    network): a 503 after the short socket timeout, then at once while it stays away."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+
+        async def main() -> None:
+            counters = RedisCounters(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", timeout=0.3)
+            for _ in range(2):
+                started = time.monotonic()
+                with pytest.raises(StateUnavailableError):
+                    await counters.reserve("k", KeyLimits(rpm=5), 0, 0.0)
+                assert time.monotonic() - started < 2
+            await counters.close()
+
+        asyncio.run(main())
 
 
 def test_redis_outage_settles_later_and_reconnects(redis_server: RedisServer, redis_url: str) -> None:

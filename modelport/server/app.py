@@ -36,10 +36,10 @@ from ..errors import (
     error_for_status,
 )
 from ..jsonio import JSONDecodeError, dumps, loads
+from ..state.counters import Booking, open_counters
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, InvalidShape, Message, StreamAccumulator, StreamEvent, Usage, validate_request
 from .auth import Caller, KeyRing, KeyStore
 from .hops import next_hop
-from ..state.counters import Booking, open_counters
 from .limits import MESSAGE_OVERHEAD_BOUND, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
@@ -260,7 +260,8 @@ class Gateway:
         self.client = AsyncClient(config=config, api_keys=api_keys, max_retries=0, source="gateway")
         self.router = Router(self.client, api_keys)
         self.metrics = Metrics(self.router.metric_label)
-        # Per-key windows and budgets; a booking is held no longer than a request can last.
+        # Per-key windows and budgets ([state] counters); a booking is held no longer than a
+        # request can last. ``counters.healthy()`` says whether their store answers (for /ready).
         self.counters = open_counters(self.settings.counters, hold_seconds=self.settings.request_timeout + 60)
         self.keys = KeyRing(KeyStore(self.settings.keys_path), self.counters)
         self.auth_required = self.settings.auth_required
