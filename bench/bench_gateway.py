@@ -87,9 +87,11 @@ def start_upstream() -> subprocess.Popen:
     return proc
 
 
-def start_gateway(port: int, upstream: str, workdir: Path) -> tuple[subprocess.Popen, float]:
+def start_gateway(port: int, upstream: str, workdir: Path, extra_config: str = "") -> tuple[subprocess.Popen, float]:
+    """The gateway in its own process, routing gpt-fake to the upstream; ``extra_config`` is
+    appended to its config file (other benches add tables such as [state])."""
     config = workdir / "modelport.toml"
-    config.write_text(f'[aliases]\n"gpt-fake" = "bench/gpt-fake"\n[providers.bench]\nbase_url = "{upstream}/v1"\n')
+    config.write_text(f'[aliases]\n"gpt-fake" = "bench/gpt-fake"\n[providers.bench]\nbase_url = "{upstream}/v1"\n{extra_config}')
     env = {**os.environ, "MODELPORT_DATA_DIR": str(workdir / "data"), "MODELPORT_CONFIG_DIR": str(workdir)}
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "modelport", "serve", "--port", str(port), "--config", str(config), "--no-log"],

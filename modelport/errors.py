@@ -120,7 +120,10 @@ class OverloadedError(ServerError):
 
 class StateUnavailableError(OverloadedError):
     """The gateway's shared state (Redis counters, PostgreSQL records) cannot be reached:
-    the request is refused rather than let through unchecked."""
+    the request is refused rather than let through unchecked. A 503 in every dialect (not
+    Anthropic's 529: nothing upstream is overloaded)."""
+
+    kind = "unavailable"
 
 
 class TimeoutError(ModelportError):  # noqa: A001 - the name users expect in this namespace

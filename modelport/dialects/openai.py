@@ -841,6 +841,7 @@ _ERROR_SPELLING: dict[str, tuple[int, str, str | None]] = {
     "quota": (429, "insufficient_quota", "insufficient_quota"),
     "server": (500, "server_error", None),
     "overloaded": (503, "server_error", "overloaded"),
+    "unavailable": (503, "server_error", "service_unavailable"),
     "timeout": (504, "server_error", "timeout"),
     "connection": (502, "server_error", "upstream_unreachable"),
 }

@@ -30,5 +30,5 @@ class AnthropicDoor:
         # good enough to budget a context window.
         gateway, dialect = self.gateway, self.dialect
         request = gateway.decode(dialect.decode_count_tokens_request, await req.json(gateway.settings.max_body_bytes))
-        gateway.admit_model(req, request.model)
+        await gateway.admit_model(req, request.model)
         await gateway.respond(req, dialect.encode_count_tokens_response(estimate_tokens(request)))

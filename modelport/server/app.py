@@ -36,10 +36,11 @@ from ..errors import (
     error_for_status,
 )
 from ..jsonio import JSONDecodeError, dumps, loads
+from ..state.counters import Booking, open_counters
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, InvalidShape, Message, StreamAccumulator, StreamEvent, Usage, validate_request
 from .auth import Caller, KeyRing, KeyStore
 from .hops import next_hop
-from .limits import MESSAGE_OVERHEAD_BOUND, Booking, prompt_token_bound, settlement, text_token_bound
+from .limits import MESSAGE_OVERHEAD_BOUND, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
 
@@ -259,7 +260,10 @@ class Gateway:
         self.client = AsyncClient(config=config, api_keys=api_keys, max_retries=0, source="gateway")
         self.router = Router(self.client, api_keys)
         self.metrics = Metrics(self.router.metric_label)
-        self.keys = KeyRing(KeyStore(self.settings.keys_path))
+        # Per-key windows and budgets ([state] counters); a booking is held no longer than a
+        # request can last. ``counters.healthy()`` says whether their store answers (for /ready).
+        self.counters = open_counters(self.settings.counters, hold_seconds=self.settings.request_timeout + 60)
+        self.keys = KeyRing(KeyStore(self.settings.keys_path), self.counters)
         self.auth_required = self.settings.auth_required
         from ..calllog import log_for
 
@@ -394,7 +398,7 @@ class Gateway:
                 with next_hop(req.headers):
                     await self._authenticate(req, door)
                     if handler not in self._model_handlers:
-                        self._meter(req)
+                        await self._meter(req)
                     await handler(req, arg)
             except ModelportError as exc:
                 await self.fail(req, exc)
@@ -489,7 +493,7 @@ class Gateway:
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise BadRequestError(f"invalid request body: {type(exc).__name__}: {exc}", param="body") from None
 
-    def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None, int]:
+    async def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None, int]:
         """Route, check the key's models, cap max_tokens and book the key's limits at the
         worst case: a bound on the prompt's tokens (also returned) plus max_tokens."""
         targets = self.router.targets(request.model)
@@ -507,7 +511,7 @@ class Gateway:
         limits = caller.record.limits
         worst = Usage(prompt_tokens, request.max_tokens or 0)
         cost = self._worst_cost(targets, worst) if limits.budget is not None else 0.0
-        return targets, request, caller.state.reserve(worst.total_tokens, cost), prompt_tokens
+        return targets, request, await self.counters.reserve(caller.record.id, limits, worst.total_tokens, cost), prompt_tokens
 
     def _price(self, target: Target) -> Any:
         """The target's price, from this gateway's own config, looked up once per target."""
@@ -533,7 +537,7 @@ class Gateway:
             worst = max(worst, value)
         return worst
 
-    def _settle(self, req: Request, booking: Booking | None, target: Target | None, usage: Usage | None) -> None:
+    async def _settle(self, req: Request, booking: Booking | None, target: Target | None, usage: Usage | None) -> None:
         usage = usage or Usage()
         req.usage = usage
         spent = 0.0
@@ -545,8 +549,7 @@ class Gateway:
         self.metrics.usage(req.model, req.key_name, usage.input_tokens, usage.output_tokens, spent)
         caller = req.caller
         if caller is not None:
-            if booking is not None:
-                caller.state.settle(booking, usage.input_tokens + usage.output_tokens, spent)
+            await self.counters.settle(booking, usage.input_tokens + usage.output_tokens, spent)
             self.keys.record_usage(caller, usage.input_tokens, usage.output_tokens, spent)
 
     def _log_call(self, req: Request, request: ChatRequest, target: Target, response: ChatResponse | None, error: BaseException | None) -> None:
@@ -559,7 +562,7 @@ class Gateway:
 
     async def chat(self, req: Request, request: ChatRequest) -> ChatResponse:
         """A whole answer, from the first target that does not fail with a fallback error."""
-        targets, request, booking, prompt_tokens = self._admit(req, request)
+        targets, request, booking, prompt_tokens = await self._admit(req, request)
         interrupt = _Interrupt()
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.settings.request_timeout, interrupt.fire, "timeout")
@@ -598,7 +601,7 @@ class Gateway:
             answer = response.message if response is not None else None
             usage = settlement(answer, response.usage if response is not None else None, prompt_tokens, request.max_tokens or 0,
                                complete=True, cut_off=cut_off)
-            self._settle(req, booking, target, usage)
+            await self._settle(req, booking, target, usage)
 
     async def stream(self, req: Request, request: ChatRequest, encoder: Any) -> None:
         """Stream the answer through the dialect's encoder.
@@ -607,7 +610,7 @@ class Gateway:
         upstream 429) still get a proper status, and fallbacks still apply. After that, a
         failure ends the stream with the dialect's error event.
         """
-        targets, request, booking, prompt_tokens = self._admit(req, request)
+        targets, request, booking, prompt_tokens = await self._admit(req, request)
         loop = asyncio.get_running_loop()
         interrupt = _Interrupt()
         timer = loop.call_later(self.settings.request_timeout, interrupt.fire, "timeout")
@@ -674,7 +677,7 @@ class Gateway:
             answer = acc.response(time.perf_counter() - req.started)
             usage = settlement(answer.message if events is not None else None, acc.usage, prompt_tokens, request.max_tokens or 0,
                                complete=complete, cut_off=cut_off)
-            self._settle(req, booking, target, usage)
+            await self._settle(req, booking, target, usage)
             self._log_call(req, request, target, answer if error is None else None, error)
 
     async def _open_stream(self, req: Request, request: ChatRequest, targets: tuple[Target, ...]) -> tuple[Any, StreamEvent | None, Target]:
@@ -714,7 +717,7 @@ class Gateway:
             self.keys.check_model(caller, model, target.name)
             limits = caller.record.limits
             cost = self._worst_cost(targets[:1], Usage(tokens)) if limits.budget is not None else 0.0
-            booking = caller.state.reserve(tokens, cost)
+            booking = await self.counters.reserve(caller.record.id, limits, tokens, cost)
         interrupt = _Interrupt()
         timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, interrupt.fire, "timeout")
         response = None
@@ -732,24 +735,24 @@ class Gateway:
             interrupt.disarm()
             answer = Message("assistant") if response is not None else None  # embeddings answer no tokens
             usage = settlement(answer, response.usage if response is not None else None, tokens, 0, complete=True, cut_off=cut_off)
-            self._settle(req, booking, target, usage)
+            await self._settle(req, booking, target, usage)
 
-    def admit_model(self, req: Request, model: str) -> Target:
+    async def admit_model(self, req: Request, model: str) -> Target:
         """Route a model for a request that runs no model (token counting)."""
         target = self.router.targets(model)[0]
         req.model = model
-        self._meter(req)
+        await self._meter(req)
         if req.caller is not None:
             self.keys.check_model(req.caller, model, target.name)
         return target
 
-    def _meter(self, req: Request) -> None:
+    async def _meter(self, req: Request) -> None:
         """Book one request against the key's rpm, once, for an endpoint that runs no model
         (the model services book their own, with tokens and cost). Zero tokens and zero cost
         leave the key's tpm and budget as they are."""
         if req.caller is not None and not req.metered:
             req.metered = True
-            req.caller.state.reserve(0, 0.0)
+            await self.counters.reserve(req.caller.record.id, req.caller.record.limits, 0, 0.0)
 
     def list_models(self, req: Request) -> list[Any]:
         """The gateway's models that this caller may call."""
@@ -890,6 +893,9 @@ class Gateway:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
         if self.auth_required and not len(self.keys):
             log.warning("authentication is on but no gateway key exists: create one with `modelport keys create NAME`")
+        if not await self.counters.healthy():
+            # Not fatal: keys without limits still work, and the store is tried again per request.
+            log.warning("the counters store %s is not answering: requests under a key's limits get 503 until it does", self.counters.name)
         if await asyncio.to_thread((self._batch_root() / "files.db").exists):
             # Batches a stopped server left open carry on.
             await self.files_api().startup()
@@ -904,6 +910,7 @@ class Gateway:
         await self.responses_door.aclose()
         await self.console.aclose()
         await self.client.aclose()
+        await self.counters.close()
         loop = asyncio.get_running_loop()
         if self.call_log is not None:
             await loop.run_in_executor(self._io, self.call_log.flush, 5.0)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import AuthenticationError, BadRequestError, PermissionDeniedError
-from .limits import KeyLimits, KeyState
+from ..state.counters import Counters, KeyLimits, MemoryCounters
 
 PREFIX = "mpk_"
 ID_BYTES = 6
@@ -201,10 +201,10 @@ class KeyStore:
 
 @dataclass(slots=True)
 class Caller:
-    """An authenticated caller: its key row and its live limit state."""
+    """An authenticated caller: its key row (its limits live in the gateway's counters,
+    under the row's id)."""
 
     record: KeyRecord
-    state: KeyState
 
     @property
     def name(self) -> str:
@@ -215,13 +215,14 @@ class KeyRing:
     """The server's in-memory view of the key store, plus unsaved usage.
 
     Event-loop code calls ``authenticate``, ``record_usage`` and ``pending_usage`` (all
-    non-blocking); ``refresh`` and ``flush`` run in a worker thread.
+    non-blocking); ``refresh`` and ``flush`` run in a worker thread. Each load tells the
+    counters what every key has spent (``Counters.seed``).
     """
 
-    def __init__(self, store: KeyStore) -> None:
+    def __init__(self, store: KeyStore, counters: Counters | None = None) -> None:
         self.store = store
+        self.counters = counters if counters is not None else MemoryCounters()
         self._by_id: dict[str, KeyRecord] = {}
-        self._states: dict[str, KeyState] = {}
         self._unsaved: dict[str, list[Any]] = {}
         self.loaded_at = 0.0
 
@@ -231,17 +232,12 @@ class KeyRing:
     def load(self, records: list[KeyRecord]) -> None:
         """Swap in freshly read rows (on the event loop: a dict swap, no I/O)."""
         by_id = {r.id: r for r in records}
-        states = {}
+        seed = self.counters.seed
         for key_id, record in by_id.items():
-            state = self._states.get(key_id)
-            if state is None:
-                state = KeyState(record.limits)
-            state.limits = record.limits
             # The stored total plus what this process has spent but not yet written.
             unsaved = self._unsaved.get(key_id)
-            state.spent = record.cost + (unsaved[3] if unsaved else 0.0)
-            states[key_id] = state
-        self._by_id, self._states = by_id, states
+            seed(key_id, record.cost + (unsaved[3] if unsaved else 0.0))
+        self._by_id = by_id
         self.loaded_at = time.monotonic()
 
     def lookup(self, key: str) -> tuple[str | None, Caller | None]:
@@ -253,7 +249,7 @@ class KeyRing:
         record = self._by_id.get(key_id)
         if record is None or not hmac.compare_digest(record.hash, _digest(record.salt, secret)):
             return key_id, None
-        return key_id, Caller(record, self._states[key_id])
+        return key_id, Caller(record)
 
     def authenticate(self, key: str | None) -> Caller:
         if not key:

@@ -55,7 +55,7 @@ class GeminiDoor:
     async def count_tokens(self, req: Request, model: str, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
         request = gateway.decode(dialect.decode_count_tokens_request, await req.json(gateway.settings.max_body_bytes), model)
-        gateway.admit_model(req, model)
+        await gateway.admit_model(req, model)
         await gateway.respond(req, dialect.encode_count_tokens_response(estimate_tokens(request)))
 
     async def embed(self, req: Request, model: str, method: str) -> None:

@@ -108,7 +108,7 @@ class OllamaDoor:
         request = self._for_backend(request, client_name)
         if not request.messages:
             # Nothing to answer: Ollama loads (or with keep_alive 0 unloads) the model.
-            gateway.admit_model(req, request.model)
+            await gateway.admit_model(req, request.model)
             await gateway.respond(req, dialect.encode_load_response(client_name, generate, unload))
             return
         gateway.decode(validate_request, request)
@@ -155,7 +155,7 @@ class OllamaDoor:
         routed = self._route_name(model)
         info = self.gateway.router.find_model(routed)
         if req.caller is not None:
-            self.gateway.admit_model(req, routed)
+            await self.gateway.admit_model(req, routed)
         info.id = model
         await self.gateway.respond(req, self.dialect.encode_show(info, self.started))
 
@@ -183,7 +183,7 @@ class OllamaDoor:
         """Only the embedded model, when installed, is "pulled": every other model is the
         config's to name, and nothing is downloaded through the gateway."""
         body_model = await self._model_of(req)
-        target = self.gateway.admit_model(req, self._route_name(body_model))
+        target = await self.gateway.admit_model(req, self._route_name(body_model))
         if not await asyncio.to_thread(_installed, target):
             raise BadRequestError(
                 f"pull is not available on this gateway: {body_model!r} is served by {target.provider.name}, not stored here",

@@ -166,7 +166,7 @@ class ResponsesDoor:
             raise BadRequestError("body: expected a JSON object", param="body")
         own_input, history = await self._resolve(req, body)
         request = gateway.decode(self.dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
-        gateway.admit_model(req, request.model)
+        await gateway.admit_model(req, request.model)
         await gateway.respond(req, {"object": "response.input_tokens", "input_tokens": estimate_tokens(request)})
 
 
