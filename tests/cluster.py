@@ -404,3 +404,88 @@ class SteadyLoad:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def served_requests(url: str, key: str, key_name: str) -> int:
+    """Requests of a gateway key that the gateway at ``url`` answered, from its /metrics
+    (read with ``key``: metrics need a key where keys are required)."""
+    response = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {key}"}, timeout=10)
+    response.raise_for_status()
+    total = 0
+    for line in response.text.splitlines():
+        if line.startswith("modelport_requests_total{") and f'key="{key_name}"' in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+# -- a load balancer in front: nginx, configured by the block docs/deploy.md shows -------------
+
+DEPLOY_DOC = Path(__file__).resolve().parent.parent / "docs" / "deploy.md"
+
+
+def documented_nginx_block(doc: Path = DEPLOY_DOC) -> str:
+    """The ```nginx block of docs/deploy.md, as operators copy it."""
+    text = doc.read_text(encoding="utf-8")
+    start = text.index("```nginx\n") + len("```nginx\n")
+    return text[start:text.index("```", start)]
+
+
+class Nginx:
+    """nginx on a free loopback port in front of ``urls``, with the upstream and location of
+    docs/deploy.md: only the addresses (and TLS, which a test does without) are replaced."""
+
+    def __init__(self, root: Path, urls: Sequence[str]) -> None:
+        from tests.servers import _binary
+
+        self.binary = _binary("nginx", "nginx")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        block = documented_nginx_block()
+        servers = [line for line in block.splitlines() if line.strip().startswith("server 10.")]
+        assert servers, "docs/deploy.md's nginx block lists no upstream servers"
+        options = servers[0].split(":1234", 1)[1]  # what the doc sets per server (max_fails, ...)
+        ours = "\n".join(f"    server {url.removeprefix('http://')}{options}" for url in urls)
+        block = block.replace("\n".join(servers), ours)
+        block = block.replace("listen 443 ssl;", f"listen 127.0.0.1:{self.port};")
+        temp = " ".join(f"{kind}_temp_path {self.root / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        self.conf = self.root / "nginx.conf"
+        self.conf.write_text(
+            f"daemon off;\nmaster_process off;\npid {self.root / 'nginx.pid'};\nerror_log {self.root / 'error.log'} warn;\n"
+            f"events {{ worker_connections 4096; }}\n"
+            f"http {{\n access_log off;\n {temp}\n{block}\n}}\n", encoding="utf-8")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        self.process = subprocess.Popen([self.binary, "-p", str(self.root), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                        stderr=open(self.root / "stderr.log", "wb"), start_new_session=True)
+        deadline = time.monotonic() + 15
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {(self.root / 'stderr.log').read_text()} {(self.root / 'error.log').read_text()}")
+            try:
+                httpx.get(self.url + "/health", timeout=1.0)
+                return self
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nginx did not listen") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def __enter__(self) -> Nginx:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
