@@ -174,6 +174,7 @@ class Cluster:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.upstream = upstream
+        self.workers = workers
         self.config_path = self.root / "modelport.toml"
         self.config_path.write_text(cluster_config(upstream, counters=counters, records=records, auth=auth, server=server), encoding="utf-8")
         # A home of its own (config dir, keys, data, log, cache), whatever the scope of the

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import pytest
 
 from modelport.dialects.openai import decode_request
@@ -57,6 +58,9 @@ def test_rpm_is_exact_across_instances_in_every_dialect(cluster: Cluster) -> Non
     assert not wrong, f"429s not in the caller's dialect: {wrong[:5]}"
     # Every instance (or worker) took part: the limit held across them, not inside one.
     assert len(tally.by_url()) == len(cluster.urls)
+    if cluster.workers > 1:  # new connections land on every worker (/health names its process)
+        pids = {httpx.get(cluster.urls[0] + "/health", timeout=5).json().get("pid") for _ in range(40)}
+        assert len(pids) == cluster.workers, f"processes seen behind the one port: {pids}"
 
 
 def test_tpm_is_exact_in_the_tokens_booked(cluster: Cluster) -> None:
