@@ -76,7 +76,10 @@ class Settings:
     access_log: bool = False
     keys_path: str | None = None
     # Uploads and batch jobs of the Files/Batches API; None: "gateway" in the data dir.
+    # Gateways that share records (one PostgreSQL, or one SQLite file) must share it too.
     batch_dir: str | None = None
+    # How long a dead gateway's batches wait before another gateway takes them over.
+    batch_lease_seconds: float = 15.0
     # How long stored Responses API responses stay retrievable (previous_response_id, GET).
     responses_ttl_days: float = 30.0
     # Where state shared between gateway processes lives ([state] in the config; see
@@ -806,7 +809,8 @@ class Gateway:
         if self._files_api is None:
             from ..batch.files_api import FilesAPI
 
-            self._files_api = FilesAPI(self._batch_root(), _BatchClient(self))
+            self._files_api = FilesAPI(self._batch_root(), _BatchClient(self), records=self.settings.records,
+                                       lease_seconds=self.settings.batch_lease_seconds)
         return self._files_api
 
     async def _batches(self, req: Request, _: str) -> None:
@@ -890,8 +894,8 @@ class Gateway:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
         if self.auth_required and not len(self.keys):
             log.warning("authentication is on but no gateway key exists: create one with `modelport keys create NAME`")
-        if await asyncio.to_thread((self._batch_root() / "files.db").exists):
-            # Batches a stopped server left open carry on.
+        if self.settings.records is not None or await asyncio.to_thread((self._batch_root() / "files.db").exists):
+            # Batches a stopped or dead gateway left open carry on (and keep being taken over).
             await self.files_api().startup()
 
     async def shutdown(self) -> None:
