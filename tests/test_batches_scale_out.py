@@ -1,0 +1,203 @@
+"""The Files and Batches API across many gateway instances: records on the records layer
+(SQLite or PostgreSQL), an existing files.db upgraded in place, a batch made on one instance
+read and cancelled on another, leases taken over by exactly one instance, and a gateway
+killed with -9 mid-batch whose batch another gateway finishes, every row exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport.batch.files_api import FilesAPI, Owner
+from modelport.client import AsyncClient
+from modelport.server import Settings
+from modelport.server.testing import GatewayThread
+from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.servers import free_port
+
+
+def _lines(n: int) -> bytes:
+    return b"".join(
+        json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": "fake/gpt-fake", "messages": [{"role": "user", "content": f"number {i}"}]}}).encode() + b"\n"
+        for i in range(n)
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records(request: pytest.FixtureRequest) -> str | None:
+    """Where the instances keep their records: one SQLite file in the shared batch dir, or PostgreSQL."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+# -- 1. an existing files.db is upgraded in place ------------------------------------------------
+
+@pytest.mark.parametrize("with_owners", [False, True])
+def test_a_files_db_from_before_versions_counts_as_the_version_it_matches(tmp_path: Path, with_owners: bool) -> None:
+    root = tmp_path / "gw"
+    (root / "files").mkdir(parents=True)
+    owner_column = ", owner TEXT NOT NULL DEFAULT '-'" if with_owners else ""
+    done = {"id": "batch_old", "object": "batch", "status": "completed", "created_at": 5, "request_counts": {"total": 1, "completed": 1, "failed": 0}}
+    with sqlite3.connect(root / "files.db") as db:
+        db.execute(f"CREATE TABLE files (id TEXT PRIMARY KEY, filename TEXT, bytes INTEGER, created_at INTEGER, purpose TEXT{owner_column})")
+        db.execute(f"CREATE TABLE batches (id TEXT PRIMARY KEY, created_at INTEGER, object BLOB{owner_column})")
+        # Inserted out of id order within one second: the old order (rowid) must survive.
+        for file_id in ("file-b", "file-a"):
+            db.execute("INSERT INTO files (id, filename, bytes, created_at, purpose) VALUES (?, 'x.jsonl', 3, 7, 'batch')", (file_id,))
+        db.execute("INSERT INTO batches (id, created_at, object) VALUES (?, ?, ?)", ("batch_old", 5, json.dumps(done).encode()))
+    for file_id in ("file-a", "file-b"):
+        (root / "files" / file_id).write_bytes(b"{}\n")
+
+    async def scenario() -> tuple[list[str], list[dict[str, Any]], dict[str, Any]]:
+        api = FilesAPI(root)
+        try:
+            files = [f["id"] for f in (await api.list_files(order="asc"))["data"]]
+            batches = (await api.list_batches())["data"]
+            new = await api.upload_file("new.jsonl", b"{}\n", "batch")
+            return files, batches, new
+        finally:
+            await api.shutdown()
+
+    files, batches, new = asyncio.run(scenario())
+    assert files == ["file-b", "file-a"]
+    assert [b["id"] for b in batches] == ["batch_old"] and batches[0]["status"] == "completed"
+    with sqlite3.connect(root / "files.db") as db:
+        assert db.execute("SELECT version FROM modelport_schema WHERE component = 'files'").fetchone()[0] == 4
+        assert db.execute("SELECT status, lease_owner FROM batches").fetchall() == [("completed", None)]
+        assert db.execute("SELECT owner FROM files WHERE id = ?", (new["id"],)).fetchone() == ("-",)
+
+
+# -- 2. one batch, two instances ------------------------------------------------------------------
+
+def test_a_batch_made_on_one_instance_is_listed_read_and_cancelled_on_another(tmp_path: Path, records: str | None) -> None:
+    rows = 200
+
+    async def scenario(upstream: OpenAIUpstream) -> None:
+        config = {"providers": {"fake": {"base_url": upstream.base_url}}}
+        a = FilesAPI(tmp_path / "gw", AsyncClient(max_retries=0, config=config), records=records, concurrency=2)
+        b = FilesAPI(tmp_path / "gw", AsyncClient(max_retries=0, config=config), records=records, concurrency=2)
+        await a.startup()
+        await b.startup()
+        try:
+            me = Owner("key-1")
+            uploaded = await a.upload_file("in.jsonl", _lines(rows), "batch", me)
+            batch = await a.create_batch({"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions"}, me)
+            assert (await b.get_file(uploaded["id"], me))["bytes"] == len(_lines(rows))
+            assert [x["id"] for x in (await b.list_batches(owner=me))["data"]] == [batch["id"]]
+            assert (await b.list_batches(owner=Owner("key-2")))["data"] == []
+            while upstream.request_count < 6:
+                await asyncio.sleep(0.05)
+            assert (await b.get_batch(batch["id"], me))["status"] == "in_progress"
+
+            cancelling = await b.cancel_batch(batch["id"], me)
+            asked = time.monotonic()
+            assert cancelling["status"] == "cancelling"
+            await asyncio.wait_for(a.wait(batch["id"]), timeout=15)
+            # A sees B's cancel within a watch round (0.5 s) and stops after the rows in flight.
+            stopped_after = time.monotonic() - asked
+            done = await b.get_batch(batch["id"], me)
+            assert done["status"] == "cancelled" and done["cancelled_at"] >= done["cancelling_at"]
+            assert stopped_after < 5.0, stopped_after
+            assert 0 < done["request_counts"]["completed"] < rows
+            out = [json.loads(line)["custom_id"] for line in (await b.file_content(done["output_file_id"], me)).splitlines()]
+            assert len(out) == len(set(out)) == done["request_counts"]["completed"]
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    with OpenAIUpstream(latency=0.05) as upstream:
+        asyncio.run(scenario(upstream))
+
+
+def test_an_expired_lease_goes_to_exactly_one_taker(tmp_path: Path, records: str | None) -> None:
+    instances = [FilesAPI(tmp_path / "gw", records=records) for _ in range(3)]
+    first = instances[0]
+
+    def seed() -> None:
+        for i in range(40):
+            obj = {"id": f"batch_{i}", "object": "batch", "status": "in_progress", "created_at": 1}
+            first.db.execute("INSERT INTO batches (id, created_at, object, owner, seq, status, lease_owner, lease_until)"
+                             " VALUES (?, 1, ?, '-', ?, 'in_progress', 'dead-instance', ?)", (obj["id"], json.dumps(obj).encode(), i, time.time() - 1))
+        first.db.execute("UPDATE batches SET status = 'completed' WHERE id = 'batch_0'")  # closed: nobody takes it
+        first.db.execute("UPDATE batches SET lease_until = ? WHERE id = 'batch_1'", (time.time() + 60,))  # still held
+
+    first._io.submit(seed).result()
+    for api in instances:
+        api._io.submit(lambda api=api: api.db).result()  # each opens (and migrates) its records first
+    with ThreadPoolExecutor(3) as pool:
+        taken = list(pool.map(lambda api: api._io.submit(api._take_over).result(), instances))
+    ids = [batch_id for got in taken for batch_id, _ in got]
+    assert sorted(ids) == sorted(f"batch_{i}" for i in range(2, 40))  # each once, by one instance
+    owners = dict(first._io.submit(lambda: first.db.execute("SELECT id, lease_owner FROM batches").fetchall()).result())
+    for api, got in zip(instances, taken):
+        assert all(owners[batch_id] == api.instance for batch_id, _ in got)
+    for api in instances:
+        asyncio.run(api.shutdown())
+
+
+# -- 3. kill -9 the gateway running a batch ---------------------------------------------------------
+
+def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_path: Path, postgres_url: str) -> None:
+    rows, lease = 150, 2.0
+    batch_dir = tmp_path / "batches"
+    with OpenAIUpstream(latency=0.1) as upstream:
+        config = tmp_path / "modelport.toml"
+        config.write_text(f'[server]\nbatch_dir = "{batch_dir}"\nbatch_lease_seconds = {lease}\n\n'
+                          f'[state]\nrecords = "{postgres_url}"\n\n[providers.fake]\nbase_url = "{upstream.base_url}"\n')
+        port = free_port()
+        with (tmp_path / "a.log").open("wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "modelport", "serve", "--config", str(config), "--port", str(port)],
+                                       env={**os.environ, "MODELPORT_LOG": "0"}, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            a = f"http://127.0.0.1:{port}/v1"
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, (tmp_path / "a.log").read_text()
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "gateway A did not start"
+                time.sleep(0.1)
+            settings = Settings(records=postgres_url, batch_dir=str(batch_dir), batch_lease_seconds=lease, log_calls=False)
+            with GatewayThread(settings, config={"providers": {"fake": {"base_url": upstream.base_url}}}) as gateway_b:
+                uploaded = httpx.post(f"{a}/files", files={"file": ("in.jsonl", _lines(rows))}, data={"purpose": "batch"}).json()
+                batch = httpx.post(f"{a}/batches", json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+                                                         "completion_window": "24h"}).json()
+                while httpx.get(f"{a}/batches/{batch['id']}").json()["request_counts"]["completed"] < 20:
+                    assert time.monotonic() < deadline + 30, "the batch did not start on A"
+                    time.sleep(0.05)
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=10)
+                killed_at = time.monotonic()
+                b = gateway_b.url + "/v1"
+                assert httpx.get(f"{b}/batches/{batch['id']}").json()["status"] == "in_progress"  # A died mid-batch
+                while (done := httpx.get(f"{b}/batches/{batch['id']}").json())["status"] not in ("completed", "failed", "cancelled"):
+                    assert time.monotonic() - killed_at < 40, done
+                    time.sleep(0.1)
+                assert done["status"] == "completed", done
+                assert gateway_b.app is not None and batch["id"] in gateway_b.app.files_api()._jobs  # B ran it to its end
+                assert time.monotonic() - killed_at >= lease / 2  # not before A's lease ran out
+                assert done["request_counts"] == {"total": rows, "completed": rows, "failed": 0}
+                out = [json.loads(line) for line in httpx.get(f"{b}/files/{done['output_file_id']}/content").content.splitlines()]
+                assert sorted(o["custom_id"] for o in out) == sorted(f"req-{i}" for i in range(rows))
+                assert all(o["response"]["status_code"] == 200 for o in out)
+                # Gateway B answered the rest: more requests reached the upstream than A alone sent.
+                assert upstream.request_count >= rows
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
