@@ -74,7 +74,7 @@ def test_a_files_db_from_before_versions_counts_as_the_version_it_matches(tmp_pa
     assert files == ["file-b", "file-a"]
     assert [b["id"] for b in batches] == ["batch_old"] and batches[0]["status"] == "completed"
     with sqlite3.connect(root / "files.db") as db:
-        assert db.execute("SELECT version FROM modelport_schema WHERE component = 'files'").fetchone()[0] == 4
+        assert db.execute("SELECT version FROM modelport_schema WHERE component = 'files'").fetchone()[0] == 5
         assert db.execute("SELECT status, lease_owner FROM batches").fetchall() == [("completed", None)]
         assert db.execute("SELECT owner FROM files WHERE id = ?", (new["id"],)).fetchone() == ("-",)
 
@@ -87,7 +87,8 @@ def test_a_batch_made_on_one_instance_is_listed_read_and_cancelled_on_another(tm
     async def scenario(upstream: OpenAIUpstream) -> None:
         config = {"providers": {"fake": {"base_url": upstream.base_url}}}
         a = FilesAPI(tmp_path / "gw", AsyncClient(max_retries=0, config=config), records=records, concurrency=2)
-        b = FilesAPI(tmp_path / "gw", AsyncClient(max_retries=0, config=config), records=records, concurrency=2)
+        # SQLite records are one file in a directory the instances share; PostgreSQL ones need no shared disk.
+        b = FilesAPI(tmp_path / ("gw" if records is None else "gw-b"), AsyncClient(max_retries=0, config=config), records=records, concurrency=2)
         await a.startup()
         await b.startup()
         try:
@@ -172,7 +173,8 @@ def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_p
                     pass
                 assert time.monotonic() < deadline, "gateway A did not start"
                 time.sleep(0.1)
-            settings = Settings(records=postgres_url, batch_dir=str(batch_dir), batch_lease_seconds=lease, log_calls=False)
+            # No shared disk: B has a batch dir of its own; the input and journal are in PostgreSQL.
+            settings = Settings(records=postgres_url, batch_dir=str(tmp_path / "b-batches"), batch_lease_seconds=lease, log_calls=False)
             with GatewayThread(settings, config={"providers": {"fake": {"base_url": upstream.base_url}}}) as gateway_b:
                 uploaded = httpx.post(f"{a}/files", files={"file": ("in.jsonl", _lines(rows))}, data={"purpose": "batch"}).json()
                 batch = httpx.post(f"{a}/batches", json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
@@ -191,6 +193,8 @@ def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_p
                 assert done["status"] == "completed", done
                 assert gateway_b.app is not None and batch["id"] in gateway_b.app.files_api()._jobs  # B ran it to its end
                 assert time.monotonic() - killed_at >= lease / 2  # not before A's lease ran out
+                # Nothing of the batch's state was on disk: uploads and journal are in PostgreSQL.
+                assert not list(batch_dir.glob("files/*")) and not list(batch_dir.glob("jobs/*.db"))
                 assert done["request_counts"] == {"total": rows, "completed": rows, "failed": 0}
                 out = [json.loads(line) for line in httpx.get(f"{b}/files/{done['output_file_id']}/content").content.splitlines()]
                 assert sorted(o["custom_id"] for o in out) == sorted(f"req-{i}" for i in range(rows))

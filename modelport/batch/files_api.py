@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl, unquote
 from ..errors import BadRequestError, ModelportError, NotFoundError, StateUnavailableError
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..state.records import RecordsDB, Step, migrate, open_records
+from .file_contents import CHUNKS_TABLE, Contents, contents_for
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 BATCH_ENDPOINTS = ("/v1/chat/completions",)
@@ -93,6 +94,8 @@ _STEPS: tuple[Step, ...] = (
     "CREATE INDEX batches_lease ON batches (lease_owner);"
     "CREATE INDEX batches_open ON batches (status, lease_until)",
     _fill_status_and_order,
+    # File contents in the records (used when those are PostgreSQL: see file_contents).
+    CHUNKS_TABLE,
 )
 
 
@@ -146,6 +149,7 @@ class FilesAPI:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-files")
         self._slots = threading.BoundedSemaphore(MAX_RUNNING_BATCHES)
         self._db: RecordsDB | None = None
+        self._contents: Contents | None = None
         self._jobs: dict[str, _Job] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -169,8 +173,17 @@ class FilesAPI:
             private_dir(self.root / "jobs")
             db = open_records(self.records, self.root / "files.db")
             migrate(db, "files", _STEPS, legacy=_legacy_version)
+            self._contents = contents_for(db, self.root)
             self._db = db
         return self._db
+
+    @property
+    def contents(self) -> Contents:
+        """Where the files' bytes and the batches' journals are (known once the records are open)."""
+        if self._contents is None:
+            self.db  # noqa: B018 - opening the records chooses the contents
+        assert self._contents is not None
+        return self._contents
 
     def _client(self) -> Any:
         if self.client is None:
@@ -189,12 +202,11 @@ class FilesAPI:
 
     def _store_file(self, filename: str, content: bytes, purpose: str, owner: str) -> dict[str, Any]:
         file_id = "file-" + secrets.token_hex(12)
-        from ..config import write_private
-
-        write_private(self.root / "files" / file_id, content)
         created = int(time.time())
-        self.db.execute("INSERT INTO files (id, filename, bytes, created_at, purpose, owner, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (file_id, filename, len(content), created, purpose, owner, time.time_ns()))
+        with self.db.transaction():
+            self.contents.write(file_id, content)
+            self.db.execute("INSERT INTO files (id, filename, bytes, created_at, purpose, owner, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (file_id, filename, len(content), created, purpose, owner, time.time_ns()))
         return _file_object(file_id, filename, len(content), created, purpose)
 
     async def list_files(self, purpose: str | None = None, limit: int = 10000, order: str = "desc", after: str | None = None,
@@ -226,15 +238,16 @@ class FilesAPI:
     async def file_content(self, file_id: str, owner: Owner = Owner()) -> bytes:
         def read() -> bytes:
             self._file_row(file_id, owner)
-            return (self.root / "files" / file_id).read_bytes()
+            return self.contents.read(file_id)
 
         return await self._call(read)
 
     async def delete_file(self, file_id: str, owner: Owner = Owner()) -> dict[str, Any]:
         def delete() -> None:
             self._file_row(file_id, owner)
-            self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
-            (self.root / "files" / file_id).unlink(missing_ok=True)
+            with self.db.transaction():
+                self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+                self.contents.delete(file_id)
 
         await self._call(delete)
         return {"id": file_id, "object": "file", "deleted": True}
@@ -249,12 +262,11 @@ class FilesAPI:
             except NotFoundError:
                 return set()
             names: set[str] = set()
-            with (self.root / "files" / file_id).open("rb") as f:
-                for line in f:
-                    try:
-                        names.add(str(loads(line)["body"]["model"]))
-                    except (JSONDecodeError, ValueError, KeyError, TypeError):
-                        continue
+            for line in self.contents.read(file_id).split(b"\n"):
+                try:
+                    names.add(str(loads(line)["body"]["model"]))
+                except (JSONDecodeError, ValueError, KeyError, TypeError):
+                    continue
             return names
 
         return await self._call(models)
@@ -304,24 +316,23 @@ class FilesAPI:
         errors: list[dict[str, Any]] = []
         seen: set[str] = set()
         n = 0
-        with (self.root / "files" / file_id).open("rb") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                n += 1
-                try:
-                    item = loads(line)
-                except JSONDecodeError:
-                    errors.append({"code": "invalid_json_line", "message": "This line is not parseable as valid JSON.", "param": None, "line": line_no})
-                    continue
-                if not isinstance(item, dict) or not isinstance(item.get("body"), dict) or "custom_id" not in item:
-                    errors.append({"code": "invalid_request", "message": "Each line needs custom_id, method, url and body.", "param": None, "line": line_no})
-                elif item.get("url") != endpoint:
-                    errors.append({"code": "mismatched_endpoint", "message": f"The line's url must be {endpoint}.", "param": "url", "line": line_no})
-                elif item["custom_id"] in seen:
-                    errors.append({"code": "duplicate_custom_id", "message": "custom_id values must be unique in a batch.", "param": "custom_id", "line": line_no})
-                else:
-                    seen.add(item["custom_id"])
+        for line_no, line in enumerate(self.contents.read(file_id).split(b"\n"), 1):
+            if not line.strip():
+                continue
+            n += 1
+            try:
+                item = loads(line)
+            except JSONDecodeError:
+                errors.append({"code": "invalid_json_line", "message": "This line is not parseable as valid JSON.", "param": None, "line": line_no})
+                continue
+            if not isinstance(item, dict) or not isinstance(item.get("body"), dict) or "custom_id" not in item:
+                errors.append({"code": "invalid_request", "message": "Each line needs custom_id, method, url and body.", "param": None, "line": line_no})
+            elif item.get("url") != endpoint:
+                errors.append({"code": "mismatched_endpoint", "message": f"The line's url must be {endpoint}.", "param": "url", "line": line_no})
+            elif item["custom_id"] in seen:
+                errors.append({"code": "duplicate_custom_id", "message": "custom_id values must be unique in a batch.", "param": "custom_id", "line": line_no})
+            else:
+                seen.add(item["custom_id"])
         if n == 0:
             errors.append({"code": "empty_file", "message": "The input file has no requests.", "param": None, "line": None})
         if n > MAX_BATCH_LINES:
@@ -400,14 +411,12 @@ class FilesAPI:
 
     def _job(self, batch_id: str, obj: dict[str, Any]) -> tuple[Any, Any]:
         from ..config import private_file
-        from . import open_job
         from .spec import JobSpec
 
         # Made 0600 here: the engine's writer appends to a file that exists, keeping its mode.
         output = private_file(self.root / "jobs" / f"{batch_id}.jsonl")
-        spec = JobSpec(job_id=batch_id, input=str(self.root / "files" / obj["input_file_id"]), input_format="openai",
-                       output=str(output), output_format="openai", concurrency=self.concurrency)
-        return open_job(self.root / "jobs" / f"{batch_id}.db", spec)
+        spec = JobSpec(job_id=batch_id, input_format="openai", output=str(output), output_format="openai", concurrency=self.concurrency)
+        return self.contents.open_job(batch_id, spec, obj["input_file_id"], self.root / "jobs")
 
     @staticmethod
     def _split_output(batch_id: str, output: str) -> dict[str, tuple[str, bytes]]:
