@@ -205,3 +205,79 @@ def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_p
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+# -- 4. the journal in the records answers as the journal in a file -----------------------------------
+
+def test_a_journal_in_the_records_answers_as_one_in_a_file(tmp_path: Path, records: str | None) -> None:
+    from modelport.batch.journal import Journal
+    from modelport.batch.records_journal import RecordsJournal
+    from modelport.state.records import open_records
+
+    db = open_records(records, tmp_path / "records.db")
+    journals = [Journal(tmp_path / "job.db"), RecordsJournal(db, "batch_x"), RecordsJournal(db, "batch_y")]
+    answers = []
+    for journal in journals:
+        journal.set("spec", {"job_id": "x"})
+        assert journal.ingest(((f"k{i}", {"n": i}) for i in range(7)), start=0) == 7
+        journal.mark_inflight(0)
+        journal.mark_inflight(2)
+        journal.commit()
+        assert journal.finish(0, result={"ok": 0}, input_tokens=3, output_tokens=2, cost=0.5)
+        assert not journal.finish(0, result={"again": 1})  # a final row is never overwritten
+        journal.finish(1, error={"kind": "boom"}, commit=False)
+        journal.finish(3, result={"ok": 3}, cached=True)
+        released = journal.release_inflight()
+        journal.set_written(2, 40)
+        answers.append((released, journal.open_rows(), journal.final_rows(0), journal.totals(), journal.written, journal.ingest_done))
+        journal.close()
+    assert answers[0] == answers[1] == answers[2]  # and the two jobs in one database keep to their own rows
+    db.close()
+
+
+# -- 5. `modelport state migrate`: a SQLite store copied into PostgreSQL ------------------------------
+
+def test_a_sqlite_store_copied_into_postgresql_keeps_files_batches_and_open_jobs(tmp_path: Path, postgres_url: str) -> None:
+    from modelport.batch.files_copy import copy_files_and_batches
+    from modelport.state.records import open_records
+
+    rows = 60
+
+    async def scenario(upstream: OpenAIUpstream) -> None:
+        config = {"providers": {"fake": {"base_url": upstream.base_url}}}
+        me = Owner("key-1")
+        old = FilesAPI(tmp_path / "old", AsyncClient(max_retries=0, config=config), concurrency=2)
+        small = await old.upload_file("small.jsonl", _lines(2), "batch", me)
+        finished = await old.create_batch({"input_file_id": small["id"], "endpoint": "/v1/chat/completions"}, me)
+        await old.wait(finished["id"])
+        big = await old.upload_file("big.jsonl", _lines(rows), "batch", me)
+        open_batch = await old.create_batch({"input_file_id": big["id"], "endpoint": "/v1/chat/completions"}, me)
+        while upstream.request_count < 12:
+            await asyncio.sleep(0.02)
+        await old.shutdown()  # the batch stays open, its journal part-way
+
+        target = open_records(postgres_url, tmp_path / "unused.db")
+        first = await asyncio.to_thread(copy_files_and_batches, tmp_path / "old", target)
+        again = await asyncio.to_thread(copy_files_and_batches, tmp_path / "old", target)
+        assert first == {"files": 3, "batches": 2, "journals": 1}  # two uploads and one output file
+        assert again == {"files": 0, "batches": 0, "journals": 0}
+
+        new = FilesAPI(tmp_path / "new", AsyncClient(max_retries=0, config=config), records=postgres_url, concurrency=2)
+        await new.startup()  # takes the open batch over: no lease holds it
+        try:
+            assert (await new.file_content(big["id"], me)) == _lines(rows)
+            done_small = await new.get_batch(finished["id"], me)
+            assert done_small["status"] == "completed"
+            assert len((await new.file_content(done_small["output_file_id"], me)).splitlines()) == 2
+            await asyncio.wait_for(new.wait(open_batch["id"]), timeout=30)
+            done = await new.get_batch(open_batch["id"], me)
+            assert done["status"] == "completed" and done["request_counts"]["completed"] == rows
+            out = [json.loads(line)["custom_id"] for line in (await new.file_content(done["output_file_id"], me)).splitlines()]
+            assert sorted(out) == sorted(f"req-{i}" for i in range(rows))
+        finally:
+            await new.shutdown()
+
+    with OpenAIUpstream(latency=0.05) as upstream:
+        asyncio.run(scenario(upstream))
+    # Only the rows the old instance had not answered were sent again (those in flight at most twice).
+    assert upstream.request_count < 2 + rows + 4

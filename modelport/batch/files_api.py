@@ -579,7 +579,10 @@ class FilesAPI:
         held = {batch_id: status for batch_id, status in rows}
         for batch_id, progress in counts.items():
             if batch_id in held and progress is not None:
-                self._change(batch_id, partial(_set_counts, progress))
+                try:
+                    self._change(batch_id, partial(_set_counts, progress))
+                except _LeaseLost:
+                    del held[batch_id]  # taken over a moment ago
         return held
 
     def _take_over(self) -> list[tuple[str, bool]]:
