@@ -148,6 +148,32 @@ def test_an_expired_lease_goes_to_exactly_one_taker(tmp_path: Path, records: str
         asyncio.run(api.shutdown())
 
 
+def test_on_one_machine_the_lease_of_a_dead_process_runs_out_at_once(tmp_path: Path) -> None:
+    import socket
+
+    from modelport.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_lease_seconds"):
+        FilesAPI(tmp_path / "gw", lease_seconds=1.0)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    api = FilesAPI(tmp_path / "gw")
+    holders = {"batch_dead": f"{socket.gethostname()}:{gone.pid}:ab", "batch_live": f"{socket.gethostname()}:{os.getpid()}:cd",
+               "batch_far": f"elsewhere:{gone.pid}:ef"}
+
+    def seed() -> None:
+        for batch_id, holder in holders.items():
+            obj = {"id": batch_id, "object": "batch", "status": "in_progress", "created_at": 1}
+            api.db.execute("INSERT INTO batches (id, created_at, object, owner, seq, status, lease_owner, lease_until)"
+                           " VALUES (?, 1, ?, '-', 0, 'in_progress', ?, ?)", (batch_id, json.dumps(obj).encode(), holder, time.time() + 60))
+
+    api._io.submit(seed).result()
+    # A restarted gateway resumes the crashed one's batch now, not in a minute; a live holder's
+    # batch, and one held on another machine, wait for their leases.
+    assert api._io.submit(api._take_over).result() == [("batch_dead", False)]
+    asyncio.run(api.shutdown())
+
+
 # -- 3. kill -9 the gateway running a batch ---------------------------------------------------------
 
 def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_path: Path, postgres_url: str) -> None:

@@ -35,6 +35,10 @@ class Contents(Protocol):
         this machine (``scratch`` is a private directory of it)."""
         ...
 
+    def forget_job(self, job_id: str) -> None:
+        """The job's batch is closed: its journal may go."""
+        ...
+
 
 class DiskContents:
     """Files as ``files/<id>``, journals as ``jobs/<batch>.db`` under the batch directory."""
@@ -58,6 +62,9 @@ class DiskContents:
 
         spec.input = str(self.root / "files" / input_file_id)
         return open_job(self.root / "jobs" / f"{job_id}.db", spec)
+
+    def forget_job(self, job_id: str) -> None:
+        """The journal file stays, as it always has: ``modelport batch`` tools can read it."""
 
 
 class RecordsContents:
@@ -92,6 +99,11 @@ class RecordsContents:
         if not journal.ingest_done:
             write_private(Path(stored.input), self.read(input_file_id))
         return journal, stored
+
+    def forget_job(self, job_id: str) -> None:
+        from .records_journal import RecordsJournal
+
+        RecordsJournal(self.db, job_id).delete()
 
 
 def contents_for(db: RecordsDB, root: Path) -> Contents:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import parse_qsl, unquote
 
-from ..errors import BadRequestError, ModelportError, NotFoundError, StateUnavailableError
+from ..errors import BadRequestError, ConfigError, ModelportError, NotFoundError, StateUnavailableError
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..state.records import RecordsDB, Step, migrate, open_records
 from .file_contents import CHUNKS_TABLE, Contents, contents_for
@@ -142,6 +142,9 @@ class FilesAPI:
         self.root = Path(root)
         self.client = client
         self.concurrency = concurrency
+        if not lease_seconds >= 3 * WATCH_SECONDS:
+            raise ConfigError(f"batch_lease_seconds = {lease_seconds!r} is too short to renew a lease in time",
+                              hint=f"set [server] batch_lease_seconds to {3 * WATCH_SECONDS:g} or more (default {LEASE_SECONDS:g})")
         self.records = records
         self.lease_seconds = lease_seconds
         # Names this instance in the leases it holds: unique across machines and restarts.
@@ -379,6 +382,11 @@ class FilesAPI:
                 return
             try:
                 stats = await arun(journal, spec, client=job.client, cancel=job.cancel, on_progress=job.progress)
+            except StateUnavailableError as exc:
+                # The records (and the journal in them) are out of reach: not the batch's fault.
+                # It stays open and held here; the watcher resumes it when they are back.
+                log.warning("batch %s paused: %s", batch_id, exc)
+                return
             except Exception as exc:  # noqa: BLE001 - the batch fails with the reason; the server carries on
                 log.exception("batch %s failed", batch_id)
                 stats = Stats(status="error", message=f"{type(exc).__name__}: {exc}")
@@ -406,8 +414,11 @@ class FilesAPI:
                 self._blocking(self._change, batch_id, finish)
             except _LeaseLost:
                 log.warning("batch %s: another instance took it over; it closes the batch", batch_id)
+                return
         finally:
             journal.close()
+        # Closed: its answers are in its output files now.
+        self.contents.forget_job(batch_id)
 
     def _job(self, batch_id: str, obj: dict[str, Any]) -> tuple[Any, Any]:
         from ..config import private_file
@@ -588,12 +599,27 @@ class FilesAPI:
     def _take_over(self) -> list[tuple[str, bool]]:
         """Lease to this instance every open batch whose lease has run out, in one UPDATE
         (concurrent instances each get others: a row goes to exactly one). Returns (id, cancelled)."""
+        if self.db.engine == "sqlite":
+            self._expire_dead_holders()
         now = time.time()
         rows = self.db.execute(f"UPDATE batches SET lease_owner = ?, lease_until = ? WHERE {_OPEN_SQL} AND lease_until < ? RETURNING id, status",
                                (self.instance, now + self.lease_seconds, now)).fetchall()
         for batch_id, _ in rows:
             log.info("batch %s: taken over by %s (its lease had run out)", batch_id, self.instance)
         return [(batch_id, status == "cancelling") for batch_id, status in rows]
+
+    def _expire_dead_holders(self) -> None:
+        """SQLite records are shared by the processes of one machine only: there, a lease
+        whose holder process has died has run out now, not at its expiry, so a gateway
+        restarted after a crash resumes its batches at once. (A reused pid looks alive: the
+        lease then runs out as usual.)"""
+        host = socket.gethostname()
+        rows = self.db.execute(f"SELECT id, lease_owner FROM batches WHERE {_OPEN_SQL} AND lease_owner IS NOT NULL AND lease_owner <> ?",
+                               (self.instance,)).fetchall()
+        for batch_id, holder in rows:
+            holder_host, pid, _ = (holder.rsplit(":", 2) + ["", ""])[:3]
+            if holder_host == host and pid.isdigit() and not _alive(int(pid)):
+                self.db.execute("UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?", (batch_id, holder))
 
     # -- the batches table (worker thread) ------------------------------------------------
 
@@ -629,6 +655,16 @@ class FilesAPI:
 
 def _set_counts(counts: dict[str, int], obj: dict[str, Any], *_: Any) -> bool:
     obj["request_counts"] = dict(counts)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
     return True
 
 
