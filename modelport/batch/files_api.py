@@ -15,8 +15,9 @@ job: the batch is "cancelling" at once and "cancelled" when the job has stopped.
 
 Many instances (gateway processes, on one machine or many) can share one store: the records
 live wherever ``records`` names (a SQLite file by default, PostgreSQL for many machines; see
-modelport.state), and the contents (uploads, outputs, journals) under ``root``, which every
-instance must then share. The instance running a batch holds a lease on its row, renewed
+modelport.state). The contents (uploads, outputs, journals) live under ``root`` with SQLite
+records (the processes of one machine share it) and in the database with PostgreSQL ones,
+so that instances on many machines share no disk (see file_contents). The instance running a batch holds a lease on its row, renewed
 every ``lease_seconds / 3``; every instance takes over, at start and then periodically, the
 open batches whose lease has run out (one atomic UPDATE: exactly one taker) and resumes them
 from their journal, so a dead instance's batches are finished by another, every row once.
@@ -410,6 +411,7 @@ class FilesAPI:
                 self.db.execute("UPDATE batches SET lease_owner = NULL, lease_until = 0 WHERE id = ?", (batch_id,))
                 return True
 
+            job.closing = True  # from here on the batch is closed by this job: the watcher leaves it be
             try:
                 self._blocking(self._change, batch_id, finish)
             except _LeaseLost:
@@ -454,7 +456,7 @@ class FilesAPI:
     def _live(self, obj: dict[str, Any]) -> dict[str, Any]:
         """An open batch with the counts its running job last reported."""
         job = self._jobs.get(obj["id"])
-        if obj["status"] in _OPEN and job is not None and job.counts is not None:
+        if obj["status"] in _OPEN and job is not None and not job.future.done() and job.counts is not None:
             obj["request_counts"] = dict(job.counts)
         return obj
 
@@ -475,6 +477,7 @@ class FilesAPI:
     async def cancel_batch(self, batch_id: str, owner: Owner = Owner()) -> dict[str, Any]:
         """Ask the batch's job to stop, wherever it runs, and answer at once: "cancelling"
         until the job has stopped (it finishes the rows in flight), then "cancelled"."""
+
         def mark(obj: dict[str, Any], lease_owner: str | None, lease_until: float) -> bool:
             if obj["status"] not in _OPEN or obj["status"] == "cancelling":
                 return False
@@ -553,7 +556,7 @@ class FilesAPI:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
-            running = {batch_id: job for batch_id, job in self._jobs.items() if not job.future.done()}
+            running = {batch_id: job for batch_id, job in self._jobs.items() if not job.future.done() and not job.closing}
             renew = time.monotonic() - renewed >= renew_every
             try:
                 if renew:
@@ -687,6 +690,8 @@ class _Job:
         self.client = client
         self.cancel = threading.Event()
         self.counts: dict[str, int] | None = None
+        # Set when the job has ended and is closing its batch.
+        self.closing = False
         # Done (on the server's loop) when the thread has ended.
         self.future = future
         self._loop: asyncio.AbstractEventLoop | None = None

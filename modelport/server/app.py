@@ -76,7 +76,8 @@ class Settings:
     access_log: bool = False
     keys_path: str | None = None
     # Uploads and batch jobs of the Files/Batches API; None: "gateway" in the data dir.
-    # Gateways that share records (one PostgreSQL, or one SQLite file) must share it too.
+    # Gateways sharing SQLite records share it too; with PostgreSQL records the uploads,
+    # outputs and journals are in the database and this holds only scratch files.
     batch_dir: str | None = None
     # How long a dead gateway's batches wait before another gateway takes them over.
     batch_lease_seconds: float = 15.0
