@@ -559,6 +559,9 @@ class FilesAPI:
             running = {batch_id: job for batch_id, job in self._jobs.items() if not job.future.done() and not job.closing}
             renew = time.monotonic() - renewed >= renew_every
             try:
+                if renew and not running and not await self._call(self._records_exist):
+                    renewed = time.monotonic()
+                    continue  # no batch anywhere yet: nothing to renew or take over
                 if renew:
                     renewed = time.monotonic()
                     held = await self._call(self._renew, {batch_id: job.counts for batch_id, job in running.items()})
@@ -581,6 +584,11 @@ class FilesAPI:
             except Exception:  # noqa: BLE001 - the records are out of reach; the next round tries again
                 log.warning("batch leases: the records could not be reached; trying again", exc_info=True)
 
+    def _records_exist(self) -> bool:
+        """Whether there are records to look at: a gateway that has never seen a batch
+        leaves no files.db behind, but watches for one that another process makes."""
+        return self._db is not None or self.records is not None or (self.root / "files.db").exists()
+
     def _held(self) -> dict[str, str]:
         """The open batches this instance holds the lease of, with their status."""
         rows = self.db.execute(f"SELECT id, status FROM batches WHERE lease_owner = ? AND {_OPEN_SQL}", (self.instance,)).fetchall()
@@ -602,6 +610,8 @@ class FilesAPI:
     def _take_over(self) -> list[tuple[str, bool]]:
         """Lease to this instance every open batch whose lease has run out, in one UPDATE
         (concurrent instances each get others: a row goes to exactly one). Returns (id, cancelled)."""
+        if not self._records_exist():
+            return []
         if self.db.engine == "sqlite":
             self._expire_dead_holders()
         now = time.time()

@@ -895,9 +895,9 @@ class Gateway:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
         if self.auth_required and not len(self.keys):
             log.warning("authentication is on but no gateway key exists: create one with `modelport keys create NAME`")
-        if self.settings.records is not None or await asyncio.to_thread((self._batch_root() / "files.db").exists):
-            # Batches a stopped or dead gateway left open carry on (and keep being taken over).
-            await self.files_api().startup()
+        # Batches a stopped or dead gateway (this one before, or another sharing the records)
+        # left open carry on, now and whenever a lease runs out.
+        await self.files_api().startup()
 
     async def shutdown(self) -> None:
         if self._sync_task is not None:
