@@ -227,6 +227,11 @@ def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_p
                     assert time.monotonic() - killed_at >= lease / 2  # not before A's lease ran out
                     # Nothing of the batch's state was on disk: uploads and journal are in PostgreSQL.
                     assert not list(batch_dir.glob("files/*")) and not list(batch_dir.glob("jobs/*.db"))
+                    # Closed, the batch leaves neither journal rows nor scratch files behind on B.
+                    assert not list(b_dir.glob("jobs/*"))
+                    from modelport.state.records import open_records
+
+                    assert open_records(records, tmp_path / "unused.db").execute("SELECT count(*) FROM journal_rows").fetchone()[0] == 0
                 assert done["request_counts"] == {"total": rows, "completed": rows, "failed": 0}
                 out = [json.loads(line) for line in httpx.get(f"{b}/files/{done['output_file_id']}/content").content.splitlines()]
                 assert sorted(o["custom_id"] for o in out) == sorted(f"req-{i}" for i in range(rows))

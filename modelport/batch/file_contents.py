@@ -35,8 +35,8 @@ class Contents(Protocol):
         this machine (``scratch`` is a private directory of it)."""
         ...
 
-    def forget_job(self, job_id: str) -> None:
-        """The job's batch is closed: its journal may go."""
+    def forget_job(self, job_id: str, scratch: Path) -> None:
+        """The job's batch is closed (its answers are in its output files): its journal may go."""
         ...
 
 
@@ -63,7 +63,7 @@ class DiskContents:
         spec.input = str(self.root / "files" / input_file_id)
         return open_job(self.root / "jobs" / f"{job_id}.db", spec)
 
-    def forget_job(self, job_id: str) -> None:
+    def forget_job(self, job_id: str, scratch: Path) -> None:
         """The journal file stays, as it always has: ``modelport batch`` tools can read it."""
 
 
@@ -100,10 +100,12 @@ class RecordsContents:
             write_private(Path(stored.input), self.read(input_file_id))
         return journal, stored
 
-    def forget_job(self, job_id: str) -> None:
+    def forget_job(self, job_id: str, scratch: Path) -> None:
         from .records_journal import RecordsJournal
 
         RecordsJournal(self.db, job_id).delete()
+        for name in (f"{job_id}.jsonl", f"{job_id}.input.jsonl"):
+            (scratch / name).unlink(missing_ok=True)
 
 
 def contents_for(db: RecordsDB, root: Path) -> Contents:

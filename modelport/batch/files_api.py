@@ -419,8 +419,7 @@ class FilesAPI:
                 return
         finally:
             journal.close()
-        # Closed: its answers are in its output files now.
-        self.contents.forget_job(batch_id)
+        self.contents.forget_job(batch_id, self.root / "jobs")
 
     def _job(self, batch_id: str, obj: dict[str, Any]) -> tuple[Any, Any]:
         from ..config import private_file
