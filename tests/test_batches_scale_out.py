@@ -221,7 +221,7 @@ def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_p
                 while (done := httpx.get(f"{b}/batches/{batch['id']}").json())["status"] not in ("completed", "failed", "cancelled"):
                     assert time.monotonic() - killed_at < 40, done
                     time.sleep(0.1)
-                assert done["status"] == "completed", done
+                assert done["status"] == "completed", done.get("errors")
                 assert gateway_b.app is not None and batch["id"] in gateway_b.app.files_api()._jobs  # B ran it to its end
                 if records is not None:
                     assert time.monotonic() - killed_at >= lease / 2  # not before A's lease ran out
@@ -318,3 +318,42 @@ def test_a_sqlite_store_copied_into_postgresql_keeps_files_batches_and_open_jobs
         asyncio.run(scenario(upstream))
     # Only the rows the old instance had not answered were sent again (those in flight at most twice).
     assert upstream.request_count < 2 + rows + 4
+
+
+# -- 6. PostgreSQL going away mid-batch ------------------------------------------------------------
+
+def test_postgresql_going_away_mid_batch_is_a_503_and_the_batch_carries_on_when_it_is_back(tmp_path: Path, postgres_server: Any,
+                                                                                         postgres_url: str) -> None:
+    rows = 120
+    settings = Settings(records=postgres_url, batch_dir=str(tmp_path / "batches"), batch_lease_seconds=3.0, log_calls=False)
+    with OpenAIUpstream(latency=0.05) as upstream:
+        try:
+            with GatewayThread(settings, config={"providers": {"fake": {"base_url": upstream.base_url}}}) as gateway:
+                api = gateway.url + "/v1"
+                uploaded = httpx.post(f"{api}/files", files={"file": ("in.jsonl", _lines(rows))}, data={"purpose": "batch"}).json()
+                batch = httpx.post(f"{api}/batches", json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+                                                           "completion_window": "24h"}).json()
+                deadline = time.monotonic() + 30
+                while httpx.get(f"{api}/batches/{batch['id']}").json()["request_counts"]["completed"] < 10:
+                    assert time.monotonic() < deadline, "the batch did not start"
+                    time.sleep(0.05)
+                postgres_server.stop()
+                refused = httpx.get(f"{api}/batches/{batch['id']}", timeout=30)
+                assert refused.status_code == 503
+                assert "records database" in refused.json()["error"]["message"]
+                time.sleep(1.0)
+                postgres_server.start()
+                deadline = time.monotonic() + 40
+                while True:
+                    answer = httpx.get(f"{api}/batches/{batch['id']}", timeout=30)
+                    if answer.status_code == 200 and answer.json()["status"] in ("completed", "failed", "cancelled"):
+                        break
+                    assert time.monotonic() < deadline, answer.text
+                    time.sleep(0.2)
+                done = answer.json()
+                assert done["status"] == "completed", done.get("errors")
+                out = [json.loads(line)["custom_id"] for line in httpx.get(f"{api}/files/{done['output_file_id']}/content").content.splitlines()]
+                assert sorted(out) == sorted(f"req-{i}" for i in range(rows))
+        finally:
+            if not postgres_server.running:
+                postgres_server.start()
