@@ -580,8 +580,12 @@ class FilesAPI:
                 if renew:
                     for batch_id, cancelled in await self._call(self._take_over):
                         self._start(batch_id, cancelled=cancelled)
-            except Exception:  # noqa: BLE001 - the records are out of reach; the next round tries again
-                log.warning("batch leases: the records could not be reached; trying again", exc_info=True)
+            except StateUnavailableError as exc:
+                # Back off: each try waits for a connection, holding up the worker thread.
+                log.warning("batch leases: %s; trying again in %g s", exc, renew_every)
+                await asyncio.sleep(renew_every)
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one failed round
+                log.exception("batch leases: a round failed; trying again")
 
     def _records_exist(self) -> bool:
         """Whether there are records to look at: a gateway that has never seen a batch
