@@ -43,11 +43,18 @@ def open_job(path: str | Path, spec: JobSpec | None = None, **changes: Any) -> t
     """The journal at ``path`` and its spec: stored on first open, then read back, with
     only ``RESUMABLE_FIELDS`` taken from ``changes``."""
     journal = Journal(path)
+    if spec is None and journal.get("spec") is None:
+        journal.close()
+        raise FileNotFoundError(f"no batch job in {path}")
+    return with_spec(journal, spec, **changes)
+
+
+def with_spec(journal: Journal, spec: JobSpec | None, **changes: Any) -> tuple[Journal, JobSpec]:
+    """``journal`` (of any kind) and its job's spec: ``spec``, stored if the journal has none
+    yet, else the stored one with only ``RESUMABLE_FIELDS`` taken from ``changes``."""
     stored = journal.get("spec")
     if stored is None:
-        if spec is None:
-            journal.close()
-            raise FileNotFoundError(f"no batch job in {path}")
+        assert spec is not None, "a new journal needs its spec"
         journal.set("spec", spec.to_dict())
         return journal, spec
     current = JobSpec.from_dict(stored)

@@ -124,6 +124,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._stop = False
         self._fatal: JobAborted | None = None
+        # What killed a row's task other than the row's own answer (see _row_ended).
+        self._crash: BaseException | None = None
         self._writer: AppendWriter | None = None
         # Set (by a signal handler) to stop gracefully: see _dispatch_until_stopped.
         self.stop = stop or asyncio.Event()
@@ -193,6 +195,8 @@ class Engine:
             stopping.cancel()
 
     def _end_status(self) -> str:
+        if self._crash is not None:
+            raise self._crash
         if self._fatal is not None:
             raise self._fatal
         if self.stats.status == "interrupted" and self.stats.finished >= self.stats.total:
@@ -253,7 +257,7 @@ class Engine:
                         break
                     task = asyncio.create_task(self._row(idx, key, data, request))
                     tasks.add(task)
-                    task.add_done_callback(lambda t: (tasks.discard(t), sem.release()))
+                    task.add_done_callback(lambda t: (tasks.discard(t), sem.release(), self._row_ended(t)))
                 if self._fatal is not None:
                     break
             if tasks:
@@ -274,6 +278,15 @@ class Engine:
         return bool(self.journal.get("cancel"))
 
     # -- one row -------------------------------------------------------------------------
+
+    def _row_ended(self, task: asyncio.Task[None]) -> None:
+        """A row's task that died of an error (its journal write failed: a full disk, a
+        records database gone) ends the job with that error, raised by ``run``: the row stays
+        open, to be sent again on resume, instead of the job ending "stopped" as if nothing
+        had happened."""
+        if not task.cancelled() and task.exception() is not None and self._crash is None:
+            self._crash = task.exception()
+            self._stop = True
 
     async def _row(self, idx: int, key: str | None, data: Any, request: ChatRequest) -> None:
         try:

@@ -248,12 +248,18 @@ class Journal:
 
     def final_rows(self, start: int, limit: int = 2000) -> list[tuple[int, str | None, Any, int, Any, Any, float | None, bool]]:
         """Contiguous final rows from ``start``: stops before the first row still open."""
-        out = []
         cur = self.db.execute(
             "SELECT idx, key, data, state, result, error, cost, cached FROM rows WHERE idx >= ? ORDER BY idx LIMIT ?", (start, limit)
         )
+        return self._contiguous_final(cur, start)
+
+    @staticmethod
+    def _contiguous_final(rows: Iterable[Any], start: int) -> list[tuple[int, str | None, Any, int, Any, Any, float | None, bool]]:
+        """Of rows (idx, key, data, state, result, error, cost, cached) from ``start`` in
+        order: the final ones up to the first gap or open row, decoded."""
+        out = []
         expected = start
-        for idx, key, data, state, result, error, cost, cached in cur:
+        for idx, key, data, state, result, error, cost, cached in rows:
             if idx != expected or state < DONE:
                 break
             out.append((idx, key, loads(data), state, None if result is None else loads(result),
@@ -302,14 +308,21 @@ class Journal:
 
     def totals(self) -> dict[str, Any]:
         """Counts per state, tokens, known cost, rows of unknown cost and cached rows."""
-        counts = {name: 0 for name in STATE_NAMES.values()}
-        for state, n in self.db.execute("SELECT state, count(*) FROM rows GROUP BY state"):
-            counts[STATE_NAMES[state]] = n
-        tin, tout, spent, unknown, cached = self.db.execute(
+        by_state = self.db.execute("SELECT state, count(*) FROM rows GROUP BY state")
+        sums = self.db.execute(
             "SELECT coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0.0), "
             "coalesce(sum(CASE WHEN cost IS NULL AND state = 2 THEN 1 ELSE 0 END), 0), coalesce(sum(cached), 0) "
             "FROM rows WHERE state >= 2"
         ).fetchone()
+        return self._sum_totals(by_state, sums)
+
+    @staticmethod
+    def _sum_totals(by_state: Iterable[Any], sums: Any) -> dict[str, Any]:
+        """``totals`` from its two queries' answers: (state, count) rows and the final rows' sums."""
+        counts = {name: 0 for name in STATE_NAMES.values()}
+        for state, n in by_state:
+            counts[STATE_NAMES[state]] = n
+        tin, tout, spent, unknown, cached = sums
         return {**counts, "rows": sum(counts.values()), "input_tokens": tin, "output_tokens": tout, "cost": spent,
                 "unknown_cost_rows": unknown, "cached": cached}
 

@@ -77,7 +77,11 @@ class Settings:
     access_log: bool = False
     keys_path: str | None = None
     # Uploads and batch jobs of the Files/Batches API; None: "gateway" in the data dir.
+    # Gateways sharing SQLite records share it too; with PostgreSQL records the uploads,
+    # outputs and journals are in the database and this holds only scratch files.
     batch_dir: str | None = None
+    # How long a dead gateway's batches wait before another gateway takes them over.
+    batch_lease_seconds: float = 15.0
     # How long stored Responses API responses stay retrievable (previous_response_id, GET).
     responses_ttl_days: float = 30.0
     # Where state shared between gateway processes lives ([state] in the config; see
@@ -809,7 +813,8 @@ class Gateway:
         if self._files_api is None:
             from ..batch.files_api import FilesAPI
 
-            self._files_api = FilesAPI(self._batch_root(), _BatchClient(self))
+            self._files_api = FilesAPI(self._batch_root(), _BatchClient(self), records=self.settings.records,
+                                       lease_seconds=self.settings.batch_lease_seconds)
         return self._files_api
 
     async def _batches(self, req: Request, _: str) -> None:
@@ -896,9 +901,9 @@ class Gateway:
         if not await self.counters.healthy():
             # Not fatal: keys without limits still work, and the store is tried again per request.
             log.warning("the counters store %s is not answering: requests under a key's limits get 503 until it does", self.counters.name)
-        if await asyncio.to_thread((self._batch_root() / "files.db").exists):
-            # Batches a stopped server left open carry on.
-            await self.files_api().startup()
+        # Batches a stopped or dead gateway (this one before, or another sharing the records)
+        # left open carry on, now and whenever a lease runs out.
+        await self.files_api().startup()
 
     async def shutdown(self) -> None:
         if self._sync_task is not None:

@@ -72,14 +72,16 @@ def open_records(url: str | None, default_path: Path) -> RecordsDB:
     return PostgresRecords.shared(url)
 
 
-def migrate(db: RecordsDB, component: str, steps: Sequence[Step]) -> None:
+def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callable[[RecordsDB], int] | None = None) -> None:
     """Run the steps of ``component``'s schema that ``db`` has not run yet, at most once
-    even when several processes start together."""
+    even when several processes start together. ``legacy`` reads the version off the
+    tables of a store made before versions were recorded (0: there are none), so that
+    such a database counts as the version it matches and runs only the later steps."""
     with db.transaction():
         db.lock_schema()  # type: ignore[attr-defined]
         db.execute(_VERSIONS)
         row = db.execute("SELECT version FROM modelport_schema WHERE component = ?", (component,)).fetchone()
-        version = row[0] if row else 0
+        version = row[0] if row else legacy(db) if legacy is not None else 0
         if version > len(steps):
             raise ConfigError(
                 f"the {component} records in {db.url} were written by a newer modelport (schema {version}, this one knows {len(steps)})",

@@ -1,0 +1,69 @@
+"""Copy a gateway's Files/Batches state from its SQLite batch directory into another records
+database: a step of ``modelport state migrate --to postgresql://...``."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from ..state.records import RecordsDB, SQLiteRecords, migrate
+from .file_contents import DiskContents, RecordsContents, contents_for
+from .files_api import _OPEN, _STEPS, _legacy_version
+
+_FILE_COLUMNS = "id, filename, bytes, created_at, purpose, owner, seq"
+_JOURNAL_COLUMNS = "idx, key, data, state, attempts, result, error, input_tokens, output_tokens, cost, cached, finished_at"
+
+
+def copy_files_and_batches(batch_dir: Path, target: RecordsDB) -> dict[str, int]:
+    """Copy the records of ``batch_dir/files.db`` (upgraded in place first) into ``target``.
+
+    Idempotent: rows ``target`` has already are kept as they are, so running it again copies
+    nothing twice. Where ``target`` keeps the bytes itself (PostgreSQL: see file_contents),
+    the uploaded and output files go along, and so do the journals of open batches, so any
+    instance can resume them. Copied open batches hold no lease: the first instance up
+    takes them over. Returns how many files, batches and journals were copied."""
+    source = SQLiteRecords(Path(batch_dir) / "files.db")
+    try:
+        migrate(source, "files", _STEPS, legacy=_legacy_version)
+        files = source.execute(f"SELECT {_FILE_COLUMNS} FROM files").fetchall()
+        batches = source.execute("SELECT id, created_at, object, owner, seq, status FROM batches").fetchall()
+    finally:
+        source.close()
+    migrate(target, "files", _STEPS)
+    disk = DiskContents(Path(batch_dir))
+    into = contents_for(target, Path(batch_dir))
+    copied = {"files": 0, "batches": 0, "journals": 0}
+    with target.transaction():
+        for row in files:
+            if target.execute(f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING id",
+                              tuple(row)).fetchone() is None:
+                continue
+            copied["files"] += 1
+            if isinstance(into, RecordsContents):
+                into.write(row[0], disk.read(row[0]))
+        for batch_id, created, obj, owner, seq, status in batches:
+            if target.execute("INSERT INTO batches (id, created_at, object, owner, seq, status, lease_owner, lease_until)"
+                              " VALUES (?, ?, ?, ?, ?, ?, NULL, 0) ON CONFLICT (id) DO NOTHING RETURNING id",
+                              (batch_id, created, obj, owner, seq, status)).fetchone() is None:
+                continue
+            copied["batches"] += 1
+            journal = disk.root / "jobs" / f"{batch_id}.db"
+            if isinstance(into, RecordsContents) and status in _OPEN and journal.exists():
+                _copy_journal(journal, batch_id, target)
+                copied["journals"] += 1
+    return copied
+
+
+def _copy_journal(path: Path, job: str, target: RecordsDB) -> None:
+    """A batch journal file's rows and meta into the records (see records_journal)."""
+    from .records_journal import RecordsJournal
+
+    RecordsJournal(target, job)  # its tables exist from here on
+    with closing(sqlite3.connect(path)) as db:
+        meta = db.execute("SELECT key, value FROM meta").fetchall()
+        rows = db.execute(f"SELECT {_JOURNAL_COLUMNS} FROM rows ORDER BY idx").fetchall()
+    target.executemany("INSERT INTO journal_meta (job, key, value) VALUES (?, ?, ?) ON CONFLICT (job, key) DO NOTHING",
+                       [(job, key, value) for key, value in meta])
+    target.executemany(f"INSERT INTO journal_rows (job, {_JOURNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                       " ON CONFLICT (job, idx) DO NOTHING", [(job, *row) for row in rows])
