@@ -41,6 +41,7 @@ from .auth import Caller, KeyRing, KeyStore
 from .hops import next_hop
 from .limits import MESSAGE_OVERHEAD_BOUND, Booking, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
+from .readiness import Readiness
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
 
 log = logging.getLogger("modelport.server")
@@ -83,10 +84,25 @@ class Settings:
     # modelport.state): None keeps counters in this process and records in SQLite files.
     counters: str | None = None
     records: str | None = None
+    # This gateway's name in its metrics' ``instance`` label; None: host:port.
+    instance: str | None = None
 
     @property
     def auth_required(self) -> bool:
         return self.auth if self.auth is not None else self.host not in LOOPBACK_HOSTS
+
+
+def instance_labels(settings: Settings, worker: Any = None) -> dict[str, str]:
+    """The labels of every metric series of this process: where it serves, and which worker it is."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        host = socket.gethostname()  # a wildcard address names no machine
+    labels = {"instance": settings.instance or f"{host}:{settings.port}"}
+    if worker is not None:
+        labels["worker"] = str(worker.index)
+    return labels
 
 
 class Request:
@@ -254,11 +270,17 @@ class Gateway:
     provider keys beyond the environment's and the keys file's. Retrying is the caller's
     SDK's job, so the gateway's own client never retries (fallbacks aside)."""
 
-    def __init__(self, settings: Settings | None = None, *, config: Any = None, api_keys: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, config: Any = None, api_keys: dict[str, str] | None = None,
+                 worker: Any = None) -> None:
         self.settings = settings or Settings()
+        # Under `serve --workers N`: this process's Worker (index, count, peers_dir); see workers.py.
+        self.worker = worker
         self.client = AsyncClient(config=config, api_keys=api_keys, max_retries=0, source="gateway")
         self.router = Router(self.client, api_keys)
-        self.metrics = Metrics(self.router.metric_label)
+        self.metrics = Metrics(self.router.metric_label, instance_labels(self.settings, worker))
+        # The state layers register their dependencies' checks here (GET /ready, /health).
+        self.readiness = Readiness()
+        self._peers: Any = None
         self.keys = KeyRing(KeyStore(self.settings.keys_path))
         self.auth_required = self.settings.auth_required
         from ..calllog import log_for
@@ -292,6 +314,7 @@ class Gateway:
         self.console = ConsoleDoor(self)
         routes: dict[tuple[str, str], tuple[str, Any, Handler]] = {
             ("GET", "/health"): ("health", openai, self._health),
+            ("GET", "/ready"): ("health", openai, self._ready),
             ("GET", "/metrics"): ("metrics", openai, self._metrics),
             ("POST", "/v1/messages"): ("anthropic", anthropic, an.messages),
             ("POST", "/v1/messages/count_tokens"): ("anthropic", anthropic, an.count_tokens),
@@ -785,10 +808,27 @@ class Gateway:
     # -- built-in endpoints ----------------------------------------------------------------
 
     async def _health(self, req: Request, _: str) -> None:
-        await self.respond(req, {"status": "ok", "in_flight": self.metrics.in_flight})
+        """Liveness: 200 while the process serves, whatever its dependencies (last known, <= 1 s old) say."""
+        body: dict[str, Any] = {"status": "ok", "in_flight": self.metrics.in_flight, "pid": os.getpid()}
+        if self.worker is not None:
+            body["worker"] = self.worker.index
+        dependencies = await self.readiness.status(max_age=1.0)
+        if dependencies:
+            body["dependencies"] = dependencies
+        await self.respond(req, body)
+
+    async def _ready(self, req: Request, _: str) -> None:
+        """Readiness: 200 when every registered dependency answers, else 503 naming the ones down."""
+        dependencies = await self.readiness.status()
+        down = sorted(name for name, state in dependencies.items() if state != "ok")
+        body = {"status": "unavailable" if down else "ready", "dependencies": dependencies}
+        if down:
+            body["down"] = down
+        await self.respond(req, body, 503 if down else 200)
 
     async def _metrics(self, req: Request, _: str) -> None:
-        await self.respond(req, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+        peers = await self._peers.read() if self._peers is not None else ()
+        await self.respond(req, self.metrics.render(peers), content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
     # -- OpenAI's Files and Batches API, run by the batch engine -----------------------------
 
@@ -890,11 +930,20 @@ class Gateway:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
         if self.auth_required and not len(self.keys):
             log.warning("authentication is on but no gateway key exists: create one with `modelport keys create NAME`")
-        if await asyncio.to_thread((self._batch_root() / "files.db").exists):
+        if self.worker is not None:
+            from .workers import PeerMetrics
+
+            self._peers = PeerMetrics(self.worker, self.metrics)
+            self._peers.start()
+        # Under --workers, the first worker alone resumes them: each resuming would run them twice.
+        resumes = self.worker is None or (self.worker.index == 0 and not self.worker.restarted)
+        if resumes and await asyncio.to_thread((self._batch_root() / "files.db").exists):
             # Batches a stopped server left open carry on.
             await self.files_api().startup()
 
     async def shutdown(self) -> None:
+        if self._peers is not None:
+            await self._peers.stop()
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = None
