@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, unquote
 
 from ..errors import BadRequestError, ModelportError, NotFoundError
 from ..jsonio import JSONDecodeError, dumps, loads
+from ..sqlite_wal import wal_mode
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 BATCH_ENDPOINTS = ("/v1/chat/completions",)
@@ -112,7 +113,7 @@ class FilesAPI:
             private_dir(self.root / "files")
             private_dir(self.root / "jobs")
             db = sqlite3.connect(str(private_file(self.root / "files.db")), isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(db)
             db.executescript(_SCHEMA)
             for table, statement in _MIGRATIONS:
                 if "owner" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:

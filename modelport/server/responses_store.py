@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..jsonio import dumps, loads
+from ..sqlite_wal import wal_mode
 
 log = logging.getLogger("modelport.server")
 
@@ -69,7 +70,7 @@ class ResponseStore:
 
             # Stored answers are nobody else's business: 0600 before SQLite opens the file.
             db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(db)
             # In WAL mode NORMAL loses at most the last commits on a power cut, never the
             # file; FULL's fsync per commit capped the door's stored-stream throughput.
             db.execute("PRAGMA synchronous=NORMAL")
