@@ -329,3 +329,11 @@ def test_single_process_metrics_carry_the_instance_label() -> None:
         text = urllib.request.urlopen(gw.url + "/metrics", timeout=10).read().decode()
     assert 'modelport_requests_total{instance="gw-a",door="health"' in text
     assert 'modelport_requests_in_flight{instance="gw-a"}' in text
+
+
+def test_one_process_serves_a_free_port_and_exits_0_after_sigterm(tmp_path: Path) -> None:
+    """uvicorn re-raises the SIGTERM it drained for (exit status -15): ours exits 0."""
+    served = Served(tmp_path, "1")
+    assert served.health()["pid"] == served.proc.pid and served.children() == set()
+    served.stop()
+    assert served.proc.returncode == 0

@@ -119,6 +119,17 @@ def engine_threads(count: int) -> int | None:
     return max(1, physical_cores() // count)
 
 
+def listen(settings: Settings, count: int) -> tuple[list[socket.socket], int]:
+    """``count`` workers' listening sockets on ``settings``' host and port (0: a free one), and the port."""
+    from ..errors import ConfigError
+
+    try:
+        return _listeners(settings.host, settings.port, count)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+                          hint="choose another --port or --host, or stop the process that uses it") from None
+
+
 def _listeners(host: str, port: int, count: int) -> tuple[list[socket.socket], int]:
     """Listening sockets, one per worker where SO_REUSEPORT exists, and the port they share."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -170,14 +181,8 @@ class Supervisor:
     def __init__(self, settings: Settings, config_path: str | None, count: int) -> None:
         import tempfile
 
-        from ..errors import ConfigError
-
         self.count = count
-        try:
-            sockets, port = _listeners(settings.host, settings.port, count)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
-                              hint="choose another --port or --host, or stop the process that uses it") from None
+        sockets, port = listen(settings, count)
         self.settings = replace(worker_settings(settings, count), port=port)
         self.config_path = config_path
         self.slots = [_Slot(i, sock) for i, sock in enumerate(sockets)]
