@@ -17,6 +17,10 @@ the gateway on a small machine:
   both alike; each cell's figure is the median of its rounds.
 * Added p50: wrk's p50 through the gateway at one connection minus its p50 against the
   upstream directly.
+
+``--model local/smollm2`` measures the embedded model instead (greedy, ``--max-tokens``):
+one engine with every core's thread (``--workers 1``) against an engine per worker with
+its share of the cores (``--workers 2``; see ``workers.engine_threads``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 BODY = {"model": "gpt-fake", "messages": [{"role": "user", "content": "one two three four five six seven eight"}], "max_tokens": 16}
 
 # The upstream: run as `python bench_workers.py --upstream`; prints its port.
@@ -91,12 +96,15 @@ def start_upstream(cpu: str) -> tuple[subprocess.Popen, int]:
     return proc, int(proc.stdout.readline())
 
 
-def start_gateway(workers: int, upstream_port: int, workdir: Path) -> tuple[subprocess.Popen, int]:
+def start_gateway(workers: int, upstream_port: int, workdir: Path, extra_env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "modelport.toml"
     config.write_text(f'[aliases]\n"gpt-fake" = "bench/gpt-fake"\n[providers.bench]\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n')
-    env = {**os.environ, "MODELPORT_DATA_DIR": str(workdir / "data"), "MODELPORT_CONFIG_DIR": str(workdir),
-           "MODELPORT_LOG_PATH": str(workdir / "logs.db"), "PYTHONPATH": str(ROOT)}
+    from modelport.local_model import data_dir as models_dir
+
+    # The model weights stay where this machine keeps them; everything else is the bench's own.
+    env = {**os.environ, "MODELPORT_MODELS_DIR": str(models_dir()), "MODELPORT_DATA_DIR": str(workdir / "data"), "MODELPORT_CONFIG_DIR": str(workdir),
+           "MODELPORT_LOG_PATH": str(workdir / "logs.db"), "PYTHONPATH": str(ROOT), **extra_env}
     proc = subprocess.Popen([sys.executable, "-m", "modelport", "serve", "--port", "0", "--workers", str(workers), "--config", str(config),
                              "--no-log"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     match = re.search(r"127\.0\.0\.1:(\d+)", proc.stdout.readline())
@@ -116,19 +124,23 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def _ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if match is None:
+        raise RuntimeError(f"wrk latency {value!r}")
+    number, unit = match.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def wrk(port: int, path: str, connections: int, seconds: float, cpu: str, script: Path) -> dict[str, float]:
-    out = subprocess.run(pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script),
+    out = subprocess.run(pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "60s", "--latency", "-s", str(script),
                                       f"http://127.0.0.1:{port}{path}"]), capture_output=True, text=True, check=True).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    timeouts = re.search(r"timeout (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
         "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "errors": float(errors.group(1)) if errors else 0.0,
+        "errors": (float(errors.group(1)) if errors else 0.0) + (float(timeouts.group(1)) if timeouts else 0.0),
     }
 
 
@@ -140,13 +152,18 @@ def main() -> None:
     parser.add_argument("--load-cpu", default="1" if len(os.sched_getaffinity(0)) > 1 else "",
                         help="CPU list (taskset -c) for wrk and the upstream; empty: unpinned")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--model", default="gpt-fake", help="e.g. local/smollm2 for the embedded engine")
+    parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install -y wrk")
     counts = [int(n) for n in args.workers.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     script = workdir / "chat.lua"
-    script.write_text(LUA.format(body=json.dumps(json.dumps(BODY))))
+    body = {**BODY, "model": args.model, "max_tokens": args.max_tokens}
+    if args.model != BODY["model"]:
+        body["temperature"] = 0  # the same answer, so the same work, every time
+    script.write_text(LUA.format(body=json.dumps(json.dumps(body))))
     upstream, upstream_port = start_upstream(args.load_cpu)
     results: dict[str, list[dict[str, float]]] = {}
     try:
@@ -154,9 +171,11 @@ def main() -> None:
         results["direct c=1"] = direct
         for _ in range(args.rounds):
             for n in counts:
-                gateway, port = start_gateway(n, upstream_port, workdir / f"w{n}")
+                # One engine gets every core; several get their share each (workers.engine_threads).
+                threads = {"MODELPORT_THREADS": str(len(os.sched_getaffinity(0)))} if n == 1 and args.model != BODY["model"] else {}
+                gateway, port = start_gateway(n, upstream_port, workdir / f"w{n}", threads)
                 try:
-                    wrk(port, "/v1/chat/completions", args.connections, 1, args.load_cpu, script)  # warm up
+                    wrk(port, "/v1/chat/completions", args.connections, 2, args.load_cpu, script)  # warm up (loads a model)
                     results.setdefault(f"workers={n} c={args.connections}", []).append(
                         wrk(port, "/v1/chat/completions", args.connections, args.seconds, args.load_cpu, script))
                     results.setdefault(f"workers={n} c=1", []).append(
@@ -169,7 +188,7 @@ def main() -> None:
 
     print(f"load: wrk -t1 + canned upstream pinned to CPU {args.load_cpu or '(unpinned)'}; gateway unpinned; "
           f"{args.rounds} rounds, median; machine: {os.cpu_count()} CPUs")
-    print(f"{'cell':<24}{'rps':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}   rounds rps")
+    print(f"{'cell':<24}{'rps':>10}{'p50 ms':>10}{'p99 ms':>10}{'failed':>9}   rounds rps")
     median: dict[str, dict[str, float]] = {}
     for cell, runs in results.items():
         median[cell] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
