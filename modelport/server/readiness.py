@@ -47,7 +47,7 @@ class Readiness:
             return {}
         if time.monotonic() - self._last_at <= max_age:
             return dict(self._last)
-        if self._running is None:
+        if self._running is None or self._running.done():
             self._running = asyncio.ensure_future(self._run())
         running = self._running
         try:

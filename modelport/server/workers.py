@@ -193,11 +193,12 @@ class Supervisor:
         self.kill_at = 0.0
         self.failed: int | None = None  # exit code of a worker that could not start
         self.pid = os.getpid()
+        self._wake = (-1, -1)  # the self-pipe that wakes the supervisor's select on a signal
 
     # -- parent ----------------------------------------------------------------------------
 
     def run(self, on_ready: Any = None) -> int:
-        wake_r, wake_w = os.pipe()
+        wake_r, wake_w = self._wake = os.pipe()
         os.set_blocking(wake_w, False)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
         old_wakeup = signal.set_wakeup_fd(wake_w)
@@ -296,7 +297,7 @@ class Supervisor:
             if self.stopping:
                 clean &= code == 0
                 continue
-            if not slot.ready and slot.pauses == 0 and self.failed is None:
+            if not slot.ready and slot.starts == 1 and self.failed is None:
                 # Never served: a bad config, a busy database... every worker would fail alike.
                 print(f"modelport: worker {slot.index} could not start (exit code {code})", file=sys.stderr, flush=True)
                 self.failed = code if code > 0 else 1
@@ -347,6 +348,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         _die_with_parent(self.pid)
+        for fd in self._wake:
+            os.close(fd)
         # The parent's other sockets and pipes are not this worker's to hold open.
         for other in self.slots:
             if other.sock is not slot.sock:
