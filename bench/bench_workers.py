@@ -138,10 +138,14 @@ def wrk(port: int, path: str, connections: int, seconds: float, cpu: str, script
     timeouts = re.search(r"timeout (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "errors": (float(errors.group(1)) if errors else 0.0) + (float(timeouts.group(1)) if timeouts else 0.0),
     }
+
+
+def digits(rps: float) -> int:
+    return 0 if rps >= 100 else 2
 
 
 def main() -> None:
@@ -193,14 +197,14 @@ def main() -> None:
     for cell, runs in results.items():
         median[cell] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         m = median[cell]
-        print(f"{cell:<24}{m['rps']:>10.0f}{m['p50_ms']:>10.3f}{m['p99_ms']:>10.3f}{m['errors']:>9.0f}   "
-              + " ".join(f"{r['rps']:.0f}" for r in runs))
+        print(f"{cell:<24}{m['rps']:>10.{digits(m['rps'])}f}{m['p50_ms']:>10.3f}{m['p99_ms']:>10.3f}{m['errors']:>9.0f}   "
+              + " ".join(f"{r['rps']:.{digits(r['rps'])}f}" for r in runs))
     base = median["direct c=1"]["p50_ms"]
     for n in counts:
         print(f"workers={n}: added p50 at c=1 = {median[f'workers={n} c=1']['p50_ms'] - base:.3f} ms")
     if len(counts) == 2:
         a, b = (median[f"workers={n} c={args.connections}"]["rps"] for n in counts)
-        print(f"workers={counts[1]} / workers={counts[0]} rps: {b / a:.2f}x  (target >= 1.4x)")
+        print(f"workers={counts[1]} / workers={counts[0]} rps: {b / a if a else float('inf'):.2f}x  (target >= 1.4x)")
 
 
 if __name__ == "__main__":

@@ -337,3 +337,38 @@ def test_one_process_serves_a_free_port_and_exits_0_after_sigterm(tmp_path: Path
     assert served.health()["pid"] == served.proc.pid and served.children() == set()
     served.stop()
     assert served.proc.returncode == 0
+
+
+def test_a_persisted_response_is_in_the_file_for_another_process(tmp_path: Path) -> None:
+    """persist returns once committed, even behind a slow write: another worker's store reads it next."""
+    import asyncio
+
+    from modelport.server.responses_store import ResponseStore, Stored
+
+    async def main() -> Any:
+        writer, reader = ResponseStore(tmp_path / "responses.db"), ResponseStore(tmp_path / "responses.db")
+        writer._io.submit(time.sleep, 0.3)  # the writer's thread is busy: the write waits behind it
+        await writer.persist("", Stored({"id": "resp_1", "object": "response"}, []))
+        found = await reader.get("", "resp_1")
+        await writer.aclose()
+        await reader.aclose()
+        return found
+
+    found = asyncio.run(main())
+    assert found is not None and found.response["id"] == "resp_1"
+
+
+def test_the_next_turn_finds_a_stored_response_on_either_worker(tmp_path: Path, upstream: OpenAIUpstream) -> None:
+    served = Served(tmp_path, "2", _config(upstream))
+    try:
+        statuses = []
+        for stream in (False, True) * 12:
+            status, _, body = served.request("POST", "/v1/responses", {"model": "fake/gpt-fake", "input": "hello", "stream": stream})
+            assert status == 200
+            first = json.loads(body) if not stream else json.loads(
+                [line for line in body.decode().splitlines() if '"response.completed"' in line and line.startswith("data:")][0][5:])["response"]
+            status, _, _ = served.request("POST", "/v1/responses", {"model": "fake/gpt-fake", "input": "again", "previous_response_id": first["id"]})
+            statuses.append(status)
+    finally:
+        served.stop()
+    assert statuses == [200] * 24

@@ -686,6 +686,9 @@ class Gateway:
                 req.error_kind = exc.kind
                 tail = encoder.error(exc)
             timer.cancel()
+            flush = getattr(encoder, "flush", None)
+            if flush is not None:
+                await flush()  # what the last event promises (a stored response) is done first
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             timer.cancel()
