@@ -176,7 +176,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for n in counts:
                 # One engine gets every core; several get their share each (workers.engine_threads).
-                threads = {"MODELPORT_THREADS": str(len(os.sched_getaffinity(0)))} if n == 1 and args.model != BODY["model"] else {}
+                # MODELPORT_THREADS set for the bench: every engine gets that many.
+                one_engine = n == 1 and args.model != BODY["model"] and "MODELPORT_THREADS" not in os.environ
+                threads = {"MODELPORT_THREADS": str(len(os.sched_getaffinity(0)))} if one_engine else {}
                 gateway, port = start_gateway(n, upstream_port, workdir / f"w{n}", threads)
                 try:
                     wrk(port, "/v1/chat/completions", args.connections, 2, args.load_cpu, script)  # warm up (loads a model)
@@ -202,9 +204,9 @@ def main() -> None:
     base = median["direct c=1"]["p50_ms"]
     for n in counts:
         print(f"workers={n}: added p50 at c=1 = {median[f'workers={n} c=1']['p50_ms'] - base:.3f} ms")
-    if len(counts) == 2:
+    if len(counts) == 2 and median[f"workers={counts[0]} c={args.connections}"]["rps"]:
         a, b = (median[f"workers={n} c={args.connections}"]["rps"] for n in counts)
-        print(f"workers={counts[1]} / workers={counts[0]} rps: {b / a if a else float('inf'):.2f}x  (target >= 1.4x)")
+        print(f"workers={counts[1]} / workers={counts[0]} rps: {b / a:.2f}x  (target >= 1.4x)")
 
 
 if __name__ == "__main__":
