@@ -132,15 +132,20 @@ def test_two_workers_answer_on_one_port_with_every_worker_in_each_scrape(tmp_pat
         for _ in range(6):
             status, _, _ = served.request("POST", "/v1/chat/completions", CHAT)
             assert status == 200
-        time.sleep(1.3)  # the workers publish their metrics every second
-        _, _, text = served.request("GET", "/metrics")
         instance = f'instance="127.0.0.1:{served.port}"'
-        counts = {w: sum(int(m.group(1)) for m in re.finditer(
-            rf'modelport_requests_total{{{instance},worker="{w}",door="openai",[^}}]*status="200"}} (\d+)', text.decode())) for w in "01"}
-        assert sum(counts.values()) == 6, text.decode()
+
+        def scrape() -> str | None:
+            """A scrape that counts all 6 answers (the workers publish theirs every second)."""
+            text = served.request("GET", "/metrics")[2].decode()
+            answered = sum(int(m.group(1)) for m in re.finditer(
+                rf'modelport_requests_total{{{instance},worker="[01]",door="openai",[^}}]*status="200"}} (\d+)', text))
+            assert answered <= 6, text
+            return text if answered == 6 else None
+
+        text = _wait_for(scrape, 15)
         # One HELP/TYPE per family, whichever worker answered: a valid exposition.
-        assert text.decode().count("# TYPE modelport_requests_total counter") == 1
-        assert text.decode().count(f'modelport_requests_in_flight{{{instance},worker="') == 2
+        assert text.count("# TYPE modelport_requests_total counter") == 1
+        assert text.count(f'modelport_requests_in_flight{{{instance},worker="') == 2
     finally:
         served.stop()
     assert served.proc.returncode == 0
@@ -166,12 +171,15 @@ def test_a_keys_rpm_is_exact_across_two_workers(tmp_path: Path, upstream: OpenAI
         for _ in range(12):
             status, _, _ = served.request("POST", "/v1/chat/completions", CHAT, {"authorization": f"Bearer {secret}"})
             statuses.append(status)
-        time.sleep(1.3)
-        _, _, text = served.request("GET", "/metrics", headers={"authorization": f"Bearer {ops}"})
-        answered_by = set(re.findall(r'worker="(\d)",door="openai"', text.decode()))
+
+        def answered_by() -> set[str]:
+            _, _, text = served.request("GET", "/metrics", headers={"authorization": f"Bearer {ops}"})
+            workers = set(re.findall(r'worker="(\d)",door="openai"', text.decode()))
+            return workers if workers == {"0", "1"} else set()
+
+        _wait_for(answered_by, 15)  # both workers took some of the requests
     finally:
         served.stop()
-    assert answered_by == {"0", "1"}  # both workers took some of the requests
     assert statuses.count(200) == 5 and statuses.count(429) == 7, statuses
     assert upstream.request_count == 5
 
