@@ -280,10 +280,10 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_ready_names_the_dependency_that_is_down_and_health_stays_live() -> None:
-    up = {"records": True}
+    up = {"records": True, "counters": True}
 
-    async def counters() -> None:
-        return None
+    async def counters() -> bool:  # a check may answer a bool (the counters' healthy())
+        return up["counters"]
 
     async def records() -> None:
         if not up["records"]:
@@ -303,7 +303,10 @@ def test_ready_names_the_dependency_that_is_down_and_health_stays_live() -> None
         status, body = _get(gw.url + "/health")
         assert status == 200 and body["status"] == "ok"
         assert body["dependencies"]["records"] == "down: connection refused"
-        up["records"] = True
+        up["records"], up["counters"] = True, False
+        status, body = _get(gw.url + "/ready")
+        assert status == 503 and body["dependencies"] == {"counters": "down: not answering", "records": "ok"}
+        up["counters"] = True
         assert _get(gw.url + "/ready")[0] == 200
 
 

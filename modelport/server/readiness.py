@@ -1,9 +1,10 @@
 """Whether the gateway's dependencies answer: ``GET /ready`` and the body of ``/health``.
 
 The state layers register one async check each when they open a store that lives outside
-the process (``gateway.readiness.register("counters", counters.ping)``); a check returns
-when the dependency answers and raises (any exception, whose message is shown) when it
-does not. Nothing registered means nothing to wait for: ready.
+the process (``gateway.readiness.register("counters", counters.healthy)``). A check is an async
+callable: it returns (None or True) when the dependency answers, and returns False or
+raises (any exception, whose message is shown) when it does not. Nothing registered means
+nothing to wait for: ready.
 
 Checks run concurrently, each bounded by ``timeout``; one run is shared by every caller
 that asks meanwhile, and a result younger than ``max_age`` is reused, so a flood of probes
@@ -16,7 +17,7 @@ import asyncio
 import time
 from typing import Awaitable, Callable
 
-Check = Callable[[], Awaitable[object]]
+Check = Callable[[], Awaitable[object]]  # None/True: up; False or an exception: down
 
 
 class Readiness:
@@ -64,7 +65,8 @@ class Readiness:
 
     async def _one(self, check: Check) -> str:
         try:
-            await asyncio.wait_for(check(), self.timeout)
+            if await asyncio.wait_for(check(), self.timeout) is False:
+                return "down: not answering"
         except asyncio.TimeoutError:
             return f"down: no answer within {self.timeout:g} s"
         except Exception as exc:  # any failure means "not reachable"; its message says why
