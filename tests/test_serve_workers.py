@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -384,3 +385,26 @@ def test_the_next_turn_finds_a_stored_response_on_either_worker(tmp_path: Path, 
     finally:
         served.stop()
     assert statuses == [200] * 24
+
+
+def test_health_answers_at_once_while_a_dependency_hangs() -> None:
+    import asyncio
+
+    async def hangs() -> None:
+        await asyncio.sleep(60)
+
+    with GatewayThread() as gw:
+        assert gw.app is not None
+        gw.app.readiness.timeout = 0.5
+        gw.app.readiness.register("records", hangs)
+        probes = []
+        for _ in range(3):
+            started = time.monotonic()
+            status, body = _get(gw.url + "/health")
+            probes.append(time.monotonic() - started)
+            assert status == 200 and body["dependencies"]["records"] in ("unknown", "down: no answer within 0.5 s")
+            time.sleep(1.05)  # the last results are stale again: each probe would wait for a new round
+        assert statistics.median(probes) < 0.3, probes  # waiting on the hanging check holds a probe 0.5 s
+        status, body = _get(gw.url + "/ready")
+        assert status == 503 and body["dependencies"]["records"] == "down: no answer within 0.5 s"
+        assert _get(gw.url + "/health")[1]["dependencies"]["records"] == "down: no answer within 0.5 s"

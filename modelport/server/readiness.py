@@ -57,6 +57,14 @@ class Readiness:
             if running.done() and self._running is running:
                 self._running = None
 
+    def known(self, max_age: float = 1.0) -> dict[str, str]:
+        """The last results at once, never waiting on a dependency (for ``/health``, a
+        liveness probe); a round of checks starts in the background when they are older
+        than ``max_age``. A check not yet run is "unknown"."""
+        if self._checks and time.monotonic() - self._last_at > max_age and (self._running is None or self._running.done()):
+            self._running = asyncio.ensure_future(self._run())
+        return {name: self._last.get(name, "unknown") for name in self._checks}
+
     async def _run(self) -> dict[str, str]:
         names = list(self._checks)
         results = await asyncio.gather(*(self._one(self._checks[name]) for name in names))
