@@ -40,6 +40,7 @@ from typing import Any
 
 from modelport import config
 from modelport.errors import ConfigError
+from modelport.sqlite_wal import wal_mode
 from modelport.serialize import (
     message_from_dict,
     request_from_dict,
@@ -164,7 +165,7 @@ def connect(path: Path, migrations: list[Callable[[sqlite3.Connection], None]], 
     private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        wal_mode(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         migrate(conn, migrations, what)
     except sqlite3.DatabaseError as exc:

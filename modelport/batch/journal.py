@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..jsonio import dumps, loads
+from ..sqlite_wal import wal_mode
 
 PENDING, INFLIGHT, DONE, FAILED = 0, 1, 2, 3
 STATE_NAMES = {PENDING: "pending", INFLIGHT: "inflight", DONE: "done", FAILED: "failed"}
@@ -70,7 +71,7 @@ class Journal:
         private_file(self.path)
         # isolation_level=None: transactions are explicit, so marks can wait for the next commit.
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        wal_mode(self.db)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self._open_tx = False

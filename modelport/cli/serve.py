@@ -18,9 +18,13 @@ from .common import friendly_errors
 @click.option("--graceful-timeout", type=float, default=None, help="On shutdown, how long in-flight streams may finish  [default: 30]")
 @click.option("--log/--no-log", "log_calls", default=None, help="Record calls in the call log  [default: on]")
 @click.option("--access-log", is_flag=True, default=False, help="One log line per request, with its id.")
+@click.option("--workers", default="1", show_default=True, metavar="N|auto",
+              help="Gateway processes sharing the port, to use more than one core; auto: one per CPU this process may use. "
+                   "They share keys, limits, cache and stored responses (see below).")
 @friendly_errors
 def serve(host: str | None, port: int | None, config_path: str | None, auth: bool | None, max_body_mb: float | None,
-          max_tokens: int | None, timeout: float | None, graceful_timeout: float | None, log_calls: bool | None, access_log: bool) -> None:
+          max_tokens: int | None, timeout: float | None, graceful_timeout: float | None, log_calls: bool | None, access_log: bool,
+          workers: str) -> None:
     """Serve the OpenAI, Anthropic and Gemini APIs on one port, routing any of them to any
     model: remote providers with the keys you set, or the embedded model.
 
@@ -29,9 +33,25 @@ def serve(host: str | None, port: int | None, config_path: str | None, auth: boo
     Anthropic:                Anthropic(base_url="http://localhost:1234", api_key="...")
     Gemini:                   genai.Client(http_options={"base_url": "http://localhost:1234"})
     Groq:                     Groq(base_url="http://localhost:1234")
+
+    \b
+    --workers N runs N gateway processes on the one port (one Python process
+    uses one core). A supervisor process holds the port and starts them; the
+    kernel spreads connections over them. A worker that crashes is started
+    again; SIGTERM or Ctrl-C lets every worker finish its requests and streams
+    (--graceful-timeout), and the workers never outlive the supervisor.
+    Without a [state] table the workers share key limits through a SQLite
+    file in the data dir (counters.db) and keys, cache and stored responses
+    through the SQLite files they already use; for several machines, set
+    [state] counters = "redis://..." and records = "postgresql://...".
+    GET /metrics on any worker shows every worker's series (label worker="i");
+    GET /ready answers 503 while a shared store is unreachable.
     """
+    import sys
+
     from ..config import use_config
     from ..server import build_settings, run
+    from ..server.workers import resolve_workers
 
     if config_path is not None:
         # The one config of this process: prices, limits and logging read it too, not only the gateway.
@@ -42,4 +62,4 @@ def serve(host: str | None, port: int | None, config_path: str | None, auth: boo
         max_tokens=max_tokens, request_timeout=timeout, graceful_timeout=graceful_timeout,
         log_calls=log_calls, access_log=access_log or None,
     )
-    run(settings, config_path)
+    sys.exit(run(settings, config_path, resolve_workers(workers)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from .app import Gateway, Settings
@@ -56,13 +56,23 @@ def uvicorn_config(app: Gateway, settings: Settings) -> Any:
     )
 
 
-def run(settings: Settings, config_path: str | None = None) -> None:
-    """Serve until interrupted; Ctrl-C or SIGTERM lets in-flight streams finish first."""
-    import uvicorn
+def run(settings: Settings, config_path: str | None = None, workers: int = 1) -> int:
+    """Serve until SIGTERM or Ctrl-C, which let in-flight streams finish first; the exit code.
+
+    ``workers`` > 1: that many gateway processes on the one port, under a supervisor (see
+    ``workers``), sharing keys, limits, cache and stored state through the state layer."""
+    from .workers import Supervisor, listen, serve_worker
 
     logging.basicConfig(level=logging.INFO if settings.access_log else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = Gateway(settings, config=config_path)
-    where = f"http://{settings.host}:{settings.port}"
-    auth = "gateway keys required" if app.auth_required else "open (loopback)"
-    print(f"modelport gateway on {where}  [{auth}]  OpenAI: {where}/v1  Anthropic/Gemini/Groq: {where}", flush=True)
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    auth = "gateway keys required" if settings.auth_required else "open (loopback)"
+
+    def banner(where: str, extra: str = "") -> None:
+        print(f"modelport gateway on {where}  [{auth}{extra}]  OpenAI: {where}/v1  Anthropic/Gemini/Groq: {where}", flush=True)
+
+    if workers == 1:
+        sockets, port = listen(settings, 1)
+        settings = replace(settings, port=port)
+        banner(f"http://{settings.host}:{port}")
+        return serve_worker(settings, config_path, sockets[0], None)
+    supervisor = Supervisor(settings, config_path, workers)
+    return supervisor.run(on_ready=lambda s: banner(f"http://{settings.host}:{s.settings.port}", f", {workers} workers"))

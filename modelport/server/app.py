@@ -42,6 +42,7 @@ from .auth import Caller, KeyRing, KeyStore
 from .hops import next_hop
 from .limits import MESSAGE_OVERHEAD_BOUND, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
+from .readiness import Readiness
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
 
 log = logging.getLogger("modelport.server")
@@ -88,10 +89,25 @@ class Settings:
     # modelport.state): None keeps counters in this process and records in SQLite files.
     counters: str | None = None
     records: str | None = None
+    # This gateway's name in its metrics' ``instance`` label; None: host:port.
+    instance: str | None = None
 
     @property
     def auth_required(self) -> bool:
         return self.auth if self.auth is not None else self.host not in LOOPBACK_HOSTS
+
+
+def instance_labels(settings: Settings, worker: Any = None) -> dict[str, str]:
+    """The labels of every metric series of this process: where it serves, and which worker it is."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        host = socket.gethostname()  # a wildcard address names no machine
+    labels = {"instance": settings.instance or f"{host}:{settings.port}"}
+    if worker is not None:
+        labels["worker"] = str(worker.index)
+    return labels
 
 
 class Request:
@@ -259,14 +275,21 @@ class Gateway:
     provider keys beyond the environment's and the keys file's. Retrying is the caller's
     SDK's job, so the gateway's own client never retries (fallbacks aside)."""
 
-    def __init__(self, settings: Settings | None = None, *, config: Any = None, api_keys: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, config: Any = None, api_keys: dict[str, str] | None = None,
+                 worker: Any = None) -> None:
         self.settings = settings or Settings()
+        # Under `serve --workers N`: this process's Worker (index, count, peers_dir); see workers.py.
+        self.worker = worker
         self.client = AsyncClient(config=config, api_keys=api_keys, max_retries=0, source="gateway")
         self.router = Router(self.client, api_keys)
-        self.metrics = Metrics(self.router.metric_label)
+        self.metrics = Metrics(self.router.metric_label, instance_labels(self.settings, worker))
+        # The state layers register their dependencies' checks here (GET /ready, /health).
+        self.readiness = Readiness()
+        self._peers: Any = None
         # Per-key windows and budgets ([state] counters); a booking is held no longer than a
-        # request can last. ``counters.healthy()`` says whether their store answers (for /ready).
+        # request can last.
         self.counters = open_counters(self.settings.counters, hold_seconds=self.settings.request_timeout + 60)
+        self.readiness.register("counters", self.counters.healthy)
         self.keys = KeyRing(KeyStore(self.settings.keys_path), self.counters)
         self.auth_required = self.settings.auth_required
         from ..calllog import log_for
@@ -300,6 +323,7 @@ class Gateway:
         self.console = ConsoleDoor(self)
         routes: dict[tuple[str, str], tuple[str, Any, Handler]] = {
             ("GET", "/health"): ("health", openai, self._health),
+            ("GET", "/ready"): ("health", openai, self._ready),
             ("GET", "/metrics"): ("metrics", openai, self._metrics),
             ("POST", "/v1/messages"): ("anthropic", anthropic, an.messages),
             ("POST", "/v1/messages/count_tokens"): ("anthropic", anthropic, an.count_tokens),
@@ -670,6 +694,9 @@ class Gateway:
                 req.error_kind = exc.kind
                 tail = encoder.error(exc)
             timer.cancel()
+            flush = getattr(encoder, "flush", None)
+            if flush is not None:
+                await flush()  # what the last event promises (a stored response) is done first
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             timer.cancel()
@@ -792,10 +819,28 @@ class Gateway:
     # -- built-in endpoints ----------------------------------------------------------------
 
     async def _health(self, req: Request, _: str) -> None:
-        await self.respond(req, {"status": "ok", "in_flight": self.metrics.in_flight})
+        """Liveness: 200 at once while the process serves, whatever its dependencies say (their
+        last known state; a check that hangs delays /ready, never this)."""
+        body: dict[str, Any] = {"status": "ok", "in_flight": self.metrics.in_flight, "pid": os.getpid()}
+        if self.worker is not None:
+            body["worker"] = self.worker.index
+        dependencies = self.readiness.known(max_age=1.0)
+        if dependencies:
+            body["dependencies"] = dependencies
+        await self.respond(req, body)
+
+    async def _ready(self, req: Request, _: str) -> None:
+        """Readiness: 200 when every registered dependency answers, else 503 naming the ones down."""
+        dependencies = await self.readiness.status()
+        down = sorted(name for name, state in dependencies.items() if state != "ok")
+        body = {"status": "unavailable" if down else "ready", "dependencies": dependencies}
+        if down:
+            body["down"] = down
+        await self.respond(req, body, 503 if down else 200)
 
     async def _metrics(self, req: Request, _: str) -> None:
-        await self.respond(req, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+        peers = await self._peers.read() if self._peers is not None else ()
+        await self.respond(req, self.metrics.render(peers), content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
     # -- OpenAI's Files and Batches API, run by the batch engine -----------------------------
 
@@ -901,11 +946,18 @@ class Gateway:
         if not await self.counters.healthy():
             # Not fatal: keys without limits still work, and the store is tried again per request.
             log.warning("the counters store %s is not answering: requests under a key's limits get 503 until it does", self.counters.name)
-        # Batches a stopped or dead gateway (this one before, or another sharing the records)
-        # left open carry on, now and whenever a lease runs out.
+        if self.worker is not None:
+            from .workers import PeerMetrics
+
+            self._peers = PeerMetrics(self.worker, self.metrics)
+            self._peers.start()
+        # Batches a stopped or dead gateway (this one before, a sibling worker, or another
+        # instance sharing the records) left open carry on, now and whenever a lease runs out.
         await self.files_api().startup()
 
     async def shutdown(self) -> None:
+        if self._peers is not None:
+            await self._peers.stop()
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = None

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 from ..errors import AuthenticationError, BadRequestError, PermissionDeniedError
 from ..state.counters import Counters, KeyLimits, MemoryCounters
+from ..sqlite_wal import wal_mode
 
 PREFIX = "mpk_"
 ID_BYTES = 6
@@ -116,7 +117,7 @@ class KeyStore:
 
         # The file holds only hashes, but its usage totals are nobody else's business.
         db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        wal_mode(db)
         with db:
             db.executescript(_SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(gateway_keys)")}

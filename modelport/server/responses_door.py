@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import BadRequestError, NotFoundError
 from .app import Gateway, Request
 from .limits import estimate_tokens
-from .responses_store import ResponseStore, Stored
+from .responses_store import ResponseStore, Stored, committed
 
 _SSE = b"text/event-stream"
 _ID_PREFIX = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
@@ -61,7 +61,7 @@ class ResponsesDoor:
         # The gateway's own id, never an upstream's: it keys the store.
         obj = dialect.encode_response(response, request.model, echo, "resp_" + os.urandom(12).hex())
         if store:
-            self.store.save(owner, Stored(obj, own_input))
+            await self.store.persist(owner, Stored(obj, own_input))
         await gateway.respond(req, obj)
 
     async def _resolve(self, req: Request, body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -171,18 +171,24 @@ class ResponsesDoor:
 
 
 class _Storing:
-    """The stream encoder, saving the final response as the terminal event is made: the
-    write is queued before the caller can see the end, so its next turn finds it."""
+    """The stream encoder, saving the final response as the terminal event is made; the
+    gateway awaits ``flush`` (the write committed) before it sends that event, so the
+    caller's next turn finds the response on any worker."""
 
     def __init__(self, encoder: Any, store: ResponseStore, owner: str, own_input: list[dict[str, Any]]) -> None:
         self.encoder, self._store, self._owner, self._input = encoder, store, owner, own_input
+        self._saving: Any = None
+
+    async def flush(self) -> None:
+        if self._saving is not None:
+            await committed(self._saving)
 
     def encode(self, event: Any) -> bytes:
         return self.encoder.encode(event)
 
     def _save(self, tail: bytes) -> bytes:
         if self.encoder.response is not None:
-            self._store.save(self._owner, Stored(self.encoder.response, self._input))
+            self._saving = self._store.save(self._owner, Stored(self.encoder.response, self._input))
         return tail
 
     def close(self) -> bytes:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..jsonio import dumps, loads
+from ..sqlite_wal import wal_mode
 
 log = logging.getLogger("modelport.server")
 
@@ -59,6 +60,7 @@ class ResponseStore:
         self._purged = 0.0
         # Saves waiting for the worker, written together in one transaction (group commit).
         self._pending: list[tuple[str, Stored]] = []
+        self._pending_job: Future[None] | None = None  # the job that will write _pending
         self._lock = threading.Lock()
 
     # -- worker thread ---------------------------------------------------------------------
@@ -69,7 +71,7 @@ class ResponseStore:
 
             # Stored answers are nobody else's business: 0600 before SQLite opens the file.
             db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(db)
             # In WAL mode NORMAL loses at most the last commits on a power cut, never the
             # file; FULL's fsync per commit capped the door's stored-stream throughput.
             db.execute("PRAGMA synchronous=NORMAL")
@@ -143,15 +145,23 @@ class ResponseStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
-    def save(self, owner: str, stored: Stored) -> None:
-        """Queue the write and return at once; reads queued later see it (a write job is
-        queued whenever none is waiting, so one is always ahead of them)."""
+    def save(self, owner: str, stored: Stored) -> Future[None]:
+        """Queue the write and return at once (the future of the job that writes it); reads
+        queued later in this process see it (a write job is queued whenever none is
+        waiting, so one is always ahead of them)."""
         with self._lock:
             self._pending.append((owner, stored))
-            if len(self._pending) > 1:
-                return  # the job queued for the first of them writes this one too
-        future: Future[None] = self._io.submit(self._put_pending)
+            if len(self._pending) > 1 and self._pending_job is not None:
+                return self._pending_job  # the job queued for the first of them writes this one too
+            future = self._pending_job = self._io.submit(self._put_pending)
         future.add_done_callback(_log_failure)
+        return future
+
+    async def persist(self, owner: str, stored: Stored) -> None:
+        """Save, and return once the write is committed: other processes reading the file
+        (``serve --workers N``) see it from then on, so a caller's next turn finds it on
+        any worker. A failed write is logged, and the answer still goes out."""
+        await committed(self.save(owner, stored))
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
         return await self._run(self._get, owner, response_id)
@@ -168,6 +178,13 @@ class ResponseStore:
     async def aclose(self) -> None:
         await self._run(self._close)
         self._io.shutdown(wait=False)
+
+
+async def committed(future: Future[None]) -> None:
+    try:
+        await asyncio.wrap_future(future)
+    except Exception:
+        pass  # logged by _log_failure
 
 
 def _log_failure(future: Future[None]) -> None:

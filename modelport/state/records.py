@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, Union
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, StateUnavailableError
+from ..sqlite_wal import wal_mode
 from . import redact, scheme
 
 # A migration step: SQL (one or more statements, run through ``ddl``) or a function of the db.
@@ -112,7 +113,7 @@ class SQLiteRecords:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._conn = sqlite3.connect(private_file(self.path), isolation_level=None, timeout=10.0, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        wal_mode(self._conn)
         self._conn.execute("PRAGMA synchronous = NORMAL")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..errors import ModelportError, StateUnavailableError
+from ..sqlite_wal import wal_mode
 from .counters import (
     DEFAULT_HOLD_SECONDS,
     IDLE_SECONDS,
@@ -99,7 +100,7 @@ class SQLiteCounters(QueuedCounters):
 
             # isolation_level=None: the transactions below are begun by hand (IMMEDIATE).
             db = sqlite3.connect(private_file(self.path), timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             self._db = db
