@@ -4,7 +4,6 @@ port, and the readiness registry behind ``/ready`` and ``/health``."""
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -152,11 +151,6 @@ def test_two_workers_answer_on_one_port_with_every_worker_in_each_scrape(tmp_pat
     assert served.proc.returncode == 0
 
 
-# The shared counters (modelport/state/counters.py, with its sqlite: URL) come from their own
-# branch: until it is merged each worker keeps its own windows, and this test shows the leak.
-# Strict: once the counters exist, the test must pass.
-@pytest.mark.xfail(importlib.util.find_spec("modelport.state.counters") is None, strict=True,
-                   reason="needs the shared counters (modelport.state.counters) merged")
 def test_a_keys_rpm_is_exact_across_two_workers(tmp_path: Path, upstream: OpenAIUpstream) -> None:
     """Needs the shared counters (``sqlite:`` counters URL, which --workers picks by default)."""
     from modelport.server.auth import KeyStore
