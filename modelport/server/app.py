@@ -259,7 +259,7 @@ class Gateway:
         self.client = AsyncClient(config=config, api_keys=api_keys, max_retries=0, source="gateway")
         self.router = Router(self.client, api_keys)
         self.metrics = Metrics(self.router.metric_label)
-        self.keys = KeyRing(KeyStore(self.settings.keys_path))
+        self.keys = KeyRing(KeyStore(self.settings.keys_path, url=self.settings.records))
         self.auth_required = self.settings.auth_required
         from ..calllog import log_for
 

@@ -60,6 +60,14 @@ class RecordsDB(Protocol):
 
     def ddl(self, sql: str) -> str: ...
 
+    def columns(self, table: str) -> set[str]:
+        """The column names of ``table``; empty when there is no such table."""
+        ...
+
+    def footprint(self) -> int | None:
+        """Bytes the database takes on disk, when that means something for a store's stats."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -72,14 +80,26 @@ def open_records(url: str | None, default_path: Path) -> RecordsDB:
     return PostgresRecords.shared(url)
 
 
-def migrate(db: RecordsDB, component: str, steps: Sequence[Step]) -> None:
+def records_exist(url: str | None, default_path: Path) -> bool:
+    """Whether ``open_records(url, default_path)`` would find records rather than make an
+    empty file: a database server always counts, a SQLite file once it exists."""
+    if url is None or scheme(url) == "sqlite":
+        path = urlsplit(url).path if url else ""
+        return (Path(path) if path.strip("/") else default_path).exists()
+    return True
+
+
+def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callable[[RecordsDB], int] | None = None) -> None:
     """Run the steps of ``component``'s schema that ``db`` has not run yet, at most once
-    even when several processes start together."""
+    even when several processes start together.
+
+    ``legacy`` tells the version of a database made before versions were kept here (a
+    SQLite file of an older modelport): asked only when ``component`` has no row yet."""
     with db.transaction():
         db.lock_schema()  # type: ignore[attr-defined]
         db.execute(_VERSIONS)
         row = db.execute("SELECT version FROM modelport_schema WHERE component = ?", (component,)).fetchone()
-        version = row[0] if row else 0
+        version = row[0] if row else (legacy(db) if legacy is not None else 0)
         if version > len(steps):
             raise ConfigError(
                 f"the {component} records in {db.url} were written by a newer modelport (schema {version}, this one knows {len(steps)})",
@@ -91,7 +111,7 @@ def migrate(db: RecordsDB, component: str, steps: Sequence[Step]) -> None:
             else:
                 for statement in filter(str.strip, db.ddl(step).split(";")):
                     db.execute(statement)
-        if len(steps) > version:
+        if row is None or len(steps) > version:  # a legacy database's version is recorded too
             db.execute(
                 "INSERT INTO modelport_schema (component, version) VALUES (?, ?)"
                 " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
@@ -139,6 +159,12 @@ class SQLiteRecords:
     def ddl(self, sql: str) -> str:
         return sql
 
+    def columns(self, table: str) -> set[str]:
+        return {row[1] for row in self._conn.execute("SELECT * FROM pragma_table_info(?)", (table,))}
+
+    def footprint(self) -> int | None:
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
     def close(self) -> None:
         self._conn.close()
 
@@ -153,6 +179,8 @@ class PostgresRecords:
     _shared_lock = threading.Lock()
 
     def __init__(self, url: str, *, max_size: int = 16) -> None:
+        # The stores that hold this pool (``shared``): the last ``close`` closes it.
+        self._users = 1
         from ..extras import require
 
         require("psycopg", "PostgreSQL records ([state] records = postgresql://...)")
@@ -174,6 +202,8 @@ class PostgresRecords:
             db = cls._shared.get(url)
             if db is None or db._pool.closed:
                 db = cls._shared[url] = cls(url)
+            else:
+                db._users += 1
             return db
 
     @staticmethod
@@ -232,12 +262,23 @@ class PostgresRecords:
             sql = pattern.sub(replacement, sql)
         return sql
 
+    def columns(self, table: str) -> set[str]:
+        rows = self.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?",
+                            (table,)).fetchall()
+        return {row[0] for row in rows}
+
+    def footprint(self) -> int | None:
+        return None  # the server's business: pg_database_size counts every store together
+
     def ping(self) -> None:
         """Raise StateUnavailableError unless the database answers now."""
         self.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         with self._shared_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
             for url in [url for url, db in self._shared.items() if db is self]:
                 del self._shared[url]
         self._pool.close()
