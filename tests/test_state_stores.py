@@ -117,3 +117,55 @@ def test_a_key_revoked_on_one_instance_is_refused_by_all(tmp_path: Path, upstrea
         time.sleep(1.2)
     usage = keys_cli(config, "usage", "--all", "--json")
     assert f'"requests": {served},' in usage
+
+
+def test_a_response_stored_on_one_instance_is_found_on_another(upstream: OpenAIUpstream, postgres_url: str) -> None:
+    store = KeyStore(url=postgres_url)
+    key, other = store.create("talker"), store.create("other")
+    store.close()
+    a, b = two_gateways(upstream, postgres_url)
+    with a, b:
+        sdk_a, sdk_b = (openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0) for gw in (a, b))
+        first = sdk_a.responses.create(model="gpt-4o-mini", input="remember the word kiwi")
+        # The very next request, on the other instance, finds it: the write was done before A answered.
+        second = sdk_b.responses.create(model="gpt-4o-mini", input="which word?", previous_response_id=first.id)
+        assert sdk_b.responses.retrieve(first.id).output_text == first.output_text
+        assert [item.id for item in sdk_a.responses.input_items.list(second.id)]
+        with sdk_b.responses.create(model="gpt-4o-mini", input="streamed", stream=True) as events:
+            done = [event for event in events if event.type == "response.completed"][0]
+        assert sdk_a.responses.retrieve(done.response.id).id == done.response.id
+        # Owned per key on every instance.
+        stranger = openai.OpenAI(base_url=a.url + "/v1", api_key=other, max_retries=0)
+        with pytest.raises(openai.NotFoundError):
+            stranger.responses.retrieve(first.id)
+        sdk_b.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            sdk_a.responses.retrieve(first.id)
+
+
+def test_an_old_responses_file_keeps_its_responses(tmp_path: Path) -> None:
+    import asyncio
+
+    from modelport.server.responses_store import ResponseStore, Stored
+
+    path = tmp_path / "responses.db"
+    with sqlite3.connect(path) as db:  # as the SQLite-only store made it
+        db.executescript("""
+            CREATE TABLE responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, previous_id TEXT, expires REAL NOT NULL,
+                response BLOB NOT NULL, input BLOB NOT NULL);
+            CREATE TABLE items (owner TEXT NOT NULL, id TEXT NOT NULL, response_id TEXT NOT NULL, expires REAL NOT NULL,
+                item BLOB NOT NULL, PRIMARY KEY (owner, id));""")
+        db.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?)", ("resp_old", "k", None, time.time() + 60, b'{"id":"resp_old"}', b"[]"))
+    db.close()
+
+    async def run() -> None:
+        store = ResponseStore(path)
+        try:
+            assert (await store.get("k", "resp_old")).response == {"id": "resp_old"}
+            await store.written(store.save("k", Stored({"id": "resp_new", "previous_response_id": "resp_old"}, [])))
+            assert [s for s in await store.chain("k", "resp_new")] == []
+            assert await store.get("other", "resp_old") is None
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())

@@ -33,7 +33,8 @@ class ResponsesDoor:
         if self._store is None:
             from ..config import data_dir
 
-            self._store = ResponseStore(data_dir() / "gateway" / "responses.db", self.gateway.settings.responses_ttl_days * 86400.0)
+            settings = self.gateway.settings
+            self._store = ResponseStore(data_dir() / "gateway" / "responses.db", settings.responses_ttl_days * 86400.0, settings.records)
         return self._store
 
     async def aclose(self) -> None:
@@ -55,13 +56,14 @@ class ResponsesDoor:
         owner = _owner(req)
         if request.stream:
             encoder = dialect.StreamEncoder(request.model, True, echo)
-            await gateway.stream(req, request, _Storing(encoder, self.store, owner, own_input) if store else encoder)
+            await gateway.stream(req, request, _Storing(req, encoder, self.store, owner, own_input) if store else encoder)
             return
         response = await gateway.chat(req, request)
         # The gateway's own id, never an upstream's: it keys the store.
         obj = dialect.encode_response(response, request.model, echo, "resp_" + os.urandom(12).hex())
         if store:
-            self.store.save(owner, Stored(obj, own_input))
+            # Written before the caller has the answer: its next turn may go to another instance.
+            await self.store.written(self.store.save(owner, Stored(obj, own_input)))
         await gateway.respond(req, obj)
 
     async def _resolve(self, req: Request, body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -171,18 +173,28 @@ class ResponsesDoor:
 
 
 class _Storing:
-    """The stream encoder, saving the final response as the terminal event is made: the
-    write is queued before the caller can see the end, so its next turn finds it."""
+    """The stream encoder, saving the final response as the terminal event is made. The
+    last body message waits for the write (``req.send`` is wrapped), so the caller sees
+    the end only once its next turn finds the response, on this instance or another."""
 
-    def __init__(self, encoder: Any, store: ResponseStore, owner: str, own_input: list[dict[str, Any]]) -> None:
+    def __init__(self, req: Request, encoder: Any, store: ResponseStore, owner: str, own_input: list[dict[str, Any]]) -> None:
         self.encoder, self._store, self._owner, self._input = encoder, store, owner, own_input
+        self._saving: Any = None
+        self._send = req.send
+        req.send = self._send_after_save
+
+    async def _send_after_save(self, message: dict[str, Any]) -> None:
+        if self._saving is not None and not message.get("more_body", False):
+            saving, self._saving = self._saving, None
+            await self._store.written(saving)
+        await self._send(message)
 
     def encode(self, event: Any) -> bytes:
         return self.encoder.encode(event)
 
     def _save(self, tail: bytes) -> bytes:
         if self.encoder.response is not None:
-            self._store.save(self._owner, Stored(self.encoder.response, self._input))
+            self._saving = self._store.save(self._owner, Stored(self.encoder.response, self._input))
         return tail
 
     def close(self) -> bytes:

@@ -1,18 +1,19 @@
 """Stored responses of the Responses door: what ``previous_response_id``, ``item_reference``,
 ``GET /v1/responses/{id}`` and ``input_items`` read back.
 
-One SQLite file (0600, in a 0700 dir) in the data dir. Every call runs on this store's one
-worker thread, never on the event loop, and in the order it was made: a response saved
-(``save`` only queues the write) is visible to every read queued after it, so a caller's
-next turn finds it even when it arrives before the write finished. Each record belongs to
-the gateway key that made it; other keys see nothing. Records expire after ``ttl`` seconds.
+In the records database: a SQLite file (0600, in a 0700 dir) in the data dir, or the
+PostgreSQL database of ``[state] records`` that every gateway instance shares. Every call
+runs on this store's one worker thread, never on the event loop, and in the order it was
+made. Saves queued together are written in one transaction (group commit); ``save``
+returns the write's future, which the door awaits before the caller sees the end of the
+answer, so its next turn finds the response on any instance. Each record belongs to the
+gateway key that made it; other keys see nothing. Records expire after ``ttl`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +31,9 @@ DEFAULT_TTL = 30 * 86400.0
 MAX_CHAIN = 512
 _PURGE_EVERY = 3600.0
 
-_SCHEMA = """
+# The versions of the store's tables, oldest first (see modelport.state.records.migrate). The
+# first is what the SQLite-only store made, so an older responses.db counts as version 1.
+_STEPS = ("""
 CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, previous_id TEXT, expires REAL NOT NULL,
     response BLOB NOT NULL, input BLOB NOT NULL);
@@ -39,7 +42,15 @@ CREATE TABLE IF NOT EXISTS items (
     owner TEXT NOT NULL, id TEXT NOT NULL, response_id TEXT NOT NULL, expires REAL NOT NULL, item BLOB NOT NULL,
     PRIMARY KEY (owner, id));
 CREATE INDEX IF NOT EXISTS items_response ON items(response_id);
-"""
+""",)
+RESPONSE_COLUMNS = ("id", "owner", "previous_id", "expires", "response", "input")
+ITEM_COLUMNS = ("owner", "id", "response_id", "expires", "item")
+# A response saved again (same id, same owner) replaces the old; another key's never does.
+_PUT_RESPONSE = ("INSERT INTO responses (id, owner, previous_id, expires, response, input) VALUES (?, ?, ?, ?, ?, ?)"
+                 " ON CONFLICT (id) DO UPDATE SET previous_id = excluded.previous_id, expires = excluded.expires,"
+                 " response = excluded.response, input = excluded.input WHERE responses.owner = excluded.owner")
+_PUT_ITEM = ("INSERT INTO items (owner, id, response_id, expires, item) VALUES (?, ?, ?, ?, ?)"
+             " ON CONFLICT (owner, id) DO UPDATE SET response_id = excluded.response_id, expires = excluded.expires, item = excluded.item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,47 +62,52 @@ class Stored:
 
 
 class ResponseStore:
-    def __init__(self, path: Path, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(self, path: Path, ttl: float = DEFAULT_TTL, url: str | None = None) -> None:
         self.path = path
+        # A PostgreSQL records URL keeps the responses there, for every instance; else the file at path.
+        self.url = url
         self.ttl = ttl
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-responses")
-        self._db: sqlite3.Connection | None = None
+        self._db: Any = None
         self._purged = 0.0
-        # Saves waiting for the worker, written together in one transaction (group commit).
+        # Saves waiting for the worker, written together in one transaction (group commit),
+        # and the future of the job that writes them.
         self._pending: list[tuple[str, Stored]] = []
+        self._writing: Future[None] | None = None
         self._lock = threading.Lock()
 
     # -- worker thread ---------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Any:
         if self._db is None:
-            from ..config import private_file
+            from ..state.records import migrate, open_records
 
-            # Stored answers are nobody else's business: 0600 before SQLite opens the file.
-            db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL loses at most the last commits on a power cut, never the
-            # file; FULL's fsync per commit capped the door's stored-stream throughput.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            # Stored answers are nobody else's business: a SQLite file is 0600 (and WAL with
+            # synchronous NORMAL: FULL's fsync per commit capped stored-stream throughput).
+            db = open_records(self.url, self.path)
+            try:
+                migrate(db, "responses", _STEPS)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
         return self._db
 
     def _put_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
+            self._writing = None
         if not pending:
             return
-        db, now = self._conn(), time.time()
+        now = time.time()
         expires = now + self.ttl
-        with db:
+        with self._conn().transaction() as db:
             for owner, stored in pending:
                 response = stored.response
-                db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+                db.execute(_PUT_RESPONSE,
                            (response["id"], owner, response.get("previous_response_id"), expires, dumps(response), dumps(stored.input)))
-                db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)",
-                               [(owner, item["id"], response["id"], expires, dumps(item))
-                                for item in [*stored.input, *(response.get("output") or ())] if isinstance(item.get("id"), str)])
+                db.executemany(_PUT_ITEM, [(owner, item["id"], response["id"], expires, dumps(item))
+                                           for item in [*stored.input, *(response.get("output") or ())] if isinstance(item.get("id"), str)])
             if now - self._purged > _PURGE_EVERY:
                 self._purged = now
                 db.execute("DELETE FROM responses WHERE expires < ?", (now,))
@@ -126,8 +142,7 @@ class ResponseStore:
         return found
 
     def _delete(self, owner: str, response_id: str) -> bool:
-        db = self._conn()
-        with db:
+        with self._conn().transaction() as db:
             gone = db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (response_id, owner)).rowcount
             if gone:
                 db.execute("DELETE FROM items WHERE response_id = ? AND owner = ?", (response_id, owner))
@@ -143,15 +158,26 @@ class ResponseStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
-    def save(self, owner: str, stored: Stored) -> None:
-        """Queue the write and return at once; reads queued later see it (a write job is
-        queued whenever none is waiting, so one is always ahead of them)."""
+    def save(self, owner: str, stored: Stored) -> Future[None]:
+        """Queue the write and return its future at once; reads queued later on this
+        instance see it (a write job is queued whenever none is waiting, so one is always
+        ahead of them), and other instances once the future is done."""
         with self._lock:
             self._pending.append((owner, stored))
-            if len(self._pending) > 1:
-                return  # the job queued for the first of them writes this one too
-        future: Future[None] = self._io.submit(self._put_pending)
+            if self._writing is not None:
+                return self._writing  # the job queued for the first of them writes this one too
+            future = self._writing = self._io.submit(self._put_pending)
         future.add_done_callback(_log_failure)
+        return future
+
+    @staticmethod
+    async def written(future: Future[None]) -> None:
+        """Wait for a ``save`` to be committed; a failed write is logged (by ``save``), not raised:
+        the answer it stores is still the caller's."""
+        try:
+            await asyncio.wrap_future(future)
+        except Exception:  # noqa: BLE001 - logged by _log_failure
+            pass
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
         return await self._run(self._get, owner, response_id)
