@@ -169,3 +169,44 @@ def test_an_old_responses_file_keeps_its_responses(tmp_path: Path) -> None:
             await store.aclose()
 
     asyncio.run(run())
+
+
+def test_without_postgres_keys_fail_closed_in_the_callers_dialect_and_heal(upstream: OpenAIUpstream, postgres_server,
+                                                                            postgres_url: str) -> None:
+    import anthropic
+
+    store = KeyStore(url=postgres_url)
+    key = store.create("steady")
+    store.close()
+    settings = Settings(auth=True, log_calls=False, records=postgres_url, max_tokens=50, keys_max_stale=1.5)
+    with GatewayThread(settings, config=gateway_config(upstream), api_keys={"openai": UPSTREAM_KEY}) as gw:
+        sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+        first = sdk.responses.create(model="gpt-4o-mini", input="hi")
+        postgres_server.stop()
+        try:
+            # A record the request needs: 503, not 500.
+            with pytest.raises(openai.InternalServerError) as caught:
+                sdk.responses.retrieve(first.id)
+            assert caught.value.status_code == 503 and "records database" in caught.value.message
+            # A key never seen: 503 at once (it may be new), not 401.
+            unknown = "mpk_0123456789ab_" + "x" * 43
+            assert status(gw, unknown) == 503
+            # The key last read serves on briefly, then is refused: 503 in each caller's dialect.
+            deadline = time.monotonic() + 15
+            while status(gw, key) == 200:
+                assert time.monotonic() < deadline, "a key stayed valid with its store unreachable"
+                time.sleep(0.1)
+            claude = anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0)
+            with pytest.raises(anthropic.APIStatusError) as refused:
+                claude.messages.create(model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+            # Anthropic's dialect says "unavailable" as Anthropic does: 529 overloaded_error.
+            assert refused.value.status_code == 529 and refused.value.body["error"]["type"] == "overloaded_error"
+            assert "cannot read its keys" in refused.value.body["error"]["message"]
+        finally:
+            postgres_server.start()
+        back = time.monotonic()
+        while status(gw, key) != 200:
+            assert time.monotonic() - back < 10, "the gateway did not reconnect to PostgreSQL"
+            time.sleep(0.1)
+        print(f"serving again {time.monotonic() - back:.2f} s after PostgreSQL returned")
+        assert sdk.responses.retrieve(first.id).id == first.id

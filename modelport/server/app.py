@@ -26,6 +26,7 @@ from ..backends import current_caller
 from ..client import AsyncClient
 from ..errors import (
     BadRequestError,
+    StateUnavailableError,
     MethodNotAllowedError,
     ModelportError,
     NotFoundError,
@@ -83,6 +84,9 @@ class Settings:
     # modelport.state): None keeps counters in this process and records in SQLite files.
     counters: str | None = None
     records: str | None = None
+    # Longest time the gateway keeps accepting keys from its last good read of the key
+    # store (a revoke it cannot see); after that, keyed requests get 503 until a read works.
+    keys_max_stale: float = 10.0
 
     @property
     def auth_required(self) -> bool:
@@ -269,6 +273,8 @@ class Gateway:
         self._sync_lock: asyncio.Lock | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._synced_at = 0.0
+        # Why the last read of the key store failed; None once one works again.
+        self._keys_error: BaseException | None = None
         self._prices: dict[str, Any] = {}
         self._ids = count(1)
         self._id_prefix = "req_" + os.urandom(4).hex()
@@ -429,7 +435,23 @@ class Gateway:
             if key and key.startswith("mpk_"):
                 _, req.caller = self.keys.lookup(key)
             return
+        self._check_keys_fresh(key)
         req.caller = self.keys.authenticate(key)
+
+    def _check_keys_fresh(self, key: str | None) -> None:
+        """Fail closed while the key store cannot be read: the keys last read stay good for
+        ``keys_max_stale`` seconds (a brief outage or failover costs nothing), then every
+        key is refused with a 503, so a key revoked meanwhile is not honoured for long; a
+        key the last read did not have is refused with a 503 at once (it may be new)."""
+        error = self._keys_error
+        if error is None or not key:
+            return
+        stale = time.monotonic() - self.keys.loaded_at > self.settings.keys_max_stale
+        if stale or self.keys.lookup(key)[1] is None:
+            # A records error names its database (without password); anything else only its type.
+            reason = error.message if isinstance(error, ModelportError) else type(error).__name__
+            raise StateUnavailableError(f"the gateway cannot read its keys ({reason}), so it cannot check this key",
+                                        hint="check the records database ([state] records); the gateway reconnects by itself")
 
     # -- responses -----------------------------------------------------------------------
 
@@ -860,6 +882,8 @@ class Gateway:
             def save_and_read() -> list[Any]:
                 try:
                     store.add_usage(usage)
+                except StateUnavailableError:
+                    raise  # reported once below, not with a traceback every second
                 except Exception:
                     log.exception("could not save gateway key usage; keeping it for the next try")
                     raise
@@ -867,9 +891,16 @@ class Gateway:
 
             try:
                 records = await asyncio.get_running_loop().run_in_executor(self._io, save_and_read)
-            except Exception:
+            except Exception as exc:
                 self._restore_usage(usage)
+                if self._keys_error is None:
+                    log.warning("cannot read the gateway keys (%s); serving the last ones read for up to %g s", exc,
+                                self.settings.keys_max_stale)
+                self._keys_error = exc
                 return
+            if self._keys_error is not None:
+                log.warning("the gateway keys can be read again")
+                self._keys_error = None
             self.keys.load(records)
 
     def _restore_usage(self, usage: dict[str, list[Any]]) -> None:
