@@ -210,3 +210,27 @@ def test_without_postgres_keys_fail_closed_in_the_callers_dialect_and_heal(upstr
             time.sleep(0.1)
         print(f"serving again {time.monotonic() - back:.2f} s after PostgreSQL returned")
         assert sdk.responses.retrieve(first.id).id == first.id
+
+
+def test_an_old_cache_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    from modelport.cache import ResponseCache
+    from modelport.types import ChatRequest, ChatResponse, Message
+
+    path = tmp_path / "cache.db"
+    request = ChatRequest("openai/gpt-4o-mini", [Message.user("hi")])
+    answer = ChatResponse("r1", "gpt-4o-mini", Message.assistant("hello"))
+    with sqlite3.connect(path) as db:  # as calllog.connect's PRAGMA user_version migrations made it
+        db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, model TEXT NOT NULL, response_json TEXT NOT NULL,"
+                   " created_at REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0)")
+        db.execute("CREATE INDEX entries_created_at ON entries (created_at)")
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+    ResponseCache(path).put(request, answer)  # made by today's code, read back through an upgraded file
+    cache = ResponseCache(path)
+    try:
+        assert cache.get(request).text == "hello"
+        assert cache.stats()["entries"] == 1 and cache.stats()["hits"] == 1
+    finally:
+        cache.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM modelport_schema WHERE component = 'response_cache'").fetchone() == (1,)

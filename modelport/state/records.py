@@ -68,6 +68,10 @@ class RecordsDB(Protocol):
         """Bytes the database takes on disk, when that means something for a store's stats."""
         ...
 
+    def compact(self) -> None:
+        """Give the space of deleted rows back, where the engine does not do it by itself."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -130,8 +134,13 @@ class SQLiteRecords:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._conn = sqlite3.connect(private_file(self.path), isolation_level=None, timeout=10.0, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:  # not a database: a user's file, named with the problem
+            self._conn.close()
+            raise ConfigError(f"cannot open the records database {self.path}: {exc}",
+                              hint="move the file away (modelport makes a new one) or point modelport at another") from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         return self._conn.execute(sql, params)
@@ -164,6 +173,10 @@ class SQLiteRecords:
 
     def footprint(self) -> int | None:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+    def compact(self) -> None:
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.execute("VACUUM")
 
     def close(self) -> None:
         self._conn.close()
@@ -269,6 +282,9 @@ class PostgresRecords:
 
     def footprint(self) -> int | None:
         return None  # the server's business: pg_database_size counts every store together
+
+    def compact(self) -> None:
+        """Nothing to do: autovacuum reclaims deleted rows."""
 
     def ping(self) -> None:
         """Raise StateUnavailableError unless the database answers now."""
