@@ -234,3 +234,26 @@ def test_an_old_cache_file_is_upgraded_in_place(tmp_path: Path) -> None:
         cache.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version FROM modelport_schema WHERE component = 'response_cache'").fetchone() == (1,)
+
+
+def test_an_answer_cached_through_one_gateway_is_a_hit_on_another(upstream: OpenAIUpstream, postgres_url: str) -> None:
+    store = KeyStore(url=postgres_url)
+    key = store.create("cached")
+    store.close()
+    a, b = two_gateways(upstream, postgres_url, cache={"enabled": True})
+    with a, b:
+        ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a question worth caching"}], "max_tokens": 20}
+        start = before = upstream.request_count
+        first = openai.OpenAI(base_url=a.url + "/v1", api_key=key, max_retries=0).chat.completions.create(**ask)
+        assert upstream.request_count == before + 1
+        deadline = time.monotonic() + 5  # the put is written behind the answer
+        while True:
+            again = openai.OpenAI(base_url=b.url + "/v1", api_key=key, max_retries=0).chat.completions.create(**ask)
+            if upstream.request_count == before + 1 or time.monotonic() > deadline:
+                break
+            before += 1  # a miss: that call went upstream; the next one should hit
+        assert upstream.request_count == before + 1, "gateway B did not find A's cached answer"
+        assert again.choices[0].message.content == first.choices[0].message.content
+    # A hit costs the key nothing: only the answers that went upstream count tokens.
+    usage = KeyStore(url=postgres_url).records()[0]
+    assert usage.requests >= 2 and usage.input_tokens == first.usage.prompt_tokens * (upstream.request_count - start)

@@ -268,6 +268,11 @@ class Gateway:
         from ..calllog import log_for
 
         self.call_log = log_for("gateway", self.settings.log_calls, self.client.config)
+        from ..cache import cache_for
+
+        # The response cache ([cache] in the config): in the records database, so that every
+        # instance sharing a PostgreSQL one shares it too.
+        self.cache = cache_for(None, self.client.config, url=self.settings.records)
         # One thread for the key store: SQLite connections stay on the thread that made them.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-keys")
         self._sync_lock: asyncio.Lock | None = None
@@ -571,13 +576,27 @@ class Gateway:
                 caller.state.settle(booking, usage.input_tokens + usage.output_tokens, spent)
             self.keys.record_usage(caller, usage.input_tokens, usage.output_tokens, spent)
 
-    def _log_call(self, req: Request, request: ChatRequest, target: Target, response: ChatResponse | None, error: BaseException | None) -> None:
+    def _log_call(self, req: Request, request: ChatRequest, target: Target, response: ChatResponse | None, error: BaseException | None,
+                  cached: bool = False) -> None:
         if self.call_log is not None:
             self.call_log.record(
                 request, response, error, provider=target.provider.name, model=target.model_id,
                 source="gateway", latency=time.perf_counter() - req.started, key_name=req.caller.name if req.caller else None,
-                prices=self.client.prices,
+                cached=cached, prices=self.client.prices,
             )
+
+    async def _from_cache(self, request: ChatRequest) -> ChatResponse | None:
+        """The cached answer to this request, read in a worker thread (a file or a database)."""
+        if self.cache is None:
+            return None
+        return await asyncio.to_thread(self.cache.get, request)
+
+    def _to_cache(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Keep an answer for the next identical request, written in a worker thread; a
+        failed write costs only a later miss."""
+        if self.cache is not None:
+            future = asyncio.get_running_loop().run_in_executor(None, self.cache.put, request, response)
+            future.add_done_callback(_log_cache_failure)
 
     async def chat(self, req: Request, request: ChatRequest) -> ChatResponse:
         """A whole answer, from the first target that does not fail with a fallback error."""
@@ -591,7 +610,14 @@ class Gateway:
         target = targets[0]
         response: ChatResponse | None = None
         cut_off = False  # stopped while the upstream worked: what it used is unknown
+        cached = False  # answered from the response cache: it costs the key no tokens and nothing
         try:
+            response = await self._from_cache(request)
+            if response is not None:
+                cached = True
+                response.provider = target.provider.name
+                self._log_call(req, request, target, response, None, cached=True)
+                return response
             for i, target in enumerate(targets):
                 try:
                     response = await target.backend.achat(request, target.model_id)
@@ -603,6 +629,7 @@ class Gateway:
                     raise
                 response.provider = target.provider.name
                 self._log_call(req, request, target, response, None)
+                self._to_cache(request, response)
                 return response
             raise AssertionError("unreachable: the last target returns or raises")
         except asyncio.CancelledError:
@@ -618,8 +645,8 @@ class Gateway:
             interrupt.disarm()
             watcher.cancel()
             answer = response.message if response is not None else None
-            usage = settlement(answer, response.usage if response is not None else None, prompt_tokens, request.max_tokens or 0,
-                               complete=True, cut_off=cut_off)
+            usage = Usage() if cached else settlement(answer, response.usage if response is not None else None, prompt_tokens,
+                                                       request.max_tokens or 0, complete=True, cut_off=cut_off)
             self._settle(req, booking, target, usage)
 
     async def stream(self, req: Request, request: ChatRequest, encoder: Any) -> None:
@@ -936,6 +963,8 @@ class Gateway:
         await self.console.aclose()
         await self.client.aclose()
         loop = asyncio.get_running_loop()
+        if self.cache is not None:
+            await loop.run_in_executor(None, self.cache.close)
         if self.call_log is not None:
             await loop.run_in_executor(self._io, self.call_log.flush, 5.0)
         await loop.run_in_executor(self._io, self.keys.store.close)
@@ -992,6 +1021,11 @@ class _BatchClient:
 
     async def aclose(self) -> None:
         """The gateway closes its client itself, after the batches have stopped."""
+
+
+def _log_cache_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not keep an answer in the response cache: %s", future.exception())
 
 
 def _not_allowed(req: Request, allowed: tuple[str, ...]) -> MethodNotAllowedError:
