@@ -26,6 +26,7 @@ from typing import Any
 
 from modelport.calllog import default_log_path
 from modelport.config import section
+from modelport.state.copy import StoreCopy, Table
 from modelport.serialize import request_to_dict, response_from_dict, response_to_dict
 from modelport.types import ChatRequest, ChatResponse, ReasoningPart, StreamEvent, TextPart
 
@@ -48,6 +49,13 @@ def _legacy_version(db: Any) -> int:
     """A cache.db of a modelport that counted versions in PRAGMA user_version: its one
     version made the entries table."""
     return 1 if db.columns("entries") else 0
+
+
+def open_cache(url: str | None, path: Path) -> Any:
+    """The cache's records database (``url``, else the SQLite file ``path``) at its newest schema."""
+    from modelport.state.records import open_store
+
+    return open_store(url, path, "response_cache", STEPS, legacy=_legacy_version)
 
 
 def default_cache_path(loaded: dict[str, Any] | None = None) -> Path:
@@ -121,19 +129,6 @@ class ResponseCache:
                 (request_key(request), request.model, text, time.time()),
             )
 
-    def rows(self) -> list[tuple[Any, ...]]:
-        """Every entry as stored, in ``COLUMNS`` order."""
-        with self._lock:
-            return [tuple(row) for row in self._connection().execute(f"SELECT {', '.join(COLUMNS)} FROM entries ORDER BY created_at").fetchall()]
-
-    def copy_in(self, rows: list[tuple[Any, ...]]) -> int:
-        """Add entries read from another cache; a key already here keeps its entry. Returns how many were new."""
-        added = 0
-        with self._lock, self._connection().transaction() as db:
-            for row in rows:
-                added += db.execute(f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", row).rowcount
-        return added
-
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
         with self._lock:
@@ -171,18 +166,14 @@ class ResponseCache:
 
     def _connection(self) -> Any:
         if self._db is None or self._pid != os.getpid():
-            from .state.records import migrate, open_records
-
             self._pid = os.getpid()
-            self._db = None
-            db = open_records(self.url, self.path)
-            try:
-                migrate(db, "response_cache", STEPS, legacy=_legacy_version)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
+            self._db = None  # a parent's connection is not this process's to use
+            self._db = open_cache(self.url, self.path)
         return self._db
+
+
+# The cache's part of `modelport state migrate` (see modelport.state.copy).
+CACHE_COPY = StoreCopy("cached responses", default_cache_path, open_cache, (Table("entries", COLUMNS, ("key",)),))
 
 
 def replay(response: ChatResponse) -> list[StreamEvent]:

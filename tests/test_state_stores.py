@@ -257,3 +257,66 @@ def test_an_answer_cached_through_one_gateway_is_a_hit_on_another(upstream: Open
     # A hit costs the key nothing: only the answers that went upstream count tokens.
     usage = KeyStore(url=postgres_url).records()[0]
     assert usage.requests >= 2 and usage.input_tokens == first.usage.prompt_tokens * (upstream.request_count - start)
+
+
+def counts(output: str) -> dict[str, tuple[int, int]]:
+    """{what: (new, already there)} from `state migrate`'s summary."""
+    import re
+
+    return {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(r"^  (.+?)\s+(\d+) new\s+(\d+) already there$", output, re.M)}
+
+
+def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, upstream: OpenAIUpstream, postgres_url: str) -> None:
+    import asyncio
+
+    from modelport.cache import ResponseCache, default_cache_path
+    from modelport.server.responses_store import ResponseStore, Stored, default_responses_path
+    from modelport.types import ChatRequest, ChatResponse, Message
+
+    # A single machine's state, as older modelport left it: an old gateway.db, stored responses, a cache.
+    from modelport.server.auth import default_store_path
+
+    keys_path = default_store_path()
+    keys_path.parent.mkdir(parents=True, exist_ok=True)
+    old_keys_file(keys_path, with_admin=False)
+    key = KeyStore(keys_path).create("moving", rpm=100)
+    KeyStore(keys_path).add_usage({key.split("_")[1]: [3, 30, 12, 0.125, 5.0]})
+
+    async def store_response() -> None:
+        store = ResponseStore(default_responses_path({}))
+        await store.written(store.save(key.split("_")[1], Stored({"id": "resp_moved", "output": [{"id": "msg_1", "type": "message"}]},
+                                                                 [{"id": "msg_0", "type": "message"}])))
+        await store.aclose()
+
+    asyncio.run(store_response())
+    request = ChatRequest("openai/gpt-4o-mini", [Message.user("cached before the move")])
+    ResponseCache(default_cache_path({})).put(request, ChatResponse("r1", "gpt-4o-mini", Message.assistant("from the old cache")))
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[state]\nrecords = "{postgres_url}"\n')
+    runner = CliRunner()
+    first = runner.invoke(main, ["state", "migrate", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    assert counts(first.stdout) == {"gateway keys: gateway_keys": (2, 0), "stored responses: responses": (1, 0),
+                                    "stored responses: items": (2, 0), "cached responses: entries": (1, 0)}
+    second = runner.invoke(main, ["state", "migrate", "--to", postgres_url])
+    assert second.exit_code == 0, second.output
+    assert counts(second.stdout) == {"gateway keys: gateway_keys": (0, 2), "stored responses: responses": (0, 1),
+                                     "stored responses: items": (0, 2), "cached responses: entries": (0, 1)}
+
+    # The copied state serves: the key with its totals and limits, its stored response, the cache.
+    [moved] = [r for r in KeyStore(url=postgres_url).records() if r.name == "moving"]
+    assert (moved.requests, moved.cost, moved.limits.rpm) == (3, 0.125, 100)
+    settings = Settings(auth=True, log_calls=False, records=postgres_url, max_tokens=50)
+    with GatewayThread(settings, config=gateway_config(upstream), api_keys={"openai": UPSTREAM_KEY}) as gw:
+        sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+        assert [item.id for item in sdk.responses.input_items.list("resp_moved")] == ["msg_0"]
+    assert ResponseCache(url=postgres_url).get(request).text == "from the old cache"
+
+
+def test_state_help_explains_the_two_parts() -> None:
+    result = CliRunner().invoke(main, ["state", "--help"])
+    assert result.exit_code == 0
+    assert "counters" in result.output and "records" in result.output and "state migrate --to postgresql://" in result.output
+    result = CliRunner().invoke(main, ["state", "migrate"])
+    assert result.exit_code == 1 and "--to postgresql://" in result.output

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import AuthenticationError, BadRequestError, PermissionDeniedError
+from ..state.copy import StoreCopy, Table
 from .limits import KeyLimits, KeyState
 
 PREFIX = "mpk_"
@@ -64,6 +65,19 @@ def _legacy_version(db: Any) -> int:
     column (added by a PRAGMA table_info check), 2 with it, 0 without the table."""
     columns = db.columns("gateway_keys")
     return 0 if not columns else 2 if "admin" in columns else 1
+
+
+def open_keys(url: str | None, path: Path) -> Any:
+    """The keys' records database (``url``, else the SQLite file ``path``) at its newest schema."""
+    from ..state.records import open_store
+
+    return open_store(url, path, "gateway_keys", _STEPS, legacy=_legacy_version)
+
+
+def _keys_file(config: dict[str, Any]) -> Path:
+    """The gateway.db a gateway of this config uses: ``[server] keys_path``, else the default."""
+    configured = (config.get("server") or {}).get("keys_path")
+    return Path(configured) if configured else default_store_path()
 
 
 def default_store_path() -> Path:
@@ -128,16 +142,8 @@ class KeyStore:
     def _connect(self) -> Any:
         """The store's database, at the newest schema."""
         if self._db is None:
-            from ..state.records import migrate, open_records
-
             # The file holds only hashes, but its usage totals are nobody else's business (0600).
-            db = open_records(self.url, self.path)
-            try:
-                migrate(db, "gateway_keys", _STEPS, legacy=_legacy_version)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
+            self._db = open_keys(self.url, self.path)
         return self._db
 
     def close(self) -> None:
@@ -200,17 +206,6 @@ class KeyStore:
             )
             for r in self.rows(include_revoked)
         ]
-
-    def copy_in(self, rows: list[tuple[Any, ...]]) -> int:
-        """Add rows read from another store (``rows``), keeping their ids, secrets' hashes and
-        usage totals; a key already here (same id) is left as it is. Returns how many were new."""
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        added = 0
-        with self._lock, self._connect().transaction() as db:
-            for row in rows:
-                added += db.execute(f"INSERT INTO gateway_keys ({', '.join(COLUMNS)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
-                                    row).rowcount
-        return added
 
     def add_usage(self, usage: dict[str, list[Any]]) -> None:
         """Add ``{key id: [requests, input tokens, output tokens, cost, last used]}`` to the totals."""
@@ -320,3 +315,7 @@ class KeyRing:
         """The usage not yet written, handed over for a worker thread to save."""
         usage, self._unsaved = self._unsaved, {}
         return usage
+
+
+# The keys' part of `modelport state migrate` (see modelport.state.copy): with their usage totals.
+KEYS_COPY = StoreCopy("gateway keys", _keys_file, open_keys, (Table("gateway_keys", COLUMNS, ("id",)),))

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import BadRequestError, NotFoundError
 from .app import Gateway, Request
 from .limits import estimate_tokens
-from .responses_store import ResponseStore, Stored
+from .responses_store import ResponseStore, Stored, default_responses_path
 
 _SSE = b"text/event-stream"
 _ID_PREFIX = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
@@ -31,10 +31,9 @@ class ResponsesDoor:
     def store(self) -> ResponseStore:
         """Opened on first use, so a gateway that never sees a stored response leaves no file."""
         if self._store is None:
-            from ..config import data_dir
-
             settings = self.gateway.settings
-            self._store = ResponseStore(data_dir() / "gateway" / "responses.db", settings.responses_ttl_days * 86400.0, settings.records)
+            self._store = ResponseStore(default_responses_path(self.gateway.client.config), settings.responses_ttl_days * 86400.0,
+                                        settings.records)
         return self._store
 
     async def aclose(self) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..jsonio import dumps, loads
+from ..state.copy import StoreCopy, Table
 
 log = logging.getLogger("modelport.server")
 
@@ -53,6 +54,13 @@ _PUT_ITEM = ("INSERT INTO items (owner, id, response_id, expires, item) VALUES (
              " ON CONFLICT (owner, id) DO UPDATE SET response_id = excluded.response_id, expires = excluded.expires, item = excluded.item")
 
 
+def open_responses(url: str | None, path: Path) -> Any:
+    """The stored responses' records database (``url``, else the SQLite file ``path``) at its newest schema."""
+    from ..state.records import open_store
+
+    return open_store(url, path, "responses", _STEPS)
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """One response as stored: the Response object and the input items it answered."""
@@ -80,17 +88,9 @@ class ResponseStore:
 
     def _conn(self) -> Any:
         if self._db is None:
-            from ..state.records import migrate, open_records
-
             # Stored answers are nobody else's business: a SQLite file is 0600 (and WAL with
             # synchronous NORMAL: FULL's fsync per commit capped stored-stream throughput).
-            db = open_records(self.url, self.path)
-            try:
-                migrate(db, "responses", _STEPS)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
+            self._db = open_responses(self.url, self.path)
         return self._db
 
     def _put_pending(self) -> None:
@@ -200,3 +200,15 @@ def _log_failure(future: Future[None]) -> None:
     exc = future.exception()
     if exc is not None:
         log.error("could not store a response: %s", exc)
+
+
+def default_responses_path(config: dict[str, Any]) -> Path:
+    """The SQLite file of stored responses when no records database is configured."""
+    from ..config import data_dir
+
+    return data_dir() / "gateway" / "responses.db"
+
+
+# The stored responses' part of `modelport state migrate` (see modelport.state.copy).
+RESPONSES_COPY = StoreCopy("stored responses", default_responses_path, open_responses,
+                           (Table("responses", RESPONSE_COLUMNS, ("id",)), Table("items", ITEM_COLUMNS, ("owner", "id"))))

@@ -84,6 +84,18 @@ def open_records(url: str | None, default_path: Path) -> RecordsDB:
     return PostgresRecords.shared(url)
 
 
+def open_store(url: str | None, default_path: Path, component: str, steps: Sequence[Step],
+               legacy: Callable[[RecordsDB], int] | None = None) -> RecordsDB:
+    """``open_records`` for one store, its schema brought up to date (see ``migrate``)."""
+    db = open_records(url, default_path)
+    try:
+        migrate(db, component, steps, legacy)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def records_exist(url: str | None, default_path: Path) -> bool:
     """Whether ``open_records(url, default_path)`` would find records rather than make an
     empty file: a database server always counts, a SQLite file once it exists."""

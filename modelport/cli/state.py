@@ -1,0 +1,95 @@
+"""`modelport state`: where the gateway keeps what several instances must share, and moving
+a single machine's SQLite state into PostgreSQL (`state migrate`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .common import friendly_errors
+
+_config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                              help="The config file whose [state] and data dir to use  [default: modelport's config file]")
+
+
+@click.group("state")
+def state() -> None:
+    """Where the gateway keeps its shared state, and moving it.
+
+    \b
+    A gateway keeps two kinds of state, each chosen by one URL under [state] in the config:
+      counters  per-key rpm/tpm windows and budget reservations
+                (default: in the process; redis://host:6379/0 to share them between machines)
+      records   gateway keys with their usage and spend, stored Responses, the response
+                cache, Files and Batches (default: SQLite files in the data dir;
+                postgresql://user@host:5432/db to share them between gateway instances)
+
+    \b
+    Moving one gateway onto PostgreSQL:
+      modelport state migrate --to postgresql://modelport@db:5432/modelport
+      then set  [state] records = "postgresql://modelport@db:5432/modelport"  in the config
+      and start every gateway with that config. `modelport state status` checks the result.
+    """
+
+
+def _source_url(config: dict[str, Any]) -> str | None:
+    """The records URL the stores are read from: the config's, when it is a SQLite one."""
+    from ..state import configured, scheme
+
+    url = configured("records", config)
+    return url if url is not None and scheme(url) == "sqlite" else None
+
+
+@state.command("migrate")
+@click.option("--to", "target", metavar="URL", default=None,
+              help="The PostgreSQL database to copy into  [default: [state] records of the config, when it names one]")
+@_config_option
+@friendly_errors
+def migrate(target: str | None, config_path: str | None) -> None:
+    """Copy this machine's SQLite records into a PostgreSQL database.
+
+    Copies the gateway keys (with their usage and spend so far), the stored Responses and
+    the response cache from the SQLite files in the data dir (or the [state] records
+    sqlite: file) into the database at --to, creating its tables. Rows already there are
+    left as they are, so running it again copies nothing twice and an interrupted run can
+    simply be repeated. The SQLite files stay (an old one is brought up to this version's
+    schema first, as a gateway would).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ..config import load_config, use_config
+    from ..errors import ConfigError
+    from ..state import check_url, configured, redact, scheme
+    from ..state.copy import copy_table, count, stores
+    from ..state.records import records_exist
+
+    config = load_config(use_config(config_path) if config_path else None)
+    target = target or configured("records", config)
+    if target is None or scheme(check_url("records", target)) == "sqlite":
+        raise ConfigError("state migrate needs a PostgreSQL database to copy into",
+                          hint="pass --to postgresql://user@host:5432/db (the database must exist; its tables are made here)")
+    source_url = _source_url(config)
+    console = Console(stderr=True)
+    totals: list[tuple[str, int, int]] = []  # (what, rows in the source, rows added)
+    with Progress(TextColumn("{task.description:36}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as progress:
+        for store in stores():
+            path = store.default_path(config)
+            if not records_exist(source_url, path):
+                totals.extend((f"{store.name}: {table.name}", 0, 0) for table in store.tables)
+                continue
+            source, into = store.open(source_url, path), store.open(target, path)
+            try:
+                for table in store.tables:
+                    label = f"{store.name}: {table.name}"
+                    rows = count(source, table)
+                    task = progress.add_task(label, total=rows)
+                    totals.append((label, rows, copy_table(source, into, table, lambda n, task=task: progress.advance(task, n))))
+            finally:
+                source.close()
+                into.close()
+    click.echo(f"copied into {redact(target)}:")
+    for name, rows, added in totals:
+        click.echo(f"  {name:36} {added:>8} new  {rows - added:>8} already there")
+    click.echo(f'next: set [state] records = "{redact(target)}" in the config of every gateway')
