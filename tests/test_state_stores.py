@@ -320,3 +320,19 @@ def test_state_help_explains_the_two_parts() -> None:
     assert "counters" in result.output and "records" in result.output and "state migrate --to postgresql://" in result.output
     result = CliRunner().invoke(main, ["state", "migrate"])
     assert result.exit_code == 1 and "--to postgresql://" in result.output
+
+
+def test_state_status_names_urls_reachability_and_schema_versions(tmp_path: Path, postgres_server, postgres_url: str) -> None:
+    KeyStore(url=postgres_url).create("status")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[state]\nrecords = "{postgres_url.replace("modelport@", "modelport:pw@")}"\n')
+    result = CliRunner().invoke(main, ["state", "status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "memory:" in result.output and "pw" not in result.output and "***" in result.output
+    assert "reachable; schema: gateway_keys v2" in result.output
+    postgres_server.stop()
+    try:
+        result = CliRunner().invoke(main, ["state", "status", "--config", str(config)])
+    finally:
+        postgres_server.start()
+    assert result.exit_code == 0 and "UNREACHABLE" in result.output, result.output

@@ -93,3 +93,69 @@ def migrate(target: str | None, config_path: str | None) -> None:
     for name, rows, added in totals:
         click.echo(f"  {name:36} {added:>8} new  {rows - added:>8} already there")
     click.echo(f'next: set [state] records = "{redact(target)}" in the config of every gateway')
+
+
+@state.command("status")
+@_config_option
+@friendly_errors
+def status(config_path: str | None) -> None:
+    """Which URLs the gateway's state lives at, whether they answer, and the schema
+    version of each record store."""
+    from ..config import load_config, use_config
+    from ..state import configured, redact
+
+    config = load_config(use_config(config_path) if config_path else None)
+    counters = configured("counters", config)
+    click.echo(f"counters  {redact(counters) if counters else 'memory: (in each gateway process)'}  {_counters_reachable(counters)}")
+    records = configured("records", config)
+    click.echo(f"records   {redact(records) if records else 'sqlite: files in the data dir'}")
+    for where, answer in _record_versions(records, config):
+        click.echo(f"  {where}  {answer}")
+
+
+def _counters_reachable(url: str | None) -> str:
+    from ..state import scheme
+
+    if url is None or scheme(url) in ("memory", "sqlite"):
+        return "(local)"
+    from ..extras import require
+
+    require("redis", "Redis counters ([state] counters = redis://...)")
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        client.ping()
+        return "reachable"
+    except redis.RedisError as exc:
+        return f"UNREACHABLE ({type(exc).__name__})"
+    finally:
+        client.close()
+
+
+def _record_versions(url: str | None, config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(database, what it holds) for each database the record stores use: reachable or not,
+    and the schema version of each store in it."""
+    from ..errors import StateUnavailableError
+    from ..state.copy import stores
+    from ..state.records import open_records, records_exist
+
+    seen: dict[str, str] = {}
+    for store in stores():
+        path = store.default_path(config)
+        if not records_exist(url, path):
+            seen.setdefault(str(path), "not made yet")
+            continue
+        db = open_records(url, path)
+        try:
+            if db.url in seen:
+                continue
+            rows = db.execute("SELECT component, version FROM modelport_schema ORDER BY component").fetchall() \
+                if db.columns("modelport_schema") else []
+            versions = ", ".join(f"{component} v{version}" for component, version in rows)
+            seen[db.url] = f"reachable; schema: {versions or 'none yet (made by an older modelport: upgraded on first use)'}"
+        except StateUnavailableError as exc:
+            seen[db.url] = f"UNREACHABLE ({exc.message})"
+        finally:
+            db.close()
+    return list(seen.items())
