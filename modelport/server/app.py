@@ -26,13 +26,13 @@ from ..backends import current_caller
 from ..client import AsyncClient
 from ..errors import (
     BadRequestError,
-    StateUnavailableError,
     MethodNotAllowedError,
     ModelportError,
     NotFoundError,
     PermissionDeniedError,
     RequestTooLargeError,
     ServerError,
+    StateUnavailableError,
     TimeoutError,
     error_for_status,
 )
@@ -452,7 +452,8 @@ class Gateway:
         if error is None or not key:
             return
         stale = time.monotonic() - self.keys.loaded_at > self.settings.keys_max_stale
-        if stale or self.keys.lookup(key)[1] is None:
+        key_id, caller = self.keys.lookup(key)
+        if stale or (key_id is not None and caller is None):  # a malformed key is a 401 as ever
             # A records error names its database (without password); anything else only its type.
             reason = error.message if isinstance(error, ModelportError) else type(error).__name__
             raise StateUnavailableError(f"the gateway cannot read its keys ({reason}), so it cannot check this key",
