@@ -15,6 +15,7 @@ by itself when the server returns.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -206,6 +207,8 @@ class PostgresRecords:
     def __init__(self, url: str, *, max_size: int = 16) -> None:
         # The stores that hold this pool (``shared``): the last ``close`` closes it.
         self._users = 1
+        # A forked child must not touch its parent's connections (nor wait on its threads).
+        self._pid = os.getpid()
         from ..extras import require
 
         require("psycopg", "PostgreSQL records ([state] records = postgresql://...)")
@@ -225,7 +228,7 @@ class PostgresRecords:
     def shared(cls, url: str) -> PostgresRecords:
         with cls._shared_lock:
             db = cls._shared.get(url)
-            if db is None or db._pool.closed:
+            if db is None or db._pool.closed or db._pid != os.getpid():
                 db = cls._shared[url] = cls(url)
             else:
                 db._users += 1
