@@ -294,10 +294,11 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
 
     config = tmp_path / "config.toml"
     config.write_text(f'[state]\nrecords = "{postgres_url}"\n')
+    KeyStore(url=postgres_url).create("old")  # the same name as a key being moved: that one stays out
     runner = CliRunner()
     first = runner.invoke(main, ["state", "migrate", "--config", str(config)])
     assert first.exit_code == 0, first.output
-    assert counts(first.stdout) == {"gateway keys: gateway_keys": (2, 0), "stored responses: responses": (1, 0),
+    assert counts(first.stdout) == {"gateway keys: gateway_keys": (1, 1), "stored responses: responses": (1, 0),
                                     "stored responses: items": (2, 0), "cached responses: entries": (1, 0)}
     second = runner.invoke(main, ["state", "migrate", "--to", postgres_url])
     assert second.exit_code == 0, second.output

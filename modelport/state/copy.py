@@ -6,8 +6,9 @@ by default under a config, how to open its database at the newest schema, and th
 module imports no store until a copy runs; a new store adds one line there.
 
 Rows are read in key order, a page at a time, and written with ``ON CONFLICT DO NOTHING``:
-a row already in the target (same key) stays as it is, so running the copy twice copies
-nothing twice, and a copy cut short resumes where it stopped.
+a row already in the target (same key, or the same value of another unique column, such as
+a gateway key's name) stays as it is, so running the copy twice copies nothing twice, and a
+copy cut short resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ PAGE = 500
 class Table:
     name: str
     columns: tuple[str, ...]
-    key: tuple[str, ...]  # the primary key: pages are read in its order, conflicts found by it
+    key: tuple[str, ...]  # the primary key: pages are read in its order
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,8 @@ def pages(db: RecordsDB, table: Table) -> Iterator[list[tuple[Any, ...]]]:
 
 def copy_table(source: RecordsDB, target: RecordsDB, table: Table, progress: Callable[[int], None] = lambda n: None) -> int:
     """Add the rows of ``table`` in ``source`` that ``target`` lacks; returns how many were added."""
-    insert = (f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({', '.join('?' for _ in table.columns)})"
-              f" ON CONFLICT ({', '.join(table.key)}) DO NOTHING")
+    # No conflict target: a row clashing with any unique column (a key's name too) is left out.
+    insert = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({', '.join('?' for _ in table.columns)}) ON CONFLICT DO NOTHING"
     added = 0
     for page in pages(source, table):
         with target.transaction():
