@@ -446,16 +446,18 @@ class Gateway:
     def _check_keys_fresh(self, key: str | None) -> None:
         """Fail closed while the key store cannot be read: the keys last read stay good for
         ``keys_max_stale`` seconds (a brief outage or failover costs nothing), then every
-        key is refused with a 503, so a key revoked meanwhile is not honoured for long; a
-        key the last read did not have is refused with a 503 at once (it may be new)."""
+        key is refused with a 503, so a key revoked meanwhile is not honoured for long (a
+        read that hangs counts as failing); a well-formed key the last read did not have is
+        refused with a 503 at once, since it may be new."""
+        age = time.monotonic() - self.keys.loaded_at
         error = self._keys_error
-        if error is None or not key:
+        if not key or (error is None and age <= self.settings.keys_max_stale):
             return
-        stale = time.monotonic() - self.keys.loaded_at > self.settings.keys_max_stale
         key_id, caller = self.keys.lookup(key)
-        if stale or (key_id is not None and caller is None):  # a malformed key is a 401 as ever
+        if age > self.settings.keys_max_stale or (key_id is not None and caller is None):
             # A records error names its database (without password); anything else only its type.
-            reason = error.message if isinstance(error, ModelportError) else type(error).__name__
+            reason = (error.message if isinstance(error, ModelportError) else type(error).__name__) if error is not None \
+                else f"no read has finished for {age:.0f} s"
             raise StateUnavailableError(f"the gateway cannot read its keys ({reason}), so it cannot check this key",
                                         hint="check the records database ([state] records); the gateway reconnects by itself")
 
