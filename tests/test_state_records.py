@@ -123,3 +123,15 @@ def test_a_forked_process_gets_its_own_pool(postgres_url):
         assert parent.execute("SELECT 3").fetchone()[0] == 3
     finally:
         parent.close()
+
+
+def test_a_statement_that_runs_too_long_is_cancelled_as_a_503(postgres_url):
+    database = PostgresRecords(postgres_url, statement_timeout=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StateUnavailableError):
+            database.execute("SELECT pg_sleep(10)")
+        assert time.monotonic() - started < 5
+        assert database.execute("SELECT 1").fetchone()[0] == 1  # the connection went back usable
+    finally:
+        database.close()

@@ -35,6 +35,11 @@ _PG_TYPES = ((re.compile(r"\bBLOB\b"), "BYTEA"), (re.compile(r"\bREAL\b"), "DOUB
 # How long a request waits for a PostgreSQL connection before it is refused with a 503.
 POOL_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 3
+# Bounds on one statement (the server cancels it) and on noticing a silent peer (TCP
+# keepalives: a server gone without a reset is dropped after about idle + interval * count
+# seconds), so no store call waits forever on the database.
+STATEMENT_TIMEOUT = 15.0
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 class Rows(Protocol):
@@ -204,7 +209,7 @@ class PostgresRecords:
     _shared: dict[str, PostgresRecords] = {}
     _shared_lock = threading.Lock()
 
-    def __init__(self, url: str, *, max_size: int = 16) -> None:
+    def __init__(self, url: str, *, max_size: int = 16, statement_timeout: float = STATEMENT_TIMEOUT) -> None:
         # The stores that hold this pool (``shared``): the last ``close`` closes it.
         self._users = 1
         # A forked child must not touch its parent's connections (nor wait on its threads).
@@ -220,7 +225,8 @@ class PostgresRecords:
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT,
             check=ConnectionPool.check_connection, name="modelport-records",
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES,
+                    "options": f"-c statement_timeout={int(statement_timeout * 1000)}"},
         )
         self._pool.open(wait=False)
 
