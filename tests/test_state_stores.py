@@ -337,3 +337,25 @@ def test_state_status_names_urls_reachability_and_schema_versions(tmp_path: Path
     finally:
         postgres_server.start()
     assert result.exit_code == 0 and "UNREACHABLE" in result.output, result.output
+
+
+def test_streamed_and_whole_answers_share_the_gateway_cache(upstream: OpenAIUpstream, postgres_url: str) -> None:
+    store = KeyStore(url=postgres_url)
+    key = store.create("streamer")
+    store.close()
+    a, b = two_gateways(upstream, postgres_url, cache={"enabled": True})
+    with a, b:
+        ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a streamed question"}], "max_tokens": 20}
+        start = upstream.request_count
+        sdk_a, sdk_b = (openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0) for gw in (a, b))
+        live = "".join(c.choices[0].delta.content or "" for c in sdk_a.chat.completions.create(**ask, stream=True) if c.choices)
+        assert upstream.request_count == start + 1
+        deadline = time.monotonic() + 5  # the put is written behind the answer
+        while True:
+            replayed = "".join(c.choices[0].delta.content or "" for c in sdk_b.chat.completions.create(**ask, stream=True) if c.choices)
+            if upstream.request_count == start + 1 or time.monotonic() > deadline:
+                break
+            start += 1
+        assert upstream.request_count == start + 1 and replayed == live
+        assert sdk_b.chat.completions.create(**ask).choices[0].message.content == live
+        assert upstream.request_count == start + 1

@@ -670,11 +670,14 @@ class Gateway:
         error: ModelportError | None = None
         send = req.send
         # What to charge: the delivered answer once one has begun, else the worst case if the
-        # upstream was stopped while it worked (cut off), else nothing (an upstream error).
-        cut_off = complete = False
+        # upstream was stopped while it worked (cut off), else nothing (an upstream error or
+        # an answer replayed from the response cache).
+        cut_off = complete = cached = False
         try:
             try:
-                events, first, target = await self._open_stream(req, request, targets)
+                hit = await self._from_cache(request)
+                cached = hit is not None
+                events, first, target = await (_replay(hit, target) if hit is not None else self._open_stream(req, request, targets))
                 acc.provider = target.provider.name
                 self.metrics.time_to_first_token(req.model, time.perf_counter() - req.started)
                 req.status = 200
@@ -724,10 +727,12 @@ class Gateway:
             if events is not None:
                 await events.aclose()
             answer = acc.response(time.perf_counter() - req.started)
-            usage = settlement(answer.message if events is not None else None, acc.usage, prompt_tokens, request.max_tokens or 0,
-                               complete=complete, cut_off=cut_off)
+            usage = Usage() if cached else settlement(answer.message if events is not None else None, acc.usage, prompt_tokens,
+                                                       request.max_tokens or 0, complete=complete, cut_off=cut_off)
             self._settle(req, booking, target, usage)
-            self._log_call(req, request, target, answer if error is None else None, error)
+            self._log_call(req, request, target, answer if error is None else None, error, cached=cached)
+            if complete and error is None and not cached:
+                self._to_cache(request, answer)
 
     async def _open_stream(self, req: Request, request: ChatRequest, targets: tuple[Target, ...]) -> tuple[Any, StreamEvent | None, Target]:
         for i, target in enumerate(targets):
@@ -1024,6 +1029,18 @@ class _BatchClient:
 
     async def aclose(self) -> None:
         """The gateway closes its client itself, after the batches have stopped."""
+
+
+async def _replay(response: ChatResponse, target: Target) -> tuple[Any, StreamEvent | None, Target]:
+    """A cached answer as ``_open_stream`` gives a live one: its events, the first taken."""
+    from ..cache import replay
+
+    async def events() -> Any:
+        for event in replay(response):
+            yield event
+
+    stream = events()
+    return stream, await stream.__anext__(), target
 
 
 def _log_cache_failure(future: asyncio.Future[None]) -> None:
