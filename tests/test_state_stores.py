@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import openai
@@ -77,6 +77,25 @@ def two_gateways(upstream: OpenAIUpstream, records: str, **config: object) -> tu
                  for _ in range(2))  # type: ignore[return-value]
 
 
+def pg_key(postgres_url: str, name: str) -> str:
+    store = KeyStore(url=postgres_url)
+    try:
+        return store.create(name)
+    finally:
+        store.close()
+
+
+def hit_on_retry(upstream: OpenAIUpstream, ask: Callable[[], str], upstream_calls: int) -> tuple[str, int]:
+    """Ask until the answer comes from the cache (the put is written behind the first answer,
+    so an early ask may miss); returns the answer and the upstream calls made so far."""
+    deadline = time.monotonic() + 5
+    while True:
+        answer = ask()
+        if upstream.request_count == upstream_calls or time.monotonic() > deadline:
+            return answer, upstream_calls
+        upstream_calls += 1  # a miss went upstream (and will be cached too)
+
+
 def keys_cli(config: Path, *args: str) -> str:
     result = CliRunner().invoke(main, ["keys", *args], env={"MODELPORT_CONFIG": str(config)})
     assert result.exit_code == 0, result.output
@@ -120,9 +139,7 @@ def test_a_key_revoked_on_one_instance_is_refused_by_all(tmp_path: Path, upstrea
 
 
 def test_a_response_stored_on_one_instance_is_found_on_another(upstream: OpenAIUpstream, postgres_url: str) -> None:
-    store = KeyStore(url=postgres_url)
-    key, other = store.create("talker"), store.create("other")
-    store.close()
+    key, other = pg_key(postgres_url, "talker"), pg_key(postgres_url, "other")
     a, b = two_gateways(upstream, postgres_url)
     with a, b:
         sdk_a, sdk_b = (openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0) for gw in (a, b))
@@ -175,9 +192,7 @@ def test_without_postgres_keys_fail_closed_in_the_callers_dialect_and_heal(upstr
                                                                             postgres_url: str) -> None:
     import anthropic
 
-    store = KeyStore(url=postgres_url)
-    key = store.create("steady")
-    store.close()
+    key = pg_key(postgres_url, "steady")
     settings = Settings(auth=True, log_calls=False, records=postgres_url, max_tokens=50, keys_max_stale=1.5)
     with GatewayThread(settings, config=gateway_config(upstream), api_keys={"openai": UPSTREAM_KEY}) as gw:
         sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
@@ -236,29 +251,6 @@ def test_an_old_cache_file_is_upgraded_in_place(tmp_path: Path) -> None:
         assert db.execute("SELECT version FROM modelport_schema WHERE component = 'response_cache'").fetchone() == (1,)
 
 
-def test_an_answer_cached_through_one_gateway_is_a_hit_on_another(upstream: OpenAIUpstream, postgres_url: str) -> None:
-    store = KeyStore(url=postgres_url)
-    key = store.create("cached")
-    store.close()
-    a, b = two_gateways(upstream, postgres_url, cache={"enabled": True})
-    with a, b:
-        ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a question worth caching"}], "max_tokens": 20}
-        start = before = upstream.request_count
-        first = openai.OpenAI(base_url=a.url + "/v1", api_key=key, max_retries=0).chat.completions.create(**ask)
-        assert upstream.request_count == before + 1
-        deadline = time.monotonic() + 5  # the put is written behind the answer
-        while True:
-            again = openai.OpenAI(base_url=b.url + "/v1", api_key=key, max_retries=0).chat.completions.create(**ask)
-            if upstream.request_count == before + 1 or time.monotonic() > deadline:
-                break
-            before += 1  # a miss: that call went upstream; the next one should hit
-        assert upstream.request_count == before + 1, "gateway B did not find A's cached answer"
-        assert again.choices[0].message.content == first.choices[0].message.content
-    # A hit costs the key nothing: only the answers that went upstream count tokens.
-    usage = KeyStore(url=postgres_url).records()[0]
-    assert usage.requests >= 2 and usage.input_tokens == first.usage.prompt_tokens * (upstream.request_count - start)
-
-
 def counts(output: str) -> dict[str, tuple[int, int]]:
     """{what: (new, already there)} from `state migrate`'s summary."""
     import re
@@ -294,7 +286,7 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
 
     config = tmp_path / "config.toml"
     config.write_text(f'[state]\nrecords = "{postgres_url}"\n')
-    KeyStore(url=postgres_url).create("old")  # the same name as a key being moved: that one stays out
+    pg_key(postgres_url, "old")  # the same name as a key being moved: that one stays out
     runner = CliRunner()
     first = runner.invoke(main, ["state", "migrate", "--config", str(config)])
     assert first.exit_code == 0, first.output
@@ -324,7 +316,7 @@ def test_state_help_explains_the_two_parts() -> None:
 
 
 def test_state_status_names_urls_reachability_and_schema_versions(tmp_path: Path, postgres_server, postgres_url: str) -> None:
-    KeyStore(url=postgres_url).create("status")
+    pg_key(postgres_url, "status")
     config = tmp_path / "config.toml"
     config.write_text(f'[state]\nrecords = "{postgres_url.replace("modelport@", "modelport:pw@")}"\n')
     result = CliRunner().invoke(main, ["state", "status", "--config", str(config)])
@@ -339,23 +331,37 @@ def test_state_status_names_urls_reachability_and_schema_versions(tmp_path: Path
     assert result.exit_code == 0 and "UNREACHABLE" in result.output, result.output
 
 
-def test_streamed_and_whole_answers_share_the_gateway_cache(upstream: OpenAIUpstream, postgres_url: str) -> None:
-    store = KeyStore(url=postgres_url)
-    key = store.create("streamer")
-    store.close()
+def test_the_gateway_cache_is_shared_streamed_or_not(upstream: OpenAIUpstream, postgres_url: str) -> None:
+    key = pg_key(postgres_url, "cached")
     a, b = two_gateways(upstream, postgres_url, cache={"enabled": True})
     with a, b:
-        ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a streamed question"}], "max_tokens": 20}
         start = upstream.request_count
         sdk_a, sdk_b = (openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0) for gw in (a, b))
-        live = "".join(c.choices[0].delta.content or "" for c in sdk_a.chat.completions.create(**ask, stream=True) if c.choices)
+
+        def whole(sdk: openai.OpenAI, question: str) -> str:
+            messages = [{"role": "user", "content": question}]
+            return sdk.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=20).choices[0].message.content
+
+        def streamed(sdk: openai.OpenAI, question: str) -> str:
+            messages = [{"role": "user", "content": question}]
+            chunks = sdk.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=20, stream=True)
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+        # Whole answers: cached through A, a hit on B.
+        first = whole(sdk_a, "a question worth caching")
         assert upstream.request_count == start + 1
-        deadline = time.monotonic() + 5  # the put is written behind the answer
-        while True:
-            replayed = "".join(c.choices[0].delta.content or "" for c in sdk_b.chat.completions.create(**ask, stream=True) if c.choices)
-            if upstream.request_count == start + 1 or time.monotonic() > deadline:
-                break
-            start += 1
-        assert upstream.request_count == start + 1 and replayed == live
-        assert sdk_b.chat.completions.create(**ask).choices[0].message.content == live
-        assert upstream.request_count == start + 1
+        again, calls = hit_on_retry(upstream, lambda: whole(sdk_b, "a question worth caching"), start + 1)
+        assert upstream.request_count == calls, "gateway B did not find A's cached answer"
+        assert again == first
+        # Streams: a completed stream is kept, replayed as a stream, and answers a whole request too.
+        live = streamed(sdk_a, "a streamed question")
+        assert upstream.request_count == calls + 1
+        replayed, calls = hit_on_retry(upstream, lambda: streamed(sdk_b, "a streamed question"), calls + 1)
+        assert upstream.request_count == calls and replayed == live
+        assert whole(sdk_b, "a streamed question") == live and upstream.request_count == calls
+    # Every request counts, but a hit costs the key nothing: only the answers that went
+    # upstream count tokens (the fake counts a prompt's words).
+    usage = KeyStore(url=postgres_url).records()[0]
+    went_upstream = list(upstream.requests)[start - upstream.request_count:]
+    assert usage.requests == len(went_upstream) + 3
+    assert usage.input_tokens == sum(len(r.body["messages"][0]["content"].split()) for r in went_upstream)
