@@ -1,14 +1,14 @@
 """Gateway keys: who may call the gateway, on which models, within which limits.
 
-A key reads ``mpk_<id>_<secret>``. The store (SQLite, beside the call log) keeps the id,
-a random salt and ``sha256(salt + secret)``: never the key itself, so a copy of the file
-gives nobody access. The id is public and finds the row; the hash proves the secret.
+A key reads ``mpk_<id>_<secret>``. The store (gateway.db in the data dir, or the PostgreSQL
+database of ``[state] records`` that every instance shares) keeps the id, a random salt and
+``sha256(salt + secret)``: never the key itself, so a copy of the store gives nobody access. The id is public and finds the row; the hash proves the secret.
 Secrets are 256 random bits, so one salted SHA-256 is as strong as a slow KDF here, and
 costs a microsecond per request instead of tens of milliseconds.
 
 The server holds every key row in memory (``KeyRing``) and reloads the rows in a worker
-thread about once a second, so `modelport keys revoke` takes effect within a second
-without a database read on the request path.
+thread about once a second, so `modelport keys revoke` takes effect within a second, on
+every instance, without a database read on the request path.
 """
 
 from __future__ import annotations
