@@ -4,7 +4,9 @@ database that several gateways share."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,6 +20,8 @@ from modelport.cli import main
 from modelport.server import Settings
 from modelport.server.auth import KeyStore
 from modelport.server.testing import GatewayThread
+from modelport.state import copy
+from modelport.state.copy import CustomCopy
 from tests.fakes.openai_upstream import OpenAIUpstream
 
 UPSTREAM_KEY = "sk-upstream-secret"
@@ -252,13 +256,12 @@ def test_an_old_cache_file_is_upgraded_in_place(tmp_path: Path) -> None:
 
 
 def counts(output: str) -> dict[str, tuple[int, int]]:
-    """{what: (new, already there)} from `state migrate`'s summary."""
-    import re
-
+    """{what: (new, already there)} from `state migrate`'s table stores' summary."""
     return {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(r"^  (.+?)\s+(\d+) new\s+(\d+) already there$", output, re.M)}
 
 
-def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, upstream: OpenAIUpstream, postgres_url: str) -> None:
+def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, upstream: OpenAIUpstream, postgres_url: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
     from modelport.cache import ResponseCache, default_cache_path
@@ -284,6 +287,11 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
     request = ChatRequest("openai/gpt-4o-mini", [Message.user("cached before the move")])
     ResponseCache(default_cache_path({})).put(request, ChatResponse("r1", "gpt-4o-mini", Message.assistant("from the old cache")))
 
+    # A store that copies more than table rows plugs in as a CustomCopy (as Files/Batches do).
+    copied_into: list[str] = []
+    extra = CustomCopy("notes", lambda cfg, target: copied_into.append(target.url) or {"notes": 3})
+    monkeypatch.setattr(copy, "STORES", [*copy.STORES, f"{__name__}:EXTRA"])
+    monkeypatch.setattr(sys.modules[__name__], "EXTRA", extra, raising=False)
     config = tmp_path / "config.toml"
     config.write_text(f'[state]\nrecords = "{postgres_url}"\n')
     pg_key(postgres_url, "old")  # the same name as a key being moved: that one stays out
@@ -292,6 +300,7 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
     assert first.exit_code == 0, first.output
     assert counts(first.stdout) == {"gateway keys: gateway_keys": (1, 1), "stored responses: responses": (1, 0),
                                     "stored responses: items": (2, 0), "cached responses: entries": (1, 0)}
+    assert re.search(r"^  notes: notes\s+3 new$", first.stdout, re.M) and copied_into == [postgres_url]
     second = runner.invoke(main, ["state", "migrate", "--to", postgres_url])
     assert second.exit_code == 0, second.output
     assert counts(second.stdout) == {"gateway keys: gateway_keys": (0, 2), "stored responses: responses": (0, 1),

@@ -3,6 +3,7 @@ a single machine's SQLite state into PostgreSQL (`state migrate`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -62,8 +63,8 @@ def migrate(target: str | None, config_path: str | None) -> None:
     from ..config import load_config, use_config
     from ..errors import ConfigError
     from ..state import check_url, configured, redact, scheme
-    from ..state.copy import copy_table, count, stores
-    from ..state.records import records_exist
+    from ..state.copy import CustomCopy, copy_table, count, stores
+    from ..state.records import open_records, records_exist
 
     config = load_config(use_config(config_path) if config_path else None)
     target = target or configured("records", config)
@@ -72,9 +73,18 @@ def migrate(target: str | None, config_path: str | None) -> None:
                           hint="pass --to postgresql://user@host:5432/db (the database must exist; its tables are made here)")
     source_url = _source_url(config)
     console = Console(stderr=True)
-    totals: list[tuple[str, int, int]] = []  # (what, rows in the source, rows added)
+    totals: list[tuple[str, int, int | None]] = []  # (what, rows added, rows already there when known)
     with Progress(TextColumn("{task.description:36}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as progress:
         for store in stores():
+            if isinstance(store, CustomCopy):
+                task = progress.add_task(store.name, total=None)
+                into = open_records(target, Path(store.name))  # a server URL: the path is never used
+                try:
+                    totals.extend((f"{store.name}: {what}", added, None) for what, added in store.run(config, into).items())
+                finally:
+                    into.close()
+                progress.update(task, total=1, completed=1)
+                continue
             path = store.default_path(config)
             if not records_exist(source_url, path):
                 totals.extend((f"{store.name}: {table.name}", 0, 0) for table in store.tables)
@@ -85,13 +95,14 @@ def migrate(target: str | None, config_path: str | None) -> None:
                     label = f"{store.name}: {table.name}"
                     rows = count(source, table)
                     task = progress.add_task(label, total=rows)
-                    totals.append((label, rows, copy_table(source, into, table, lambda n, task=task: progress.advance(task, n))))
+                    added = copy_table(source, into, table, lambda n, task=task: progress.advance(task, n))
+                    totals.append((label, added, rows - added))
             finally:
                 source.close()
                 into.close()
     click.echo(f"copied into {redact(target)}:")
-    for name, rows, added in totals:
-        click.echo(f"  {name:36} {added:>8} new  {rows - added:>8} already there")
+    for name, added, there in totals:
+        click.echo(f"  {name:36} {added:>8} new" + ("" if there is None else f"  {there:>8} already there"))
     click.echo(f'next: set [state] records = "{redact(target)}" in the config of every gateway')
 
 
@@ -137,11 +148,13 @@ def _record_versions(url: str | None, config: dict[str, Any]) -> list[tuple[str,
     """(database, what it holds) for each database the record stores use: reachable or not,
     and the schema version of each store in it."""
     from ..errors import StateUnavailableError
-    from ..state.copy import stores
+    from ..state.copy import StoreCopy, stores
     from ..state.records import open_records, records_exist
 
     seen: dict[str, str] = {}
     for store in stores():
+        if not isinstance(store, StoreCopy):
+            continue  # a custom copy names no database of its own
         path = store.default_path(config)
         if not records_exist(url, path):
             seen.setdefault(str(path), "not made yet")

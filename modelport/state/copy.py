@@ -2,8 +2,11 @@
 
 Each store describes its part once, as a ``StoreCopy``: its name, the SQLite file it keeps
 by default under a config, how to open its database at the newest schema, and the tables
-(with their key columns) to copy. ``STORES`` lists them by ``"module:attribute"``, so this
-module imports no store until a copy runs; a new store adds one line there.
+(with their key columns) to copy. A store whose copy is more than rows of tables (files
+kept beside the records, journals) gives a ``CustomCopy`` instead: a function that copies
+it all and says how many of each thing were new. ``STORES`` lists them by
+``"module:attribute"``, so this module imports no store until a copy runs; a new store adds
+one line there.
 
 Rows are read in key order, a page at a time, and written with ``ON CONFLICT DO NOTHING``:
 a row already in the target (same key, or the same value of another unique column, such as
@@ -44,7 +47,15 @@ class StoreCopy:
     tables: tuple[Table, ...]
 
 
-def stores() -> list[StoreCopy]:
+@dataclass(frozen=True, slots=True)
+class CustomCopy:
+    name: str  # shown to the user: "files and batches"
+    # (the loaded config, the target database) -> {what: how many were new}; copies nothing
+    # twice, and nothing at all when this machine has no such state.
+    run: Callable[[dict[str, Any], RecordsDB], dict[str, int]]
+
+
+def stores() -> list[StoreCopy | CustomCopy]:
     found = []
     for target in STORES:
         module, _, attr = target.partition(":")
