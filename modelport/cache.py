@@ -6,7 +6,9 @@ entry, and any difference in model, messages, parameters, tools or ``extra`` mis
 Streamed answers are stored as their assembled ChatResponse; ``replay`` turns a cached
 response back into the stream events that assemble into it.
 
-The cache is a SQLite file beside the call log (``cache.db``), or ``MODELPORT_CACHE_PATH``.
+The cache is a SQLite file beside the call log (``cache.db``), or ``MODELPORT_CACHE_PATH``;
+given a records URL (the gateway passes its ``[state] records``) it lives in that database,
+so that every gateway instance sharing a PostgreSQL database shares the cache.
 Turn it on per client (``Client(cache=True)`` or a TTL in seconds), with
 ``MODELPORT_CACHE=1`` (or a TTL in seconds), or with ``[cache] enabled = true`` and
 ``ttl = 3600`` in the config file; ``MODELPORT_CACHE=0`` turns it off everywhere.
@@ -17,32 +19,43 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from modelport.calllog import connect, default_log_path
+from modelport.calllog import default_log_path
 from modelport.config import section
+from modelport.state.copy import StoreCopy, Table
 from modelport.serialize import request_to_dict, response_from_dict, response_to_dict
 from modelport.types import ChatRequest, ChatResponse, ReasoningPart, StreamEvent, TextPart
 
 
-def _migration_1_entries(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        """CREATE TABLE entries (
-            key TEXT PRIMARY KEY,
-            model TEXT NOT NULL,
-            response_json TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            hits INTEGER NOT NULL DEFAULT 0
-        )"""
-    )
-    conn.execute("CREATE INDEX entries_created_at ON entries (created_at)")
+# The versions of the cache's table, oldest first (see modelport.state.records.migrate).
+STEPS = (
+    """CREATE TABLE entries (
+        key TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        response_json TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX entries_created_at ON entries (created_at)""",
+)
+COLUMNS = ("key", "model", "response_json", "created_at", "hits")
 
 
-MIGRATIONS = [_migration_1_entries]
+def _legacy_version(db: Any) -> int:
+    """A cache.db of a modelport that counted versions in PRAGMA user_version: its one
+    version made the entries table."""
+    return 1 if db.columns("entries") else 0
+
+
+def open_cache(url: str | None, path: Path) -> Any:
+    """The cache's records database (``url``, else the SQLite file ``path``) at its newest schema."""
+    from modelport.state.records import open_store
+
+    return open_store(url, path, "response_cache", STEPS, legacy=_legacy_version)
 
 
 def default_cache_path(loaded: dict[str, Any] | None = None) -> Path:
@@ -50,10 +63,11 @@ def default_cache_path(loaded: dict[str, Any] | None = None) -> Path:
     return Path(configured).expanduser() if configured else default_log_path(loaded).parent / "cache.db"
 
 
-def cache_for(setting: bool | float | None = None, loaded: dict[str, Any] | None = None) -> ResponseCache | None:
+def cache_for(setting: bool | float | None = None, loaded: dict[str, Any] | None = None, url: str | None = None) -> ResponseCache | None:
     """The cache to use, or None: ``MODELPORT_CACHE=0`` always wins; then ``setting``
     (True, False, or a TTL in seconds); then ``MODELPORT_CACHE`` (1 or a TTL); then the
-    config's ``[cache]`` table (``loaded``, by default the process's config file); else off."""
+    config's ``[cache]`` table (``loaded``, by default the process's config file); else off.
+    ``url``: a records database to keep it in instead of the local file."""
     env = os.environ.get("MODELPORT_CACHE", "").strip().lower()
     if env in {"0", "false", "no", "off"}:
         return None
@@ -65,7 +79,7 @@ def cache_for(setting: bool | float | None = None, loaded: dict[str, Any] | None
     if setting is False:
         return None
     ttl = config.get("ttl") if setting is True else float(setting)
-    return ResponseCache(default_cache_path(loaded), ttl=None if ttl is None else float(ttl))
+    return ResponseCache(default_cache_path(loaded), ttl=None if ttl is None else float(ttl), url=url)
 
 
 def request_key(request: ChatRequest) -> str:
@@ -77,12 +91,14 @@ def request_key(request: ChatRequest) -> str:
 
 
 class ResponseCache:
-    """Cached responses at ``path``; entries older than ``ttl`` seconds are misses."""
+    """Cached responses at ``path`` (or in the records database ``url``); entries older
+    than ``ttl`` seconds are misses."""
 
-    def __init__(self, path: str | Path | None = None, ttl: float | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, ttl: float | None = None, url: str | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_cache_path()
+        self.url = url
         self.ttl = ttl
-        self._conn: sqlite3.Connection | None = None
+        self._db: Any = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
 
@@ -91,14 +107,14 @@ class ResponseCache:
     def get(self, request: ChatRequest) -> ChatResponse | None:
         key = request_key(request)
         with self._lock:
-            conn = self._connection()
-            row = conn.execute("SELECT response_json, created_at FROM entries WHERE key = ?", (key,)).fetchone()
+            db = self._connection()
+            row = db.execute("SELECT response_json, created_at FROM entries WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
             if self.ttl is not None and row[1] < time.time() - self.ttl:
-                conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+                db.execute("DELETE FROM entries WHERE key = ?", (key,))
                 return None
-            conn.execute("UPDATE entries SET hits = hits + 1 WHERE key = ?", (key,))
+            db.execute("UPDATE entries SET hits = hits + 1 WHERE key = ?", (key,))
         return response_from_dict(json.loads(row[0]))
 
     def put(self, request: ChatRequest, response: ChatResponse) -> None:
@@ -108,35 +124,34 @@ class ResponseCache:
         text = json.dumps(response_to_dict(response), ensure_ascii=False)
         with self._lock:
             self._connection().execute(
-                "INSERT OR REPLACE INTO entries (key, model, response_json, created_at, hits) VALUES (?, ?, ?, ?, 0)",
+                "INSERT INTO entries (key, model, response_json, created_at, hits) VALUES (?, ?, ?, ?, 0) ON CONFLICT (key) DO UPDATE"
+                " SET model = excluded.model, response_json = excluded.response_json, created_at = excluded.created_at, hits = 0",
                 (request_key(request), request.model, text, time.time()),
             )
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
         with self._lock:
-            conn = self._connection()
-            removed = conn.execute("DELETE FROM entries").rowcount
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("VACUUM")
+            db = self._connection()
+            removed = db.execute("DELETE FROM entries").rowcount
+            db.compact()
         return removed
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            entries, hits, oldest, newest = self._connection().execute(
+            db = self._connection()
+            entries, hits, oldest, newest = db.execute(
                 "SELECT count(*), coalesce(sum(hits), 0), min(created_at), max(created_at) FROM entries"
             ).fetchone()
             expired = 0
             if self.ttl is not None:
-                expired = self._connection().execute(
-                    "SELECT count(*) FROM entries WHERE created_at < ?", (time.time() - self.ttl,)
-                ).fetchone()[0]
-        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+                expired = db.execute("SELECT count(*) FROM entries WHERE created_at < ?", (time.time() - self.ttl,)).fetchone()[0]
+            where, size = db.url, db.footprint()
         return {
-            "path": str(self.path),
-            "entries": entries,
-            "hits": hits,
-            "expired": expired,
+            "path": str(self.path) if size is not None else where,
+            "entries": int(entries),
+            "hits": int(hits),
+            "expired": int(expired),
             "ttl": self.ttl,
             "oldest": oldest,
             "newest": newest,
@@ -145,15 +160,20 @@ class ResponseCache:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
+    def _connection(self) -> Any:
+        if self._db is None or self._pid != os.getpid():
             self._pid = os.getpid()
-            self._conn = connect(self.path, MIGRATIONS, "response cache")
-        return self._conn
+            self._db = None  # a parent's connection is not this process's to use
+            self._db = open_cache(self.url, self.path)
+        return self._db
+
+
+# The cache's part of `modelport state migrate` (see modelport.state.copy).
+CACHE_COPY = StoreCopy("cached responses", default_cache_path, open_cache, (Table("entries", COLUMNS, ("key",)),))
 
 
 def replay(response: ChatResponse) -> list[StreamEvent]:

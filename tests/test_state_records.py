@@ -102,3 +102,36 @@ def test_sqlite_records_are_private(tmp_path):
     database.close()
     assert (tmp_path / "sub" / "r.db").stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "unused.db").exists()
+
+
+def test_a_forked_process_gets_its_own_pool(postgres_url):
+    import os
+
+    parent = open_records(postgres_url, None)
+    try:
+        parent.execute("SELECT 1").fetchone()
+        pid = os.fork()
+        if pid == 0:  # the child: a pool of its own, never the parent's connections or threads
+            code = 1
+            try:
+                child = open_records(postgres_url, None)
+                code = 0 if child is not parent and child.execute("SELECT 2").fetchone()[0] == 2 else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert parent.execute("SELECT 3").fetchone()[0] == 3
+    finally:
+        parent.close()
+
+
+def test_a_statement_that_runs_too_long_is_cancelled_as_a_503(postgres_url):
+    database = PostgresRecords(postgres_url, statement_timeout=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StateUnavailableError):
+            database.execute("SELECT pg_sleep(10)")
+        assert time.monotonic() - started < 5
+        assert database.execute("SELECT 1").fetchone()[0] == 1  # the connection went back usable
+    finally:
+        database.close()

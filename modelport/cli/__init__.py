@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "models": "modelport.cli.models:models",
     "pull": "modelport.cli.models:pull",
     "serve": "modelport.cli.serve:serve",
+    "state": "modelport.cli.state:state",
     "ui": "modelport.cli.ui:ui",
     "usage": "modelport.cli.logs:usage",
 }

@@ -37,13 +37,17 @@ def parse_expiry(value: str, now: float | None = None) -> float:
 
 
 def _store(path: str | None):
+    """The keys the gateway of this config reads: ``[state] records`` when it names a
+    database, else the SQLite file ``path``."""
     from ..server.auth import KeyStore
+    from ..state import configured
 
-    return KeyStore(path)
+    return KeyStore(path, url=configured("records"))
 
 
-_store_option = click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
-                             envvar="MODELPORT_GATEWAY_KEYS", help="Key store file  [default: gateway.db in the data dir]")
+_store_option = click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None, envvar="MODELPORT_GATEWAY_KEYS",
+                             help="Key store file, unless the config's [state] records names a PostgreSQL database"
+                                  "  [default: gateway.db in the data dir]")
 
 
 @keys.command("create")
@@ -64,7 +68,7 @@ def create(name: str, rpm: int | None, tpm: int | None, budget: float | None, mo
     key = store.create(name, rpm=rpm, tpm=tpm, budget=budget, models=allowed, expires=parse_expiry(expires) if expires else None,
                        admin=admin)
     click.echo(key)
-    click.echo(f"created gateway key {name!r} in {store.path}; it is shown only now, so store it safely", err=True)
+    click.echo(f"created gateway key {name!r} in {store.where}; it is shown only now, so store it safely", err=True)
 
 
 @keys.command("revoke")

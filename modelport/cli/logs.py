@@ -390,7 +390,8 @@ def stats(as_json: bool) -> None:
     click.echo(f"cache file   {numbers['path']}")
     click.echo(f"responses    {numbers['entries']}")
     click.echo(f"reused       {numbers['hits']} time(s)")
-    click.echo(f"size         {numbers['bytes'] / 1e6:.2f} MB")  # MB = 10^6 bytes, as everywhere in modelport
+    if numbers["bytes"] is not None:  # a database server's size is its own business
+        click.echo(f"size         {numbers['bytes'] / 1e6:.2f} MB")  # MB = 10^6 bytes, as everywhere in modelport
     if numbers["oldest"] is not None:
         click.echo(f"oldest       {datetime.fromtimestamp(numbers['oldest']).strftime('%Y-%m-%d %H:%M:%S')}")
         click.echo(f"newest       {datetime.fromtimestamp(numbers['newest']).strftime('%Y-%m-%d %H:%M:%S')}")

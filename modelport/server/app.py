@@ -32,6 +32,7 @@ from ..errors import (
     PermissionDeniedError,
     RequestTooLargeError,
     ServerError,
+    StateUnavailableError,
     TimeoutError,
     error_for_status,
 )
@@ -91,6 +92,9 @@ class Settings:
     records: str | None = None
     # This gateway's name in its metrics' ``instance`` label; None: host:port.
     instance: str | None = None
+    # Longest time the gateway keeps accepting keys from its last good read of the key
+    # store (a revoke it cannot see); after that, keyed requests get 503 until a read works.
+    keys_max_stale: float = 10.0
 
     @property
     def auth_required(self) -> bool:
@@ -290,16 +294,24 @@ class Gateway:
         # request can last.
         self.counters = open_counters(self.settings.counters, hold_seconds=self.settings.request_timeout + 60)
         self.readiness.register("counters", self.counters.healthy)
-        self.keys = KeyRing(KeyStore(self.settings.keys_path), self.counters)
+        self.keys = KeyRing(KeyStore(self.settings.keys_path, url=self.settings.records), self.counters)
         self.auth_required = self.settings.auth_required
         from ..calllog import log_for
 
         self.call_log = log_for("gateway", self.settings.log_calls, self.client.config)
+        from ..cache import cache_for
+
+        # The response cache ([cache] in the config): in the records database, so that every
+        # instance sharing a PostgreSQL one shares it too.
+        self.cache = cache_for(None, self.client.config, url=self.settings.records)
         # One thread for the key store: SQLite connections stay on the thread that made them.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-keys")
+        self.readiness.register("records", self._ping_records)
         self._sync_lock: asyncio.Lock | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._synced_at = 0.0
+        # Why the last read of the key store failed; None once one works again.
+        self._keys_error: BaseException | None = None
         self._prices: dict[str, Any] = {}
         self._ids = count(1)
         self._id_prefix = "req_" + os.urandom(4).hex()
@@ -461,7 +473,26 @@ class Gateway:
             if key and key.startswith("mpk_"):
                 _, req.caller = self.keys.lookup(key)
             return
+        self._check_keys_fresh(key)
         req.caller = self.keys.authenticate(key)
+
+    def _check_keys_fresh(self, key: str | None) -> None:
+        """Fail closed while the key store cannot be read: the keys last read stay good for
+        ``keys_max_stale`` seconds (a brief outage or failover costs nothing), then every
+        key is refused with a 503, so a key revoked meanwhile is not honoured for long (a
+        read that hangs counts as failing); a well-formed key the last read did not have is
+        refused with a 503 at once, since it may be new."""
+        age = time.monotonic() - self.keys.loaded_at
+        error = self._keys_error
+        if not key or (error is None and age <= self.settings.keys_max_stale):
+            return
+        key_id, caller = self.keys.lookup(key)
+        if age > self.settings.keys_max_stale or (key_id is not None and caller is None):
+            # A records error names its database (without password); anything else only its type.
+            reason = (error.message if isinstance(error, ModelportError) else type(error).__name__) if error is not None \
+                else f"no read has finished for {age:.0f} s"
+            raise StateUnavailableError(f"the gateway cannot read its keys ({reason}), so it cannot check this key",
+                                        hint="check the records database ([state] records); the gateway reconnects by itself")
 
     # -- responses -----------------------------------------------------------------------
 
@@ -580,13 +611,27 @@ class Gateway:
             await self.counters.settle(booking, usage.input_tokens + usage.output_tokens, spent)
             self.keys.record_usage(caller, usage.input_tokens, usage.output_tokens, spent)
 
-    def _log_call(self, req: Request, request: ChatRequest, target: Target, response: ChatResponse | None, error: BaseException | None) -> None:
+    def _log_call(self, req: Request, request: ChatRequest, target: Target, response: ChatResponse | None, error: BaseException | None,
+                  cached: bool = False) -> None:
         if self.call_log is not None:
             self.call_log.record(
                 request, response, error, provider=target.provider.name, model=target.model_id,
                 source="gateway", latency=time.perf_counter() - req.started, key_name=req.caller.name if req.caller else None,
-                prices=self.client.prices,
+                cached=cached, prices=self.client.prices,
             )
+
+    async def _from_cache(self, request: ChatRequest) -> ChatResponse | None:
+        """The cached answer to this request, read in a worker thread (a file or a database)."""
+        if self.cache is None:
+            return None
+        return await asyncio.to_thread(self.cache.get, request)
+
+    def _to_cache(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Keep an answer for the next identical request, written in a worker thread; a
+        failed write costs only a later miss."""
+        if self.cache is not None:
+            future = asyncio.get_running_loop().run_in_executor(None, self.cache.put, request, response)
+            future.add_done_callback(_log_cache_failure)
 
     async def chat(self, req: Request, request: ChatRequest) -> ChatResponse:
         """A whole answer, from the first target that does not fail with a fallback error."""
@@ -600,7 +645,14 @@ class Gateway:
         target = targets[0]
         response: ChatResponse | None = None
         cut_off = False  # stopped while the upstream worked: what it used is unknown
+        cached = False  # answered from the response cache: it costs the key no tokens and nothing
         try:
+            response = await self._from_cache(request)
+            if response is not None:
+                cached = True
+                response.provider = target.provider.name
+                self._log_call(req, request, target, response, None, cached=True)
+                return response
             for i, target in enumerate(targets):
                 try:
                     response = await target.backend.achat(request, target.model_id)
@@ -612,6 +664,7 @@ class Gateway:
                     raise
                 response.provider = target.provider.name
                 self._log_call(req, request, target, response, None)
+                self._to_cache(request, response)
                 return response
             raise AssertionError("unreachable: the last target returns or raises")
         except asyncio.CancelledError:
@@ -627,8 +680,8 @@ class Gateway:
             interrupt.disarm()
             watcher.cancel()
             answer = response.message if response is not None else None
-            usage = settlement(answer, response.usage if response is not None else None, prompt_tokens, request.max_tokens or 0,
-                               complete=True, cut_off=cut_off)
+            usage = Usage() if cached else settlement(answer, response.usage if response is not None else None, prompt_tokens,
+                                                       request.max_tokens or 0, complete=True, cut_off=cut_off)
             await self._settle(req, booking, target, usage)
 
     async def stream(self, req: Request, request: ChatRequest, encoder: Any) -> None:
@@ -649,11 +702,14 @@ class Gateway:
         error: ModelportError | None = None
         send = req.send
         # What to charge: the delivered answer once one has begun, else the worst case if the
-        # upstream was stopped while it worked (cut off), else nothing (an upstream error).
-        cut_off = complete = False
+        # upstream was stopped while it worked (cut off), else nothing (an upstream error or
+        # an answer replayed from the response cache).
+        cut_off = complete = cached = False
         try:
             try:
-                events, first, target = await self._open_stream(req, request, targets)
+                hit = await self._from_cache(request)
+                cached = hit is not None
+                events, first, target = await (_replay(hit, target) if hit is not None else self._open_stream(req, request, targets))
                 acc.provider = target.provider.name
                 self.metrics.time_to_first_token(req.model, time.perf_counter() - req.started)
                 req.status = 200
@@ -706,10 +762,12 @@ class Gateway:
             if events is not None:
                 await events.aclose()
             answer = acc.response(time.perf_counter() - req.started)
-            usage = settlement(answer.message if events is not None else None, acc.usage, prompt_tokens, request.max_tokens or 0,
-                               complete=complete, cut_off=cut_off)
+            usage = Usage() if cached else settlement(answer.message if events is not None else None, acc.usage, prompt_tokens,
+                                                       request.max_tokens or 0, complete=complete, cut_off=cut_off)
             await self._settle(req, booking, target, usage)
-            self._log_call(req, request, target, answer if error is None else None, error)
+            self._log_call(req, request, target, answer if error is None else None, error, cached=cached)
+            if complete and error is None and not cached:
+                self._to_cache(request, answer)
 
     async def _open_stream(self, req: Request, request: ChatRequest, targets: tuple[Target, ...]) -> tuple[Any, StreamEvent | None, Target]:
         for i, target in enumerate(targets):
@@ -913,6 +971,8 @@ class Gateway:
             def save_and_read() -> list[Any]:
                 try:
                     store.add_usage(usage)
+                except StateUnavailableError:
+                    raise  # reported once below, not with a traceback every second
                 except Exception:
                     log.exception("could not save gateway key usage; keeping it for the next try")
                     raise
@@ -920,9 +980,16 @@ class Gateway:
 
             try:
                 records = await asyncio.get_running_loop().run_in_executor(self._io, save_and_read)
-            except Exception:
+            except Exception as exc:
                 self._restore_usage(usage)
+                if self._keys_error is None:
+                    log.warning("cannot read the gateway keys (%s); serving the last ones read for up to %g s", exc,
+                                self.settings.keys_max_stale)
+                self._keys_error = exc
                 return
+            if self._keys_error is not None:
+                log.warning("the gateway keys can be read again")
+                self._keys_error = None
             self.keys.load(records)
 
     def _restore_usage(self, usage: dict[str, list[Any]]) -> None:
@@ -936,6 +1003,9 @@ class Gateway:
         while True:
             await asyncio.sleep(KEY_SYNC_SECONDS)
             await self.sync_keys()
+
+    async def _ping_records(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._io, self.keys.store.ping)
 
     async def startup(self) -> None:
         if self.auth_required or self.keys.store.exists():
@@ -969,6 +1039,8 @@ class Gateway:
         await self.client.aclose()
         await self.counters.close()
         loop = asyncio.get_running_loop()
+        if self.cache is not None:
+            await loop.run_in_executor(None, self.cache.close)
         if self.call_log is not None:
             await loop.run_in_executor(self._io, self.call_log.flush, 5.0)
         await loop.run_in_executor(self._io, self.keys.store.close)
@@ -1025,6 +1097,23 @@ class _BatchClient:
 
     async def aclose(self) -> None:
         """The gateway closes its client itself, after the batches have stopped."""
+
+
+async def _replay(response: ChatResponse, target: Target) -> tuple[Any, StreamEvent | None, Target]:
+    """A cached answer as ``_open_stream`` gives a live one: its events, the first taken."""
+    from ..cache import replay
+
+    async def events() -> Any:
+        for event in replay(response):
+            yield event
+
+    stream = events()
+    return stream, await stream.__anext__(), target
+
+
+def _log_cache_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not keep an answer in the response cache: %s", future.exception())
 
 
 def _not_allowed(req: Request, allowed: tuple[str, ...]) -> MethodNotAllowedError:

@@ -1,14 +1,14 @@
 """Gateway keys: who may call the gateway, on which models, within which limits.
 
-A key reads ``mpk_<id>_<secret>``. The store (SQLite, beside the call log) keeps the id,
-a random salt and ``sha256(salt + secret)``: never the key itself, so a copy of the file
-gives nobody access. The id is public and finds the row; the hash proves the secret.
+A key reads ``mpk_<id>_<secret>``. The store (gateway.db in the data dir, or the PostgreSQL
+database of ``[state] records`` that every instance shares) keeps the id, a random salt and
+``sha256(salt + secret)``: never the key itself, so a copy of the store gives nobody access. The id is public and finds the row; the hash proves the secret.
 Secrets are 256 random bits, so one salted SHA-256 is as strong as a slow KDF here, and
 costs a microsecond per request instead of tens of milliseconds.
 
 The server holds every key row in memory (``KeyRing``) and reloads the rows in a worker
-thread about once a second, so `modelport keys revoke` takes effect within a second
-without a database read on the request path.
+thread about once a second, so `modelport keys revoke` takes effect within a second, on
+every instance, without a database read on the request path.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import hmac
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -27,36 +26,58 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import AuthenticationError, BadRequestError, PermissionDeniedError
+from ..state.copy import StoreCopy, Table
 from ..state.counters import Counters, KeyLimits, MemoryCounters
-from ..sqlite_wal import wal_mode
 
 PREFIX = "mpk_"
 ID_BYTES = 6
 _KEY_SHAPE = re.compile(r"^mpk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS gateway_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    salt BLOB NOT NULL,
-    hash BLOB NOT NULL,
-    rpm INTEGER,
-    tpm INTEGER,
-    budget REAL,
-    models TEXT,
-    expires REAL,
-    created REAL NOT NULL,
-    revoked REAL,
-    requests INTEGER NOT NULL DEFAULT 0,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost REAL NOT NULL DEFAULT 0,
-    last_used REAL,
-    admin INTEGER NOT NULL DEFAULT 0
-);
-"""
-# Columns added after the first release: a store made before gains them when opened.
-_MIGRATIONS = (("admin", "ALTER TABLE gateway_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0"),)
+# The versions of the gateway_keys table, oldest first (see modelport.state.records.migrate).
+_STEPS = (
+    """CREATE TABLE gateway_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        rpm INTEGER,
+        tpm INTEGER,
+        budget REAL,
+        models TEXT,
+        expires REAL,
+        created REAL NOT NULL,
+        revoked REAL,
+        requests INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        last_used REAL
+    )""",
+    "ALTER TABLE gateway_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
+)
+# Every column, in the order KeyRecord reads them and `state migrate` copies them.
+COLUMNS = ("id", "name", "salt", "hash", "rpm", "tpm", "budget", "models", "expires", "revoked", "created", "requests",
+           "input_tokens", "output_tokens", "cost", "last_used", "admin")
+
+
+def _legacy_version(db: Any) -> int:
+    """A gateway.db of a modelport that kept no schema versions: 1 without the admin
+    column (added by a PRAGMA table_info check), 2 with it, 0 without the table."""
+    columns = db.columns("gateway_keys")
+    return 0 if not columns else 2 if "admin" in columns else 1
+
+
+def open_keys(url: str | None, path: Path) -> Any:
+    """The keys' records database (``url``, else the SQLite file ``path``) at its newest schema."""
+    from ..state.records import open_store
+
+    return open_store(url, path, "gateway_keys", _STEPS, legacy=_legacy_version)
+
+
+def _keys_file(config: dict[str, Any]) -> Path:
+    """The gateway.db a gateway of this config uses: ``[server] keys_path``, else the default."""
+    configured = (config.get("server") or {}).get("keys_path")
+    return Path(configured) if configured else default_store_path()
 
 
 def default_store_path() -> Path:
@@ -100,38 +121,41 @@ class KeyRecord:
 
 
 class KeyStore:
-    """The SQLite file of gateway keys and their usage totals. Blocking: call it from the
-    CLI, or from one worker thread in the server. One connection, opened on first use and
-    kept until ``close``: reopening it every second would leave a trail of handles."""
+    """Gateway keys and their usage totals, in the records database: a SQLite file (``path``,
+    by default gateway.db in the data dir) or, with a ``postgresql://`` records ``url``, the
+    database every gateway instance shares. Blocking: call it from the CLI, or from one
+    worker thread in the server. Opened on first use and kept until ``close``: reopening
+    it every second would leave a trail of handles."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, url: str | None = None) -> None:
         self.path = Path(path) if path else default_store_path()
+        # A PostgreSQL URL holds every store; a bare sqlite: (or none) leaves the file at path.
+        self.url = url
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._db: Any = None
 
-    def _connect(self) -> sqlite3.Connection:
-        """The store's connection (the caller holds ``_lock``)."""
-        if self._db is not None:
-            return self._db
-        from ..config import private_file
+    @property
+    def where(self) -> str:
+        """Where the keys live, for messages (no password)."""
+        return self._db.url if self._db is not None else str(self.path)
 
-        # The file holds only hashes, but its usage totals are nobody else's business.
-        db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
-        wal_mode(db)
-        with db:
-            db.executescript(_SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(gateway_keys)")}
-            for column, statement in _MIGRATIONS:
-                if column not in columns:
-                    db.execute(statement)
-        self._db = db
-        return db
+    def _connect(self) -> Any:
+        """The store's database, at the newest schema."""
+        if self._db is None:
+            # The file holds only hashes, but its usage totals are nobody else's business (0600).
+            self._db = open_keys(self.url, self.path)
+        return self._db
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    def ping(self) -> None:
+        """Raise unless the records database answers now (the gateway's /ready check)."""
+        with self._lock:
+            self._connect().execute("SELECT 1").fetchone()
 
     def create(
         self,
@@ -150,54 +174,59 @@ class KeyStore:
         key_id = secrets.token_hex(ID_BYTES)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
-        with self._lock, self._connect() as db:
-            try:
-                db.execute(
-                    "INSERT INTO gateway_keys (id, name, salt, hash, rpm, tpm, budget, models, expires, created, admin)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key_id, name, salt, _digest(salt, secret), rpm, tpm, budget, ",".join(models) or None, expires, time.time(), int(admin)),
-                )
-            except sqlite3.IntegrityError:
-                raise BadRequestError(
-                    f"a key named {name!r} already exists", hint=f"revoke it first (modelport keys revoke {name}) or pick another name"
-                ) from None
+        with self._lock:
+            added = self._connect().execute(
+                "INSERT INTO gateway_keys (id, name, salt, hash, rpm, tpm, budget, models, expires, created, admin)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (key_id, name, salt, _digest(salt, secret), rpm, tpm, budget, ",".join(models) or None, expires, time.time(), int(admin)),
+            ).rowcount
+        if not added:
+            raise BadRequestError(
+                f"a key named {name!r} already exists", hint=f"revoke it first (modelport keys revoke {name}) or pick another name"
+            )
         return f"{PREFIX}{key_id}_{secret}"
 
     def revoke(self, name: str) -> bool:
-        with self._lock, self._connect() as db:
-            cursor = db.execute("UPDATE gateway_keys SET revoked = ?, name = name || '#revoked-' || id WHERE name = ? AND revoked IS NULL", (time.time(), name))
+        with self._lock:
+            cursor = self._connect().execute(
+                "UPDATE gateway_keys SET revoked = ?, name = name || '#revoked-' || id WHERE name = ? AND revoked IS NULL", (time.time(), name))
             return cursor.rowcount > 0
 
-    def records(self, include_revoked: bool = False) -> list[KeyRecord]:
-        query = "SELECT id, name, salt, hash, rpm, tpm, budget, models, expires, revoked, created, requests, input_tokens, output_tokens, cost, last_used, admin FROM gateway_keys"
+    def rows(self, include_revoked: bool = True) -> list[tuple[Any, ...]]:
+        """Every key's row as stored, in ``COLUMNS`` order, oldest first."""
+        query = f"SELECT {', '.join(COLUMNS)} FROM gateway_keys"
         if not include_revoked:
             query += " WHERE revoked IS NULL"
-        if self._db is None and not self.path.exists():
+        if self._db is None and not self.exists():
             return []  # reading makes no store
-        with self._lock, self._connect() as db:
-            rows = db.execute(query + " ORDER BY created").fetchall()
+        with self._lock:
+            return [tuple(row) for row in self._connect().execute(query + " ORDER BY created").fetchall()]
+
+    def records(self, include_revoked: bool = False) -> list[KeyRecord]:
         return [
             KeyRecord(
-                id=r[0], name=r[1], salt=r[2], hash=r[3], limits=KeyLimits(r[4], r[5], r[6]),
+                id=r[0], name=r[1], salt=bytes(r[2]), hash=bytes(r[3]), limits=KeyLimits(r[4], r[5], r[6]),
                 models=tuple(r[7].split(",")) if r[7] else (), expires=r[8], revoked=r[9], created=r[10],
                 requests=r[11], input_tokens=r[12], output_tokens=r[13], cost=r[14], last_used=r[15], admin=bool(r[16]),
             )
-            for r in rows
+            for r in self.rows(include_revoked)
         ]
 
     def add_usage(self, usage: dict[str, list[Any]]) -> None:
         """Add ``{key id: [requests, input tokens, output tokens, cost, last used]}`` to the totals."""
         if not usage:
             return
-        with self._lock, self._connect() as db:
+        with self._lock, self._connect().transaction() as db:
             db.executemany(
-                "UPDATE gateway_keys SET requests = requests + ?, input_tokens = input_tokens + ?,"
-                " output_tokens = output_tokens + ?, cost = cost + ?, last_used = MAX(COALESCE(last_used, 0), ?) WHERE id = ?",
-                [(*totals, key_id) for key_id, totals in usage.items()],
+                "UPDATE gateway_keys SET requests = requests + ?, input_tokens = input_tokens + ?, output_tokens = output_tokens + ?,"
+                " cost = cost + ?, last_used = CASE WHEN last_used IS NULL OR last_used < ? THEN ? ELSE last_used END WHERE id = ?",
+                [(requests, tokens_in, tokens_out, cost, last, last, key_id) for key_id, (requests, tokens_in, tokens_out, cost, last) in usage.items()],
             )
 
     def exists(self) -> bool:
-        return self.path.exists()
+        from ..state.records import records_exist
+
+        return records_exist(self.url, self.path)
 
 
 @dataclass(slots=True)
@@ -287,3 +316,7 @@ class KeyRing:
         """The usage not yet written, handed over for a worker thread to save."""
         usage, self._unsaved = self._unsaved, {}
         return usage
+
+
+# The keys' part of `modelport state migrate` (see modelport.state.copy): with their usage totals.
+KEYS_COPY = StoreCopy("gateway keys", _keys_file, open_keys, (Table("gateway_keys", COLUMNS, ("id",)),))

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import BadRequestError, NotFoundError
 from .app import Gateway, Request
 from .limits import estimate_tokens
-from .responses_store import ResponseStore, Stored, committed
+from .responses_store import ResponseStore, Stored, committed, default_responses_path
 
 _SSE = b"text/event-stream"
 _ID_PREFIX = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
@@ -31,9 +31,9 @@ class ResponsesDoor:
     def store(self) -> ResponseStore:
         """Opened on first use, so a gateway that never sees a stored response leaves no file."""
         if self._store is None:
-            from ..config import data_dir
-
-            self._store = ResponseStore(data_dir() / "gateway" / "responses.db", self.gateway.settings.responses_ttl_days * 86400.0)
+            settings = self.gateway.settings
+            self._store = ResponseStore(default_responses_path(self.gateway.client.config), settings.responses_ttl_days * 86400.0,
+                                        settings.records)
         return self._store
 
     async def aclose(self) -> None:
@@ -55,7 +55,7 @@ class ResponsesDoor:
         owner = _owner(req)
         if request.stream:
             encoder = dialect.StreamEncoder(request.model, True, echo)
-            await gateway.stream(req, request, _Storing(encoder, self.store, owner, own_input) if store else encoder)
+            await gateway.stream(req, request, _Storing(req, encoder, self.store, owner, own_input) if store else encoder)
             return
         response = await gateway.chat(req, request)
         # The gateway's own id, never an upstream's: it keys the store.
@@ -175,7 +175,7 @@ class _Storing:
     gateway awaits ``flush`` (the write committed) before it sends that event, so the
     caller's next turn finds the response on any worker."""
 
-    def __init__(self, encoder: Any, store: ResponseStore, owner: str, own_input: list[dict[str, Any]]) -> None:
+    def __init__(self, req: Request, encoder: Any, store: ResponseStore, owner: str, own_input: list[dict[str, Any]]) -> None:
         self.encoder, self._store, self._owner, self._input = encoder, store, owner, own_input
         self._saving: Any = None
 

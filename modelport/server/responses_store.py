@@ -1,18 +1,19 @@
 """Stored responses of the Responses door: what ``previous_response_id``, ``item_reference``,
 ``GET /v1/responses/{id}`` and ``input_items`` read back.
 
-One SQLite file (0600, in a 0700 dir) in the data dir. Every call runs on this store's one
-worker thread, never on the event loop, and in the order it was made: a response saved
-(``save`` only queues the write) is visible to every read queued after it, so a caller's
-next turn finds it even when it arrives before the write finished. Each record belongs to
-the gateway key that made it; other keys see nothing. Records expire after ``ttl`` seconds.
+In the records database: a SQLite file (0600, in a 0700 dir) in the data dir, or the
+PostgreSQL database of ``[state] records`` that every gateway instance shares. Every call
+runs on this store's one worker thread, never on the event loop, and in the order it was
+made. Saves queued together are written in one transaction (group commit); ``save``
+returns the write's future, which the door awaits before the caller sees the end of the
+answer, so its next turn finds the response on any instance. Each record belongs to the
+gateway key that made it; other keys see nothing. Records expire after ``ttl`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..jsonio import dumps, loads
-from ..sqlite_wal import wal_mode
+from ..state.copy import StoreCopy, Table
 
 log = logging.getLogger("modelport.server")
 
@@ -31,7 +32,9 @@ DEFAULT_TTL = 30 * 86400.0
 MAX_CHAIN = 512
 _PURGE_EVERY = 3600.0
 
-_SCHEMA = """
+# The versions of the store's tables, oldest first (see modelport.state.records.migrate). The
+# first is what the SQLite-only store made, so an older responses.db counts as version 1.
+_STEPS = ("""
 CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, previous_id TEXT, expires REAL NOT NULL,
     response BLOB NOT NULL, input BLOB NOT NULL);
@@ -40,7 +43,22 @@ CREATE TABLE IF NOT EXISTS items (
     owner TEXT NOT NULL, id TEXT NOT NULL, response_id TEXT NOT NULL, expires REAL NOT NULL, item BLOB NOT NULL,
     PRIMARY KEY (owner, id));
 CREATE INDEX IF NOT EXISTS items_response ON items(response_id);
-"""
+""",)
+RESPONSE_COLUMNS = ("id", "owner", "previous_id", "expires", "response", "input")
+ITEM_COLUMNS = ("owner", "id", "response_id", "expires", "item")
+# A response saved again (same id, same owner) replaces the old; another key's never does.
+_PUT_RESPONSE = ("INSERT INTO responses (id, owner, previous_id, expires, response, input) VALUES (?, ?, ?, ?, ?, ?)"
+                 " ON CONFLICT (id) DO UPDATE SET previous_id = excluded.previous_id, expires = excluded.expires,"
+                 " response = excluded.response, input = excluded.input WHERE responses.owner = excluded.owner")
+_PUT_ITEM = ("INSERT INTO items (owner, id, response_id, expires, item) VALUES (?, ?, ?, ?, ?)"
+             " ON CONFLICT (owner, id) DO UPDATE SET response_id = excluded.response_id, expires = excluded.expires, item = excluded.item")
+
+
+def open_responses(url: str | None, path: Path) -> Any:
+    """The stored responses' records database (``url``, else the SQLite file ``path``) at its newest schema."""
+    from ..state.records import open_store
+
+    return open_store(url, path, "responses", _STEPS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,31 +70,27 @@ class Stored:
 
 
 class ResponseStore:
-    def __init__(self, path: Path, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(self, path: Path, ttl: float = DEFAULT_TTL, url: str | None = None) -> None:
         self.path = path
+        # A PostgreSQL records URL keeps the responses there, for every instance; else the file at path.
+        self.url = url
         self.ttl = ttl
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-responses")
-        self._db: sqlite3.Connection | None = None
+        self._db: Any = None
         self._purged = 0.0
-        # Saves waiting for the worker, written together in one transaction (group commit).
+        # Saves waiting for the worker, written together in one transaction (group commit),
+        # and the future of the job that writes them.
         self._pending: list[tuple[str, Stored]] = []
         self._pending_job: Future[None] | None = None  # the job that will write _pending
         self._lock = threading.Lock()
 
     # -- worker thread ---------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Any:
         if self._db is None:
-            from ..config import private_file
-
-            # Stored answers are nobody else's business: 0600 before SQLite opens the file.
-            db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
-            wal_mode(db)
-            # In WAL mode NORMAL loses at most the last commits on a power cut, never the
-            # file; FULL's fsync per commit capped the door's stored-stream throughput.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._db = db
+            # Stored answers are nobody else's business: a SQLite file is 0600 (and WAL with
+            # synchronous NORMAL: FULL's fsync per commit capped stored-stream throughput).
+            self._db = open_responses(self.url, self.path)
         return self._db
 
     def _put_pending(self) -> None:
@@ -84,16 +98,15 @@ class ResponseStore:
             pending, self._pending = self._pending, []
         if not pending:
             return
-        db, now = self._conn(), time.time()
+        now = time.time()
         expires = now + self.ttl
-        with db:
+        with self._conn().transaction() as db:
             for owner, stored in pending:
                 response = stored.response
-                db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+                db.execute(_PUT_RESPONSE,
                            (response["id"], owner, response.get("previous_response_id"), expires, dumps(response), dumps(stored.input)))
-                db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)",
-                               [(owner, item["id"], response["id"], expires, dumps(item))
-                                for item in [*stored.input, *(response.get("output") or ())] if isinstance(item.get("id"), str)])
+                db.executemany(_PUT_ITEM, [(owner, item["id"], response["id"], expires, dumps(item))
+                                           for item in [*stored.input, *(response.get("output") or ())] if isinstance(item.get("id"), str)])
             if now - self._purged > _PURGE_EVERY:
                 self._purged = now
                 db.execute("DELETE FROM responses WHERE expires < ?", (now,))
@@ -128,8 +141,7 @@ class ResponseStore:
         return found
 
     def _delete(self, owner: str, response_id: str) -> bool:
-        db = self._conn()
-        with db:
+        with self._conn().transaction() as db:
             gone = db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (response_id, owner)).rowcount
             if gone:
                 db.execute("DELETE FROM items WHERE response_id = ? AND owner = ?", (response_id, owner))
@@ -191,3 +203,15 @@ def _log_failure(future: Future[None]) -> None:
     exc = future.exception()
     if exc is not None:
         log.error("could not store a response: %s", exc)
+
+
+def default_responses_path(config: dict[str, Any]) -> Path:
+    """The SQLite file of stored responses when no records database is configured."""
+    from ..config import data_dir
+
+    return data_dir() / "gateway" / "responses.db"
+
+
+# The stored responses' part of `modelport state migrate` (see modelport.state.copy).
+RESPONSES_COPY = StoreCopy("stored responses", default_responses_path, open_responses,
+                           (Table("responses", RESPONSE_COLUMNS, ("id",)), Table("items", ITEM_COLUMNS, ("owner", "id"))))

@@ -48,3 +48,12 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def configured(part: str, config: dict | None = None) -> str | None:
+    """The ``[state] part`` URL of a loaded config (by default this process's config file),
+    checked; None when the config names none."""
+    from ..config import section
+
+    url = section("state", config).get(part)
+    return None if url is None else check_url(part, url)

@@ -15,6 +15,7 @@ by itself when the server returns.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -35,6 +36,11 @@ _PG_TYPES = ((re.compile(r"\bBLOB\b"), "BYTEA"), (re.compile(r"\bREAL\b"), "DOUB
 # How long a request waits for a PostgreSQL connection before it is refused with a 503.
 POOL_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 3
+# Bounds on one statement (the server cancels it) and on noticing a silent peer (TCP
+# keepalives: a server gone without a reset is dropped after about idle + interval * count
+# seconds), so no store call waits forever on the database.
+STATEMENT_TIMEOUT = 15.0
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 class Rows(Protocol):
@@ -61,6 +67,18 @@ class RecordsDB(Protocol):
 
     def ddl(self, sql: str) -> str: ...
 
+    def columns(self, table: str) -> set[str]:
+        """The column names of ``table``; empty when there is no such table."""
+        ...
+
+    def footprint(self) -> int | None:
+        """Bytes the database takes on disk, when that means something for a store's stats."""
+        ...
+
+    def compact(self) -> None:
+        """Give the space of deleted rows back, where the engine does not do it by itself."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -73,16 +91,38 @@ def open_records(url: str | None, default_path: Path) -> RecordsDB:
     return PostgresRecords.shared(url)
 
 
+def open_store(url: str | None, default_path: Path, component: str, steps: Sequence[Step],
+               legacy: Callable[[RecordsDB], int] | None = None) -> RecordsDB:
+    """``open_records`` for one store, its schema brought up to date (see ``migrate``)."""
+    db = open_records(url, default_path)
+    try:
+        migrate(db, component, steps, legacy)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def records_exist(url: str | None, default_path: Path) -> bool:
+    """Whether ``open_records(url, default_path)`` would find records rather than make an
+    empty file: a database server always counts, a SQLite file once it exists."""
+    if url is None or scheme(url) == "sqlite":
+        path = urlsplit(url).path if url else ""
+        return (Path(path) if path.strip("/") else default_path).exists()
+    return True
+
+
 def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callable[[RecordsDB], int] | None = None) -> None:
     """Run the steps of ``component``'s schema that ``db`` has not run yet, at most once
-    even when several processes start together. ``legacy`` reads the version off the
-    tables of a store made before versions were recorded (0: there are none), so that
-    such a database counts as the version it matches and runs only the later steps."""
+    even when several processes start together.
+
+    ``legacy`` tells the version of a database made before versions were kept here (a
+    SQLite file of an older modelport): asked only when ``component`` has no row yet."""
     with db.transaction():
         db.lock_schema()  # type: ignore[attr-defined]
         db.execute(_VERSIONS)
         row = db.execute("SELECT version FROM modelport_schema WHERE component = ?", (component,)).fetchone()
-        version = row[0] if row else legacy(db) if legacy is not None else 0
+        version = row[0] if row else (legacy(db) if legacy is not None else 0)
         if version > len(steps):
             raise ConfigError(
                 f"the {component} records in {db.url} were written by a newer modelport (schema {version}, this one knows {len(steps)})",
@@ -94,7 +134,7 @@ def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callab
             else:
                 for statement in filter(str.strip, db.ddl(step).split(";")):
                     db.execute(statement)
-        if len(steps) > version:
+        if row is None or len(steps) > version:  # a legacy database's version is recorded too
             db.execute(
                 "INSERT INTO modelport_schema (component, version) VALUES (?, ?)"
                 " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
@@ -113,8 +153,13 @@ class SQLiteRecords:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._conn = sqlite3.connect(private_file(self.path), isolation_level=None, timeout=10.0, check_same_thread=False)
-        wal_mode(self._conn)
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            wal_mode(self._conn)
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:  # not a database: a user's file, named with the problem
+            self._conn.close()
+            raise ConfigError(f"cannot open the records database {self.path}: {exc}",
+                              hint="move the file away (modelport makes a new one) or point modelport at another") from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         return self._conn.execute(sql, params)
@@ -142,6 +187,16 @@ class SQLiteRecords:
     def ddl(self, sql: str) -> str:
         return sql
 
+    def columns(self, table: str) -> set[str]:
+        return {row[1] for row in self._conn.execute("SELECT * FROM pragma_table_info(?)", (table,))}
+
+    def footprint(self) -> int | None:
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+    def compact(self) -> None:
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.execute("VACUUM")
+
     def close(self) -> None:
         self._conn.close()
 
@@ -155,7 +210,11 @@ class PostgresRecords:
     _shared: dict[str, PostgresRecords] = {}
     _shared_lock = threading.Lock()
 
-    def __init__(self, url: str, *, max_size: int = 16) -> None:
+    def __init__(self, url: str, *, max_size: int = 16, statement_timeout: float = STATEMENT_TIMEOUT) -> None:
+        # The stores that hold this pool (``shared``): the last ``close`` closes it.
+        self._users = 1
+        # A forked child must not touch its parent's connections (nor wait on its threads).
+        self._pid = os.getpid()
         from ..extras import require
 
         require("psycopg", "PostgreSQL records ([state] records = postgresql://...)")
@@ -167,7 +226,8 @@ class PostgresRecords:
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT,
             check=ConnectionPool.check_connection, name="modelport-records",
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES,
+                    "options": f"-c statement_timeout={int(statement_timeout * 1000)}"},
         )
         self._pool.open(wait=False)
 
@@ -175,8 +235,10 @@ class PostgresRecords:
     def shared(cls, url: str) -> PostgresRecords:
         with cls._shared_lock:
             db = cls._shared.get(url)
-            if db is None or db._pool.closed:
+            if db is None or db._pool.closed or db._pid != os.getpid():
                 db = cls._shared[url] = cls(url)
+            else:
+                db._users += 1
             return db
 
     @staticmethod
@@ -235,12 +297,26 @@ class PostgresRecords:
             sql = pattern.sub(replacement, sql)
         return sql
 
+    def columns(self, table: str) -> set[str]:
+        rows = self.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?",
+                            (table,)).fetchall()
+        return {row[0] for row in rows}
+
+    def footprint(self) -> int | None:
+        return None  # the server's business: pg_database_size counts every store together
+
+    def compact(self) -> None:
+        """Nothing to do: autovacuum reclaims deleted rows."""
+
     def ping(self) -> None:
         """Raise StateUnavailableError unless the database answers now."""
         self.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         with self._shared_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
             for url in [url for url, db in self._shared.items() if db is self]:
                 del self._shared[url]
         self._pool.close()
