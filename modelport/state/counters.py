@@ -193,6 +193,7 @@ class QueuedCounters(Counters):
                 try:
                     replies = await self._send([call for call, _ in batch])
                 except StateUnavailableError as exc:
+                    log.warning("counters store %s failed: %s", self.name, exc.detail or exc.message)
                     for _, future in batch:
                         if future is not None and not future.done():
                             future.set_exception(exc)

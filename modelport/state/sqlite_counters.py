@@ -89,7 +89,7 @@ class SQLiteCounters(QueuedCounters):
         return StateUnavailableError(
             f"the gateway's counters file ({self.name}) cannot be used, so requests under a key's limits are refused",
             hint=f"check that {self.path} is on a local disk with free space and that no other program holds it locked",
-            retry_after=1.0, detail=f"{type(exc).__name__}: {exc}",
+            retry_after=1.0, detail=f"{type(exc).__name__}: {exc} ({getattr(exc, 'sqlite_errorname', '?')})",
         )
 
     # -- worker thread ---------------------------------------------------------------------
@@ -100,21 +100,48 @@ class SQLiteCounters(QueuedCounters):
 
             # isolation_level=None: the transactions below are begun by hand (IMMEDIATE).
             db = sqlite3.connect(private_file(self.path), timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
-            wal_mode(db)
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            try:
+                wal_mode(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()  # the next call opens it anew
+                raise
             self._db = db
         return self._db
 
     def _run(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
         """The calls in one IMMEDIATE transaction: SQLite's write lock makes each
         check-and-book atomic across processes. A limit a call breaks is its answer (the
-        expiries it made stand); a database error fails them all with a 503."""
-        try:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self.unavailable(exc) from None
+        expiries it made stand); a database error fails them all with a 503.
+
+        SQLite answers some lock conflicts at once instead of waiting out its busy timeout
+        (SQLITE_BUSY_SNAPSHOT in WAL mode, when another process wrote since this connection
+        last read): those are retried on a new connection, for up to BUSY_SECONDS."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        pause = 0.001
+        while True:
+            try:
+                return self._attempt(calls)
+            except sqlite3.OperationalError as exc:
+                if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY") or time.monotonic() + pause > deadline:
+                    raise self.unavailable(exc) from None
+                # A fresh connection holds no snapshot from before the other process's write.
+                self._reopen()
+            except sqlite3.Error as exc:
+                raise self.unavailable(exc) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def _reopen(self) -> None:
+        """Close the connection; the next call opens a new one."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _attempt(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
         now = self.clock()
         replies: list[Any] = []
         try:
@@ -127,11 +154,9 @@ class SQLiteCounters(QueuedCounters):
                 self._swept = now
                 _sweep(db, now)
             db.execute("COMMIT")
-        except BaseException as exc:
+        except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self.unavailable(exc) from None
             raise
         return replies
 
@@ -201,12 +226,7 @@ class SQLiteCounters(QueuedCounters):
     async def close(self) -> None:
         await self._drain()
 
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._io, shut)
+        await asyncio.get_running_loop().run_in_executor(self._io, self._reopen)
         self._io.shutdown(wait=False)
 
 
