@@ -287,6 +287,17 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
     request = ChatRequest("openai/gpt-4o-mini", [Message.user("cached before the move")])
     ResponseCache(default_cache_path({})).put(request, ChatResponse("r1", "gpt-4o-mini", Message.assistant("from the old cache")))
 
+    # An upload to the gateway's Files API, kept in the batch dir's files.db.
+    from modelport.batch.files_api import FilesAPI
+    from modelport.config import data_dir
+
+    async def upload() -> None:
+        api = FilesAPI(data_dir() / "gateway")
+        await api.upload_file("rows.jsonl", b'{"custom_id": "a"}\n', "batch")
+        await api.shutdown()
+
+    asyncio.run(upload())
+
     # A store that copies more than table rows plugs in as a CustomCopy (as Files/Batches do).
     copied_into: list[str] = []
     extra = CustomCopy("notes", lambda cfg, target: copied_into.append(target.url) or {"notes": 3})
@@ -301,6 +312,7 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
     assert counts(first.stdout) == {"gateway keys: gateway_keys": (1, 1), "stored responses: responses": (1, 0),
                                     "stored responses: items": (2, 0), "cached responses: entries": (1, 0)}
     assert re.search(r"^  notes: notes\s+3 new$", first.stdout, re.M) and copied_into == [postgres_url]
+    assert re.search(r"^  files and batches: files\s+1 new$", first.stdout, re.M), first.stdout
     second = runner.invoke(main, ["state", "migrate", "--to", postgres_url])
     assert second.exit_code == 0, second.output
     assert counts(second.stdout) == {"gateway keys: gateway_keys": (0, 2), "stored responses: responses": (0, 1),
@@ -314,6 +326,10 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
         sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
         assert [item.id for item in sdk.responses.input_items.list("resp_moved")] == ["msg_0"]
     assert ResponseCache(url=postgres_url).get(request).text == "from the old cache"
+    import psycopg
+
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT filename, purpose FROM files").fetchall() == [("rows.jsonl", "batch")]
 
 
 def test_state_help_explains_the_two_parts() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
+from ..state.copy import CustomCopy
 from ..state.records import RecordsDB, SQLiteRecords, migrate
 from .file_contents import DiskContents, RecordsContents, contents_for
 from .files_api import _OPEN, _STEPS, _legacy_version
@@ -67,3 +69,14 @@ def _copy_journal(path: Path, job: str, target: RecordsDB) -> None:
                        [(job, key, value) for key, value in meta])
     target.executemany(f"INSERT INTO journal_rows (job, {_JOURNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                        " ON CONFLICT (job, idx) DO NOTHING", [(job, *row) for row in rows])
+
+
+def _copy_step(config: dict[str, Any], target: RecordsDB) -> dict[str, int]:
+    """``modelport state migrate``'s step: this machine's batch directory, if it has one."""
+    from ..config import data_dir
+
+    root = Path((config.get("server") or {}).get("batch_dir") or data_dir() / "gateway")
+    return copy_files_and_batches(root, target) if (root / "files.db").exists() else {}
+
+
+FILES_COPY = CustomCopy("files and batches", _copy_step)

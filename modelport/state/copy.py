@@ -28,6 +28,7 @@ STORES = [
     "modelport.server.auth:KEYS_COPY",
     "modelport.server.responses_store:RESPONSES_COPY",
     "modelport.cache:CACHE_COPY",
+    "modelport.batch.files_copy:FILES_COPY",
 ]
 PAGE = 500
 
