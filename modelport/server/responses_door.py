@@ -53,6 +53,8 @@ class ResponsesDoor:
         echo = dialect.echo_fields(body)
         store = echo["store"]
         owner = _owner(req)
+        if store:
+            await self.store.ensure_writable()
         if request.stream:
             encoder = dialect.StreamEncoder(request.model, True, echo)
             await gateway.stream(req, request, _Storing(req, encoder, self.store, owner, own_input) if store else encoder)

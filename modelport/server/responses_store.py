@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from ..errors import ModelportError, StateUnavailableError
 from ..jsonio import dumps, loads
 from ..state.copy import StoreCopy, Table
 
@@ -170,10 +171,27 @@ class ResponseStore:
         return future
 
     async def persist(self, owner: str, stored: Stored) -> None:
-        """Save, and return once the write is committed: other processes reading the file
-        (``serve --workers N``) see it from then on, so a caller's next turn finds it on
-        any worker. A failed write is logged, and the answer still goes out."""
-        await committed(self.save(owner, stored))
+        """Save, and return once the write is committed: other processes (``serve
+        --workers N``, other instances) see it from then on, so a caller's next turn finds
+        it anywhere. A failed write is a StateUnavailableError: the caller asked for an
+        answer it can continue, and it could not be kept."""
+        try:
+            await asyncio.wrap_future(self.save(owner, stored))
+        except ModelportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged by _log_failure
+            raise StateUnavailableError(f"the response could not be stored ({type(exc).__name__})",
+                                        hint="retry, or send store: false for an answer that is not kept") from None
+
+    async def ensure_writable(self) -> None:
+        """Raise StateUnavailableError if the records database is known to be away and
+        still does not answer: a request that stores its response is refused before it
+        costs a model call. Free while the database is healthy (no I/O)."""
+        if getattr(self._db, "failing", False):
+            await self._run(self._ping)
+
+    def _ping(self) -> None:
+        self._conn().execute("SELECT 1").fetchone()
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
         return await self._run(self._get, owner, response_id)
@@ -193,6 +211,7 @@ class ResponseStore:
 
 
 async def committed(future: Future[None]) -> None:
+    """Wait for a ``save``; a failed one was logged (by ``_log_failure``) and is not raised."""
     try:
         await asyncio.wrap_future(future)
     except Exception:

@@ -35,6 +35,7 @@ _VERSIONS = "CREATE TABLE IF NOT EXISTS modelport_schema (component TEXT PRIMARY
 _PG_TYPES = ((re.compile(r"\bBLOB\b"), "BYTEA"), (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"), (re.compile(r"\bINTEGER\b"), "BIGINT"))
 # How long a request waits for a PostgreSQL connection before it is refused with a 503.
 POOL_TIMEOUT = 5.0
+FAILING_POOL_TIMEOUT = 0.25
 CONNECT_TIMEOUT = 3
 # Bounds on one statement (the server cancels it) and on noticing a silent peer (TCP
 # keepalives: a server gone without a reset is dropped after about idle + interval * count
@@ -146,6 +147,7 @@ class SQLiteRecords:
     """A SQLite file in WAL mode, one connection, 0600 like every file modelport makes."""
 
     engine = "sqlite"
+    failing = False  # a local file is never "away"
 
     def __init__(self, path: Path) -> None:
         from ..config import private_file
@@ -223,6 +225,10 @@ class PostgresRecords:
 
         self.url = redact(url)
         self._in_transaction = threading.local()
+        # Set by a failure, cleared by a success: while the server is away, requests wait
+        # FAILING_POOL_TIMEOUT for a connection instead of POOL_TIMEOUT, so they are refused
+        # promptly rather than each holding a store's one worker thread for seconds.
+        self._failing = False
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT,
             check=ConnectionPool.check_connection, name="modelport-records",
@@ -262,9 +268,11 @@ class PostgresRecords:
         from psycopg_pool import PoolTimeout
 
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=FAILING_POOL_TIMEOUT if self._failing else None) as conn:
                 yield conn
+            self._failing = False
         except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._failing = True
             raise self._unavailable(exc) from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
@@ -287,6 +295,11 @@ class PostgresRecords:
                 yield self
             finally:
                 self._in_transaction.conn = None
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last use of the database failed (until one succeeds)."""
+        return self._failing
 
     def lock_schema(self) -> None:
         # Held to the end of the transaction: concurrent starts migrate one after the other.
