@@ -402,3 +402,23 @@ def test_health_answers_at_once_while_a_dependency_hangs() -> None:
         status, body = _get(gw.url + "/ready")
         assert status == 503 and body["dependencies"]["records"] == "down: no answer within 0.5 s"
         assert _get(gw.url + "/health")[1]["dependencies"]["records"] == "down: no answer within 0.5 s"
+
+
+def test_state_urls_come_from_flags_too(tmp_path: Path) -> None:
+    """`serve --counters URL` picks the counters store as `[state] counters` would; a URL
+    nothing can live at is refused before anything starts, naming the schemes that work."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]  # nothing listens here once the socket closes
+    served = Served(tmp_path, "1", "", "--counters", f"redis://:s3cret@127.0.0.1:{dead}/0")
+    try:
+        status, _, body = served.request("GET", "/ready")
+        assert status == 503 and json.loads(body)["dependencies"]["counters"].startswith("down")
+        assert b"s3cret" not in body
+    finally:
+        served.stop()
+    result = subprocess.run([sys.executable, "-m", "modelport", "serve", "--port", "0", "--records", "mysql://db/x"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, **paths_under(tmp_path)})
+    assert result.returncode != 0 and "postgresql:" in result.stderr and "Traceback" not in result.stderr

@@ -21,10 +21,15 @@ from .common import friendly_errors
 @click.option("--workers", default="1", show_default=True, metavar="N|auto",
               help="Gateway processes sharing the port, to use more than one core; auto: one per CPU this process may use. "
                    "They share keys, limits, cache and stored responses (see below).")
+@click.option("--counters", metavar="URL", default=None,
+              help="Where per-key limit counters live, e.g. redis://host:6379/0  [default: [state] counters, else this process]")
+@click.option("--records", metavar="URL", default=None,
+              help="Where keys, usage, stored responses, cache and batches live, e.g. postgresql://user@host/db  "
+                   "[default: [state] records, else SQLite files in the data dir]")
 @friendly_errors
 def serve(host: str | None, port: int | None, config_path: str | None, auth: bool | None, max_body_mb: float | None,
           max_tokens: int | None, timeout: float | None, graceful_timeout: float | None, log_calls: bool | None, access_log: bool,
-          workers: str) -> None:
+          workers: str, counters: str | None, records: str | None) -> None:
     """Serve the OpenAI, Anthropic and Gemini APIs on one port, routing any of them to any
     model: remote providers with the keys you set, or the embedded model.
 
@@ -60,6 +65,6 @@ def serve(host: str | None, port: int | None, config_path: str | None, auth: boo
         config_path, host=host, port=port, auth=auth,
         max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb is not None else None,
         max_tokens=max_tokens, request_timeout=timeout, graceful_timeout=graceful_timeout,
-        log_calls=log_calls, access_log=access_log or None,
+        log_calls=log_calls, access_log=access_log or None, counters=counters, records=records,
     )
     sys.exit(run(settings, config_path, resolve_workers(workers)))
