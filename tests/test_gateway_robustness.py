@@ -210,7 +210,10 @@ def test_shutdown_lets_in_flight_streams_finish(tmp_path: Path) -> None:
 
         caller = threading.Thread(target=call)
         caller.start()
-        time.sleep(0.3)  # the request is in flight, waiting for the slow upstream
+        deadline = time.monotonic() + 30  # a fresh process's first SDK import can take seconds
+        while not slow.requests:  # the request is in flight, waiting for the slow upstream
+            assert time.monotonic() < deadline, "the call never reached the upstream"
+            time.sleep(0.01)
         gw.stop()
         caller.join(timeout=10)
         assert result.get("text") == "echo: still here"

@@ -36,6 +36,7 @@ _PG_TYPES = ((re.compile(r"\bBLOB\b"), "BYTEA"), (re.compile(r"\bREAL\b"), "DOUB
 # How long a request waits for a PostgreSQL connection before it is refused with a 503.
 POOL_TIMEOUT = 5.0
 FAILING_POOL_TIMEOUT = 0.25
+RECONNECT_TIMEOUT = 0.5
 CONNECT_TIMEOUT = 3
 # Bounds on one statement (the server cancels it) and on noticing a silent peer (TCP
 # keepalives: a server gone without a reset is dropped after about idle + interval * count
@@ -231,6 +232,10 @@ class PostgresRecords:
         self._failing = False
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT,
+            # The pool's own retries back off to many seconds; giving them up at once lets
+            # the next request that waits start a fresh attempt, so the gateway is back
+            # within about a second of the server's return.
+            reconnect_timeout=RECONNECT_TIMEOUT,
             check=ConnectionPool.check_connection, name="modelport-records",
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES,
                     "options": f"-c statement_timeout={int(statement_timeout * 1000)}"},
