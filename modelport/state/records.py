@@ -87,10 +87,10 @@ class RecordsDB(Protocol):
 def open_records(url: str | None, default_path: Path) -> RecordsDB:
     """The database a store keeps its records in: ``url``'s, or the SQLite file
     ``default_path`` when no records URL is configured (or it is a bare ``sqlite:``)."""
-    if url is None or scheme(url) == "sqlite":
-        path = urlsplit(url).path if url else ""
-        return SQLiteRecords(Path(path) if path.strip("/") else default_path)
-    return PostgresRecords.shared(url)
+    path = _sqlite_path(url, default_path)
+    if path is not None:
+        return SQLiteRecords(path)
+    return PostgresRecords.shared(str(url))
 
 
 def open_store(url: str | None, default_path: Path, component: str, steps: Sequence[Step],
@@ -108,10 +108,17 @@ def open_store(url: str | None, default_path: Path, component: str, steps: Seque
 def records_exist(url: str | None, default_path: Path) -> bool:
     """Whether ``open_records(url, default_path)`` would find records rather than make an
     empty file: a database server always counts, a SQLite file once it exists."""
-    if url is None or scheme(url) == "sqlite":
-        path = urlsplit(url).path if url else ""
-        return (Path(path) if path.strip("/") else default_path).exists()
-    return True
+    path = _sqlite_path(url, default_path)
+    return path is None or path.exists()
+
+
+def _sqlite_path(url: str | None, default_path: Path) -> Path | None:
+    """The SQLite file ``url`` names (``default_path`` for none or a bare ``sqlite:``), or
+    None for a database server."""
+    if url is not None and scheme(url) != "sqlite":
+        return None
+    path = urlsplit(url).path if url else ""
+    return Path(path) if path.strip("/") else default_path
 
 
 def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callable[[RecordsDB], int] | None = None) -> None:

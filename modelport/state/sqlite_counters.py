@@ -27,7 +27,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..errors import ModelportError, StateUnavailableError
-from ..sqlite_wal import wal_mode
+from ..sqlite_wal import retry_while_busy, wal_mode
 from .counters import (
     DEFAULT_HOLD_SECONDS,
     IDLE_SECONDS,
@@ -118,20 +118,11 @@ class SQLiteCounters(QueuedCounters):
         SQLite answers some lock conflicts at once instead of waiting out its busy timeout
         (SQLITE_BUSY_SNAPSHOT in WAL mode, when another process wrote since this connection
         last read): those are retried on a new connection, for up to BUSY_SECONDS."""
-        deadline = time.monotonic() + BUSY_SECONDS
-        pause = 0.001
-        while True:
-            try:
-                return self._attempt(calls)
-            except sqlite3.OperationalError as exc:
-                if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY") or time.monotonic() + pause > deadline:
-                    raise self.unavailable(exc) from None
-                # A fresh connection holds no snapshot from before the other process's write.
-                self._reopen()
-            except sqlite3.Error as exc:
-                raise self.unavailable(exc) from None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        try:
+            # A fresh connection holds no snapshot from before the other process's write.
+            return retry_while_busy(lambda: self._attempt(calls), BUSY_SECONDS, between=self._reopen)
+        except sqlite3.Error as exc:
+            raise self.unavailable(exc) from None
 
     def _reopen(self) -> None:
         """Close the connection; the next call opens a new one."""
