@@ -167,7 +167,7 @@ def test_a_response_stored_on_one_instance_is_found_on_another(upstream: OpenAIU
 def test_an_old_responses_file_keeps_its_responses(tmp_path: Path) -> None:
     import asyncio
 
-    from modelport.server.responses_store import ResponseStore, Stored
+    from modelport.server.responses_store import ChainLimits, ResponseStore, Stored, decode_chain
 
     path = tmp_path / "responses.db"
     with sqlite3.connect(path) as db:  # as the SQLite-only store made it
@@ -184,7 +184,7 @@ def test_an_old_responses_file_keeps_its_responses(tmp_path: Path) -> None:
         try:
             assert (await store.get("k", "resp_old")).response == {"id": "resp_old"}
             await store.persist("k", Stored({"id": "resp_new", "previous_response_id": "resp_old"}, []))
-            assert [s for s in await store.chain("k", "resp_new")] == []
+            assert decode_chain(await store.chain("k", "resp_new", ChainLimits(512, 2**20))) == []
             assert await store.get("other", "resp_old") is None
         finally:
             await store.aclose()

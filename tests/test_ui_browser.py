@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,13 +17,11 @@ import pytest
 from modelport.config import config_path
 from modelport.server import Settings
 from modelport.server.testing import GatewayThread
+from tests.browser import CHROMIUM_ARGS, install_chromium
 from tests.fakes.openai_upstream import OpenAIUpstream
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 UPSTREAM_KEY = "sk-upstream-browser-secret-123456"
 # Generous: the embedded model shares 2 cores with other work.
 TIMEOUT_MS = 300_000
@@ -32,11 +29,7 @@ TIMEOUT_MS = 300_000
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    if not Path(CHROMIUM).exists():
-        result = subprocess.run("apt-get update && apt-get install -y chromium", shell=True, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0 or not Path(CHROMIUM).exists():
-            pytest.fail(f"Chromium is missing and could not be installed; run `apt-get update && apt-get install -y chromium` as root.\n{result.stderr[-2000:]}")
-    return CHROMIUM
+    return install_chromium()
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ class AnthropicDoor:
 
     async def messages(self, req: Request, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
-        request = gateway.decode(dialect.decode_request, await req.json(gateway.settings.max_body_bytes))
+        request = await gateway.decode(req, dialect.decode_request, await req.json(gateway.settings.max_body_bytes))
         if request.stream:
             await gateway.stream(req, request, dialect.StreamEncoder(request.model))
             return
@@ -29,6 +29,6 @@ class AnthropicDoor:
         # An estimate: backends offer no tokenizer call, and the count only has to be
         # good enough to budget a context window.
         gateway, dialect = self.gateway, self.dialect
-        request = gateway.decode(dialect.decode_count_tokens_request, await req.json(gateway.settings.max_body_bytes))
+        request = await gateway.decode(req, dialect.decode_count_tokens_request, await req.json(gateway.settings.max_body_bytes))
         await gateway.admit_model(req, request.model)
         await gateway.respond(req, dialect.encode_count_tokens_response(estimate_tokens(request)))

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import count
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import parse_qsl
 
 from ..backends import current_caller
@@ -42,13 +42,19 @@ from ..types import ChatRequest, ChatResponse, EmbeddingResponse, InvalidShape, 
 from .auth import Caller, KeyRing, KeyStore
 from .hops import next_hop
 from .limits import MESSAGE_OVERHEAD_BOUND, prompt_token_bound, settlement, text_token_bound
+from .fair import HEAVY_BYTES, FairExecutor
 from .metrics import Metrics
+from .origins import OriginPolicy, Refusal, cors_headers
 from .readiness import Readiness
 from .router import DEFAULT_NAME, Router, Target, may_fall_back
 
 log = logging.getLogger("modelport.server")
+T = TypeVar("T")
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Bodies a browser sends cross-origin without a preflight; no JSON client labels JSON so.
+# (application/x-www-form-urlencoded stays accepted: it is what `curl -d` sends.)
+_NOT_JSON = frozenset({"text/plain", "multipart/form-data"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 _SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
@@ -86,6 +92,11 @@ class Settings:
     batch_lease_seconds: float = 15.0
     # How long stored Responses API responses stay retrievable (previous_response_id, GET).
     responses_ttl_days: float = 30.0
+    # What one Responses request may pull from the store: the turns and MiB of its
+    # previous_response_id conversation, and its item_reference count (each else a 400).
+    max_chain_turns: int = 512
+    max_chain_mb: float = 32.0
+    max_item_references: int = 1000
     # Where state shared between gateway processes lives ([state] in the config; see
     # modelport.state): None keeps counters in this process and records in SQLite files.
     counters: str | None = None
@@ -95,6 +106,11 @@ class Settings:
     # Longest time the gateway keeps accepting keys from its last good read of the key
     # store (a revoke it cannot see); after that, keyed requests get 503 until a read works.
     keys_max_stale: float = 10.0
+    # Web pages (origins such as "http://localhost:3000", or "*") that may call this gateway
+    # from a browser, with CORS headers; every other page is refused (see origins.py).
+    allowed_origins: tuple[str, ...] = ()
+    # Host names a loopback-bound gateway also answers to (beyond loopback names), or "*".
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def auth_required(self) -> bool:
@@ -119,12 +135,16 @@ class Request:
 
     __slots__ = ("scope", "receive", "send", "method", "path", "headers", "query", "id", "_id_header",
                  "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected", "metered",
-                 "body_timeout")
+                 "body_timeout", "cors", "fair", "heavy")
 
     def __init__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]], request_id: str,
-                 body_timeout: float = BODY_TIMEOUT) -> None:
+                 body_timeout: float = BODY_TIMEOUT, fair: FairExecutor | None = None) -> None:
         self.scope, self.receive, self.send = scope, receive, send
         self.body_timeout = body_timeout
+        # Where this request's heavy decoding runs (off the event loop, taking turns by key).
+        self.fair = fair
+        # Whether its body is big enough to decode there (see fair.py).
+        self.heavy = False
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -145,6 +165,8 @@ class Request:
         self.disconnected = False
         # Whether this request has been booked against the key's rpm (see Gateway._meter).
         self.metered = False
+        # CORS headers for an allowed browser origin; every answer carries them.
+        self.cors: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def key_name(self) -> str:
@@ -191,13 +213,48 @@ class Request:
             idle.stop()
 
     async def json(self, limit: int) -> Any:
+        content_type = self.headers.get("content-type")
+        if content_type is not None and content_type.partition(";")[0].strip().lower() in _NOT_JSON:
+            # What a web page can send without a CORS preflight; no JSON client sends it.
+            raise BadRequestError(f"body: sent as {content_type.partition(';')[0].strip()}, but this endpoint reads JSON",
+                                  status=415, code="unsupported_media_type", param="body",
+                                  hint="send the body with content-type: application/json")
         raw = await self.body(limit)
-        if not raw.strip():
-            raise BadRequestError("body: required: send a JSON object", param="body", code="missing_required_parameter")
-        try:
-            return loads(raw)
-        except (JSONDecodeError, ValueError) as exc:
-            raise BadRequestError(f"body: not valid JSON ({exc})", param="body", code="invalid_json") from None
+        self.heavy = len(raw) > HEAVY_BYTES
+        return await self.off_loop(_parse_json, raw)
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``: inline for a small request, on the fair executor for a heavy one."""
+        if self.heavy and self.fair is not None:
+            return await self.fair.run(self.key_name, fn, *args)
+        return fn(*args)
+
+
+def _decode(decoder: Callable[..., Any], args: tuple[Any, ...], check: bool) -> Any:
+    """A dialect's decoding of a body; a body shaped so oddly that the decoder trips over it
+    is still the caller's mistake (400), never the server's (500)."""
+    try:
+        decoded = decoder(*args)
+        if check and isinstance(decoded, ChatRequest):
+            validate_request(decoded)
+        return decoded
+    except ModelportError:
+        raise
+    except InvalidShape as exc:
+        raise BadRequestError(str(exc), param=exc.field) from None
+    except RecursionError:
+        raise BadRequestError("invalid request body: nested too deeply", param="body") from None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise BadRequestError(f"invalid request body: {type(exc).__name__}: {exc}", param="body") from None
+
+
+def _parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise BadRequestError("body: required: send a JSON object", param="body", code="missing_required_parameter")
+    try:
+        return loads(raw)
+    except (JSONDecodeError, ValueError) as exc:
+        raise BadRequestError(f"body: not valid JSON ({exc})", param="body", code="invalid_json") from None
 
 
 class _Interrupt:
@@ -317,6 +374,8 @@ class Gateway:
         self._id_prefix = "req_" + os.urandom(4).hex()
         self._files_api: Any = None
         self._routes, self._patterns = self._route_table()
+        self.fair = FairExecutor()
+        self.origins = OriginPolicy.build(self.settings.host, self.settings.allowed_origins, self.settings.allowed_hosts)
 
     # -- routing -------------------------------------------------------------------------
 
@@ -424,7 +483,7 @@ class Gateway:
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}", self.settings.body_timeout))
+            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}", self.settings.body_timeout, self.fair))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -433,8 +492,12 @@ class Gateway:
         metrics.in_flight += 1
         try:
             try:
+                if req.method == "OPTIONS" and "origin" in req.headers:
+                    await self._preflight(req)
+                    return
                 door, req.dialect, handler, arg = self._route(req)
                 req.door = door
+                self._check_browser(req)
                 with next_hop(req.headers):
                     await self._authenticate(req, door)
                     if handler not in self._model_handlers:
@@ -456,6 +519,21 @@ class Gateway:
                 metrics.error(req.model, key, req.error_kind)
             if self.settings.access_log:
                 log.info("%s %s %s %d model=%s key=%s %.1fms", req.id, req.method, req.path, req.status, req.model, key, seconds * 1000)
+
+    def _check_browser(self, req: Request) -> None:
+        """Refuse what a web page the user did not choose sends (see origins.py)."""
+        try:
+            origin = self.origins.check(req.method, req.headers)
+        except Refusal as exc:
+            raise PermissionDeniedError(str(exc), code="origin_not_allowed") from None
+        if origin is not None:
+            req.cors = cors_headers(origin)
+
+    async def _preflight(self, req: Request) -> None:
+        """A browser asks before a cross-origin call: yes for an allowed origin, else 403."""
+        self._check_browser(req)
+        headers = self.origins.preflight_headers(req.headers.get("access-control-request-headers"))
+        await self.respond(req, b"", 204, headers, content_type=b"text/plain")
 
     async def _authenticate(self, req: Request, door: str) -> None:
         if door in ("health", "ui-page"):
@@ -501,7 +579,7 @@ class Gateway:
         """One whole response: JSON (``body`` any JSON value) or raw bytes with a content type."""
         payload = body if isinstance(body, bytes) else dumps(body)
         head = [(b"content-type", content_type) if content_type else _JSON_HEADERS[0],
-                (b"content-length", str(len(payload)).encode()), req._id_header]
+                (b"content-length", str(len(payload)).encode()), req._id_header, *req.cors]
         if headers:
             head.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
         req.status = status
@@ -534,23 +612,10 @@ class Gateway:
     # -- services for the doors ------------------------------------------------------------
 
     @staticmethod
-    def decode(decoder: Callable[..., Any], *args: Any, check: bool = True) -> Any:
+    async def decode(req: Request, decoder: Callable[..., Any], *args: Any, check: bool = True) -> Any:
         """Run a dialect's request decoder and (unless ``check`` is false) the canonical
-        checks on what it made; a body shaped so oddly that the decoder trips over it is
-        still the caller's mistake (400), never the server's (500)."""
-        try:
-            decoded = decoder(*args)
-            if check and isinstance(decoded, ChatRequest):
-                validate_request(decoded)
-            return decoded
-        except ModelportError:
-            raise
-        except InvalidShape as exc:
-            raise BadRequestError(str(exc), param=exc.field) from None
-        except RecursionError:
-            raise BadRequestError("invalid request body: nested too deeply", param="body") from None
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-            raise BadRequestError(f"invalid request body: {type(exc).__name__}: {exc}", param="body") from None
+        checks on what it made, off the event loop for a heavy body (see fair.py)."""
+        return await req.off_loop(_decode, decoder, args, check)
 
     async def _admit(self, req: Request, request: ChatRequest) -> tuple[tuple[Target, ...], ChatRequest, Booking | None, int]:
         """Route, check the key's models, cap max_tokens and book the key's limits at the
@@ -560,7 +625,7 @@ class Gateway:
         cap = self.settings.max_tokens
         if request.max_tokens is None or request.max_tokens <= 0 or request.max_tokens > cap:
             request = replace(request, max_tokens=cap)
-        prompt_tokens = prompt_token_bound(request)
+        prompt_tokens = await req.off_loop(prompt_token_bound, request)
         caller = req.caller
         # Backends that share one engine between callers (the embedded model) share it fairly.
         current_caller.set(req.key_name)
@@ -713,7 +778,7 @@ class Gateway:
                 acc.provider = target.provider.name
                 self.metrics.time_to_first_token(req.model, time.perf_counter() - req.started)
                 req.status = 200
-                await send({"type": "http.response.start", "status": 200, "headers": [*_stream_headers(encoder), req._id_header]})
+                await send({"type": "http.response.start", "status": 200, "headers": [*_stream_headers(encoder), req._id_header, *req.cors]})
                 watcher = loop.create_task(self._watch_disconnect(req, interrupt))
                 if first is not None:
                     acc.add(first)

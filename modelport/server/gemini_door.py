@@ -38,13 +38,13 @@ class GeminiDoor:
 
     async def generate(self, req: Request, model: str, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
-        request = gateway.decode(dialect.decode_request, await req.json(gateway.settings.max_body_bytes), model)
+        request = await gateway.decode(req, dialect.decode_request, await req.json(gateway.settings.max_body_bytes), model)
         response = await gateway.chat(req, request)
         await gateway.respond(req, dialect.encode_response(response, model))
 
     async def stream(self, req: Request, model: str, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
-        request = gateway.decode(dialect.decode_request, await req.json(gateway.settings.max_body_bytes), model)
+        request = await gateway.decode(req, dialect.decode_request, await req.json(gateway.settings.max_body_bytes), model)
         if req.query.get("alt") == "sse":
             await gateway.stream(req, request, dialect.StreamEncoder(model))
             return
@@ -54,13 +54,13 @@ class GeminiDoor:
 
     async def count_tokens(self, req: Request, model: str, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
-        request = gateway.decode(dialect.decode_count_tokens_request, await req.json(gateway.settings.max_body_bytes), model)
+        request = await gateway.decode(req, dialect.decode_count_tokens_request, await req.json(gateway.settings.max_body_bytes), model)
         await gateway.admit_model(req, model)
         await gateway.respond(req, dialect.encode_count_tokens_response(estimate_tokens(request)))
 
     async def embed(self, req: Request, model: str, method: str) -> None:
         gateway, dialect = self.gateway, self.dialect
-        inputs = gateway.decode(dialect.decode_embeddings_request, await req.json(gateway.settings.max_body_bytes))
+        inputs = await gateway.decode(req, dialect.decode_embeddings_request, await req.json(gateway.settings.max_body_bytes))
         response = await gateway.embed(req, model, inputs)
         await gateway.respond(req, dialect.encode_embeddings_response(response, batch=method == "batchEmbedContents"))
 

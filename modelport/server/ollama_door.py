@@ -102,7 +102,7 @@ class OllamaDoor:
     async def _answer(self, req: Request, decoder: Any, generate: bool) -> None:
         gateway, dialect = self.gateway, self.dialect
         # Checked below: a request with nothing to answer is Ollama's way to load a model.
-        request = gateway.decode(decoder, await req.json(gateway.settings.max_body_bytes), check=False)
+        request = await gateway.decode(req, decoder, await req.json(gateway.settings.max_body_bytes), check=False)
         client_name = request.model
         unload = request.extra.get("keep_alive") in (0, "0")
         request = self._for_backend(request, client_name)
@@ -111,7 +111,7 @@ class OllamaDoor:
             await gateway.admit_model(req, request.model)
             await gateway.respond(req, dialect.encode_load_response(client_name, generate, unload))
             return
-        gateway.decode(validate_request, request)
+        await gateway.decode(req, validate_request, request)
         if request.stream:
             encoder = dialect.GenerateStreamEncoder(client_name) if generate else dialect.StreamEncoder(client_name)
             await gateway.stream(req, request, encoder)
@@ -125,14 +125,14 @@ class OllamaDoor:
 
     async def embed(self, req: Request, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
-        model, inputs = gateway.decode(dialect.decode_embed_request, await req.json(gateway.settings.max_body_bytes))
+        model, inputs = await gateway.decode(req, dialect.decode_embed_request, await req.json(gateway.settings.max_body_bytes))
         response = await gateway.embed(req, self._route_name(model), inputs)
         self._mark_used(model)
         await gateway.respond(req, dialect.encode_embed_response(response, model, time.perf_counter() - req.started))
 
     async def embeddings(self, req: Request, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
-        model, inputs = gateway.decode(dialect.decode_embeddings_legacy_request, await req.json(gateway.settings.max_body_bytes))
+        model, inputs = await gateway.decode(req, dialect.decode_embeddings_legacy_request, await req.json(gateway.settings.max_body_bytes))
         response = await gateway.embed(req, self._route_name(model), inputs)
         self._mark_used(model)
         await gateway.respond(req, dialect.encode_embeddings_legacy_response(response))

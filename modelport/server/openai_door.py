@@ -28,7 +28,7 @@ class OpenAIDoor:
     async def chat_completions(self, req: Request, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
         body = await req.json(gateway.settings.max_body_bytes)
-        request = gateway.decode(dialect.decode_request, body)
+        request = await gateway.decode(req, dialect.decode_request, body)
         if request.stream:
             encoder = dialect.StreamEncoder(request.model, dialect.stream_include_usage(body))
             await gateway.stream(req, request, encoder)
@@ -46,7 +46,7 @@ class OpenAIDoor:
         chat_body["messages"] = [{"role": "user", "content": prompt}]
         if chat_body.get("max_tokens") is None:
             chat_body["max_tokens"] = LEGACY_DEFAULT_MAX_TOKENS
-        request = gateway.decode(dialect.decode_request, chat_body)
+        request = await gateway.decode(req, dialect.decode_request, chat_body)
         if request.stream:
             await gateway.stream(req, request, CompletionStreamEncoder(request.model, dialect.stream_include_usage(body)))
             return
@@ -59,7 +59,7 @@ class OpenAIDoor:
 
     async def embeddings(self, req: Request, _: str) -> None:
         gateway, dialect = self.gateway, self.dialect
-        model, inputs, encoding_format = gateway.decode(dialect.decode_embeddings_request, await req.json(gateway.settings.max_body_bytes))
+        model, inputs, encoding_format = await gateway.decode(req, dialect.decode_embeddings_request, await req.json(gateway.settings.max_body_bytes))
         response = await gateway.embed(req, model, inputs)
         response.model = model
         await gateway.respond(req, dialect.encode_embeddings_response(response, encoding_format))

@@ -15,7 +15,8 @@ from typing import Any
 from ..errors import BadRequestError, NotFoundError
 from .app import Gateway, Request
 from .limits import estimate_tokens
-from .responses_store import ResponseStore, Stored, committed, default_responses_path
+from .fair import HEAVY_BYTES
+from .responses_store import ChainLimits, ResponseStore, Stored, committed, decode_chain, default_responses_path
 
 _SSE = b"text/event-stream"
 _ID_PREFIX = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
@@ -49,7 +50,7 @@ class ResponsesDoor:
         if not isinstance(body, dict):
             raise BadRequestError("body: expected a JSON object", param="body")
         own_input, history = await self._resolve(req, body)
-        request = gateway.decode(dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
+        request = await gateway.decode(req, dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
         echo = dialect.echo_fields(body)
         store = echo["store"]
         owner = _owner(req)
@@ -78,6 +79,11 @@ class ResponsesDoor:
             raise BadRequestError("input: expected a string or an array of input items", param="input", code="invalid_type")
         owner = _owner(req)
         refs = [item["id"] for item in raw if isinstance(item, dict) and item.get("type") == "item_reference" and isinstance(item.get("id"), str)]
+        settings = self.gateway.settings
+        if len(refs) > settings.max_item_references:
+            raise BadRequestError(f"input: {len(refs)} item references, over this gateway's limit of {settings.max_item_references}",
+                                  param="input", code="too_many_item_references",
+                                  hint="send the items themselves, or raise max_item_references under [server] in the config")
         found = await self.store.items(owner, refs) if refs else {}
         items: list[dict[str, Any]] = []
         for i, item in enumerate(raw):
@@ -96,12 +102,15 @@ class ResponsesDoor:
             return items, []
         if not isinstance(previous, str):
             raise BadRequestError("previous_response_id: expected a string", param="previous_response_id")
-        history = await self.store.chain(owner, previous)
-        if history is None:
+        limits = ChainLimits(settings.max_chain_turns, int(settings.max_chain_mb * 2**20))
+        blobs = await self.store.chain(owner, previous, limits)
+        if blobs is None:
             raise BadRequestError(f"Previous response with id {previous!r} not found.", param="previous_response_id",
                                   code="previous_response_not_found",
                                   hint="responses are kept only with store: true, for this gateway key, for a limited time")
-        return items, history
+        # A few bytes of request can stand for megabytes of history: decode it as a heavy body.
+        req.heavy = req.heavy or sum(len(a) + len(b) for a, b in blobs) > HEAVY_BYTES
+        return items, await req.off_loop(decode_chain, blobs)
 
     # -- the stored response endpoints -----------------------------------------------------
 
@@ -167,7 +176,7 @@ class ResponsesDoor:
         if not isinstance(body, dict):
             raise BadRequestError("body: expected a JSON object", param="body")
         own_input, history = await self._resolve(req, body)
-        request = gateway.decode(self.dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
+        request = await gateway.decode(req, self.dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
         await gateway.admit_model(req, request.model)
         await gateway.respond(req, {"object": "response.input_tokens", "input_tokens": estimate_tokens(request)})
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from ..errors import ModelportError, StateUnavailableError
+from ..errors import BadRequestError, ModelportError, StateUnavailableError
 from ..jsonio import dumps, loads
 from ..state.copy import StoreCopy, Table
 
@@ -29,8 +29,8 @@ log = logging.getLogger("modelport.server")
 
 T = TypeVar("T")
 DEFAULT_TTL = 30 * 86400.0
-# A previous_response_id chain longer than this is cut at its oldest end.
-MAX_CHAIN = 512
+# Ids per IN (...) query: under SQLite's and PostgreSQL's parameter limits.
+_CHUNK = 500
 _PURGE_EVERY = 3600.0
 
 # The versions of the store's tables, oldest first (see modelport.state.records.migrate). The
@@ -60,6 +60,35 @@ def open_responses(url: str | None, path: Path) -> Any:
     from ..state.records import open_store
 
     return open_store(url, path, "responses", _STEPS)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLimits:
+    """How much stored conversation one request may load through previous_response_id."""
+
+    turns: int
+    bytes: int
+
+    def exceeded(self, turns: int, size: int) -> BadRequestError:
+        return BadRequestError(
+            f"the conversation of previous_response_id is over this gateway's limit of {self.turns} turns and "
+            f"{self.bytes / 2**20:g} MiB (at least {turns} turns, {size / 2**20:.1f} MiB)",
+            param="previous_response_id", code="conversation_too_large",
+            hint="start a new conversation with the part that matters as input, or raise max_chain_turns / "
+                 "max_chain_mb under [server] in the config")
+
+
+def decode_chain(blobs: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    """Every item the model saw and said in these stored turns, oldest first."""
+    items: list[dict[str, Any]] = []
+    for raw_input, raw_response in blobs:
+        items += loads(raw_input)
+        items += loads(raw_response).get("output") or ()
+    return items
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,27 +147,45 @@ class ResponseStore:
                                    (response_id, owner, time.time())).fetchone()
         return Stored(loads(row[0]), loads(row[1])) if row else None
 
-    def _chain(self, owner: str, response_id: str) -> list[dict[str, Any]] | None:
-        """Every item the model saw and said up to and including this response, oldest first."""
-        turns: list[list[dict[str, Any]]] = []
+    def _chain(self, owner: str, response_id: str, limits: ChainLimits) -> list[tuple[bytes, bytes]] | None:
+        """The stored (input, response) blobs of this response and its ancestors, oldest
+        first, undecoded; None if the response is not there. The chain's turns and bytes are
+        counted from the index before any blob is read, so a chain over ``limits`` costs a
+        few small reads, not the loading of every turn."""
+        db, now = self._conn(), time.time()
+        ids: list[str] = []
+        size = 0
         current: str | None = response_id
-        while current is not None and len(turns) < MAX_CHAIN:
-            stored = self._get(owner, current)
-            if stored is None:
-                if not turns:
-                    return None
+        while current is not None:
+            row = db.execute("SELECT previous_id, length(response) + length(input) FROM responses"
+                             " WHERE id = ? AND owner = ? AND expires >= ?", (current, owner, now)).fetchone()
+            if row is None:
                 break  # an expired ancestor: the chain starts after it
-            turns.append([*stored.input, *(stored.response.get("output") or ())])
-            current = stored.response.get("previous_response_id")
-        return [item for turn in reversed(turns) for item in turn]
+            ids.append(current)
+            size += int(row[1])
+            if len(ids) > limits.turns or size > limits.bytes:
+                raise limits.exceeded(len(ids), size)
+            current = row[0]
+        if not ids:
+            return None
+        blobs: dict[str, tuple[bytes, bytes]] = {}
+        for chunk in _chunks(ids):
+            marks = ", ".join("?" for _ in chunk)
+            for row in db.execute(f"SELECT id, input, response FROM responses WHERE owner = ? AND id IN ({marks})", (owner, *chunk)).fetchall():
+                blobs[row[0]] = (bytes(row[1]), bytes(row[2]))
+        return [blobs[i] for i in reversed(ids) if i in blobs]
 
     def _items(self, owner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored items with these ids; stops at the first chunk that misses one (the
+        caller reports it), so a flood of unknown references costs one read."""
         db, now = self._conn(), time.time()
         found: dict[str, dict[str, Any]] = {}
-        for item_id in ids:
-            row = db.execute("SELECT item FROM items WHERE owner = ? AND id = ? AND expires >= ?", (owner, item_id, now)).fetchone()
-            if row:
-                found[item_id] = loads(row[0])
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            marks = ", ".join("?" for _ in chunk)
+            rows = db.execute(f"SELECT id, item FROM items WHERE owner = ? AND expires >= ? AND id IN ({marks})", (owner, now, *chunk)).fetchall()
+            found.update((row[0], loads(row[1])) for row in rows)
+            if len(rows) < len(chunk):
+                break
         return found
 
     def _delete(self, owner: str, response_id: str) -> bool:
@@ -196,8 +243,8 @@ class ResponseStore:
     async def get(self, owner: str, response_id: str) -> Stored | None:
         return await self._run(self._get, owner, response_id)
 
-    async def chain(self, owner: str, response_id: str) -> list[dict[str, Any]] | None:
-        return await self._run(self._chain, owner, response_id)
+    async def chain(self, owner: str, response_id: str, limits: ChainLimits) -> list[tuple[bytes, bytes]] | None:
+        return await self._run(self._chain, owner, response_id, limits)
 
     async def items(self, owner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         return await self._run(self._items, owner, ids)

@@ -36,6 +36,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
 _SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
                      "x-frame-options": "DENY"}
+# Sent by the console's own script on every call; a custom header cannot cross origins unasked.
+CONSOLE_HEADER = "x-modelport-console"
 PAGE_SIZE = 50
 MAX_PAGE = 500
 MAX_UPLOAD_ROWS = 50_000
@@ -116,6 +118,11 @@ class ConsoleDoor:
     # -- JSON endpoints --------------------------------------------------------------------
 
     async def api(self, req: Any, arg: str) -> None:
+        if req.method not in ("GET", "HEAD") and CONSOLE_HEADER not in req.headers and "authorization" not in req.headers:
+            # Either header makes a browser ask first (a CORS preflight), which a page of
+            # another origin is refused; a plain form or text/plain post carries neither.
+            raise PermissionDeniedError(f"console calls that change something must carry the {CONSOLE_HEADER} header "
+                                        "(the console sends it) or a gateway key", code="console_header_required")
         handler = self._routes.get((req.method, arg))
         item = ""
         if handler is None:

@@ -20,8 +20,11 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 function headers(extra = {}) {
+  // The console's header: the gateway refuses console changes without it (or a key), which a
+  // page of another origin cannot add without the browser asking the gateway first.
   const key = sessionStorage.getItem(KEY);
-  return key ? { ...extra, authorization: `Bearer ${key}` } : extra;
+  const base = { ...extra, "x-modelport-console": "1" };
+  return key ? { ...base, authorization: `Bearer ${key}` } : base;
 }
 
 export class ApiError extends Error {
