@@ -20,7 +20,8 @@ from dataclasses import replace
 
 import uvicorn
 
-from modelport.server import Settings, uvicorn_config
+from modelport.server import Settings
+from modelport.server.protocol import uvicorn_config
 from modelport.server.app import Gateway
 
 REQUEST = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nuser-agent: bench\r\naccept: */*\r\n\r\n"

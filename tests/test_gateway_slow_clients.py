@@ -165,7 +165,7 @@ def test_a_body_that_stops_arriving_gets_408_in_the_callers_dialect(tmp_path: Pa
     with GatewayThread(settings(tmp_path, body_timeout=1.0)) as gw:
         sock = socket.create_connection(("127.0.0.1", gw.port))
         try:
-            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"mo")
+            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"mo")
             answer, seconds = read_until_closed(sock, 20)
         finally:
             sock.close()

@@ -186,7 +186,7 @@ def test_a_flood_of_model_names_leaves_metrics_small(store: KeyStore) -> None:
             body = b'{"model":"openai/bogus-%d","messages":[{"role":"user","content":"x"}]}' % i
             auth = f"authorization: Bearer {key}\r\n".encode() if i % 4 else b""
             batches[i % connections].append(
-                b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n%s"
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n%s"
                 b"content-length: %d\r\n\r\n%s" % (auth, len(body), body))
         results: list[list[int]] = []
         threads = [threading.Thread(target=lambda b=b: results.append(_pipelined(gw.port, b))) for b in batches]

@@ -135,13 +135,16 @@ class FilesAPI:
     server's loop (see ``_Job``)."""
 
     def __init__(self, root: str | Path | None = None, client: Any = None, *, concurrency: int = 8, records: str | None = None,
-                 lease_seconds: float = LEASE_SECONDS) -> None:
+                 lease_seconds: float = LEASE_SECONDS, owned_client: Callable[[str], Any] | None = None) -> None:
         if root is None:
             from ..config import data_dir
 
             root = data_dir() / "gateway"
         self.root = Path(root)
         self.client = client
+        # The client a batch's rows run through, for the key that made the batch (the
+        # gateway's: its call pipeline logs and bills each row to that key); None: ``client``.
+        self.owned_client = owned_client
         self.concurrency = concurrency
         if not lease_seconds >= 3 * WATCH_SECONDS:
             raise ConfigError(f"batch_lease_seconds = {lease_seconds!r} is too short to renew a lease in time",
@@ -382,7 +385,8 @@ class FilesAPI:
                 log.warning("batch %s: its journal is still in use by another process; resuming it later", batch_id)
                 return
             try:
-                stats = await arun(journal, spec, client=job.client, cancel=job.cancel, on_progress=job.progress)
+                client = job.client if self.owned_client is None else _LoopBridge(self.owned_client(owner), job.client.loop)
+                stats = await arun(journal, spec, client=client, cancel=job.cancel, on_progress=job.progress)
             except StateUnavailableError as exc:
                 # The records (and the journal in them) are out of reach: not the batch's fault.
                 # It stays open and held here; the watcher resumes it when they are back.

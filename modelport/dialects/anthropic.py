@@ -28,6 +28,7 @@ import re
 import uuid
 from typing import Any, Mapping
 
+from modelport.dialects.base import StreamEncoderBase
 from . import upstream_decoder
 from ..errors import BadRequestError, ModelportError, OverloadedError, QuotaExceededError, StreamError, error_for_status
 from ..retry import parse_retry_after
@@ -624,7 +625,7 @@ def encode_response(response: ChatResponse, model: str) -> dict[str, Any]:
     }
 
 
-class StreamEncoder:
+class StreamEncoder(StreamEncoderBase):
     """Canonical events to Anthropic's SSE events, each with its ``event:`` line (SDK 2.x
     drops events without one). Usage is always part of this protocol, so ``include_usage``
     changes nothing; the finish and usage events may come in either order and are written

@@ -31,6 +31,7 @@ import mimetypes
 import uuid
 from typing import Any, Mapping
 
+from modelport.dialects.base import StreamEncoderBase
 from . import upstream_decoder
 from ..errors import AuthenticationError, BadRequestError, ModelportError, QuotaExceededError, StreamError, error_for_status
 from ..retry import parse_retry_after
@@ -758,7 +759,7 @@ def encode_response(response: ChatResponse, model: str) -> dict[str, Any]:
     }
 
 
-class StreamEncoder:
+class StreamEncoder(StreamEncoderBase):
     """One GenerateContentResponse per text or reasoning delta; tool calls are buffered and
     sent whole (Gemini never streams arguments); the last event carries finishReason and
     usageMetadata. No end marker: the caller closes the connection. Usage is always sent,

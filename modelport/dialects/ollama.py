@@ -35,6 +35,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from modelport.dialects.base import StreamEncoderBase
 from modelport.errors import BadRequestError, ModelportError, NotFoundError, StreamError, error_for_status
 from modelport.dialects import openai  # Ollama's tool definitions are OpenAI's, and so are its error statuses
 from modelport.jsonio import dumps, loads
@@ -526,7 +527,7 @@ def encode_load_response(model: str, generate: bool, unload: bool = False) -> di
     return out
 
 
-class StreamEncoder:
+class StreamEncoder(StreamEncoderBase):
     """Canonical stream events in, ``/api/chat`` NDJSON out. Tool calls go out whole (Ollama
     never splits one), so their fragments are held until the answer ends; the last line is
     ``done: true`` with the counts and the measured durations."""

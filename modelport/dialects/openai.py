@@ -29,6 +29,7 @@ import time
 from array import array
 from typing import Any, Mapping
 
+from modelport.dialects.base import StreamEncoderBase
 from modelport.errors import (
     BadRequestError,
     ModelportError,
@@ -720,7 +721,7 @@ def _encode_usage(usage: Usage) -> dict[str, Any]:
     }
 
 
-class StreamEncoder:
+class StreamEncoder(StreamEncoderBase):
     """Canonical stream events in, chat.completion.chunk SSE bytes out.
 
     Chunks share one id and created time; their constant head is serialised once. Usage is

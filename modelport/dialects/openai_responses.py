@@ -27,6 +27,7 @@ import binascii
 import time
 from typing import Any
 
+from modelport.dialects.base import StreamEncoderBase
 from modelport.errors import BadRequestError, ModelportError, StreamError
 from modelport.jsonio import dumps, loads
 from modelport.types import (
@@ -893,7 +894,7 @@ def _response_id(upstream_id: str | None) -> str:
     return upstream_id if upstream_id and upstream_id.startswith("resp_") else _new_id("resp_")
 
 
-class StreamEncoder:
+class StreamEncoder(StreamEncoderBase):
     """Canonical stream events in, Responses SSE events out (reference §4 and §7.3).
 
     Items go out one after another, each with its whole lifecycle; a call is streamed live

@@ -6,9 +6,10 @@ import logging
 from dataclasses import fields, replace
 from typing import Any
 
-from .app import Gateway, Settings
+from .app import Gateway
+from .settings import Settings
 
-__all__ = ["Gateway", "Settings", "build_settings", "run", "uvicorn_config"]
+__all__ = ["Gateway", "Settings", "build_settings", "run"]
 
 
 def build_settings(config_path: str | None = None, **overrides: Any) -> Settings:
@@ -31,29 +32,6 @@ def build_settings(config_path: str | None = None, **overrides: Any) -> Settings
     values.update({part: check_url(part, url) for part, url in state.items()})
     values.update({k: check_url(k, v) if k in STATE_PARTS else v for k, v in overrides.items() if v is not None})
     return Settings(**values)
-
-
-def uvicorn_config(app: Gateway, settings: Settings) -> Any:
-    import importlib.util
-
-    import uvicorn
-
-    from .protocol import protocol_class
-
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        # httptools (a base dependency) with the header size and time bounds uvicorn lacks.
-        http=protocol_class(settings.max_header_bytes, settings.header_timeout),
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        log_level="warning",
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=settings.graceful_timeout,
-    )
 
 
 def run(settings: Settings, config_path: str | None = None, workers: int = 1) -> int:

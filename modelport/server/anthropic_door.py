@@ -1,34 +1,45 @@
-"""The Anthropic front door: Messages (streamed or not) and token counting."""
+"""The Anthropic front door: Messages (streamed or not), token counting, and the model list
+for callers that say they speak Anthropic (``anthropic-version``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Iterable, Mapping
 
-from .app import Gateway, Request
+from ..dialects import anthropic as dialect
+from .http import Request
 from .limits import estimate_tokens
+from .routes import Route
+from .services import Services
+
+
+def speaks_anthropic(headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    return "anthropic-version" in headers
 
 
 class AnthropicDoor:
-    def __init__(self, gateway: Gateway, dialect: Any) -> None:
-        self.gateway = gateway
-        self.dialect = dialect
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
-    async def messages(self, req: Request, _: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        request = await gateway.decode(req, dialect.decode_request, await req.json(gateway.settings.max_body_bytes))
+    def routes(self) -> Iterable[Route]:
+        yield Route("POST", "/v1/messages", self.messages, dialect, "anthropic", runs_model=True)
+        yield Route("POST", "/v1/messages/count_tokens", self.count_tokens, dialect, "anthropic")
+        yield Route("GET", "/v1/models", self.models, dialect, "anthropic", claims=speaks_anthropic)
+
+    async def messages(self, req: Request) -> None:
+        pipeline = self.services.pipeline
+        request = await req.decode(dialect.decode_request, await req.json(self.services.settings.max_body_bytes))
         if request.stream:
-            await gateway.stream(req, request, dialect.StreamEncoder(request.model))
+            await pipeline.stream(req, request, dialect.StreamEncoder(request.model))
             return
-        response = await gateway.chat(req, request)
-        await gateway.respond(req, dialect.encode_response(response, request.model))
+        response = await pipeline.chat(req, request)
+        await req.respond(dialect.encode_response(response, request.model))
 
-    async def models(self, req: Request, _: str) -> None:
-        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.list_models(req)))
+    async def models(self, req: Request) -> None:
+        await req.respond(dialect.encode_models(self.services.list_models(req)))
 
-    async def count_tokens(self, req: Request, _: str) -> None:
+    async def count_tokens(self, req: Request) -> None:
         # An estimate: backends offer no tokenizer call, and the count only has to be
         # good enough to budget a context window.
-        gateway, dialect = self.gateway, self.dialect
-        request = await gateway.decode(req, dialect.decode_count_tokens_request, await req.json(gateway.settings.max_body_bytes))
-        await gateway.admit_model(req, request.model)
-        await gateway.respond(req, dialect.encode_count_tokens_response(estimate_tokens(request)))
+        request = await req.decode(dialect.decode_count_tokens_request, await req.json(self.services.settings.max_body_bytes))
+        await self.services.admit_model(req, request.model)
+        await req.respond(dialect.encode_count_tokens_response(estimate_tokens(request)))

@@ -281,6 +281,11 @@ class KeyRing:
             return key_id, None
         return key_id, Caller(record)
 
+    def caller_for_id(self, key_id: str) -> Caller | None:
+        """The caller of a live key by its id (a batch's owner), or None."""
+        record = self._by_id.get(key_id)
+        return Caller(record) if record is not None else None
+
     def authenticate(self, key: str | None) -> Caller:
         if not key:
             raise AuthenticationError(

@@ -11,12 +11,14 @@ them (a pure-Python job gives up the GIL every few milliseconds).
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
+SWITCH_INTERVAL = 0.001
 # Bodies above this many bytes are decoded here; below it, inline is cheaper than the hop.
 HEAVY_BYTES = 256 * 1024
 
@@ -56,6 +58,9 @@ class FairExecutor:
                 continue
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="modelport-decode")
+                # The event loop waits for the GIL at every socket call while a job runs; at
+                # the default 5 ms a request's dozen waits added up to half a second.
+                sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
             self._busy += 1
             asyncio.get_running_loop().run_in_executor(self._pool, fn, *args).add_done_callback(
                 lambda done, target=future: self._finished(done, target))

@@ -6,18 +6,30 @@ array), countTokens, embedContent and batchEmbedContents.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Awaitable, Callable, Iterable, Mapping
 
+from ..dialects import gemini as dialect
 from ..errors import NotFoundError
-from .app import Gateway, Request
+from .http import Request
 from .limits import estimate_tokens
+from .routes import Route
+from .services import Services
+
+
+def speaks_gemini(headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    """GET /v1/models and /v1/models/{id} are both OpenAI's and Gemini's (genai 3.x uses /v1)."""
+    return "x-goog-api-key" in headers or "x-goog-api-client" in headers or "key" in query
 
 
 class GeminiDoor:
-    def __init__(self, gateway: Gateway, dialect: Any) -> None:
-        self.gateway = gateway
-        self.dialect = dialect
-        self._methods = {
+    # A path under these that no route serves is answered in Gemini's error shape.
+    error_prefixes = ("/v1beta", "/v1alpha")
+    dialect = dialect
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._methods: dict[str, Callable[[Request, str, str], Awaitable[None]]] = {
             "generateContent": self.generate,
             "streamGenerateContent": self.stream,
             "countTokens": self.count_tokens,
@@ -25,55 +37,57 @@ class GeminiDoor:
             "batchEmbedContents": self.embed,
         }
 
-    @property
-    def method_names(self) -> tuple[str, ...]:
-        return tuple(self._methods)
+    def routes(self) -> Iterable[Route]:
+        for version in ("/v1beta", "/v1alpha"):
+            yield Route("GET", version + "/models", self.models, dialect, "gemini")
+        yield Route("GET", "/v1/models", self.models, dialect, "gemini", claims=speaks_gemini)
+        # The model may hold slashes and colons (qwen:latest), the method follows the last
+        # colon. Bare /models/...: LiteLLM with the gateway's URL as its Gemini api_base.
+        methods = "|".join(self._methods)
+        yield Route("POST", re.compile(rf"^(?:/v1(?:beta|alpha)?/(?:models/)?|/models/)(.+):({methods})$"), self.method, dialect, "gemini",
+                    runs_model=True)
+        yield Route("GET", re.compile(r"^/v1(?:beta|alpha)/models/(.+)$"), self.model, dialect, "gemini")
+        yield Route("GET", re.compile(r"^/v1/models/(.+)$"), self.model, dialect, "gemini", claims=speaks_gemini)
 
-    async def method(self, req: Request, arg: str) -> None:
-        model, _, method = arg.partition("\0")
+    async def method(self, req: Request, model: str, method: str) -> None:
         handler = self._methods.get(method)
         if handler is None:
             raise NotFoundError(f"unknown method {method!r}; this gateway serves {', '.join(self._methods)}", code="unknown_url")
         await handler(req, self._model_name(model), method)
 
     async def generate(self, req: Request, model: str, _: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        request = await gateway.decode(req, dialect.decode_request, await req.json(gateway.settings.max_body_bytes), model)
-        response = await gateway.chat(req, request)
-        await gateway.respond(req, dialect.encode_response(response, model))
+        request = await req.decode(dialect.decode_request, await req.json(self.services.settings.max_body_bytes), model)
+        response = await self.services.pipeline.chat(req, request)
+        await req.respond(dialect.encode_response(response, model))
 
     async def stream(self, req: Request, model: str, _: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        request = await gateway.decode(req, dialect.decode_request, await req.json(gateway.settings.max_body_bytes), model)
+        request = await req.decode(dialect.decode_request, await req.json(self.services.settings.max_body_bytes), model)
         if req.query.get("alt") == "sse":
-            await gateway.stream(req, request, dialect.StreamEncoder(model))
+            await self.services.pipeline.stream(req, request, dialect.StreamEncoder(model))
             return
         # Without alt=sse Gemini answers with a JSON array of responses; one whole one is a valid array.
-        response = await gateway.chat(req, request)
-        await gateway.respond(req, [dialect.encode_response(response, model)])
+        response = await self.services.pipeline.chat(req, request)
+        await req.respond([dialect.encode_response(response, model)])
 
     async def count_tokens(self, req: Request, model: str, _: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        request = await gateway.decode(req, dialect.decode_count_tokens_request, await req.json(gateway.settings.max_body_bytes), model)
-        await gateway.admit_model(req, model)
-        await gateway.respond(req, dialect.encode_count_tokens_response(estimate_tokens(request)))
+        request = await req.decode(dialect.decode_count_tokens_request, await req.json(self.services.settings.max_body_bytes), model)
+        await self.services.admit_model(req, model)
+        await req.respond(dialect.encode_count_tokens_response(estimate_tokens(request)))
 
     async def embed(self, req: Request, model: str, method: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        inputs = await gateway.decode(req, dialect.decode_embeddings_request, await req.json(gateway.settings.max_body_bytes))
-        response = await gateway.embed(req, model, inputs)
-        await gateway.respond(req, dialect.encode_embeddings_response(response, batch=method == "batchEmbedContents"))
+        inputs = await req.decode(dialect.decode_embeddings_request, await req.json(self.services.settings.max_body_bytes))
+        response = await self.services.pipeline.embed(req, model, inputs)
+        await req.respond(dialect.encode_embeddings_response(response, batch=method == "batchEmbedContents"))
 
-    async def models(self, req: Request, _: str) -> None:
-        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.list_models(req)))
+    async def models(self, req: Request) -> None:
+        await req.respond(dialect.encode_models(self.services.list_models(req)))
 
     async def model(self, req: Request, model: str) -> None:
-        model = self._model_name(model)
-        info = self.gateway.find_model(req, model)
-        await self.gateway.respond(req, self.dialect.encode_model(info))
+        info = self.services.find_model(req, self._model_name(model))
+        await req.respond(dialect.encode_model(info))
 
     def _model_name(self, path_model: str) -> str:
         # The genai SDK writes models/{name}; a bare name is accepted too (protocols §9.14),
         # and a name without a provider finds the one model it names (smollm2: local/smollm2).
         name = path_model[7:] if path_model.startswith("models/") else path_model
-        return self.gateway.router.bare(name)
+        return self.services.router.bare(name)

@@ -9,36 +9,50 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+import re
+from typing import Any, Iterable
 
+from ..dialects import openai as dialect
+from ..dialects.base import StreamEncoderBase
 from ..errors import BadRequestError
 from ..jsonio import dumps
 from ..types import StreamEvent, Usage
-from .app import Gateway, Request
+from .http import Request
+from .routes import Route
+from .services import Services
 
 # The legacy endpoint's own default (protocols §2.11), far below chat's.
 LEGACY_DEFAULT_MAX_TOKENS = 16
 
 
 class OpenAIDoor:
-    def __init__(self, gateway: Gateway, dialect: Any) -> None:
-        self.gateway = gateway
-        self.dialect = dialect
+    """Under /v1 (its SDK), bare (a base URL without /v1) and /openai/v1 (Groq's SDK)."""
 
-    async def chat_completions(self, req: Request, _: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        body = await req.json(gateway.settings.max_body_bytes)
-        request = await gateway.decode(req, dialect.decode_request, body)
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.pipeline = services.pipeline
+
+    def routes(self) -> Iterable[Route]:
+        for prefix in ("/v1", "", "/openai/v1"):
+            yield Route("POST", prefix + "/chat/completions", self.chat_completions, dialect, "openai", runs_model=True)
+            yield Route("POST", prefix + "/completions", self.completions, dialect, "openai", runs_model=True)
+            yield Route("POST", prefix + "/embeddings", self.embeddings, dialect, "openai", runs_model=True)
+            yield Route("GET", prefix + "/models", self.models, dialect, "openai")
+        yield Route("GET", re.compile(r"^(?:/openai)?/v1/models/(.+)$"), self.model, dialect, "openai")
+        yield Route("GET", re.compile(r"^/models/(.+)$"), self.model, dialect, "openai")
+
+    async def chat_completions(self, req: Request) -> None:
+        body = await req.json(self.services.settings.max_body_bytes)
+        request = await req.decode(dialect.decode_request, body)
         if request.stream:
             encoder = dialect.StreamEncoder(request.model, dialect.stream_include_usage(body))
-            await gateway.stream(req, request, encoder)
+            await self.pipeline.stream(req, request, encoder)
             return
-        response = await gateway.chat(req, request)
-        await gateway.respond(req, dialect.encode_response(response, request.model))
+        response = await self.pipeline.chat(req, request)
+        await req.respond(dialect.encode_response(response, request.model))
 
-    async def completions(self, req: Request, _: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        body = await req.json(gateway.settings.max_body_bytes)
+    async def completions(self, req: Request) -> None:
+        body = await req.json(self.services.settings.max_body_bytes)
         if not isinstance(body, dict):
             raise BadRequestError("body: expected a JSON object", param="body")
         prompt = _prompt(body.get("prompt"))
@@ -46,30 +60,30 @@ class OpenAIDoor:
         chat_body["messages"] = [{"role": "user", "content": prompt}]
         if chat_body.get("max_tokens") is None:
             chat_body["max_tokens"] = LEGACY_DEFAULT_MAX_TOKENS
-        request = await gateway.decode(req, dialect.decode_request, chat_body)
+        request = await req.decode(dialect.decode_request, chat_body)
         if request.stream:
-            await gateway.stream(req, request, CompletionStreamEncoder(request.model, dialect.stream_include_usage(body)))
+            await self.pipeline.stream(req, request, CompletionStreamEncoder(request.model, dialect.stream_include_usage(body)))
             return
-        response = await gateway.chat(req, request)
+        response = await self.pipeline.chat(req, request)
         choice = {"index": 0, "text": response.text, "logprobs": None, "finish_reason": _finish(response.finish_reason)}
-        await gateway.respond(req, {
+        await req.respond({
             "id": _new_id(), "object": "text_completion", "created": int(time.time()), "model": request.model,
             "choices": [choice], "usage": _usage(response.usage),
         })
 
-    async def embeddings(self, req: Request, _: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        model, inputs, encoding_format = await gateway.decode(req, dialect.decode_embeddings_request, await req.json(gateway.settings.max_body_bytes))
-        response = await gateway.embed(req, model, inputs)
+    async def embeddings(self, req: Request) -> None:
+        body = await req.json(self.services.settings.max_body_bytes)
+        model, inputs, encoding_format = await req.decode(dialect.decode_embeddings_request, body)
+        response = await self.pipeline.embed(req, model, inputs)
         response.model = model
-        await gateway.respond(req, dialect.encode_embeddings_response(response, encoding_format))
+        await req.respond(dialect.encode_embeddings_response(response, encoding_format))
 
-    async def models(self, req: Request, _: str) -> None:
-        await self.gateway.respond(req, self.dialect.encode_models(self.gateway.list_models(req)))
+    async def models(self, req: Request) -> None:
+        await req.respond(dialect.encode_models(self.services.list_models(req)))
 
     async def model(self, req: Request, model: str) -> None:
-        info = self.gateway.find_model(req, model)
-        await self.gateway.respond(req, self.dialect.encode_models([info])["data"][0])
+        info = self.services.find_model(req, model)
+        await req.respond(dialect.encode_models([info])["data"][0])
 
 
 def _prompt(raw: Any) -> str:
@@ -95,7 +109,7 @@ def _usage(usage: Usage) -> dict[str, int]:
     return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens, "total_tokens": usage.total_tokens}
 
 
-class CompletionStreamEncoder:
+class CompletionStreamEncoder(StreamEncoderBase):
     """Canonical stream events to ``text_completion`` chunks, ending with ``[DONE]``."""
 
     __slots__ = ("model", "include_usage", "_head", "_usage", "_finish")
@@ -126,7 +140,5 @@ class CompletionStreamEncoder:
         return out + b"data: [DONE]\n\n"
 
     def error(self, exc: BaseException) -> bytes:
-        from ..dialects import openai
-
-        _, body, _ = openai.encode_error(exc)
+        _, body, _ = dialect.encode_error(exc)
         return b"data: " + dumps(body) + b"\n\n"

@@ -15,9 +15,11 @@ import asyncio
 import re
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import BadRequestError
+from .settings import Settings
 
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 
@@ -114,3 +116,23 @@ def protocol_class(max_header_bytes: int, header_timeout: float) -> type[Bounded
     """The protocol for uvicorn's ``http=`` with these bounds."""
     return type("GatewayHttpProtocol", (BoundedHttpToolsProtocol,),
                 {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout})
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """uvicorn's settings for serving the gateway ``app`` as ``settings`` say."""
+    import importlib.util
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        # httptools (a base dependency) with the header size and time bounds uvicorn lacks.
+        http=protocol_class(settings.max_header_bytes, settings.header_timeout),
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+    )

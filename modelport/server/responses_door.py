@@ -10,30 +10,40 @@ caller's key; ``store: false`` keeps nothing.
 from __future__ import annotations
 
 import os
-from typing import Any
+import re
+from typing import Any, Awaitable, Callable, Iterable
 
+from ..dialects import openai_responses as dialect
+from ..dialects.base import StreamEncoderBase
 from ..errors import BadRequestError, NotFoundError
-from .app import Gateway, Request
-from .limits import estimate_tokens
 from .fair import HEAVY_BYTES
+from .http import Request
+from .limits import estimate_tokens
 from .responses_store import ChainLimits, ResponseStore, Stored, committed, decode_chain, default_responses_path
+from .routes import Route
+from .services import Services
 
 _SSE = b"text/event-stream"
 _ID_PREFIX = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
 
 
 class ResponsesDoor:
-    def __init__(self, gateway: Gateway, dialect: Any) -> None:
-        self.gateway = gateway
-        self.dialect = dialect
+    def __init__(self, services: Services) -> None:
+        self.services = services
         self._store: ResponseStore | None = None
+
+    def routes(self) -> Iterable[Route]:
+        yield Route("POST", "/v1/responses", self.create, dialect, "responses", runs_model=True)
+        yield Route("POST", "/v1/responses/input_tokens", self.input_tokens, dialect, "responses")
+        # One stored response; the door tells its methods and sub-resources apart.
+        yield Route("*", re.compile(r"^/v1/responses/([^/]+)((?:/input_items|/cancel)?)$"), self.stored, dialect, "responses")
 
     @property
     def store(self) -> ResponseStore:
         """Opened on first use, so a gateway that never sees a stored response leaves no file."""
         if self._store is None:
-            settings = self.gateway.settings
-            self._store = ResponseStore(default_responses_path(self.gateway.client.config), settings.responses_ttl_days * 86400.0,
+            settings = self.services.settings
+            self._store = ResponseStore(default_responses_path(self.services.config), settings.responses_ttl_days * 86400.0,
                                         settings.records)
         return self._store
 
@@ -44,13 +54,13 @@ class ResponsesDoor:
 
     # -- POST /v1/responses ----------------------------------------------------------------
 
-    async def create(self, req: Request, _: str) -> None:
-        gateway, dialect = self.gateway, self.dialect
-        body = await req.json(gateway.settings.max_body_bytes)
+    async def create(self, req: Request) -> None:
+        pipeline = self.services.pipeline
+        body = await req.json(self.services.settings.max_body_bytes)
         if not isinstance(body, dict):
             raise BadRequestError("body: expected a JSON object", param="body")
         own_input, history = await self._resolve(req, body)
-        request = await gateway.decode(req, dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
+        request = await req.decode(dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
         echo = dialect.echo_fields(body)
         store = echo["store"]
         owner = _owner(req)
@@ -58,14 +68,14 @@ class ResponsesDoor:
             await self.store.ensure_writable()
         if request.stream:
             encoder = dialect.StreamEncoder(request.model, True, echo)
-            await gateway.stream(req, request, _Storing(req, encoder, self.store, owner, own_input) if store else encoder)
+            await pipeline.stream(req, request, _Storing(encoder, self.store, owner, own_input) if store else encoder)
             return
-        response = await gateway.chat(req, request)
+        response = await pipeline.chat(req, request)
         # The gateway's own id, never an upstream's: it keys the store.
         obj = dialect.encode_response(response, request.model, echo, "resp_" + os.urandom(12).hex())
         if store:
             await self.store.persist(owner, Stored(obj, own_input))
-        await gateway.respond(req, obj)
+        await req.respond(obj)
 
     async def _resolve(self, req: Request, body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(this request's own input items, with references resolved and ids given; the
@@ -79,7 +89,7 @@ class ResponsesDoor:
             raise BadRequestError("input: expected a string or an array of input items", param="input", code="invalid_type")
         owner = _owner(req)
         refs = [item["id"] for item in raw if isinstance(item, dict) and item.get("type") == "item_reference" and isinstance(item.get("id"), str)]
-        settings = self.gateway.settings
+        settings = self.services.settings
         if len(refs) > settings.max_item_references:
             raise BadRequestError(f"input: {len(refs)} item references, over this gateway's limit of {settings.max_item_references}",
                                   param="input", code="too_many_item_references",
@@ -114,9 +124,8 @@ class ResponsesDoor:
 
     # -- the stored response endpoints -----------------------------------------------------
 
-    async def stored(self, req: Request, arg: str) -> None:
+    async def stored(self, req: Request, response_id: str, action: str) -> None:
         """GET/DELETE /v1/responses/{id}, GET .../input_items, POST .../cancel."""
-        response_id, _, action = arg.partition("\0")
         action = action.lstrip("/")
         handler = self._actions.get((req.method, action))
         if handler is None:
@@ -133,14 +142,14 @@ class ResponsesDoor:
         if req.query.get("stream") == "true":
             after = req.query.get("starting_after", "-1")
             start = int(after) if after.lstrip("-").isdigit() else -1
-            await self.gateway.respond(req, self.dialect.replay(stored.response, start), content_type=_SSE)
+            await req.respond(dialect.replay(stored.response, start), content_type=_SSE)
             return
-        await self.gateway.respond(req, stored.response)
+        await req.respond(stored.response)
 
     async def _delete(self, req: Request, stored: Stored) -> None:
         response_id = stored.response["id"]
         await self.store.delete(_owner(req), response_id)
-        await self.gateway.respond(req, {"id": response_id, "object": "response", "deleted": True})
+        await req.respond({"id": response_id, "object": "response", "deleted": True})
 
     async def _input_items(self, req: Request, stored: Stored) -> None:
         query = req.query
@@ -156,7 +165,7 @@ class ResponsesDoor:
             ids = [item.get("id") for item in items]
             items = items[ids.index(after) + 1:] if after in ids else []
         page = items[: int(limit)]
-        await self.gateway.respond(req, {
+        await req.respond({
             "object": "list", "data": page, "first_id": page[0]["id"] if page else None,
             "last_id": page[-1]["id"] if page else None, "has_more": len(items) > len(page),
         })
@@ -165,28 +174,27 @@ class ResponsesDoor:
         raise BadRequestError("Cannot cancel a synchronous response: only background responses can be cancelled, "
                               "and this gateway does not run background responses.", param="response_id")
 
-    _actions = {("GET", ""): _retrieve, ("DELETE", ""): _delete, ("GET", "input_items"): _input_items, ("POST", "cancel"): _cancel}
+    _actions: dict[tuple[str, str], Callable[[ResponsesDoor, Request, Stored], Awaitable[None]]] = {("GET", ""): _retrieve, ("DELETE", ""): _delete, ("GET", "input_items"): _input_items, ("POST", "cancel"): _cancel}
 
     # -- POST /v1/responses/input_tokens ----------------------------------------------------
 
-    async def input_tokens(self, req: Request, _: str) -> None:
+    async def input_tokens(self, req: Request) -> None:
         # An estimate, as for Anthropic's and Gemini's token counting: backends offer no tokenizer call.
-        gateway = self.gateway
-        body = await req.json(gateway.settings.max_body_bytes)
+        body = await req.json(self.services.settings.max_body_bytes)
         if not isinstance(body, dict):
             raise BadRequestError("body: expected a JSON object", param="body")
         own_input, history = await self._resolve(req, body)
-        request = await gateway.decode(req, self.dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
-        await gateway.admit_model(req, request.model)
-        await gateway.respond(req, {"object": "response.input_tokens", "input_tokens": estimate_tokens(request)})
+        request = await req.decode(dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
+        await self.services.admit_model(req, request.model)
+        await req.respond({"object": "response.input_tokens", "input_tokens": estimate_tokens(request)})
 
 
-class _Storing:
+class _Storing(StreamEncoderBase):
     """The stream encoder, saving the final response as the terminal event is made; the
     gateway awaits ``flush`` (the write committed) before it sends that event, so the
     caller's next turn finds the response on any worker."""
 
-    def __init__(self, req: Request, encoder: Any, store: ResponseStore, owner: str, own_input: list[dict[str, Any]]) -> None:
+    def __init__(self, encoder: dialect.StreamEncoder, store: ResponseStore, owner: str, own_input: list[dict[str, Any]]) -> None:
         self.encoder, self._store, self._owner, self._input = encoder, store, owner, own_input
         self._saving: Any = None
 

@@ -30,6 +30,7 @@ from ..client import AsyncClient
 from ..config import default_model
 from ..errors import ConfigError, ModelportError, NotFoundError
 from ..keys import resolve_key
+from ..prices import Price, price_for
 from ..providers import Provider
 from ..types import ModelInfo
 
@@ -46,12 +47,15 @@ FALLBACK_KINDS = frozenset({"rate_limit", "quota", "server", "overloaded", "time
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One model a request can go to: ``name`` is ``provider/model-id``."""
+    """One model a request can go to: ``name`` is ``provider/model-id``; ``price`` its rates
+    under this gateway's config (the config's [prices] over the price table), decided once
+    when the target is made, or None where no price is known."""
 
     name: str
     provider: Provider
     model_id: str
     backend: Any
+    price: Price | None = None
 
 
 class Router:
@@ -129,7 +133,8 @@ class Router:
         refusal = self._refusal(provider)
         if refusal is not None:
             raise self._unknown(model, refusal)
-        return Target(f"{provider.name}/{model_id}", provider, model_id, self.client.backend(provider))
+        price = price_for(provider.name, model_id, overrides=self.client.prices)
+        return Target(f"{provider.name}/{model_id}", provider, model_id, self.client.backend(provider), price)
 
     def routable(self, provider: Provider) -> bool:
         """Whether the gateway routes to ``provider`` (see ``_refusal``)."""

@@ -12,7 +12,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .app import Gateway, Settings
+from .app import Gateway
+from .settings import Settings
 
 
 class GatewayThread:
@@ -32,7 +33,7 @@ class GatewayThread:
     def start(self) -> GatewayThread:
         import uvicorn
 
-        from . import uvicorn_config
+        from .protocol import uvicorn_config
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

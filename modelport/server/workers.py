@@ -46,7 +46,7 @@ from typing import Any, Iterator
 
 import uvicorn
 
-from .app import Settings
+from .settings import Settings
 
 # Seconds a worker must have served before a crash counts as "while serving" (restarted at
 # once) rather than "at start" (restarted after a pause that doubles each time, up to 5 s).
@@ -373,7 +373,7 @@ class Supervisor:
 def serve_worker(settings: Settings, config_path: str | None, sock: socket.socket | None, worker: Worker | None,
                  ready_fd: int | None = None) -> int:
     """Run one gateway on ``sock`` (else bind ``settings``' host and port) until SIGTERM; 0 once drained."""
-    from . import uvicorn_config
+    from .protocol import uvicorn_config
     from .app import Gateway
 
     app = Gateway(settings, config=config_path, worker=worker)

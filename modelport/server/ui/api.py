@@ -21,10 +21,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
+from ...dialects import openai as openai_dialect
 from ...errors import BadRequestError, ModelportError, NotFoundError, PermissionDeniedError
 from ...jsonio import JSONDecodeError, dumps, loads
+from ..batches_door import BatchesDoor, refuse_metered_batches
+from ..routes import Route
+from ..services import Services
 
 T = TypeVar("T")
 
@@ -56,10 +60,10 @@ _BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
 
 
 class ConsoleDoor:
-    """Mounted by the gateway's route table: ``page`` for the files, ``api`` for the JSON."""
+    """``page`` for the files, ``api`` for the JSON."""
 
-    def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
+    def __init__(self, services: Services) -> None:
+        self.gateway = services
         self._files: dict[str, tuple[bytes, str, str]] | None = None
         # One thread owns the console's read connection to the call log.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-ui")
@@ -75,6 +79,17 @@ class ConsoleDoor:
             ("POST", re.compile(r"^batches/([^/]+)/cancel$"), self.cancel_batch),
             ("GET", re.compile(r"^batches/([^/]+)/output$"), self.batch_output),
         ]
+
+    def routes(self) -> Iterable[Route]:
+        # Its JSON (keys checked per endpoint) and its pages (open: the page asks for a key).
+        yield Route("*", re.compile(r"^/ui/api/(.+)$"), self.api, openai_dialect, "ui")
+        yield Route("*", re.compile(r"^/ui/?((?:[A-Za-z0-9_-]+\.[a-z]+)?)$"), self.page, openai_dialect, "ui-page", public=True)
+
+    def batches(self) -> BatchesDoor:
+        return self.gateway.find_door(BatchesDoor)
+
+    def files_api(self) -> Any:
+        return self.batches().files_api()
 
     async def aclose(self) -> None:
         """Close the read connection on its own thread, then let the thread go."""
@@ -111,9 +126,9 @@ class ConsoleDoor:
         # The page may change with an upgrade: it is revalidated each time; the rest by ETag too.
         headers = {**_SECURITY_HEADERS, "etag": etag, "cache-control": "no-cache" if name == "index.html" else "public, max-age=300"}
         if req.headers.get("if-none-match") == etag:
-            await self.gateway.respond(req, b"", 304, headers, content_type=content_type.encode())
+            await req.respond(b"", 304, headers, content_type=content_type.encode())
             return
-        await self.gateway.respond(req, data, 200, headers, content_type=content_type.encode())
+        await req.respond(data, 200, headers, content_type=content_type.encode())
 
     # -- JSON endpoints --------------------------------------------------------------------
 
@@ -136,11 +151,11 @@ class ConsoleDoor:
         result = await handler(req, item) if item else await handler(req)
         if isinstance(result, tuple):
             body, content_type, filename = result
-            await self.gateway.respond(req, body, 200, {"content-disposition": f'attachment; filename="{filename}"',
+            await req.respond(body, 200, {"content-disposition": f'attachment; filename="{filename}"',
                                                         "x-content-type-options": "nosniff", "cache-control": "no-store"},
                                        content_type=content_type.encode())
         else:
-            await self.gateway.respond(req, result, 200, {"cache-control": "no-store"})
+            await req.respond(result, 200, {"cache-control": "no-store"})
 
     def _admin(self, req: Any) -> None:
         """Only an admin key (or anyone, on an open gateway) may use this endpoint."""
@@ -180,7 +195,7 @@ class ConsoleDoor:
     def _price(self, model: str) -> dict[str, float] | None:
         """USD per million tokens, so the page can show what an answer cost (None: unknown)."""
         try:
-            price = self.gateway._price(self.gateway.router.targets(model)[0])
+            price = self.gateway.router.targets(model)[0].price
         except ModelportError:
             return None
         return None if price is None else {"input": price.input, "output": price.output}
@@ -315,7 +330,7 @@ class ConsoleDoor:
 
     async def _keys_io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # The gateway's key thread owns the key store's connection.
-        return await asyncio.get_running_loop().run_in_executor(self.gateway._io, partial(fn, *args, **kwargs))
+        return await self.gateway.run_keys(fn, *args, **kwargs)
 
     async def keys(self, req: Any) -> dict[str, Any]:
         self._admin(req)
@@ -372,7 +387,7 @@ class ConsoleDoor:
 
     async def batches(self, req: Any) -> dict[str, Any]:
         self._admin(req)
-        api = self.gateway.files_api()
+        api = self.files_api()
         listed = await api.list_batches(limit=_int(req.query, "limit", 50, 1, MAX_PAGE), owner=self._owner(req))
         spends = await self._run(self._spends, [b["id"] for b in listed["data"]], api.root)
         now = time.time()
@@ -396,12 +411,12 @@ class ConsoleDoor:
     async def cancel_batch(self, req: Any, batch_id: str) -> dict[str, Any]:
         self._admin(req)
         _check_batch_id(batch_id)
-        return await self.gateway.files_api().cancel_batch(batch_id, self._owner(req))
+        return await self.files_api().cancel_batch(batch_id, self._owner(req))
 
     async def batch_output(self, req: Any, batch_id: str) -> tuple[bytes, str, str]:
         self._admin(req)
         _check_batch_id(batch_id)
-        api = self.gateway.files_api()
+        api = self.files_api()
         batch = await api.get_batch(batch_id, self._owner(req))
         file_id = batch.get("output_file_id") or batch.get("error_file_id")
         if not file_id:
@@ -448,22 +463,18 @@ class ConsoleDoor:
         spec, rows = await self._job_body(req)
         from ...batch import estimate
 
-        client = self.gateway.files_api()._client()
-        return await asyncio.to_thread(_estimate, estimate, spec, rows, client)
+        return await asyncio.to_thread(_estimate, estimate, spec, rows, self.batches().client())
 
     async def start_batch(self, req: Any) -> dict[str, Any]:
         """Render each row with the template into an OpenAI batch line, then run it as any
         Files/Batches job (so it lists, cancels and downloads like one)."""
         self._admin(req)
         spec, rows = await self._job_body(req)
-        api = self.gateway.files_api()
-        client = api._client()
-        lines = await asyncio.to_thread(_batch_lines, spec, rows, client)
+        api = self.files_api()
+        lines = await asyncio.to_thread(_batch_lines, spec, rows, self.batches().client())
         owner = self._owner(req)
         if req.caller is not None:
-            from ..app import _refuse_metered_batches
-
-            _refuse_metered_batches(req.caller)
+            refuse_metered_batches(req.caller)
         uploaded = await api.upload_file("console-batch.jsonl", lines, "batch", owner)
         return await api.create_batch({"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
                                        "completion_window": "24h", "metadata": {"source": "console"}}, owner)

@@ -1,0 +1,64 @@
+"""The seams of a dialect, as types: what its client half (modelport calling a provider) and
+its server half (the gateway answering a caller) provide, and its stream encoder.
+
+A dialect is a module; these Protocols are what the backends, the gateway and the type
+checker hold it to. Each wire format's module may offer more (Ollama's ``encode_tags``), which
+only its own door uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Protocol
+
+from ..errors import ModelportError
+from ..types import ChatRequest, ChatResponse, StreamEvent
+
+
+class StreamDecoder(Protocol):
+    def feed(self, event: str | None, data: str) -> list[StreamEvent]: ...
+
+
+class StreamEncoder(Protocol):
+    """Canonical stream events to the caller's wire format, one event at a time."""
+
+    # The content type of the stream when it is not SSE (Ollama's NDJSON); None: SSE.
+    media_type: bytes | None
+
+    def encode(self, event: StreamEvent) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+    def error(self, exc: BaseException) -> bytes: ...
+
+    async def flush(self) -> None:
+        """Finish what the last event promises (a stored response) before it is sent."""
+
+
+class StreamEncoderBase:
+    """The defaults every stream encoder shares: SSE, and nothing to finish before the end."""
+
+    media_type: ClassVar[bytes | None] = None
+
+    async def flush(self) -> None:
+        return None
+
+
+class ClientDialect(Protocol):
+    """What a backend needs to call a provider in this wire format."""
+
+    def chat_path(self, model_id: str, stream: bool) -> str: ...
+
+    def encode_request(self, req: ChatRequest, model_id: str) -> dict[str, Any]: ...
+
+    def decode_response(self, body: dict[str, Any], provider: str) -> ChatResponse: ...
+
+    def decode_error(self, status: int, body: Any, headers: Mapping[str, str] | None, provider: str) -> ModelportError: ...
+
+    def retry_after(self, headers: Mapping[str, str] | None, body: Any = None) -> float | None: ...
+
+
+class ServerDialect(Protocol):
+    """What the gateway needs to answer a caller in this wire format: every route's errors
+    speak its door's dialect."""
+
+    def encode_error(self, exc: BaseException) -> tuple[int, Any, dict[str, str]]: ...
