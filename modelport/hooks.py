@@ -110,8 +110,10 @@ def configured_hooks(config: dict[str, Any]) -> list[object]:
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # International or North American numbers written with separators: +33 6 12 34 56 78,
-# (415) 555-0100, 415.555.0100. Seven digits at least, so years and counts stay.
-_PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){2,4}(?![\w])")
+# (415) 555-0100, 415.555.0100. Seven digits at least, so years and counts stay; ISO dates
+# and IPv4 addresses are not numbers to call.
+_PHONE = re.compile(r"(?<![\w.:-])(?!\d{4}-\d{2}-\d{2}\b)(?!\d{1,3}(?:\.\d{1,3}){3}\b)"
+                    r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])")
 # Provider and gateway keys: sk-..., sk-ant-..., gsk_..., AIza..., mpk_..., xai-..., hf_...
 _API_KEY = re.compile(r"\b(?:sk-[A-Za-z0-9_-]{16,}|sk_[A-Za-z0-9_-]{16,}|gsk_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_-]{30,}"
                       r"|mpk_[A-Za-z0-9_]{16,}|xai-[A-Za-z0-9]{16,}|hf_[A-Za-z0-9]{16,}|ghp_[A-Za-z0-9]{20,})")

@@ -22,6 +22,7 @@ import pytest
 
 from modelport.server import Settings
 from modelport.server.auth import KeyStore
+from modelport.server.responses_door import ResponsesDoor
 from modelport.server.testing import GatewayThread
 from modelport.sse import SSEParser
 from tests.fakes import anthropic_upstream
@@ -361,7 +362,7 @@ def test_a_stored_response_belongs_to_its_key(upstreams: Upstreams, tmp_path) ->
                 call(oa(gw, bob))
         with pytest.raises(openai.AuthenticationError):
             oa(gw, "mpk_wrong").responses.create(model="claude-fake", input="x")
-        db = gw.app.responses_door.store.path
+        db = gw.app.find_door(ResponsesDoor).store.path
         assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
         time.sleep(2.0)
         with pytest.raises(openai.NotFoundError):

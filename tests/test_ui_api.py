@@ -55,7 +55,9 @@ def auth_gw(upstream: OpenAIUpstream, tmp_path: Path, keys: dict[str, str]) -> I
 
 
 def client(gw: GatewayThread, key: str | None = None) -> httpx.Client:
-    return httpx.Client(base_url=gw.url, timeout=60, headers={"authorization": f"Bearer {key}"} if key else {})
+    # As the console's own script: its header on every call (console changes need it).
+    headers = {"x-modelport-console": "1", **({"authorization": f"Bearer {key}"} if key else {})}
+    return httpx.Client(base_url=gw.url, timeout=60, headers=headers)
 
 
 def seed(gw: GatewayThread, n: int) -> None:

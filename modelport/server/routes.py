@@ -89,18 +89,15 @@ class RouteTable:
         if methods:
             req.dialect = self.exact[(methods[0], path)][0].dialect  # the 405 in the path's own dialect
             raise not_allowed(method, path, tuple(sorted(methods)))
-        wrong_method: Route | None = None
         for route in self.patterns:
             match = route.path.match(path)  # type: ignore[union-attr]
             if match is None or (route.claims is not None and not route.claims(req.headers, req.query)):
                 continue
             if route.method != method and route.method != "*":
-                wrong_method = wrong_method or route
-                continue
+                # The first pattern that fits the path owns it: POST-only Gemini methods are a 405 on GET.
+                req.dialect = route.dialect
+                raise not_allowed(method, path, (route.method,))
             return route, match.groups()
-        if wrong_method is not None:
-            req.dialect = wrong_method.dialect
-            raise not_allowed(method, path, (wrong_method.method,))
         req.dialect = self.dialect_for(path)
         paths = sorted({p for _, p in self.exact if p.startswith("/v1/")})
         raise NotFoundError(f"no such endpoint: {method} {path}; this gateway serves {', '.join(paths)} and Gemini's /v1beta/models/...",

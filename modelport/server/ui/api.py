@@ -85,11 +85,11 @@ class ConsoleDoor:
         yield Route("*", re.compile(r"^/ui/api/(.+)$"), self.api, openai_dialect, "ui")
         yield Route("*", re.compile(r"^/ui/?((?:[A-Za-z0-9_-]+\.[a-z]+)?)$"), self.page, openai_dialect, "ui-page", public=True)
 
-    def batches(self) -> BatchesDoor:
+    def _batches_door(self) -> BatchesDoor:
         return self.gateway.find_door(BatchesDoor)
 
     def files_api(self) -> Any:
-        return self.batches().files_api()
+        return self._batches_door().files_api()
 
     async def aclose(self) -> None:
         """Close the read connection on its own thread, then let the thread go."""
@@ -463,7 +463,7 @@ class ConsoleDoor:
         spec, rows = await self._job_body(req)
         from ...batch import estimate
 
-        return await asyncio.to_thread(_estimate, estimate, spec, rows, self.batches().client())
+        return await asyncio.to_thread(_estimate, estimate, spec, rows, self._batches_door().client())
 
     async def start_batch(self, req: Any) -> dict[str, Any]:
         """Render each row with the template into an OpenAI batch line, then run it as any
@@ -471,7 +471,7 @@ class ConsoleDoor:
         self._admin(req)
         spec, rows = await self._job_body(req)
         api = self.files_api()
-        lines = await asyncio.to_thread(_batch_lines, spec, rows, self.batches().client())
+        lines = await asyncio.to_thread(_batch_lines, spec, rows, self._batches_door().client())
         owner = self._owner(req)
         if req.caller is not None:
             refuse_metered_batches(req.caller)
