@@ -15,6 +15,7 @@ from modelport import plugins
 from modelport.cli import main
 from modelport.client import Client
 from modelport.errors import BadRequestError, ConfigError
+from modelport.tools import to_tools
 from tests.fakes.openai_upstream import OpenAIUpstream
 from tests.plugins.helpers import installed, make_plugin, uninstall
 
@@ -101,7 +102,8 @@ def test_a_plugin_tool_is_named_in_tools(tmp_path):
         request = Client().request("local/smollm2", "hi", tools=["shout"])
         (tool,) = request.tools
         assert (tool.name, tool.parameters["required"]) == ("shout", ["text"])
-        assert plugins.tools()["shout"]("hey") == "HEY"
+        _, functions = to_tools(["shout"])  # what run_tools=True executes
+        assert functions["shout"]("hey") == plugins.tools()["shout"]("hey") == "HEY"
     with pytest.raises(BadRequestError, match="no tool named 'shout'"):
         Client().request("local/smollm2", "hi", tools=["shout"])
 
