@@ -3,6 +3,9 @@ so `modelport --help` and `modelport ask` start fast."""
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import click
 
 from .. import plugins
@@ -11,6 +14,22 @@ from .. import plugins
 class PluginGroup(click.Group):
     """Subcommands are the entries of the modelport.commands group, modelport's own and any
     plugin's alike; each is imported only when run or described."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        # A plugin that cannot be used is news for the person at the shell, not a stack
+        # position: its warning prints as one line (the rest keep Python's format).
+        default = warnings.formatwarning
+
+        def one_line(message: Any, category: type[Warning], *where: Any, **more: Any) -> str:
+            if issubclass(category, plugins.PluginWarning):
+                return f"Warning: {message}\n"
+            return default(message, category, *where, **more)
+
+        warnings.formatwarning = one_line
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            warnings.formatwarning = default
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(plugins.names(plugins.COMMANDS))

@@ -5,6 +5,8 @@ off the path takes it away; a broken plugin is named in a warning and breaks not
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -146,6 +148,15 @@ def test_a_broken_plugin_is_named_in_a_warning_and_breaks_nothing(tmp_path, inst
     failed = {r["name"]: r["error"] for r in listed() if r["distribution"] == "mp-broken"}
     assert failed["missing"].startswith("ModuleNotFoundError: No module named 'mp_nowhere'")
     assert "needs a base_url" in failed["nourl"] and "not a click command" in failed["boom"]
+
+
+def test_the_shell_sees_a_broken_plugin_as_one_warning_line(tmp_path):
+    path = make_plugin(tmp_path, "mp-missing", {"modelport.commands": {"gone": "mp_nowhere:gone"}}, {})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), str(Path(__file__).parents[2])])}
+    result = subprocess.run([sys.executable, "-m", "modelport", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "ask" in result.stdout and "gone" not in result.stdout
+    assert result.stderr == ("Warning: modelport plugin 'gone' (modelport.commands, mp_nowhere:gone) from mp-missing 0.1.0 "
+                             "cannot be used: ModuleNotFoundError: No module named 'mp_nowhere'\n")
 
 
 def test_a_name_already_taken_keeps_the_built_in(tmp_path, install_plugin):
