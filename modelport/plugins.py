@@ -1,10 +1,10 @@
 """Plugins: everything modelport can be extended with is found through entry points.
 
-Seven entry-point groups name the pieces: ``modelport.providers`` (rows of the provider
+Eight entry-point groups name the pieces: ``modelport.providers`` (rows of the provider
 table), ``modelport.dialects`` (wire formats), ``modelport.backends`` (what talks to a
 model), ``modelport.doors`` (gateway routes), ``modelport.commands`` (CLI subcommands),
-``modelport.hooks`` (gateway request/response hooks) and ``modelport.tools`` (functions a
-model may call). modelport's own pieces are declared in its pyproject.toml exactly like a
+``modelport.hooks`` (gateway request/response hooks), ``modelport.tools`` (functions a
+model may call) and ``modelport.stores`` (record stores `modelport state migrate` copies). modelport's own pieces are declared in its pyproject.toml exactly like a
 third party's, so one registry serves both and ``modelport plugins`` lists both.
 
 Discovery is lazy: nothing is scanned at ``import modelport``. The first lookup reads the
@@ -31,7 +31,8 @@ DOORS = "modelport.doors"
 COMMANDS = "modelport.commands"
 HOOKS = "modelport.hooks"
 TOOLS = "modelport.tools"
-GROUPS: tuple[str, ...] = (PROVIDERS, DIALECTS, BACKENDS, DOORS, COMMANDS, HOOKS, TOOLS)
+STORES = "modelport.stores"
+GROUPS: tuple[str, ...] = (PROVIDERS, DIALECTS, BACKENDS, DOORS, COMMANDS, HOOKS, TOOLS, STORES)
 
 BUILT_IN = "modelport"  # the distribution whose entries are modelport's own
 

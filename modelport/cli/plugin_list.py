@@ -16,7 +16,7 @@ from .common import friendly_errors, print_rows
 
 @click.command()
 @click.option("-g", "--group", "groups", multiple=True, metavar="GROUP",
-              help="Only this group, repeatable: providers, dialects, backends, doors, commands, hooks, tools.")
+              help="Only this group, repeatable: providers, dialects, backends, doors, commands, hooks, tools, stores.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON: one object per plugin, with its error if it failed.")
 @friendly_errors
 def plugins(groups: tuple[str, ...], as_json: bool) -> None:
@@ -24,8 +24,8 @@ def plugins(groups: tuple[str, ...], as_json: bool) -> None:
 
     \b
     modelport finds providers, dialects (wire formats), backends, gateway doors (routes),
-    CLI commands, gateway hooks and tools through Python entry points, so installing a
-    package that declares some is all it takes:
+    CLI commands, gateway hooks, tools and record stores through Python entry points, so
+    installing a package that declares some is all it takes:
       pip install modelport-myprovider     # hypothetical plugin package
       modelport plugins                    # now lists what it added
     modelport's own pieces are registered the same way and show as "modelport (built-in)".
@@ -61,6 +61,7 @@ def _group(name: str) -> str:
 def _load_everything() -> None:
     """Load every entry as the code that uses its group does, so each failure is known."""
     from ..providers import installed_providers
+    from ..state.copy import stores
     from . import as_command
 
     installed_providers()
@@ -70,3 +71,4 @@ def _load_everything() -> None:
     registry.doors()
     registry.hooks()
     registry.tools()
+    stores()
