@@ -4,8 +4,9 @@ Eight entry-point groups name the pieces: ``modelport.providers`` (rows of the p
 table), ``modelport.dialects`` (wire formats), ``modelport.backends`` (what talks to a
 model), ``modelport.doors`` (gateway routes), ``modelport.commands`` (CLI subcommands),
 ``modelport.hooks`` (gateway request/response hooks), ``modelport.tools`` (functions a
-model may call) and ``modelport.stores`` (record stores `modelport state migrate` copies). modelport's own pieces are declared in its pyproject.toml exactly like a
-third party's, so one registry serves both and ``modelport plugins`` lists both.
+model may call) and ``modelport.stores`` (what ``modelport state migrate`` copies).
+modelport's own pieces are declared in its pyproject.toml exactly like a third party's, so
+one registry serves both and ``modelport plugins`` lists both.
 
 Discovery is lazy: nothing is scanned at ``import modelport``. The first lookup reads the
 installed distributions' entry points once per process (``refresh()`` reads them again), and
