@@ -22,15 +22,18 @@ from .common import friendly_errors, print_rows
 def plugins(groups: tuple[str, ...], as_json: bool) -> None:
     """List installed plugins: what each adds, and which package it came from.
 
-    \b
     modelport finds providers, dialects (wire formats), backends, gateway doors (routes),
     CLI commands, gateway hooks, tools and record stores through Python entry points, so
-    installing a package that declares some is all it takes:
-      pip install modelport-myprovider     # hypothetical plugin package
-      modelport plugins                    # now lists what it added
-    modelport's own pieces are registered the same way and show as "modelport (built-in)".
-    Every plugin is loaded here, so one that cannot be used shows why, in red.
-    See docs/plugins.md to write one.
+    installing a package that declares some is all it takes. modelport's own pieces are
+    registered the same way and show as "modelport (built-in)".
+
+    \b
+      pip install modelport-mybox              # a plugin package
+      modelport plugins                        # now lists what it added
+      modelport plugins -g providers --json
+
+    Each plugin is loaded to build the list, so one that cannot be used says why in its
+    status column. docs/plugins.md shows how to write one.
     """
     wanted = [_group(g) for g in groups] or list(registry.GROUPS)
     with warnings.catch_warnings():
