@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
+from . import plugins
 from .config import default_model, load_config
 from .errors import BadRequestError, ModelportError
 from .keys import resolve_key
@@ -20,12 +20,6 @@ from .providers import Provider, provider_table, resolve
 from .retry import RetryPolicy
 from .transport import Timeouts
 from .types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, TextPart, validate_request
-
-# Backend kinds named by the provider table's ``backend`` column, imported on first use.
-BACKENDS = {
-    "http": "modelport.backends.http:HttpBackend",
-    "local": "modelport.backends.local:LocalBackend",
-}
 
 # Keyword arguments that map one to one onto ChatRequest fields.
 _PLAIN_PARAMS = frozenset(
@@ -88,8 +82,8 @@ class _ClientCore:
         # A backend built before its key existed is built again, so a key set later (in a
         # notebook, `os.environ[...] = ...` after the first error) is picked up.
         if backend is None or getattr(backend, "missing_key", False):
-            module, _, attr = BACKENDS[provider.backend].partition(":")
-            cls = getattr(importlib.import_module(module), attr)
+            # The row's ``backend`` column names an entry of the modelport.backends group.
+            cls = plugins.load(plugins.BACKENDS, provider.backend)
             backend = self._backends[provider.name] = cls(
                 provider,
                 api_key=resolve_key(provider, self._api_keys.get(provider.name)),

@@ -102,7 +102,7 @@ def configured_hooks(config: dict[str, Any]) -> list[object]:
     found: list[object] = []
     if (config.get("log") or {}).get("redact"):
         found.append(RedactHook())
-    found.extend(plugin_hooks())
+    found.extend(factory() for factory in plugin_hooks().values())
     return found
 
 

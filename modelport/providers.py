@@ -1,6 +1,8 @@
 """The provider table: every provider is a row of data, never a class or an `if`.
 
-Adding an OpenAI-compatible provider is one row here, or one table in the config file:
+Adding an OpenAI-compatible provider is one row: here, in a plugin (an entry point in the
+``modelport.providers`` group that points to a ``Provider`` or a dict of its fields, see
+docs/plugins.md), or one table in the config file:
 
     [providers.mybox]
     base_url = "http://10.0.0.5:8080/v1"
@@ -13,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from types import SimpleNamespace
 from typing import Any
 
 from .errors import ConfigError
@@ -79,7 +82,9 @@ OPENAI_RESPONSES_ONLY = (
     "gpt-5*-codex*", "codex-mini*", "computer-use-preview*",
 )
 
-PROVIDERS: dict[str, Provider] = {
+# modelport's own rows, by name as attributes: pyproject.toml registers each as the entry
+# point "modelport.providers:BUILT_IN.<name>", as a plugin registers its own.
+BUILT_IN = SimpleNamespace(**{
     p.name: p
     for p in (
         Provider("local", "", backend="local", key_required=False, models=("smollm2",)),
@@ -116,57 +121,80 @@ PROVIDERS: dict[str, Provider] = {
                  models=("mistral-small-latest", "mistral-large-latest")),
         Provider("xai", "https://api.x.ai/v1", key_env=("XAI_API_KEY",), signup="https://console.x.ai", models=("grok-4",)),
     )
-}
+})
+PROVIDERS: dict[str, Provider] = vars(BUILT_IN)
+
+
+def installed_providers() -> dict[str, Provider]:
+    """Every row the installed distributions register, modelport's own included (plugins.py)."""
+    from . import plugins
+
+    return plugins.load_all(plugins.PROVIDERS, _plugin_row)
+
+
+def _plugin_row(name: str, value: Any) -> Provider:
+    """A plugin's row: a Provider, or a dict of its fields as a config table gives them; the
+    entry point's name is the name users type."""
+    if isinstance(value, Provider):
+        _check_dialects(name, {"dialect": value.dialect, "model_dialects": value.model_dialects})
+        return replace(value, name=name) if value.name != name else value
+    if isinstance(value, dict):
+        return _row(name, value, None)
+    raise TypeError(f"points to {type(value).__name__}, not a modelport.providers.Provider or a dict of its fields")
 
 
 def provider_table(config: dict[str, Any] | None = None) -> dict[str, Provider]:
-    """The built-in rows, extended and overridden by the config's ``[providers.*]`` tables."""
-    table = dict(PROVIDERS)
+    """The installed rows, extended and overridden by the config's ``[providers.*]`` tables."""
+    table = installed_providers()
     for name, spec in (config or {}).get("providers", {}).items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"config [providers.{name}] must be a table", hint="see `modelport models --help`")
-        base = table.get(name)
-        fields: dict[str, Any] = {}
-        for key in ("base_url", "dialect", "auth_header", "key_required", "signup"):
-            if key in spec:
-                fields[key] = spec[key]
-        for key in ("key_env", "models"):
-            if key in spec:
-                value = spec[key]
-                fields[key] = (value,) if isinstance(value, str) else tuple(value)
-        if "headers" in spec:
-            fields["headers"] = tuple(dict(spec["headers"]).items())
-        if "extra" in spec:
-            if not isinstance(spec["extra"], dict):
-                raise ConfigError(f"config [providers.{name}] extra must be a table", hint=f"e.g. [providers.{name}.extra] num_ctx = 8192")
-            fields["extra"] = tuple(spec["extra"].items())
-        if base is not None and "dialect" in fields and "base_url" not in fields:
-            fields["base_url"] = dict(base.dialect_urls).get(fields["dialect"], base.base_url)
-        if "model_dialects" in spec:
-            # The config's own entries are tried before the built-in ones.
-            fields["model_dialects"] = tuple(dict(spec["model_dialects"]).items()) + (base.model_dialects if base else ())
-        _check_dialects(name, fields)
-        if base is not None:
-            table[name] = replace(base, **fields)
-        elif "base_url" not in fields:
-            raise ConfigError(
-                f"config [providers.{name}] needs a base_url",
-                hint=f'add base_url = "http://host:port/v1" under [providers.{name}]',
-            )
-        else:
-            fields.setdefault("key_required", False)
-            table[name] = Provider(name, **fields)
+        table[name] = _row(name, spec, table.get(name))
     return table
 
 
-def _check_dialects(name: str, fields: dict[str, Any]) -> None:
-    from .dialects import DIALECTS
+def _row(name: str, spec: Any, base: Provider | None) -> Provider:
+    """The row a ``[providers.NAME]`` table describes, over ``base`` when it changes one."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"config [providers.{name}] must be a table", hint="see `modelport models --help`")
+    fields: dict[str, Any] = {}
+    for key in ("base_url", "dialect", "auth_header", "key_required", "signup"):
+        if key in spec:
+            fields[key] = spec[key]
+    for key in ("key_env", "models"):
+        if key in spec:
+            value = spec[key]
+            fields[key] = (value,) if isinstance(value, str) else tuple(value)
+    if "headers" in spec:
+        fields["headers"] = tuple(dict(spec["headers"]).items())
+    if "extra" in spec:
+        if not isinstance(spec["extra"], dict):
+            raise ConfigError(f"config [providers.{name}] extra must be a table", hint=f"e.g. [providers.{name}.extra] num_ctx = 8192")
+        fields["extra"] = tuple(spec["extra"].items())
+    if base is not None and "dialect" in fields and "base_url" not in fields:
+        fields["base_url"] = dict(base.dialect_urls).get(fields["dialect"], base.base_url)
+    if "model_dialects" in spec:
+        # The config's own entries are tried before the built-in ones.
+        fields["model_dialects"] = tuple(dict(spec["model_dialects"]).items()) + (base.model_dialects if base else ())
+    _check_dialects(name, fields)
+    if base is not None:
+        return replace(base, **fields)
+    if "base_url" not in fields:
+        raise ConfigError(
+            f"config [providers.{name}] needs a base_url",
+            hint=f'add base_url = "http://host:port/v1" under [providers.{name}]',
+        )
+    fields.setdefault("key_required", False)
+    return Provider(name, **fields)
 
+
+def _check_dialects(name: str, fields: dict[str, Any]) -> None:
+    from . import dialects
+
+    known = dialects.names()
     named = [fields["dialect"]] if "dialect" in fields else []
     named += [d for _, d in fields.get("model_dialects", ())]
     for dialect in named:
-        if dialect not in DIALECTS:
-            raise ConfigError(f"config [providers.{name}] names an unknown dialect {dialect!r}", hint=f"known: {', '.join(DIALECTS)}")
+        if dialect not in known:
+            raise ConfigError(f"config [providers.{name}] names an unknown dialect {dialect!r}", hint=f"known: {', '.join(known)}")
 
 
 def base_url(provider: Provider, override: str | None = None) -> str:

@@ -26,7 +26,7 @@ from .structured import explain_error
 from .types import ChatRequest, ChatResponse, Message, Tool, ToolCall, ToolChoice, Usage
 
 __all__ = [
-    "ToolLoopResponse", "aexecute", "arun_tool_loop", "execute", "parse_docstring", "run_tool_loop",
+    "ToolLoopResponse", "aexecute", "arun_tool_loop", "execute", "installed_tool", "parse_docstring", "run_tool_loop",
     "to_tool", "to_tool_choice", "to_tools",
 ]
 
@@ -73,12 +73,15 @@ def to_tool(obj: Any) -> Tool:
 
 
 def to_tools(items: Iterable[Any]) -> tuple[list[Tool], dict[str, Callable[..., Any]]]:
-    """The tools to declare, and the functions among them that can be executed, by name."""
-    if isinstance(items, (dict, Tool)) or callable(items):  # one tool given bare, not a dict's keys
+    """The tools to declare, and the functions among them that can be executed, by name.
+    A string names a tool function an installed plugin registers (``modelport plugins``)."""
+    if isinstance(items, (dict, Tool, str)) or callable(items):  # one tool given bare, not a dict's keys
         items = [items]
     tools: list[Tool] = []
     functions: dict[str, Callable[..., Any]] = {}
     for item in items:
+        if isinstance(item, str):
+            item = installed_tool(item)
         tool = to_tool(item)
         if any(t.name == tool.name for t in tools):
             raise BadRequestError(f"two tools are named {tool.name!r}", hint="give every tool a distinct name")
@@ -86,6 +89,16 @@ def to_tools(items: Iterable[Any]) -> tuple[list[Tool], dict[str, Callable[..., 
         if inspect.isfunction(item) or inspect.ismethod(item):
             functions[tool.name] = item
     return tools, functions
+
+
+def installed_tool(name: str) -> Callable[..., Any]:
+    """The function a plugin registers as tool ``name`` in the modelport.tools group."""
+    from . import plugins
+
+    try:
+        return plugins.load(plugins.TOOLS, name, plugins.as_callable)
+    except plugins.PluginError as exc:
+        raise BadRequestError(exc.message, param="tools", hint=exc.hint) from None
 
 
 def _describe(obj: Any) -> str:

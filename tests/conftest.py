@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
 
 import pytest
 
@@ -55,6 +56,25 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     for name, value in paths_under(home).items():
         monkeypatch.setenv(name, value)
     yield home
+
+
+@pytest.fixture()
+def install_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Path]]:
+    """``install_plugin(name, entry_points, modules)`` makes a plugin distribution without
+    installing it (tests/plugins/helpers.py) and puts it on sys.path for this test only."""
+    from tests.plugins.helpers import install, make_plugin, uninstall
+
+    made: list[Path] = []
+
+    def make_and_install(name: str, entry_points: Mapping[str, Mapping[str, str]], modules: Mapping[str, str]) -> Path:
+        path = make_plugin(tmp_path_factory.mktemp("plugin"), name, entry_points, modules)
+        made.append(path)
+        install(path)
+        return path
+
+    yield make_and_install
+    for path in made:
+        uninstall(path)
 
 
 @pytest.fixture()

@@ -18,6 +18,14 @@ def test_import_modelport_loads_no_heavy_module():
     assert not [m for m in HEAVY if m in loaded]
 
 
+def test_import_modelport_discovers_no_plugins_and_discovery_loads_no_heavy_module():
+    already = loaded_after("pass")  # a site .pth file may import importlib.metadata itself
+    assert not {"modelport.plugins", "importlib.metadata"} & (loaded_after("import modelport") - already)
+    loaded = loaded_after("import modelport\nfrom modelport import plugins\nfor g in plugins.GROUPS: plugins.entries(g)")
+    assert "modelport.plugins" in loaded
+    assert not [m for m in HEAVY if m in loaded]
+
+
 def test_public_names_resolve_lazily_on_first_use():
     loaded = loaded_after("import modelport; modelport.ChatRequest; modelport.RateLimitError")
     assert "modelport.types" in loaded and "modelport.errors" in loaded

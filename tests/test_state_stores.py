@@ -20,7 +20,6 @@ from modelport.cli import main
 from modelport.server import Settings
 from modelport.server.auth import KeyStore
 from modelport.server.testing import GatewayThread
-from modelport.state import copy
 from modelport.state.copy import CustomCopy
 from tests.fakes.openai_upstream import OpenAIUpstream
 
@@ -261,7 +260,7 @@ def counts(output: str) -> dict[str, tuple[int, int]]:
 
 
 def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, upstream: OpenAIUpstream, postgres_url: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              monkeypatch: pytest.MonkeyPatch, install_plugin) -> None:
     import asyncio
 
     from modelport.cache import ResponseCache, default_cache_path
@@ -298,11 +297,11 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
 
     asyncio.run(upload())
 
-    # A store that copies more than table rows plugs in as a CustomCopy (as Files/Batches do).
+    # A plugin's store that copies more than table rows plugs in as a CustomCopy (as Files/Batches do).
     copied_into: list[str] = []
     extra = CustomCopy("notes", lambda cfg, target: copied_into.append(target.url) or {"notes": 3})
-    monkeypatch.setattr(copy, "STORES", [*copy.STORES, f"{__name__}:EXTRA"])
     monkeypatch.setattr(sys.modules[__name__], "EXTRA", extra, raising=False)
+    install_plugin("mp-notes", {"modelport.stores": {"notes": f"{__name__}:EXTRA"}}, {})
     config = tmp_path / "config.toml"
     config.write_text(f'[state]\nrecords = "{postgres_url}"\n')
     pg_key(postgres_url, "old")  # the same name as a key being moved: that one stays out

@@ -1,6 +1,6 @@
 """Gateway keys for `modelport serve`: `keys create`, `keys revoke`, `keys usage`.
 
-Registered on the `keys` group (provider keys) when ``cli/keys.py`` imports this module. The store holds only salted
+``cli/keys.py`` adds them to the `keys` group beside the provider-key commands. The store holds only salted
 hashes; a key's secret is printed once, at creation.
 """
 
@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 import click
 
 from .common import friendly_errors
-from .keys import keys
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([mhdw])$")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -50,7 +49,7 @@ _store_option = click.option("--store", "store_path", type=click.Path(dir_okay=F
                                   "  [default: gateway.db in the data dir]")
 
 
-@keys.command("create")
+@click.command("create")
 @click.argument("name")
 @click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute.")
 @click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute (prompt + max_tokens are booked up front).")
@@ -71,7 +70,7 @@ def create(name: str, rpm: int | None, tpm: int | None, budget: float | None, mo
     click.echo(f"created gateway key {name!r} in {store.where}; it is shown only now, so store it safely", err=True)
 
 
-@keys.command("revoke")
+@click.command("revoke")
 @click.argument("name")
 @_store_option
 @friendly_errors
@@ -86,7 +85,7 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
 
-@keys.command("usage")
+@click.command("usage")
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_store_option

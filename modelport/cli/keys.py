@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from . import gateway_keys
 from .common import friendly_errors
 
 
@@ -75,4 +76,8 @@ def remove(provider: str) -> None:
     if not remove_key(provider):
         raise click.ClickException(f"no stored key for {provider!r}")
     click.echo(f"removed the {provider} key")
-from . import gateway_keys  # noqa: E402,F401  registers create/revoke/usage (gateway keys for `modelport serve`)
+
+
+# Gateway keys (for `modelport serve`) are managed beside provider keys.
+for command in (gateway_keys.create, gateway_keys.revoke, gateway_keys.usage):
+    keys.add_command(command)

@@ -1,6 +1,7 @@
 """Dialects: pure translations between one wire format and the canonical types.
 
-Each dialect module (``openai``, ``anthropic``, ``gemini``, ``openai-responses``, ``ollama``) is used in both directions and
+Each dialect module (``openai``, ``anthropic``, ``gemini``, ``openai-responses``, ``ollama``, and any a
+plugin registers in the ``modelport.dialects`` entry-point group) is used in both directions and
 does no I/O. It provides:
 
 Client side (modelport calling a provider)
@@ -28,21 +29,23 @@ provider becomes an ``UpstreamProtocolError`` (a 502), never a raw AttributeErro
 from __future__ import annotations
 
 import functools
-import importlib
 from types import ModuleType
 from typing import Any, Callable, TypeVar
 
+from .. import plugins
 from ..errors import ModelportError, UpstreamProtocolError
 from ..types import ChatResponse, EmbeddingResponse, InvalidShape, StreamEvent, check_embeddings, check_event, check_response
 
-DIALECTS = ("openai", "anthropic", "gemini", "openai-responses", "ollama")
-
 
 def get(name: str) -> ModuleType:
-    """Import a dialect module on first use so unused ones cost nothing."""
-    if name not in DIALECTS:
-        raise KeyError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}")
-    return importlib.import_module(f"modelport.dialects.{name.replace('-', '_')}")
+    """The dialect registered as ``name``, imported on first use so unused ones cost nothing.
+    KeyError names the installed ones when no distribution registers ``name``."""
+    return plugins.load(plugins.DIALECTS, name)
+
+
+def names() -> list[str]:
+    """The installed dialects' names."""
+    return plugins.names(plugins.DIALECTS)
 
 
 def decode_sse(dialect: ModuleType, raw: bytes, *args: Any) -> list[Any]:

@@ -275,7 +275,7 @@ def _make_doors(gateway: Gateway) -> list[Door]:
     """Every door plugin (the built-in ones register the same way), made with the gateway's services."""
     from ..plugins import doors
 
-    return [factory(gateway) for factory in doors()]
+    return [factory(gateway) for factory in doors().values()]
 
 
 def _compile(doors: list[Door]) -> RouteTable:

@@ -4,9 +4,9 @@ Each store describes its part once, as a ``StoreCopy``: its name, the SQLite fil
 by default under a config, how to open its database at the newest schema, and the tables
 (with their key columns) to copy. A store whose copy is more than rows of tables (files
 kept beside the records, journals) gives a ``CustomCopy`` instead: a function that copies
-it all and says how many of each thing were new. ``STORES`` lists them by
-``"module:attribute"``, so this module imports no store until a copy runs; a new store adds
-one line there.
+it all and says how many of each thing were new. Each is an entry point of the
+``modelport.stores`` group (modelport's own in its pyproject.toml, a plugin's in its own), so
+this module imports no store until a copy runs, and a plugin's store moves with the rest.
 
 Rows are read in key order, a page at a time, and written with ``ON CONFLICT DO NOTHING``:
 a row already in the target (same key, or the same value of another unique column, such as
@@ -16,20 +16,12 @@ copy cut short resumes where it stopped.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .records import RecordsDB
 
-# One line per store: the "module:attribute" of its StoreCopy, copied in this order.
-STORES = [
-    "modelport.server.auth:KEYS_COPY",
-    "modelport.server.responses_store:RESPONSES_COPY",
-    "modelport.cache:CACHE_COPY",
-    "modelport.batch.files_copy:FILES_COPY",
-]
 PAGE = 500
 
 
@@ -57,11 +49,16 @@ class CustomCopy:
 
 
 def stores() -> list[StoreCopy | CustomCopy]:
-    found = []
-    for target in STORES:
-        module, _, attr = target.partition(":")
-        found.append(getattr(importlib.import_module(module), attr))
-    return found
+    """Every installed store, in the order the registry lists them (each copy stands alone)."""
+    from .. import plugins
+
+    return list(plugins.load_all(plugins.STORES, _store).values())
+
+
+def _store(name: str, value: Any) -> StoreCopy | CustomCopy:
+    if not isinstance(value, (StoreCopy, CustomCopy)):
+        raise TypeError(f"points to {type(value).__name__}, not a modelport.state.copy.StoreCopy or CustomCopy")
+    return value
 
 
 def count(db: RecordsDB, table: Table) -> int:
