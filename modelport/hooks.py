@@ -15,8 +15,8 @@ A hook is any object with some of these methods (each optional)::
         # what the call log stores of this call (the caller's answer is not affected)
 
 Hooks come from the config (``[log] redact = true`` turns on ``RedactHook``) and from
-plugins (the ``modelport.hooks`` entry-point group: a class, made with no arguments, or an
-object). ``Hooks`` sorts them by hook point once, so a point no hook uses costs one truth test.
+plugins (the ``modelport.hooks`` entry-point group: a class or factory, called with no
+arguments). ``Hooks`` sorts them by hook point once, so a point no hook uses costs one truth test.
 """
 
 from __future__ import annotations
