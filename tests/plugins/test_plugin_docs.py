@@ -3,16 +3,18 @@ through a fake OpenAI-compatible server, and the hook changes, refuses and redac
 
 from __future__ import annotations
 
-import asyncio
 import re
+import time
 from pathlib import Path
 
 import pytest
 
-from modelport.calllog import CallLog
+import httpx
+
+from modelport.calllog import CallLog, default_log_path
 from modelport.client import Client
-from modelport.errors import PermissionDeniedError
-from modelport.types import ChatRequest, ChatResponse, Message
+from modelport.server import Settings
+from modelport.server.testing import GatewayThread
 
 try:
     import tomllib
@@ -20,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 DOCS = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
-DOCS_URL = "http://10.0.0.5:8080/v1"
+DOCS_URL = "http://mybox.example:8080/v1"
 
 
 def section(title: str) -> str:
@@ -45,25 +47,31 @@ def test_the_provider_example_answers(form, install_plugin, openai_upstream, mon
     assert Client().chat("mybox/llama-3.1-8b", "Hello").text == "echo: Hello"
 
 
-def test_the_hook_example_changes_refuses_and_redacts(install_plugin, tmp_path):
+def test_the_door_example_answers_on_the_gateway(install_plugin, openai_upstream, tmp_path):
+    example = section("Example 2")
+    (toml,) = blocks(example, "toml")
+    (source,) = [b for b in blocks(example, "python") if "class PingDoor" in b]
+    install_plugin("modelport-ping", entry_points(toml), {"modelport_ping.py": source})
+    with GatewayThread(Settings(auth=True, log_calls=False, keys_path=str(tmp_path / "keys.db"))) as gw:
+        answer = httpx.get(gw.url + "/v1/ping")  # public: no key needed even with auth on
+    assert answer.status_code == 200 and answer.json()["ok"] is True
+
+
+def test_the_hook_example_changes_refuses_and_redacts(install_plugin, openai_upstream, tmp_path):
     example = section("Example 3")
     (toml,) = blocks(example, "toml")
     (source,) = blocks(example, "python")
     install_plugin("modelport-guard", entry_points(toml), {"modelport_guard.py": source})
-    from modelport import plugins
-
-    guard = plugins.hooks()["guard"]()
-    request = ChatRequest("openai/gpt-4o-mini", [Message.user("What is a REST API?")])
-    changed = asyncio.run(guard.before_request(None, request))
-    assert changed.metadata == {"team": "research"} and changed.messages == request.messages
-    with pytest.raises(PermissionDeniedError, match="does not send that topic"):
-        asyncio.run(guard.before_request(None, ChatRequest("openai/gpt-4o-mini", [Message.user("news of Project-X?")])))
-
-    log = CallLog(tmp_path / "log.db")
-    log.record(request, ChatResponse("r1", "gpt-4o-mini", Message.assistant("An API over HTTP.")), provider="openai",
-               model="gpt-4o-mini", source="gateway")
-    log.flush()
-    (call,) = log.query(limit=None)
-    stored = guard.log_view(call)
-    assert (stored.prompt, stored.response_text, stored.response, stored.request.messages) == ("[redacted]", None, None, [])
-    assert (stored.provider, stored.usage) == (call.provider, call.usage)
+    config = {"aliases": {"fake": "openai/gpt-fake"}, "providers": {"openai": {"base_url": openai_upstream.base_url}}}
+    with GatewayThread(Settings(log_calls=True, keys_path=str(tmp_path / "keys.db")), config=config, api_keys={"openai": "sk-x"}) as gw:
+        answer = httpx.post(gw.url + "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "What is REST?"}]})
+        assert answer.status_code == 200
+        assert openai_upstream.last_request.body["metadata"] == {"team": "research"}
+        refused = httpx.post(gw.url + "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "news of Project-X?"}]})
+        assert refused.status_code == 403 and "does not send that topic" in refused.json()["error"]["message"]
+    log = CallLog(default_log_path())
+    deadline = time.monotonic() + 10
+    while len(log.query(limit=None)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stored = {call.error_kind: call for call in log.query(limit=None)}
+    assert stored[None].request.messages == [] and stored[None].response is None  # nothing said is kept
