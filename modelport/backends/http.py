@@ -56,7 +56,7 @@ class HttpBackend:
     def missing_key(self) -> bool:
         return self.provider.key_required and not self._key
 
-    def _require_key(self) -> None:
+    def require_key(self) -> None:
         """Fail before anything is sent, with the hint that names the fix."""
         if self.missing_key:
             raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
@@ -70,7 +70,7 @@ class HttpBackend:
         return self.dialect if name == self.provider.dialect else dialects.get(name)
 
     def _prepare(self, request: ChatRequest, model_id: str, stream: bool) -> tuple[str, bytes]:
-        self._require_key()
+        self.require_key()
         if request.stream != stream:
             request = _with_stream(request, stream)
         if self.provider.extra:
@@ -207,7 +207,7 @@ class HttpBackend:
     async def arequest(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> RawResponse:
         """Any other call on the provider's API (the native batch APIs use it), with the same
         key, retries and error mapping as chat; ``path`` is relative to the base URL."""
-        self._require_key()
+        self.require_key()
         return await self._asend(method, self.base_url + path, body, {**self._headers, "Content-Type": content_type})
 
     async def _asend(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> RawResponse:
@@ -277,7 +277,7 @@ class HttpBackend:
             # Anthropic's API has no embeddings endpoint: the caller's choice of model, a 400.
             raise BadRequestError(f"{self.name} has no embeddings API, so {model_id!r} cannot embed", param="model",
                                   hint="use an embedding model of a provider that offers one, e.g. openai/text-embedding-3-small")
-        self._require_key()
+        self.require_key()
         path, body = encode(inputs, model_id)
         return self.base_url + path, dumps(body)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import friendly_errors, parse_options
+from .common import friendly_errors, option_option, parse_options
 
 MODEL_HELP = "provider/model-id, e.g. local/smollm2, openai/gpt-4o-mini, lmstudio/gemma-3-4b-it (default: the config's default_model, else local/smollm2)"
 
@@ -98,8 +98,7 @@ def _read_prompt(prompt: str | None) -> str:
 @click.argument("prompt", required=False)
 @click.option("-m", "--model", help=MODEL_HELP)
 @click.option("-s", "--system", help="System prompt: instructions the model follows for this answer.")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="A request parameter, repeatable: -o temperature=0.2 -o max_tokens=200 -o seed=1")
+@option_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the whole response (text, usage, model) as JSON.")
 @click.option("--no-stream", is_flag=True, help="Wait for the whole answer instead of printing it as it arrives.")
 @click.option("-c", "--continue", "continue_last", is_flag=True, help="Continue the last conversation from the log.")
@@ -127,7 +126,7 @@ def ask(prompt: str | None, model: str | None, system: str | None, options: tupl
 @click.command()
 @click.option("-m", "--model", help=MODEL_HELP)
 @click.option("-s", "--system", help="System prompt for the whole conversation.")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="A request parameter, repeatable.")
+@option_option()
 @click.option("-c", "--continue", "continue_last", is_flag=True, help="Continue the last conversation from the log.")
 @click.option("--cid", help="Continue the conversation with this id.")
 @click.option("--no-stream", is_flag=True, help="Print each answer whole instead of as it arrives.")

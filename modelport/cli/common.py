@@ -82,6 +82,32 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
+# `-o KEY=VALUE` is a request option in every command (as in `ask`), so an output file is
+# always the long `--output` or `-O`: one letter never means two things.
+OPTION_HELP = "A request parameter, repeatable: -o temperature=0.2 -o max_tokens=200 (names modelport does not know go to the provider as they are)"
+
+
+def option_option(help: str = OPTION_HELP) -> Callable[[F], F]:
+    """``-o/--option KEY=VALUE``, repeatable, read by :func:`parse_options`."""
+    return click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help=help)
+
+
+def output_option(help: str, **kwargs: Any) -> Callable[[F], F]:
+    """``-O/--output FILE``, refusing a value that is a ``KEY=VALUE`` option given where the
+    file belongs (``--output max_tokens=5`` would write a file of that name)."""
+    return click.option("-O", "--output", metavar="FILE", callback=_not_an_option, help=help, **kwargs)
+
+
+def _not_an_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    import re
+
+    text = str(value) if value is not None else ""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*=[^/\\]*", text) and not re.search(r"\.(jsonl?|csv|parquet)$", text, re.I):
+        raise click.BadParameter(f"{text!r} looks like a request option, not a file: request options are -o {text}; "
+                                 "the output file is --output FILE", param_hint="--output")
+    return value
+
+
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None, caption: str | None = None,
                whole: Sequence[str] = (), styles: Sequence[str | None] | None = None) -> None:
     """Rows for a person at a terminal (a table) or for a pipe or file (tab-separated, header
