@@ -6,7 +6,7 @@ Every setting can also come from an environment variable, which wins:
     [aliases]
     fast = "groq/llama-3.1-8b-instant"
     [providers.mybox]                        # any OpenAI-compatible server
-    base_url = "http://10.0.0.5:8080/v1"
+    base_url = "http://localhost:8080/v1"
 """
 
 from __future__ import annotations
