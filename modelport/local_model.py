@@ -104,10 +104,17 @@ def resolve_model(model_id: str, *, auto_pull: bool = True) -> Path:
         return path
     path = Path(name).expanduser()
     if not path.is_file():
+        import difflib
+
+        # local/NAME that is not the embedded model is read as a file path: a mistyped model
+        # name (local/smollm3) is a file that does not exist, and should be told as one.
+        meant = difflib.get_close_matches(name, [MODEL_NAME], n=1, cutoff=0.7)
         raise ConfigError(
-            f"no GGUF model file at {str(path.resolve())!r}",
+            f"no GGUF model file at {str(path.resolve())!r}: local/{name} is not the embedded model, so it names a file, "
+            "which does not exist",
             provider="local",
-            hint=f"local models are `local/{MODEL_NAME}` or `local/<path to a .gguf file>`",
+            hint=(f"did you mean local/{MODEL_NAME}? " if meant else "")
+            + f"local models are `local/{MODEL_NAME}` or `local/<path to a .gguf file>`",
         )
     return path
 

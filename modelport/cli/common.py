@@ -74,12 +74,28 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             value = text
         (options if name in REQUEST_PARAMS else extra)[name] = value
+    for name in extra:
+        _note_passed_through(name, REQUEST_PARAMS)
     if extra:
         given = options.get("extra", {})
         if not isinstance(given, dict):
             raise click.BadParameter("extra must be a JSON object, e.g. -o extra='{\"num_ctx\": 8192}'", param_hint="-o")
         options["extra"] = {**given, **extra}
     return options
+
+
+def _note_passed_through(name: str, known: frozenset[str] | set[str]) -> None:
+    """Say that ``-o name`` is not a modelport parameter and goes to the provider as it is:
+    right for the provider's own options (``num_ctx``), a typo otherwise (``temprature``),
+    which the closest known name makes plain."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    if close:
+        click.secho(f"warning: -o {name} is not a modelport parameter; did you mean {close[0]}? "
+                    f"(passed through to the provider as it is)", fg="yellow", err=True)
+    else:
+        click.echo(f"note: -o {name} passed through to the provider as it is", err=True)
 
 
 # `-o KEY=VALUE` is a request option in every command (as in `ask`), so an output file is
