@@ -11,7 +11,8 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 from .. import __version__, dialects
-from ..errors import BadRequestError, ConfigError, ConnectionError, ModelportError, StreamError, TimeoutError, UpstreamProtocolError, redact
+from ..errors import (BadRequestError, ConnectionError, MissingKeyError, ModelportError, StreamError, TimeoutError,
+                      UpstreamProtocolError, redact)
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..providers import Provider, base_url
 from ..retry import RetryPolicy, is_retryable_status
@@ -59,7 +60,7 @@ class HttpBackend:
     def require_key(self) -> None:
         """Fail before anything is sent, with the hint that names the fix."""
         if self.missing_key:
-            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+            raise MissingKeyError(f"no API key for {self.name}", provider=self.name, hint=self.provider.key_hint())
 
     # -- request preparation -------------------------------------------------------------
 
@@ -83,7 +84,7 @@ class HttpBackend:
         try:
             body: Any = loads(raw.content) if raw.content else None
         except JSONDecodeError:
-            body = raw.content.decode("utf-8", "replace")
+            body = _html_summary(raw) or raw.content.decode("utf-8", "replace")
         err = self.dialect.decode_error(raw.status, body, raw.headers, self.name)
         # Providers echo the key they received in 401 messages: scrub it from everything the
         # error shows, including args (repr, tracebacks of pickled errors) and the raw body.
@@ -315,6 +316,21 @@ def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
     from dataclasses import replace
 
     return replace(request, stream=stream)
+
+
+def _html_summary(raw: RawResponse) -> str | None:
+    """A proxy's or server's HTML error page, as one line: its status and title. Printed
+    whole it buries the one fact that matters under a page of markup."""
+    import re
+
+    head = raw.content[:4096].decode("utf-8", "replace")
+    if not re.search(r"<(!doctype html|html|head|body)\b", head, re.I):
+        return None
+    title = re.search(r"<title[^>]*>(.*?)</title>", head, re.I | re.S)
+    # No title: the page's first words, without its markup, scripts and styles.
+    shown = title.group(1) if title else re.sub(r"<(script|style)\b.*?</\1>|<[^>]*>", " ", head, flags=re.I | re.S)
+    text = " ".join(shown.split())[:200]
+    return f"HTTP {raw.status}" + (f": {text}" if text else "") + " (an HTML page, not the API's JSON: is the base URL right?)"
 
 
 def _with_extra(request: ChatRequest, defaults: dict[str, Any]) -> ChatRequest:

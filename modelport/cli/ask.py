@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import friendly_errors, option_option, parse_options
+from .common import friendly_errors, option_option, parse_options, print_error
 
 MODEL_HELP = "provider/model-id, e.g. local/smollm2, openai/gpt-4o-mini, lmstudio/gemma-3-4b-it (default: the config's default_model, else local/smollm2)"
 
@@ -165,10 +165,7 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
             else:
                 session.turn(text, stream=not no_stream, as_json=False)
         except ModelportError as exc:
-            click.secho(f"Error: {exc.message}", fg="red", err=True)
-            hint = exc.hint
-            if hint:
-                click.secho(f"Hint: {hint}", fg="yellow", err=True)
+            print_error(exc)
 
 
 def _command(session: Session, text: str) -> bool:

@@ -29,15 +29,13 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ModelportError as exc:
-            hint = exc.hint
             if as_json:
-                _print_json_error({"type": exc.kind, "message": exc.message, "hint": hint, "provider": exc.provider,
-                                   "status": exc.status, "code": exc.code})
+                # The status only when an upstream answered with one: a connection that
+                # failed has none (its class's 502 is what a gateway would answer).
+                _print_json_error({"type": exc.kind, "message": exc.message, "detail": exc.detail, "hint": exc.hint,
+                                   "provider": exc.provider, "status": vars(exc).get("status"), "code": exc.code})
                 sys.exit(1)
-            where = f" ({exc.provider})" if exc.provider else ""
-            click.secho(f"Error{where}: {exc.message}", fg="red", err=True)
-            if hint:
-                click.secho(f"Hint: {hint}", fg="yellow", err=True)
+            print_error(exc)
             sys.exit(1)
         except click.ClickException as exc:
             if not as_json:
@@ -50,6 +48,18 @@ def friendly_errors(func: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_error(exc: Any) -> None:
+    """A ModelportError for the person at the terminal, who owns this process: with its
+    ``detail`` (the URL and the OS's words for a connection that failed), which a gateway
+    never shows its callers."""
+    where = f" ({exc.provider})" if exc.provider else ""
+    click.secho(f"Error{where}: {exc.message}", fg="red", err=True)
+    if exc.detail:
+        click.secho(f"  {exc.detail}", fg="red", err=True)
+    if exc.hint:
+        click.secho(f"Hint: {exc.hint}", fg="yellow", err=True)
 
 
 def _print_json_error(error: dict[str, Any]) -> None:
