@@ -46,13 +46,18 @@ class Session:
         request = self.client.request(self.model, messages, system=self.system, **dict(self.options))
         provider = self.client.resolve(request.model)[0].name
         started = time.perf_counter()
+        response = None
         try:
             if stream and not as_json:
                 events = self.client.send_stream(request)
-                for text in events.text_stream():
-                    click.echo(text, nl=False)
-                click.echo()
-                response = events.response
+                try:
+                    for text in events.text_stream():
+                        click.echo(text, nl=False)
+                finally:
+                    click.echo()
+                    # Ctrl-C stops this answer, not the conversation: the part that was shown
+                    # is kept, so the next turn (or `ask -c`) goes on from it.
+                    response = events.response or events.stop()
             else:
                 response = self.client.send(request)
                 if as_json:
@@ -63,6 +68,13 @@ class Session:
                     click.echo(json.dumps(response_to_dict(response), ensure_ascii=False, indent=2))
                 else:
                     click.echo(response.text)
+        except KeyboardInterrupt:
+            if response is not None and not response.text and not response.message.tool_calls:
+                response = None  # stopped before the first word: an empty answer continues nothing
+            self._record(request, provider, response, Interrupted(), started)
+            if response is not None:
+                self.history = [*messages, response.message]
+            raise
         except Exception as exc:
             self._record(request, provider, None, exc, started)
             raise
@@ -76,6 +88,15 @@ class Session:
             self.log.record(request, response, error, provider=provider, model=request.model, source="cli",
                             latency=time.perf_counter() - started, conversation_id=cid)
             self.log.flush()
+
+
+class Interrupted(Exception):
+    """A turn stopped by Ctrl-C, as the call log records it (kind "interrupted")."""
+
+    kind = "interrupted"
+
+    def __str__(self) -> str:
+        return "interrupted by Ctrl-C; the part of the answer shown before is kept"
 
 
 def _call_log() -> Any:
@@ -136,7 +157,8 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
     """Talk with a model, turn by turn, keeping the conversation.
 
     \b
-    Type a message and press Enter. Commands:
+    Type a message and press Enter; Ctrl-C stops an answer (the part shown is kept).
+    Commands:
       /model NAME    switch model (e.g. /model openai/gpt-4o-mini)
       /system TEXT   set the system prompt
       /reset         forget the conversation so far
@@ -155,6 +177,10 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
         except EOFError:
             click.echo(err=True)
             return
+        except KeyboardInterrupt:
+            # As in a shell: Ctrl-C drops the line being typed; Ctrl-D or /exit leaves.
+            click.secho("\n(Ctrl-D or /exit to leave)", fg="cyan", err=True)
+            continue
         text = line.strip()
         if not text:
             continue
@@ -166,6 +192,8 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
                 session.turn(text, stream=not no_stream, as_json=False)
         except ModelportError as exc:
             print_error(exc)
+        except KeyboardInterrupt:
+            click.secho("(answer stopped; the conversation goes on)", fg="cyan", err=True)
 
 
 def _command(session: Session, text: str) -> bool:
