@@ -211,7 +211,7 @@ def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) ->
         if engine == "ray":
             from ..batch import ray_engine
 
-            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None, stop=stop)
+            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None, stop=stop, quiet=quiet)
         return await arun(journal, spec, on_progress=reporter.update if reporter else None, stop=stop)
 
     try:

@@ -326,7 +326,8 @@ def usage(by: str, since: str, model: str | None, as_json: bool) -> None:
     footer = UsageTotal(total)
     for name, cell in columns:
         table.add_column(name, justify="right", no_wrap=True, footer=cell(footer))
-    table.add_column("", width=16, no_wrap=True)
+    # The bar's header says what it measures: the one column a header would otherwise not explain.
+    table.add_column("share of cost" if by_cost else "share of tokens", width=16, no_wrap=True)
     for row in rows:
         table.add_row(row.group, *(cell(row) for _, cell in columns), Bar(size=top, begin=0, end=measure(row), width=16, color="cyan"))
     console = Console()
