@@ -35,6 +35,12 @@ class LazyGroup(click.Group):
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        from .common import usage_errors_as_json
+
+        with usage_errors_as_json([*ctx.args, *getattr(ctx, "_protected_args", ())]):
+            return super().invoke(ctx)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="modelport")

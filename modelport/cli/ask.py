@@ -61,11 +61,7 @@ class Session:
             else:
                 response = self.client.send(request)
                 if as_json:
-                    import json
-
-                    from ..serialize import response_to_dict
-
-                    click.echo(json.dumps(response_to_dict(response), ensure_ascii=False, indent=2))
+                    click.echo(_as_json(response, provider))
                 else:
                     click.echo(response.text)
         except KeyboardInterrupt:
@@ -88,6 +84,21 @@ class Session:
             self.log.record(request, response, error, provider=provider, model=request.model, source="cli",
                             latency=time.perf_counter() - started, conversation_id=cid)
             self.log.flush()
+
+
+def _as_json(response: Any, provider: str) -> str:
+    """``ask --json``: the answer's ``text`` first, for scripts, then the whole response, its
+    model named as it is asked for (provider/model) and ``created`` the time it arrived when
+    the provider sent none."""
+    import json
+
+    from ..serialize import response_to_dict
+
+    data = response_to_dict(response)
+    model = data["model"] or ""
+    data["model"] = model if model.startswith(provider + "/") else f"{provider}/{model}"
+    data["created"] = data["created"] or int(time.time())
+    return json.dumps({"text": response.text, **data}, ensure_ascii=False, indent=2)
 
 
 class Interrupted(Exception):

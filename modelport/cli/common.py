@@ -3,10 +3,11 @@ reading ``-o key=value`` options, and printing rows for people and for pipes."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import click
 
@@ -40,9 +41,7 @@ def friendly_errors(func: F) -> F:
         except click.ClickException as exc:
             if not as_json:
                 raise
-            _print_json_error({"type": "usage", "message": exc.format_message(), "hint": None, "provider": None,
-                               "status": None, "code": None})
-            sys.exit(exc.exit_code)
+            _print_usage_error(exc)
         except KeyboardInterrupt:
             click.echo("", err=True)
             sys.exit(130)
@@ -60,6 +59,23 @@ def print_error(exc: Any) -> None:
         click.secho(f"  {exc.detail}", fg="red", err=True)
     if exc.hint:
         click.secho(f"Hint: {exc.hint}", fg="yellow", err=True)
+
+
+@contextlib.contextmanager
+def usage_errors_as_json(args: Sequence[str]) -> Iterator[None]:
+    """Arguments click refuses before a command runs (a bad --port, an unknown option) are
+    printed as JSON when the command line asks for ``--json``, as its other errors are."""
+    try:
+        yield
+    except click.UsageError as exc:
+        if "--json" not in args:
+            raise
+        _print_usage_error(exc)
+
+
+def _print_usage_error(exc: click.ClickException) -> None:
+    _print_json_error({"type": "usage", "message": exc.format_message()})
+    sys.exit(exc.exit_code)
 
 
 def _print_json_error(error: dict[str, Any]) -> None:
