@@ -39,3 +39,4 @@ def test_state_status_exits_0_on_local_state_and_names_counters_db_for_workers(t
     result = CliRunner().invoke(main, ["state", "status", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "counters.db" in result.output and "each gateway process" not in result.output
+
