@@ -199,7 +199,7 @@ def bench_memory(rows: int) -> dict[str, object]:
         time.sleep(1.0)
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-c", "from modelport.cli import main; main()", "batch", "run", str(source),
-                                 "-m", "fake/m", "--prompt", "{text}", "-o", str(tmp / "out.jsonl"), "--quiet", "--json",
+                                 "-m", "fake/m", "--prompt", "{text}", "--output", str(tmp / "out.jsonl"), "--quiet", "--json",
                                  "--concurrency", "64"], env=env, stdout=subprocess.PIPE)
         samples = []
         while proc.poll() is None:

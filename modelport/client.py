@@ -296,6 +296,13 @@ class ChatStream(_StreamState):
         assert self.response is not None
         return self.response
 
+    def stop(self) -> ChatResponse:
+        """End the stream early (the connection or the local decoding stops) and return what
+        arrived so far, e.g. after Ctrl-C, so the part that was shown can be kept."""
+        if self._events is not None:
+            self._events.close()
+        return self.response or self._acc.response(time.perf_counter() - self._started)
+
 
 class AsyncClient(_ClientCore):
     """Asynchronous client on aiohttp: thousands of calls in flight on one event loop."""

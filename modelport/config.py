@@ -6,11 +6,12 @@ Every setting can also come from an environment variable, which wins:
     [aliases]
     fast = "groq/llama-3.1-8b-instant"
     [providers.mybox]                        # any OpenAI-compatible server
-    base_url = "http://10.0.0.5:8080/v1"
+    base_url = "http://localhost:8080/v1"
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from functools import lru_cache
@@ -20,6 +21,8 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_MODEL = "local/smollm2"
+
+_log = logging.getLogger("modelport")
 
 
 def config_dir() -> Path:
@@ -113,9 +116,52 @@ def _load(path: str) -> dict[str, Any]:
     else:  # pragma: no cover - 3.10 only
         import tomli as tomllib
     try:
-        return tomllib.loads(file.read_text(encoding="utf-8"))
+        config = tomllib.loads(file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}", hint=f"fix or remove {file}") from None
+    for warning in unknown_names(config):
+        _log.warning("modelport: %s: %s", file, warning)
+    return config
+
+
+# What modelport reads from the config, so that a typo (`[aliasses]`, `thread = 2`) is
+# named with the closest known name instead of being ignored without a word. The keys of
+# [server] and [state] are checked by the gateway (modelport.server.build_settings), which
+# refuses unknown ones; [aliases], [fallbacks], [prices] and [limits] are keyed by the
+# user's own names.
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("default_model", "aliases", "fallbacks", "providers", "local", "limits", "prices", "log", "cache", "server", "state"),
+    "local": ("threads", "n_ctx"),
+    "log": ("enabled", "path"),
+    "cache": ("enabled", "ttl"),
+    "providers.*": ("base_url", "dialect", "auth_header", "key_required", "signup", "key_env", "models", "headers", "extra",
+                    "model_dialects"),
+}
+
+
+def unknown_names(config: dict[str, Any]) -> list[str]:
+    """One line for each name in ``config`` that modelport does not read, with the closest
+    known name when there is one."""
+    import difflib
+
+    tables: list[tuple[str, str, dict[str, Any]]] = [("", "", config)]
+    tables += [(name, name, value) for name, value in config.items() if name in KNOWN_KEYS and isinstance(value, dict)]
+    providers = config.get("providers")
+    if isinstance(providers, dict):
+        tables += [(f"providers.{name}", "providers.*", value) for name, value in providers.items() if isinstance(value, dict)]
+    found = []
+    for where, kind, table in tables:
+        known = KNOWN_KEYS[kind]
+        for key in table:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+            if not where and isinstance(table[key], dict):
+                what, suggestion = f"section [{key}]", close and f"[{close[0]}]"
+            else:
+                what, suggestion = f"setting {key}" + (f" in [{where}]" if where else ""), close and close[0]
+            found.append(f"unknown {what}, ignored; " + (f"did you mean {suggestion}?" if suggestion else f"known: {', '.join(known)}"))
+    return found
 
 
 def section(name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:

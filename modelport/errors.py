@@ -56,6 +56,15 @@ class ConfigError(ModelportError):
     status = 400
 
 
+class MissingKeyError(ConfigError):
+    """No API key for a provider that needs one. Still a ConfigError (the fix is the
+    caller's setup), but of kind "authentication": logs, batch jobs (which stop at once on
+    it) and ``--json`` see a key problem, not a malformed request."""
+
+    kind = "authentication"
+    status = 401
+
+
 class BadRequestError(ModelportError):
     kind = "invalid_request"
     status = 400

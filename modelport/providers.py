@@ -219,10 +219,30 @@ def resolve(model: str, table: dict[str, Provider], aliases: dict[str, str] | No
     provider = table.get(provider_name)
     if provider is None or not sep or not model_id:
         known = ", ".join(sorted(table))
+        guess = closest_model(model, table, aliases or {})
         raise ConfigError(
             f"unknown model {model!r}: models are named provider/model-id",
             status=404,
-            hint=f"use one of these providers: {known} (e.g. local/smollm2, openai/gpt-4o-mini), "
+            hint=(f"did you mean {guess}? " if guess else "")
+            + f"use one of these providers: {known} (e.g. local/smollm2, openai/gpt-4o-mini), "
             "or add an alias under [aliases] in the config file",
         )
     return provider, model_id
+
+
+def closest_model(model: str, table: dict[str, Provider], aliases: dict[str, str]) -> str | None:
+    """The name a mistyped model most likely meant: the provider's own id without its
+    provider (``gpt-4o-mini``: ``openai/gpt-4o-mini``), else the closest known name or alias
+    (``opnai/gpt-4o-mini``), else the name with the closest provider."""
+    import difflib
+
+    names = [f"{name}/{m}" for name, row in table.items() for m in row.models]
+    owners = [n for n in names if n.partition("/")[2] == model]
+    if len(owners) == 1:
+        return owners[0]
+    close = difflib.get_close_matches(model, names + list(aliases), n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    provider_name, sep, model_id = model.partition("/")
+    providers = difflib.get_close_matches(provider_name, list(table), n=1, cutoff=0.6) if sep and model_id else []
+    return f"{providers[0]}/{model_id}" if providers else None

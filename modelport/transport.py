@@ -96,7 +96,7 @@ class SyncTransport:
         except httpx.TimeoutException as exc:
             raise TimeoutError(f"timed out talking to {url}: {type(exc).__name__}", hint="raise the timeout or try again") from None
         except (httpx.TransportError, httpx.StreamError) as exc:
-            raise ConnectionError(f"connection to {url} failed: {exc or type(exc).__name__}", hint="is the server running and the base URL right?") from None
+            raise _connection_error(url, exc) from None
 
     def close(self) -> None:
         self._client.close()
@@ -168,12 +168,33 @@ class AsyncTransport:
         except asyncio.TimeoutError:
             raise TimeoutError(f"timed out talking to {url}", hint="raise the timeout or try again") from None
         except aiohttp.ClientError as exc:
-            raise ConnectionError(f"connection to {url} failed: {exc or type(exc).__name__}", hint="is the server running and the base URL right?") from None
+            raise _connection_error(url, exc) from None
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+def _connection_error(url: str, exc: BaseException) -> ConnectionError:
+    """The error for a connection that failed, with a hint for its cause: the OS's and the
+    TLS library's words are in the message (the URL too, kept from a gateway's callers)."""
+    return ConnectionError(f"connection to {url} failed: {exc or type(exc).__name__}", hint=_connection_hint(exc))
+
+
+def _connection_hint(exc: BaseException) -> str:
+    text = f"{type(exc).__name__} {exc}".lower()
+    if "proxy" in text:
+        return "the proxy failed or refused: check HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
+    if any(m in text for m in ("name or service not known", "nodename nor servname", "temporary failure in name resolution",
+                                "getaddrinfo", "no address associated", "dns")):
+        return "the host name in the base URL does not resolve: check its spelling, your network and DNS"
+    if any(m in text for m in ("ssl", "certificate", "tls")):
+        return "the TLS handshake failed: check http:// against https:// in the base URL, and the server's " \
+               "certificate (SSL_CERT_FILE names a private CA)"
+    if any(m in text for m in ("refused", "connect call failed")):
+        return "nothing is listening there: is the server running, and is the base URL's port right?"
+    return "check the base URL and your network"
 
 
 def _lower(headers: Any) -> dict[str, str]:

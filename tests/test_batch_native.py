@@ -159,7 +159,7 @@ def test_killed_while_the_batch_runs_resumes_the_same_batch(tmp_path: Path) -> N
         env = {**os.environ, "MODELPORT_DATA_DIR": str(tmp_path / "data"), "MODELPORT_ANTHROPIC_BASE_URL": fake.base_url,
                "ANTHROPIC_API_KEY": "sk-ant-test", "MODELPORT_BATCH_POLL_SECONDS": "0.05"}
         cmd = [sys.executable, "-m", "modelport", "batch", "run", str(rows), "-m", "anthropic/claude-fake", "--prompt", "Say {text}",
-               "--mode", "native", "--job-id", "killme", "-o", str(tmp_path / "out.jsonl"), "--quiet"]
+               "--mode", "native", "--job-id", "killme", "--output", str(tmp_path / "out.jsonl"), "--quiet"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 30

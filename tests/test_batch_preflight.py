@@ -55,7 +55,7 @@ def _nothing_happened(tmp_path: Path, upstream: OpenAIUpstream, result: subproce
 
 def test_parquet_output_without_pyarrow_fails_before_the_first_request(tmp_path, upstream):
     result = _batch(tmp_path, upstream, str(_rows(tmp_path)), "-m", "openai/gpt-fake", "--prompt", "Say {text}",
-                    "-o", str(tmp_path / "out.parquet"), "--quiet", pythonpath=_without(tmp_path, "pyarrow"))
+                    "--output", str(tmp_path / "out.parquet"), "--quiet", pythonpath=_without(tmp_path, "pyarrow"))
     _nothing_happened(tmp_path, upstream, result)
     assert 'pip install "modelport[pandas]"' in result.stderr
     assert not (tmp_path / "out.parquet").exists()

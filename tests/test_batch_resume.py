@@ -54,7 +54,7 @@ def test_sigkill_at_random_moments_then_resume_gives_each_row_exactly_once(tmp_p
     with OpenAIUpstream(latency=0.02) as upstream:
         env = _env(tmp_path, upstream.base_url)
         journal_file = tmp_path / "data" / "batch" / "crash.db"
-        command = [*CLI, "batch", "run", str(source), "-m", "fake/gpt-fake", "--prompt", "Say: {text}", "-o", str(out),
+        command = [*CLI, "batch", "run", str(source), "-m", "fake/gpt-fake", "--prompt", "Say: {text}", "--output", str(out),
                    "--concurrency", "8", "--job-id", "crash", "--quiet"]
         committed: set[int] = set()
         kills = 0
@@ -113,7 +113,7 @@ def test_sigterm_journals_the_rows_in_flight_marks_the_job_interrupted_and_resum
     # Slow answers: when the signal comes, a full window of rows is waiting for the upstream.
     with OpenAIUpstream(latency=1.5) as upstream:
         env = _env(tmp_path, upstream.base_url)
-        proc = subprocess.Popen([*CLI, "batch", "run", str(source), "-m", "fake/gpt-fake", "--prompt", "Say: {text}", "-o", str(out),
+        proc = subprocess.Popen([*CLI, "batch", "run", str(source), "-m", "fake/gpt-fake", "--prompt", "Say: {text}", "--output", str(out),
                                  "--concurrency", "8", "--job-id", "term", "--quiet"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         _wait_for_requests(upstream, proc, 8)

@@ -108,7 +108,7 @@ def test_empty_log(isolated_home) -> None:
 
 def test_export_jsonl_and_csv(ids: list[str], tmp_path) -> None:
     target = tmp_path / "calls.jsonl"
-    result = run("logs", "export", "-o", str(target))
+    result = run("logs", "export", "--output", str(target))
     assert "Exported 3 call(s)" in result.output
     lines = [json.loads(line) for line in target.read_text().splitlines()]
     assert [c["id"] for c in lines] == ids
@@ -117,7 +117,7 @@ def test_export_jsonl_and_csv(ids: list[str], tmp_path) -> None:
     assert rows[0]["input_tokens"] == "1000" and rows[0]["response_text"] == "A flightless bird."
     assert rows[2]["error"] == "upstream timed out" and rows[2]["cost"] == ""
     target = tmp_path / "groq.csv"
-    run("logs", "export", "-o", str(target), "-m", "llama-3.1-8b-instant")
+    run("logs", "export", "--output", str(target), "-m", "llama-3.1-8b-instant")
     assert [r["id"] for r in csv.DictReader(target.open())] == [ids[1]]
 
 

@@ -42,7 +42,7 @@ def rows(tmp_path: Path) -> Path:
 
 def test_parquet_output_without_pyarrow_fails_before_the_job_runs(tmp_path: Path, rows: Path) -> None:
     result = run_without(tmp_path, "pyarrow,pyarrow.parquet", "-m", "modelport", "batch", "run", str(rows),
-                         "-m", "local/smollm2", "--prompt", "{text}", "-o", str(tmp_path / "out.parquet"))
+                         "-m", "local/smollm2", "--prompt", "{text}", "--output", str(tmp_path / "out.parquet"))
     assert_one_line(result, "pandas")
     assert "writing Parquet needs pyarrow" in result.stderr
     assert "job " not in result.stdout  # refused up front: no model call was spent
@@ -57,7 +57,7 @@ def test_parquet_input_without_pyarrow(tmp_path: Path) -> None:
 
 def test_ray_engine_without_ray(tmp_path: Path, rows: Path) -> None:
     result = run_without(tmp_path, "ray", "-m", "modelport", "batch", "run", str(rows), "-m", "local/smollm2",
-                         "--prompt", "{text}", "--engine", "ray", "-o", str(tmp_path / "out.jsonl"))
+                         "--prompt", "{text}", "--engine", "ray", "--output", str(tmp_path / "out.jsonl"))
     assert_one_line(result, "ray")
 
 

@@ -79,7 +79,7 @@ def test_a_gateway_run_and_a_cli_batch_leave_only_private_files(isolated_home: P
     rows.write_text('{"text": "hi"}\n')
     output = work / "out.jsonl"
     result = subprocess.run([sys.executable, "-m", "modelport", "batch", "run", str(rows), "-m", "local/smollm2", "--prompt", "{text}",
-                             "-o", str(output), "-p", "max_tokens=4", "--cache", "--quiet"], env=env, capture_output=True, text=True)
+                             "--output", str(output), "-o", "max_tokens=4", "--cache", "--quiet"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     subprocess.run([sys.executable, "-m", "modelport", "ask", "-m", "local/smollm2", "-o", "max_tokens=4", "hi"],
                    check=True, env=env, capture_output=True)

@@ -149,3 +149,43 @@ def test_the_model_size_is_one_number_in_one_unit_everywhere():
     weights = data_dir() / MODEL_FILE
     if weights.exists():
         assert weights.stat().st_size == MODEL_SIZE
+
+
+def _distributions(requirements: list[str]) -> set[str]:
+    return {_normal(re.match(r"[A-Za-z0-9_.-]+", r).group()) for r in requirements}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_example_that_needs_more_than_the_base_install_says_how_to_install_it():
+    """`pip install -e .` is the README's install: an example that imports a package it does
+    not bring (pydantic, the openai SDK) must say, in the text since the previous example,
+    `pip install -e ".[EXTRA]"` with an extra that brings it, or `pip install PACKAGE`."""
+    import importlib.metadata
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - 3.10 only
+        import tomli as tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    base = _distributions(project["dependencies"])
+    extras = {name: _distributions(reqs) for name, reqs in project["optional-dependencies"].items() if name != "test"}
+    owners = importlib.metadata.packages_distributions()
+    missing = []
+    previous_end = 0
+    for match in re.finditer(r"```python\n(.*?)```", README, re.S):
+        before, code = README[previous_end:match.start()], match.group(1)
+        previous_end = match.end()
+        modules = set(re.findall(r"^(?:from|import) ([A-Za-z_]\w*)", code, re.M)) - set(sys.stdlib_module_names) - {"modelport"}
+        for module in sorted(modules):
+            dists = {_normal(d) for d in owners.get(module, [module])}
+            if dists & base:
+                continue
+            ways = [f'pip install -e ".[{name}]"' for name, given in extras.items() if dists & given]
+            ways += [f"pip install {d}" for d in dists]
+            if not any(way in before for way in ways):
+                missing.append(f"{module}: say one of {ways} before\n{code}")
+    assert not missing, "\n".join(missing)

@@ -415,7 +415,7 @@ def test_resume_after_an_output_truncated_mid_line_rewrites_it_from_the_journal(
     out = tmp_path / "out.jsonl"
     with OpenAIUpstream() as fake:
         ran = _cli(tmp_path, fake.base_url, "batch", "run", str(source), "-m", "fake/gpt-fake", "--prompt", "Say: {text}",
-                   "-o", str(out), "--job-id", "torn", "--quiet")
+                   "--output", str(out), "--job-id", "torn", "--quiet")
         assert ran.returncode == 0, ran.stderr
         whole = out.read_bytes()
         with out.open("r+b") as f:

@@ -352,7 +352,7 @@ def test_state_status_names_urls_reachability_and_schema_versions(tmp_path: Path
         result = CliRunner().invoke(main, ["state", "status", "--config", str(config)])
     finally:
         postgres_server.start()
-    assert result.exit_code == 0 and "UNREACHABLE" in result.output, result.output
+    assert result.exit_code == 1 and "UNREACHABLE" in result.output, result.output
 
 
 def test_the_gateway_cache_is_shared_streamed_or_not(upstream: OpenAIUpstream, postgres_url: str) -> None:

@@ -11,7 +11,8 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 from .. import __version__, dialects
-from ..errors import BadRequestError, ConfigError, ConnectionError, ModelportError, StreamError, TimeoutError, UpstreamProtocolError, redact
+from ..errors import (BadRequestError, ConnectionError, MissingKeyError, ModelportError, StreamError, TimeoutError,
+                      UpstreamProtocolError, redact)
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..providers import Provider, base_url
 from ..retry import RetryPolicy, is_retryable_status
@@ -56,10 +57,10 @@ class HttpBackend:
     def missing_key(self) -> bool:
         return self.provider.key_required and not self._key
 
-    def _require_key(self) -> None:
+    def require_key(self) -> None:
         """Fail before anything is sent, with the hint that names the fix."""
         if self.missing_key:
-            raise ConfigError(f"no API key for {self.name}", provider=self.name, status=401, hint=self.provider.key_hint())
+            raise MissingKeyError(f"no API key for {self.name}", provider=self.name, hint=self.provider.key_hint())
 
     # -- request preparation -------------------------------------------------------------
 
@@ -70,7 +71,7 @@ class HttpBackend:
         return self.dialect if name == self.provider.dialect else dialects.get(name)
 
     def _prepare(self, request: ChatRequest, model_id: str, stream: bool) -> tuple[str, bytes]:
-        self._require_key()
+        self.require_key()
         if request.stream != stream:
             request = _with_stream(request, stream)
         if self.provider.extra:
@@ -83,7 +84,7 @@ class HttpBackend:
         try:
             body: Any = loads(raw.content) if raw.content else None
         except JSONDecodeError:
-            body = raw.content.decode("utf-8", "replace")
+            body = _html_summary(raw) or raw.content.decode("utf-8", "replace")
         err = self.dialect.decode_error(raw.status, body, raw.headers, self.name)
         # Providers echo the key they received in 401 messages: scrub it from everything the
         # error shows, including args (repr, tracebacks of pickled errors) and the raw body.
@@ -207,7 +208,7 @@ class HttpBackend:
     async def arequest(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> RawResponse:
         """Any other call on the provider's API (the native batch APIs use it), with the same
         key, retries and error mapping as chat; ``path`` is relative to the base URL."""
-        self._require_key()
+        self.require_key()
         return await self._asend(method, self.base_url + path, body, {**self._headers, "Content-Type": content_type})
 
     async def _asend(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> RawResponse:
@@ -277,7 +278,7 @@ class HttpBackend:
             # Anthropic's API has no embeddings endpoint: the caller's choice of model, a 400.
             raise BadRequestError(f"{self.name} has no embeddings API, so {model_id!r} cannot embed", param="model",
                                   hint="use an embedding model of a provider that offers one, e.g. openai/text-embedding-3-small")
-        self._require_key()
+        self.require_key()
         path, body = encode(inputs, model_id)
         return self.base_url + path, dumps(body)
 
@@ -315,6 +316,21 @@ def _with_stream(request: ChatRequest, stream: bool) -> ChatRequest:
     from dataclasses import replace
 
     return replace(request, stream=stream)
+
+
+def _html_summary(raw: RawResponse) -> str | None:
+    """A proxy's or server's HTML error page, as one line: its status and title. Printed
+    whole it buries the one fact that matters under a page of markup."""
+    import re
+
+    head = raw.content[:4096].decode("utf-8", "replace")
+    if not re.search(r"<(!doctype html|html|head|body)\b", head, re.I):
+        return None
+    title = re.search(r"<title[^>]*>(.*?)</title>", head, re.I | re.S)
+    # No title: the page's first words, without its markup, scripts and styles.
+    shown = title.group(1) if title else re.sub(r"<(script|style)\b.*?</\1>|<[^>]*>", " ", head, flags=re.I | re.S)
+    text = " ".join(shown.split())[:200]
+    return f"HTTP {raw.status}" + (f": {text}" if text else "") + " (an HTML page, not the API's JSON: is the base URL right?)"
 
 
 def _with_extra(request: ChatRequest, defaults: dict[str, Any]) -> ChatRequest:

@@ -126,6 +126,37 @@ def default_threads() -> int:
     return threads_for(physical_cores(), idle_share())
 
 
+# Tokens of KV cache the engine's slots share (unified: one request may use all of it).
+DEFAULT_N_CTX = 8192
+
+
+def configured_n_ctx() -> int | None:
+    """``[local] n_ctx`` in the config (None: not set), checked to be a whole number."""
+    from ..config import section
+
+    value = section("local").get("n_ctx")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 256:
+        raise ConfigError(f"[local] n_ctx must be a whole number of tokens, at least 256 (got {value!r})", provider=PROVIDER,
+                          hint=f"set [local] n_ctx = {DEFAULT_N_CTX}, or remove it for the default")
+    return value
+
+
+def context_for(path: str, wanted: int | None) -> int:
+    """The context the engine gets for the model at ``path``: ``wanted`` (else the default),
+    never more than the model was trained for, which it cannot attend beyond."""
+    from ..local_model import trained_context
+
+    trained = trained_context(path)
+    if wanted is None:
+        return min(DEFAULT_N_CTX, trained) if trained else DEFAULT_N_CTX
+    if trained and wanted > trained:
+        raise ConfigError(f"[local] n_ctx = {wanted} is more than {os.path.basename(path)} supports ({trained} tokens)",
+                          provider=PROVIDER, hint=f"set [local] n_ctx to at most {trained}")
+    return wanted
+
+
 def threads_for(cores: int, idle: float) -> int:
     """One thread per core that is idle: ``idle`` is the share (0..1) of the allowed CPUs'
     time that nothing used while it was measured."""
@@ -199,13 +230,14 @@ class LocalBackend:
         timeouts: Any = None,
         retry: Any = None,
         n_parallel: int = 8,
-        n_ctx: int = 8192,
+        n_ctx: int | None = None,
         n_threads: int | None = None,
         cache_ram_mib: int = 64,
         auto_pull: bool = True,
     ) -> None:
         self.n_parallel = n_parallel
-        self.n_ctx = n_ctx
+        # None: [local] n_ctx in the config, else DEFAULT_N_CTX (see context_for).
+        self.n_ctx = n_ctx if n_ctx is not None else configured_n_ctx()
         self.n_threads = n_threads if n_threads is not None else default_threads()
         self.cache_ram_mib = cache_ram_mib
         self.auto_pull = auto_pull
@@ -252,7 +284,7 @@ class LocalBackend:
             p.n_ctx = p.n_batch = p.n_ubatch = 2048
         else:
             p.n_parallel = self.n_parallel
-            p.n_ctx = self.n_ctx
+            p.n_ctx = context_for(path, self.n_ctx)
         try:
             return _private_server(xlc, p)
         except Exception as exc:  # llama.cpp reports a bad file as a generic runtime error
@@ -346,7 +378,7 @@ class LocalBackend:
         """The embedded model plus every other GGUF file in modelport's model directory."""
         from ..local_model import MODEL_FILE, MODEL_NAME, data_dir
 
-        models = [ModelInfo(MODEL_NAME, PROVIDER, owned_by="HuggingFaceTB", context_length=self.n_ctx)]
+        models = [ModelInfo(MODEL_NAME, PROVIDER, owned_by="HuggingFaceTB", context_length=self.n_ctx or DEFAULT_N_CTX)]
         directory = data_dir()
         if directory.is_dir():
             models += [ModelInfo(str(p), PROVIDER) for p in sorted(directory.glob("*.gguf")) if p.name != MODEL_FILE]
@@ -569,7 +601,8 @@ def _engine_error(error: Any) -> ModelportError:
     message = str(error.get("message", error))
     kind = str(error.get("type", ""))
     if kind == "exceed_context_size_error" or "too large to process" in message:
-        return ContextLengthError(message, provider=PROVIDER, code=kind or None, body=error, hint="shorten the input or raise n_ctx")
+        return ContextLengthError(message, provider=PROVIDER, code=kind or None, body=error, hint=f"shorten the input, or raise n_ctx under [local] in the config (default {DEFAULT_N_CTX}; "
+                                   "at most what the model was trained for: 8192 for local/smollm2)")
     status = error.get("code") if isinstance(error.get("code"), int) else 500
     return error_for_status(status, message, code=kind or None, provider=PROVIDER, body=error)
 

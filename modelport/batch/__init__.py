@@ -18,6 +18,7 @@ import asyncio
 import sys
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -355,7 +356,8 @@ def estimate(spec: JobSpec, rows: Any, client: Any = None) -> dict[str, Any]:
 
     client = client or make_client(spec)
     renderer = Renderer(spec, client)
-    n = input_tokens = output_tokens = errors = 0
+    n = input_tokens = output_tokens = 0
+    errors: Counter[str] = Counter()
     total_cost: float | None = 0.0
     prices: dict[str, Any] = {}
     for _, data in rows:
@@ -363,8 +365,8 @@ def estimate(spec: JobSpec, rows: Any, client: Any = None) -> dict[str, Any]:
         try:
             request = renderer(data)
             provider, model_id = client.resolve(request.model)
-        except Exception:  # noqa: BLE001 - a row that cannot be built is counted, not fatal to the estimate
-            errors += 1
+        except Exception as exc:  # noqa: BLE001 - a row that cannot be built is counted, not fatal to the estimate
+            errors[getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"] += 1
             continue
         tin = estimate_input_tokens(request)
         tout = request.max_tokens or DEFAULT_OUTPUT_ESTIMATE
@@ -376,7 +378,9 @@ def estimate(spec: JobSpec, rows: Any, client: Any = None) -> dict[str, Any]:
         row_cost = cost(Usage(tin, tout), prices[key], batch_discount=NATIVE_BATCH_DISCOUNT if spec.mode == "native" else 0.0)
         total_cost = None if row_cost is None or total_cost is None else total_cost + row_cost
     return {
-        "rows": n, "unrenderable_rows": errors, "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "rows": n, "unrenderable_rows": sum(errors.values()),
+        # The reason most of them cannot be built, so a dry run says why and not only how many.
+        "unrenderable_reason": errors.most_common(1)[0][0] if errors else None, "input_tokens": input_tokens, "output_tokens": output_tokens,
         "output_estimate": "max_tokens per row (upper bound)" if spec.params.get("max_tokens") else f"{DEFAULT_OUTPUT_ESTIMATE} per row (assumed)",
         "cost": total_cost, "unknown_price": sorted(k for k, v in prices.items() if v is None),
     }

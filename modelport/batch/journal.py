@@ -317,6 +317,12 @@ class Journal:
         ).fetchone()
         return self._sum_totals(by_state, sums)
 
+    def common_error(self) -> tuple[dict[str, Any], int] | None:
+        """The error most failed rows share and how many share it (None: no row failed), for
+        a summary that says why rows failed, not only how many."""
+        row = self.db.execute("SELECT error, count(*) AS n FROM rows WHERE state = 3 GROUP BY error ORDER BY n DESC LIMIT 1").fetchone()
+        return (loads(row[0]), row[1]) if row else None
+
     @staticmethod
     def _sum_totals(by_state: Iterable[Any], sums: Any) -> dict[str, Any]:
         """``totals`` from its two queries' answers: (state, count) rows and the final rows' sums."""

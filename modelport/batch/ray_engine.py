@@ -118,7 +118,7 @@ def partition_paths(journal_path: Path, count: int) -> list[Path]:
 
 async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress: Callable[[Stats], None] | None = None,
               client_options: dict[str, Any] | None = None, partitions: int | None = None,
-              seeds: dict[str, Any] | None = None, stop: asyncio.Event | None = None) -> Stats:
+              seeds: dict[str, Any] | None = None, stop: asyncio.Event | None = None, quiet: bool = False) -> Stats:
     """Run (or resume) the job in ``journal`` on Ray. Connects to ``RAY_ADDRESS`` (else
     starts a local instance) unless Ray is initialised already. ``seeds``: per-model
     limits (default: the config's ``[limits]``). Setting ``stop`` stops the partitions like a
@@ -131,7 +131,11 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
 
     ingest(journal, spec, rows)
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+        import logging
+
+        # quiet (`batch run --quiet`): Ray's own notices and warnings stay out of the user's terminal too.
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR if quiet else logging.INFO)
     bounds = _partitions(journal, partitions or max(1, int(ray.cluster_resources().get("CPU", 1))))
     paths = partition_paths(journal.path, len(bounds))
     for (first, end), path in zip(bounds, paths):

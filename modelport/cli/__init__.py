@@ -42,6 +42,12 @@ class PluginGroup(click.Group):
             # other commands (and --help) still work.
             return None
 
+    def invoke(self, ctx: click.Context) -> object:
+        from .common import usage_errors_as_json
+
+        with usage_errors_as_json([*ctx.args, *getattr(ctx, "_protected_args", ())]):
+            return super().invoke(ctx)
+
 
 def as_command(name: str, obj: object) -> click.Command:
     """A modelport.commands entry's object, checked: it must be a click command or group."""

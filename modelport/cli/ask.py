@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import friendly_errors, parse_options
+from .common import friendly_errors, option_option, parse_options, print_error
 
 MODEL_HELP = "provider/model-id, e.g. local/smollm2, openai/gpt-4o-mini, lmstudio/gemma-3-4b-it (default: the config's default_model, else local/smollm2)"
 
@@ -46,23 +46,31 @@ class Session:
         request = self.client.request(self.model, messages, system=self.system, **dict(self.options))
         provider = self.client.resolve(request.model)[0].name
         started = time.perf_counter()
+        response = None
         try:
             if stream and not as_json:
                 events = self.client.send_stream(request)
-                for text in events.text_stream():
-                    click.echo(text, nl=False)
-                click.echo()
-                response = events.response
+                try:
+                    for text in events.text_stream():
+                        click.echo(text, nl=False)
+                finally:
+                    click.echo()
+                    # Ctrl-C stops this answer, not the conversation: the part that was shown
+                    # is kept, so the next turn (or `ask -c`) goes on from it.
+                    response = events.response or events.stop()
             else:
                 response = self.client.send(request)
                 if as_json:
-                    import json
-
-                    from ..serialize import response_to_dict
-
-                    click.echo(json.dumps(response_to_dict(response), ensure_ascii=False, indent=2))
+                    click.echo(_as_json(response, provider))
                 else:
                     click.echo(response.text)
+        except KeyboardInterrupt:
+            if response is not None and not response.text and not response.message.tool_calls:
+                response = None  # stopped before the first word: an empty answer continues nothing
+            self._record(request, provider, response, Interrupted(), started)
+            if response is not None:
+                self.history = [*messages, response.message]
+            raise
         except Exception as exc:
             self._record(request, provider, None, exc, started)
             raise
@@ -76,6 +84,30 @@ class Session:
             self.log.record(request, response, error, provider=provider, model=request.model, source="cli",
                             latency=time.perf_counter() - started, conversation_id=cid)
             self.log.flush()
+
+
+def _as_json(response: Any, provider: str) -> str:
+    """``ask --json``: the answer's ``text`` first, for scripts, then the whole response, its
+    model named as it is asked for (provider/model) and ``created`` the time it arrived when
+    the provider sent none."""
+    import json
+
+    from ..serialize import response_to_dict
+
+    data = response_to_dict(response)
+    model = data["model"] or ""
+    data["model"] = model if model.startswith(provider + "/") else f"{provider}/{model}"
+    data["created"] = data["created"] or int(time.time())
+    return json.dumps({"text": response.text, **data}, ensure_ascii=False, indent=2)
+
+
+class Interrupted(Exception):
+    """A turn stopped by Ctrl-C, as the call log records it (kind "interrupted")."""
+
+    kind = "interrupted"
+
+    def __str__(self) -> str:
+        return "interrupted by Ctrl-C; the part of the answer shown before is kept"
 
 
 def _call_log() -> Any:
@@ -98,8 +130,7 @@ def _read_prompt(prompt: str | None) -> str:
 @click.argument("prompt", required=False)
 @click.option("-m", "--model", help=MODEL_HELP)
 @click.option("-s", "--system", help="System prompt: instructions the model follows for this answer.")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="A request parameter, repeatable: -o temperature=0.2 -o max_tokens=200 -o seed=1")
+@option_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the whole response (text, usage, model) as JSON.")
 @click.option("--no-stream", is_flag=True, help="Wait for the whole answer instead of printing it as it arrives.")
 @click.option("-c", "--continue", "continue_last", is_flag=True, help="Continue the last conversation from the log.")
@@ -127,7 +158,7 @@ def ask(prompt: str | None, model: str | None, system: str | None, options: tupl
 @click.command()
 @click.option("-m", "--model", help=MODEL_HELP)
 @click.option("-s", "--system", help="System prompt for the whole conversation.")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="A request parameter, repeatable.")
+@option_option()
 @click.option("-c", "--continue", "continue_last", is_flag=True, help="Continue the last conversation from the log.")
 @click.option("--cid", help="Continue the conversation with this id.")
 @click.option("--no-stream", is_flag=True, help="Print each answer whole instead of as it arrives.")
@@ -137,7 +168,8 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
     """Talk with a model, turn by turn, keeping the conversation.
 
     \b
-    Type a message and press Enter. Commands:
+    Type a message and press Enter; Ctrl-C stops an answer (the part shown is kept).
+    Commands:
       /model NAME    switch model (e.g. /model openai/gpt-4o-mini)
       /system TEXT   set the system prompt
       /reset         forget the conversation so far
@@ -156,6 +188,10 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
         except EOFError:
             click.echo(err=True)
             return
+        except KeyboardInterrupt:
+            # As in a shell: Ctrl-C drops the line being typed; Ctrl-D or /exit leaves.
+            click.secho("\n(Ctrl-D or /exit to leave)", fg="cyan", err=True)
+            continue
         text = line.strip()
         if not text:
             continue
@@ -166,10 +202,9 @@ def chat(model: str | None, system: str | None, options: tuple[str, ...], contin
             else:
                 session.turn(text, stream=not no_stream, as_json=False)
         except ModelportError as exc:
-            click.secho(f"Error: {exc.message}", fg="red", err=True)
-            hint = exc.hint
-            if hint:
-                click.secho(f"Hint: {hint}", fg="yellow", err=True)
+            print_error(exc)
+        except KeyboardInterrupt:
+            click.secho("(answer stopped; the conversation goes on)", fg="cyan", err=True)
 
 
 def _command(session: Session, text: str) -> bool:

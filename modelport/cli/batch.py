@@ -11,9 +11,13 @@ from typing import Any
 
 import click
 
-from .common import friendly_errors, print_rows
+from .common import friendly_errors, option_option, output_option, print_rows
 
-# Exit status of a job that stopped before the end but can be resumed (budget, cancel).
+# Exit status of `batch run` and `batch resume` (documented in their --help): 0 the job
+# reached its end (some rows may have failed: see the summary), 1 it failed (a fatal error,
+# or every row failed), 2 bad arguments, 3 it stopped before its end and can be resumed
+# (budget, cancel), 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM), resumable too.
+EXIT_FAILED = 1
 EXIT_INCOMPLETE = 3
 
 
@@ -47,7 +51,8 @@ def _job_path(job: str) -> Path:
 @click.option("--prompt", help='template filled from each row\'s columns, e.g. "Summarise: {text}"')
 @click.option("--system", help="system prompt for every row")
 @click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON Schema file: structured output, parsed per row")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="output file (.jsonl, .csv, .parquet); default INPUT.results.jsonl")
+@output_option("output file (.jsonl, .csv, .parquet); default next to INPUT: INPUT.results.csv for a CSV, else INPUT.results.jsonl",
+              type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--concurrency", type=click.IntRange(1), default=32, show_default=True, help="requests in flight at most")
 @click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="requests per minute to stay under (else learned from the provider)")
 @click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="tokens per minute to stay under")
@@ -56,7 +61,7 @@ def _job_path(job: str) -> Path:
 @click.option("--cache", is_flag=True, help="answer identical requests from the local response cache")
 @click.option("--mode", type=click.Choice(["live", "native"]), default="live", show_default=True, help="native: the provider's own batch API (half price, slower)")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: spread the rows over a Ray cluster")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="request parameter, e.g. -p temperature=0 -p max_tokens=200")
+@option_option("request parameter, repeatable, e.g. -o temperature=0 -o max_tokens=200")
 @click.option("--format", "input_format", type=click.Choice(["jsonl", "csv", "parquet", "openai"]), help="input format (default: from the file)")
 @click.option("--max-retries", type=click.IntRange(0), default=6, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="seconds per request")
@@ -66,9 +71,25 @@ def _job_path(job: str) -> Path:
 @friendly_errors
 def run(input: Path, model: str | None, prompt: str | None, system: str | None, schema_file: Path | None, output: Path | None,
         concurrency: int, rpm: float | None, tpm: float | None, max_cost: float | None, dry_run: bool, cache: bool, mode: str,
-        engine: str, params: tuple[str, ...], input_format: str | None, max_retries: int, timeout: float, job_id: str | None,
+        engine: str, options: tuple[str, ...], input_format: str | None, max_retries: int, timeout: float, job_id: str | None,
         quiet: bool, as_json: bool) -> None:
-    """Run a job over INPUT (JSONL, CSV, Parquet, or OpenAI batch-format JSONL)."""
+    """Run a job over INPUT (JSONL, CSV, Parquet, or OpenAI batch-format JSONL).
+
+    \b
+      modelport batch run reviews.csv -m openai/gpt-4o-mini --prompt "Sentiment of: {text}"
+      modelport batch run reviews.csv -m local/smollm2 --prompt "{text}" -o max_tokens=5 --output out.jsonl
+
+    The template's {fields} are checked against the input's columns, and the model and its
+    key, before the job is created.
+
+    \b
+    Exit status:
+      0    the job reached its end (rows that failed are counted in the summary)
+      1    it failed: a fatal error (bad key, unknown model), or every row failed
+      2    bad arguments; nothing was created
+      3    it stopped before its end and can be resumed: --max-cost reached, or cancelled
+      130  stopped by Ctrl-C (143: SIGTERM); resumable
+    """
     from ..batch.readers import detect_format
     from ..batch.spec import JobSpec, journal_path, new_job_id
     from ..batch.writers import output_format
@@ -83,7 +104,7 @@ def run(input: Path, model: str | None, prompt: str | None, system: str | None, 
     output = output or input.with_name(input.stem + ".results" + (".jsonl" if input.suffix.lower() != ".csv" else ".csv"))
     schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file else None
     spec = JobSpec(
-        job_id=job_id or new_job_id(), model=model, prompt=prompt, system=system, params=parse_options(params), schema=schema,
+        job_id=job_id or new_job_id(), model=model, prompt=prompt, system=system, params=parse_options(options), schema=schema,
         input=str(input.resolve()), input_format=fmt, output=str(output.resolve()), output_format=output_format(output, fmt),
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, cache=cache, max_retries=max_retries, timeout=timeout,
         mode=mode,
@@ -115,7 +136,7 @@ def run(input: Path, model: str | None, prompt: str | None, system: str | None, 
 @friendly_errors
 def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float | None, tpm: float | None, retry_failed: bool,
            engine: str, quiet: bool, as_json: bool) -> None:
-    """Continue JOB: rows already answered are never sent again."""
+    """Continue JOB: rows already answered are never sent again. Exits as `batch run` does."""
     from ..batch import open_job
 
     journal, spec = open_job(_job_path(job), max_cost=max_cost, concurrency=concurrency, rpm=rpm, tpm=tpm)
@@ -123,7 +144,7 @@ def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float
         journal.close()
         raise click.UsageError("--retry-failed runs with --engine local")
     try:
-        _preflight(spec, engine)
+        _preflight(spec, engine, new=False)
     except BaseException:
         journal.close()
         raise
@@ -136,16 +157,27 @@ def resume(job: str, max_cost: float | None, concurrency: int | None, rpm: float
     _run(journal, spec, engine=engine, quiet=quiet, as_json=as_json)
 
 
-def _preflight(spec: Any, engine: str) -> None:
-    """Fail before the job is created or anything is sent if it cannot run to its end."""
+def _preflight(spec: Any, engine: str, *, new: bool = True) -> None:
+    """Fail before the job is created or anything is sent if it cannot run to its end: a
+    missing extra, a template the columns cannot fill, an unknown model, a missing key.
+    ``new``: a job not yet ingested, whose input file is read for its first row."""
     from ..batch import make_client
-    from ..batch.preflight import check
+    from ..batch.preflight import check, check_file_job
+
+    check(spec, engine=engine)  # the extras first: reading a Parquet input needs one
+    client = make_client(spec)
+    first = _first_row(spec) if new else None
+    check(spec, engine=engine, client=client, first_row=first)
+    check_file_job(spec, client, first)
+
+
+def _first_row(spec: Any) -> Any:
     from ..batch.readers import read_rows
 
-    first = None
-    if spec.mode == "native" and not spec.model and spec.input_format == "openai":
-        first = next(iter(read_rows(spec.input, spec.input_format)), (None, None))[1]
-    check(spec, engine=engine, client=make_client(spec), first_row=first)
+    try:
+        return next(iter(read_rows(spec.input, spec.input_format)), (None, None))[1]
+    except ValueError as exc:  # a line that is not JSON, an OpenAI batch line without custom_id
+        raise click.BadParameter(str(exc), param_hint="INPUT") from None
 
 
 def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) -> None:
@@ -179,7 +211,7 @@ def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) ->
         if engine == "ray":
             from ..batch import ray_engine
 
-            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None, stop=stop)
+            return await ray_engine.run(journal, spec, on_progress=reporter.update if reporter else None, stop=stop, quiet=quiet)
         return await arun(journal, spec, on_progress=reporter.update if reporter else None, stop=stop)
 
     try:
@@ -191,27 +223,57 @@ def _run(journal: Any, spec: Any, *, engine: str, quiet: bool, as_json: bool) ->
         if reporter is not None:
             reporter.close()
         journal.close()
+    info = _describe(journal.path)
+    status = _outcome(stats.status, stats.done, stats.failed)
     if as_json:
         # The shape of `batch status --json`, plus what this run did.
         run_counts = {k: v for k, v in stats.as_dict().items() if k in ("sent", "retries", "rate_limited", "elapsed")}
-        click.echo(json.dumps({**_describe(journal.path), "status": stats.status, "message": stats.message, **run_counts}))
+        summary = {**info, "status": status, "message": stats.message, **run_counts}
+        if status in ("error", "failed"):
+            # The error shape every --json command uses, beside the job's numbers.
+            message = stats.message if status == "error" else f"every row failed: {info['common_error']['message']}"
+            summary["error"] = {"type": "batch_" + status, "message": message,
+                                "hint": f"fix the cause, then `modelport batch resume {spec.job_id}`"
+                                        + (" --retry-failed" if status == "failed" else "")}
+        click.echo(json.dumps(summary))
     else:
+        stats.status = status
         Console(stderr=True).print(summary_table(stats, title=f"job {spec.job_id}"))
-        if stats.status in ("budget", "cancelled", "stopped", "interrupted"):
-            click.echo(f"resume with: modelport batch resume {spec.job_id}" + (" --max-cost <more>" if stats.status == "budget" else ""), err=True)
-    if stats.status == "error":
+        if info["common_error"]:
+            click.secho(f"{info['common_error']['rows']} of {stats.failed} failed rows: {info['common_error']['message']}", fg="red", err=True)
+        if status in ("budget", "cancelled", "stopped", "interrupted"):
+            if info["written"] < info["done"]:
+                # The output is in input order, so it stops at the first row still open.
+                click.echo(f"{info['written']} rows are in {info['output']} so far; the other {info['done'] - info['written']} "
+                           f"answered rows are kept in the job's journal and written there on resume", err=True)
+            click.echo(f"resume with: modelport batch resume {spec.job_id}" + (" --max-cost <more>" if status == "budget" else ""), err=True)
+    if status == "error":
         click.secho(f"Error: {stats.message}", fg="red", err=True)
-        sys.exit(1)
-    if stats.status == "interrupted" and signals:
+        sys.exit(EXIT_FAILED)
+    if status == "failed":
+        click.secho(f"every row failed; fix the cause above, then `modelport batch resume {spec.job_id} --retry-failed`",
+                    fg="red", err=True)
+        sys.exit(EXIT_FAILED)
+    if status == "interrupted" and signals:
         sys.exit(128 + signals[0])
-    if stats.status != "completed":
+    if status != "completed":
         sys.exit(EXIT_INCOMPLETE)
+
+
+def _outcome(status: str, done: int, failed: int) -> str:
+    """The job's status for its user: a job that reached its end with no row answered has
+    "failed", not "completed" (the engine and the gateway's Batches API, which follows
+    OpenAI's, still call it completed, with every row counted as failed)."""
+    return "failed" if status == "completed" and failed and not done else status
 
 
 def _dry_run(spec: Any, as_json: bool) -> None:
     from ..batch import estimate, make_client
+    from ..batch.preflight import check_prompt
     from ..batch.readers import read_rows
 
+    if spec.input_format != "openai":
+        check_prompt(spec, _first_row(spec))
     result = estimate(spec, read_rows(spec.input, spec.input_format), client=make_client(spec))
     if as_json:
         click.echo(json.dumps(result))
@@ -221,6 +283,8 @@ def _dry_run(spec: Any, as_json: bool) -> None:
 
     table = Table(title="dry run: nothing was sent", show_header=False)
     table.add_row("rows", f"{result['rows']:,}" + (f" ({result['unrenderable_rows']} cannot be built)" if result["unrenderable_rows"] else ""))
+    if result["unrenderable_rows"]:
+        table.add_row("why", result["unrenderable_reason"])
     table.add_row("input tokens", f"~{result['input_tokens']:,} (from characters)")
     table.add_row("output tokens", f"~{result['output_tokens']:,} ({result['output_estimate']})")
     cost = result["cost"]
@@ -239,9 +303,12 @@ def status(job: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info))
         return
-    shown = {**info, "tokens": f"{info['input_tokens']:,} in, {info['output_tokens']:,} out", "spend": _spend(info)}
-    rows = [(key, str(shown[key])) for key in ("status", "model", "input", "output", "rows", "done", "failed", "pending",
-                                               "inflight", "written", "tokens", "spend", "message") if shown.get(key) not in (None, "")]
+    common = info["common_error"]
+    shown = {**info, "tokens": f"{info['input_tokens']:,} in, {info['output_tokens']:,} out", "spend": _spend(info),
+             "most common error": f"{common['message']} ({common['rows']} rows)" if common else None}
+    rows = [(key, str(shown[key])) for key in ("status", "model", "input", "output", "rows", "done", "failed", "most common error",
+                                               "pending", "inflight", "written", "tokens", "spend", "message")
+            if shown.get(key) not in (None, "")]
     print_rows(("field", "value"), rows, title=f"job {info['job']}")
 
 
@@ -260,9 +327,15 @@ def cancel(job: str) -> None:
         for remote in journal.remotes():
             if remote["status"] not in ("ended", "collected"):
                 click.echo(f"note: provider batch {remote['remote_id']} keeps running remotely until cancelled with the provider", err=True)
+        running = journal.status == "running"
     finally:
         journal.close()
-    click.echo(f"job {job} cancelled; `modelport batch resume {job}` continues it", err=True)
+    if running:
+        # The job's process sees the flag between rows; those in flight are still answered.
+        click.echo(f"job {job} cancelling: it sends nothing more and stops once the rows in flight are answered; "
+                   f"`modelport batch resume {job}` continues it", err=True)
+    else:
+        click.echo(f"job {job} cancelled; `modelport batch resume {job}` continues it", err=True)
 
 
 @batch.command("list")
@@ -306,16 +379,25 @@ def _describe(path: Path) -> dict[str, Any]:
         totals = journal.totals()
         unknown = totals["unknown_cost_rows"]
         return {
-            "job": spec.get("job_id", path.stem), "status": journal.status, "message": journal.get("message", ""),
+            "job": spec.get("job_id", path.stem), "status": _outcome(journal.status, totals["done"], totals["failed"]), "message": journal.get("message", ""),
             "model": spec.get("model"), "input": spec.get("input"), "output": spec.get("output"), "mode": spec.get("mode"),
             "rows": totals["rows"], "done": totals["done"], "failed": totals["failed"], "pending": totals["pending"],
             "inflight": totals["inflight"], "written": journal.written[0], "cached": totals["cached"],
             "input_tokens": totals["input_tokens"], "output_tokens": totals["output_tokens"],
             "cost": None if unknown and unknown >= totals["done"] else totals["cost"], "unknown_cost_rows": unknown,
-            "journal": str(path),
+            "journal": str(path), "common_error": _common_error(journal) if totals["failed"] else None,
         }
     finally:
         journal.close()
+
+
+def _common_error(journal: Any) -> dict[str, Any] | None:
+    common = journal.common_error()
+    if common is None:
+        return None
+    error, rows = common
+    message = error.get("message") if isinstance(error, dict) else None
+    return {"message": message or str(error), "type": error.get("type") if isinstance(error, dict) else None, "rows": rows}
 
 
 def _spend(info: dict[str, Any]) -> str:

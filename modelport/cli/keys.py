@@ -34,9 +34,22 @@ def set_(provider: str, value: str | None) -> None:
     table = provider_table(load_config())
     if provider not in table:
         raise click.BadParameter(f"unknown provider {provider!r}; known: {', '.join(sorted(table))}", param_hint="PROVIDER")
-    key = value or click.prompt(f"API key for {provider}", hide_input=True)
+    key = value or _read_key(provider)
     set_key(provider, key.strip())
     click.echo(f"saved the {provider} key in {keys_path()}")
+
+
+def _read_key(provider: str) -> str:
+    """The key, typed at a hidden prompt, or piped in (`echo KEY | modelport keys set groq`):
+    a pipe is read as it is, without the prompt and getpass's "may be echoed" warning."""
+    import sys
+
+    if sys.stdin is not None and not sys.stdin.isatty():
+        key = sys.stdin.readline().strip()
+        if not key:
+            raise click.UsageError(f"no key on standard input; pipe it in (echo KEY | modelport keys set {provider}) or use --value")
+        return key
+    return click.prompt(f"API key for {provider}", hide_input=True)
 
 
 @keys.command("list")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .common import friendly_errors
+from .common import friendly_errors, output_option
 
 if TYPE_CHECKING:
     from ..calllog import CallLog, LoggedCall
@@ -220,7 +220,7 @@ def path() -> None:
 
 
 @logs.command()
-@click.option("-o", "--output", default="-", show_default=True, metavar="FILE", help="Where to write; - is standard output.")
+@output_option("Where to write; - is standard output.", default="-", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]),
               help="jsonl (one call per line, full request and response) or csv (one row per call, "
                    "flat columns). Default: from the file name, else jsonl.")
@@ -234,8 +234,8 @@ def export(output: str, fmt: str | None, count: int, model: str | None, since: s
 
     \b
     Examples:
-      modelport logs export -o calls.jsonl
-      modelport logs export -o week.csv --since 7d
+      modelport logs export --output calls.jsonl
+      modelport logs export --output week.csv --since 7d
       modelport logs export | jq .cost
     """
     fmt = fmt or ("csv" if output.lower().endswith(".csv") else "jsonl")
@@ -326,7 +326,8 @@ def usage(by: str, since: str, model: str | None, as_json: bool) -> None:
     footer = UsageTotal(total)
     for name, cell in columns:
         table.add_column(name, justify="right", no_wrap=True, footer=cell(footer))
-    table.add_column("", width=16, no_wrap=True)
+    # The bar's header says what it measures: the one column a header would otherwise not explain.
+    table.add_column("share of cost" if by_cost else "share of tokens", width=16, no_wrap=True)
     for row in rows:
         table.add_row(row.group, *(cell(row) for _, cell in columns), Bar(size=top, begin=0, end=measure(row), width=16, color="cyan"))
     console = Console()

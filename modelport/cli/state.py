@@ -10,6 +10,9 @@ import click
 
 from .common import friendly_errors
 
+# The word `state status` prints for a store that does not answer; any of them makes it exit 1.
+UNREACHABLE = "UNREACHABLE"
+
 _config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                               help="The config file whose [state] and data dir to use  [default: modelport's config file]")
 
@@ -111,17 +114,31 @@ def migrate(target: str | None, config_path: str | None) -> None:
 @friendly_errors
 def status(config_path: str | None) -> None:
     """Which URLs the gateway's state lives at, whether they answer, and the schema
-    version of each record store."""
+    version of each record store.
+
+    Exits 0 when every store answers and 1 when one is UNREACHABLE, so a deploy script or
+    health check can run it as it is."""
+    import sys
+
     from ..config import load_config, use_config
     from ..state import configured, redact
 
     config = load_config(use_config(config_path) if config_path else None)
     counters = configured("counters", config)
-    click.echo(f"counters  {redact(counters) if counters else 'memory: (in each gateway process)'}  {_counters_reachable(counters)}")
+    # Without [state] counters, one gateway process counts in memory, but `serve --workers N`
+    # must share the counts between its workers and keeps them in counters.db.
+    where = redact(counters) if counters else "memory: in the gateway process; with serve --workers, sqlite: counters.db in the data dir"
+    reachable = _counters_reachable(counters)
+    click.echo(f"counters  {where}  {reachable}")
     records = configured("records", config)
     click.echo(f"records   {redact(records) if records else 'sqlite: files in the data dir'}")
+    answers = [reachable]
     for where, answer in _record_versions(records, config):
         click.echo(f"  {where}  {answer}")
+        answers.append(answer)
+    if any(answer.startswith(UNREACHABLE) for answer in answers):
+        click.secho("a store is unreachable: gateways using it refuse requests that need it (503)", fg="red", err=True)
+        sys.exit(1)
 
 
 def _counters_reachable(url: str | None) -> str:
@@ -139,7 +156,7 @@ def _counters_reachable(url: str | None) -> str:
         client.ping()
         return "reachable"
     except redis.RedisError as exc:
-        return f"UNREACHABLE ({type(exc).__name__})"
+        return f"{UNREACHABLE} ({type(exc).__name__})"
     finally:
         client.close()
 
@@ -168,7 +185,7 @@ def _record_versions(url: str | None, config: dict[str, Any]) -> list[tuple[str,
             versions = ", ".join(f"{component} v{version}" for component, version in rows)
             seen[db.url] = f"reachable; schema: {versions or 'none yet (made by an older modelport: upgraded on first use)'}"
         except StateUnavailableError as exc:
-            seen[db.url] = f"UNREACHABLE ({exc.message})"
+            seen[db.url] = f"{UNREACHABLE} ({exc.message})"
         finally:
             db.close()
     return list(seen.items())
