@@ -128,7 +128,7 @@ class Request:
                                   hint="send the body with content-type: application/json")
         raw = await self.body(limit)
         self.heavy = len(raw) > HEAVY_BYTES
-        return await self.off_loop(_parse_json, raw)
+        return await self.off_loop(_parse_json, raw) if self.heavy else _parse_json(raw)
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``: inline for a small request, on the fair executor for a heavy one."""
@@ -139,7 +139,7 @@ class Request:
     async def decode(self, decoder: Callable[..., T], *args: Any, check: bool = True) -> T:
         """A dialect's decoding of this request's body (and, unless ``check`` is false, the
         canonical checks), off the event loop for a heavy body (see fair.py)."""
-        return await self.off_loop(decode_body, decoder, args, check)
+        return await self.off_loop(decode_body, decoder, args, check) if self.heavy else decode_body(decoder, args, check)
 
     async def respond(self, body: Any, status: int = 200, headers: dict[str, str] | None = None,
                       content_type: bytes | None = None) -> None:

@@ -22,13 +22,14 @@ Programs that send none of these headers (SDKs, curl) are unaffected.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_MAX_AGE = "600"
 _SAFE_FETCH_SITES = frozenset({"same-origin", "none"})
+_HOSTS_KEPT = 256
 
 
 class Refusal(Exception):
@@ -61,16 +62,17 @@ class OriginPolicy:
     bound_host: str
     allowed_origins: frozenset[str] = frozenset()
     allowed_hosts: frozenset[str] = frozenset()
+    # Beyond loopback the gateway is reached by names nobody can list, and auth is on by default.
+    checks_host: bool = True
+    # Host headers already judged: clients send the same few, and parsing an address per
+    # request would cost more than the rest of these checks together.
+    _hosts: dict[str, bool] = field(default_factory=dict, compare=False)
 
     @classmethod
     def build(cls, bound_host: str, allowed_origins: tuple[str, ...] | list[str] = (),
               allowed_hosts: tuple[str, ...] | list[str] = ()) -> "OriginPolicy":
-        return cls(bound_host, frozenset(o.rstrip("/").lower() for o in allowed_origins), frozenset(h.lower() for h in allowed_hosts))
-
-    @property
-    def checks_host(self) -> bool:
-        # Beyond loopback the gateway is reached by names nobody can list, and auth is on by default.
-        return is_loopback(self.bound_host)
+        return cls(bound_host, frozenset(o.rstrip("/").lower() for o in allowed_origins), frozenset(h.lower() for h in allowed_hosts),
+                   is_loopback(bound_host))
 
     def allows_origin(self, origin: str, host_header: str | None) -> bool:
         origin = origin.rstrip("/").lower()
@@ -81,6 +83,14 @@ class OriginPolicy:
         return origin in (f"http://{host_header.lower()}", f"https://{host_header.lower()}")
 
     def allows_host(self, host_header: str) -> bool:
+        known = self._hosts.get(host_header)
+        if known is None:
+            if len(self._hosts) >= _HOSTS_KEPT:
+                self._hosts.clear()  # callers choose Host headers: keep the memory bounded
+            known = self._hosts[host_header] = self._judge_host(host_header)
+        return known
+
+    def _judge_host(self, host_header: str) -> bool:
         name = host_name(host_header)
         if "*" in self.allowed_hosts or name in self.allowed_hosts or host_header.lower() in self.allowed_hosts:
             return True
