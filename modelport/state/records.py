@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar, Union
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, StateUnavailableError
@@ -96,7 +96,14 @@ def open_records(url: str | None, default_path: Path) -> RecordsDB:
 def open_store(url: str | None, default_path: Path, component: str, steps: Sequence[Step],
                legacy: Callable[[RecordsDB], int] | None = None) -> RecordsDB:
     """``open_records`` for one store, its schema brought up to date (see ``migrate``)."""
-    db = open_records(url, default_path)
+    return migrated(open_records(url, default_path), component, steps, legacy)
+
+
+D = TypeVar("D", bound="RecordsDB")
+
+
+def migrated(db: D, component: str, steps: Sequence[Step], legacy: Callable[[RecordsDB], int] | None = None) -> D:
+    """``db`` with ``component``'s schema brought up to date (see ``migrate``); closed if that fails."""
     try:
         migrate(db, component, steps, legacy)
     except BaseException:
@@ -157,12 +164,13 @@ class SQLiteRecords:
     engine = "sqlite"
     failing = False  # a local file is never "away"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
+        """``timeout``: how long a statement waits for another process's write lock."""
         from ..config import private_file
 
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
-        self._conn = sqlite3.connect(private_file(self.path), isolation_level=None, timeout=10.0, check_same_thread=False)
+        self._conn = sqlite3.connect(private_file(self.path), isolation_level=None, timeout=timeout, check_same_thread=False)
         try:
             wal_mode(self._conn)
             self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -186,10 +194,13 @@ class SQLiteRecords:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # A failed statement or COMMIT may have ended the transaction already, or not:
+            # a connection left inside one would take the next transaction for a nested one.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def lock_schema(self) -> None:
         """Nothing to do: BEGIN IMMEDIATE already holds the database's one write lock."""
