@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import count
 from typing import Any, Awaitable, Callable
@@ -304,9 +303,7 @@ class Gateway:
         # The response cache ([cache] in the config): in the records database, so that every
         # instance sharing a PostgreSQL one shares it too.
         self.cache = cache_for(None, self.client.config, url=self.settings.records)
-        # One thread for the key store: SQLite connections stay on the thread that made them.
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-keys")
-        self.readiness.register("records", self._ping_records)
+        self.readiness.register("records", self.keys.ping)
         self._sync_lock: asyncio.Lock | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._synced_at = 0.0
@@ -979,7 +976,7 @@ class Gateway:
                 return store.records()
 
             try:
-                records = await asyncio.get_running_loop().run_in_executor(self._io, save_and_read)
+                records = await self.keys.run(save_and_read)
             except Exception as exc:
                 self._restore_usage(usage)
                 if self._keys_error is None:
@@ -1003,9 +1000,6 @@ class Gateway:
         while True:
             await asyncio.sleep(KEY_SYNC_SECONDS)
             await self.sync_keys()
-
-    async def _ping_records(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._io, self.keys.store.ping)
 
     async def startup(self) -> None:
         if self.auth_required or self.keys.store.exists():
@@ -1042,9 +1036,8 @@ class Gateway:
         if self.cache is not None:
             await loop.run_in_executor(None, self.cache.close)
         if self.call_log is not None:
-            await loop.run_in_executor(self._io, self.call_log.flush, 5.0)
-        await loop.run_in_executor(self._io, self.keys.store.close)
-        self._io.shutdown(wait=False)
+            await loop.run_in_executor(None, self.call_log.flush, 5.0)
+        await self.keys.aclose()
 
     async def _lifespan(self, receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
         while True:

@@ -79,7 +79,7 @@ class ResponseStore:
         self.ttl = ttl
         # Stored answers are nobody else's business: a SQLite file is 0600 (and WAL with
         # synchronous NORMAL: FULL's fsync per commit capped stored-stream throughput).
-        self._runner: StoreRunner[RecordsDB] = StoreRunner("responses", lambda: open_responses(self.url, self.path))
+        self._io: StoreRunner[RecordsDB] = StoreRunner("responses", lambda: open_responses(self.url, self.path))
         self._purged = 0.0
         # Saves waiting for the worker, written together in one transaction (group commit),
         # and the future of the job that writes them.
@@ -90,7 +90,7 @@ class ResponseStore:
     # -- worker thread ---------------------------------------------------------------------
 
     def _conn(self) -> RecordsDB:
-        return self._runner.conn
+        return self._io.conn
 
     def _put_pending(self) -> None:
         with self._lock:
@@ -156,7 +156,7 @@ class ResponseStore:
             self._pending.append((owner, stored))
             if len(self._pending) > 1 and self._pending_job is not None:
                 return self._pending_job  # the job queued for the first of them writes this one too
-            future = self._pending_job = self._runner.submit(self._put_pending)
+            future = self._pending_job = self._io.submit(self._put_pending)
         future.add_done_callback(_log_failure)
         return future
 
@@ -177,26 +177,26 @@ class ResponseStore:
         """Raise StateUnavailableError if the records database is known to be away and
         still does not answer: a request that stores its response is refused before it
         costs a model call. Free while the database is healthy (no I/O)."""
-        if getattr(self._runner.opened, "failing", False):
-            await self._runner.run(self._ping)
+        if getattr(self._io.opened, "failing", False):
+            await self._io.run(self._ping)
 
     def _ping(self) -> None:
         self._conn().execute("SELECT 1").fetchone()
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
-        return await self._runner.run(self._get, owner, response_id)
+        return await self._io.run(self._get, owner, response_id)
 
     async def chain(self, owner: str, response_id: str) -> list[dict[str, Any]] | None:
-        return await self._runner.run(self._chain, owner, response_id)
+        return await self._io.run(self._chain, owner, response_id)
 
     async def items(self, owner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return await self._runner.run(self._items, owner, ids)
+        return await self._io.run(self._items, owner, ids)
 
     async def delete(self, owner: str, response_id: str) -> bool:
-        return await self._runner.run(self._delete, owner, response_id)
+        return await self._io.run(self._delete, owner, response_id)
 
     async def aclose(self) -> None:
-        await self._runner.aclose()
+        await self._io.aclose()
 
 
 async def committed(future: Future[None]) -> None:

@@ -83,7 +83,7 @@ class SQLiteCounters(QueuedCounters):
         self.window = window
         self.hold_seconds = hold_seconds
         self.clock = clock
-        self._runner: StoreRunner[SQLiteRecords] = StoreRunner("counters", self._open)
+        self._io: StoreRunner[SQLiteRecords] = StoreRunner("counters", self._open)
         self._swept = 0.0
 
     def unavailable(self, exc: BaseException) -> StateUnavailableError:
@@ -109,13 +109,13 @@ class SQLiteCounters(QueuedCounters):
         last read): those are retried on a new connection, for up to BUSY_SECONDS."""
         try:
             # A fresh connection holds no snapshot from before the other process's write.
-            return retry_while_busy(lambda: self._attempt(calls), BUSY_SECONDS, between=self._runner.reset)
+            return retry_while_busy(lambda: self._attempt(calls), BUSY_SECONDS, between=self._io.reset)
         except sqlite3.Error as exc:
             raise self.unavailable(exc) from None
 
     def _attempt(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
         replies: list[Any] = []
-        with self._runner.conn.transaction() as db:  # BEGIN IMMEDIATE
+        with self._io.conn.transaction() as db:  # BEGIN IMMEDIATE
             now = self.clock()
             for work, args in calls:
                 try:
@@ -172,7 +172,7 @@ class SQLiteCounters(QueuedCounters):
     # -- event loop ------------------------------------------------------------------------
 
     async def _send(self, calls: list[Any]) -> list[Any]:
-        return await self._runner.run(self._run, calls)
+        return await self._io.run(self._run, calls)
 
     async def _reserve(self, key_id: str, limits: KeyLimits, tokens: int, cost: float) -> Booking:
         return await self._call((self._book, (key_id, limits, tokens, cost, self._seeds.get(key_id, 0.0))))
@@ -182,17 +182,17 @@ class SQLiteCounters(QueuedCounters):
 
     async def healthy(self) -> bool:
         def probe() -> bool:
-            self._runner.conn.execute("SELECT 1 FROM counters LIMIT 1").fetchall()
+            self._io.conn.execute("SELECT 1 FROM counters LIMIT 1").fetchall()
             return True
 
         try:
-            return await self._runner.run(probe)
+            return await self._io.run(probe)
         except Exception:  # noqa: BLE001 - any failure means "not usable"
             return False
 
     async def close(self) -> None:
         await self._drain()
-        await self._runner.aclose()
+        await self._io.aclose()
 
 
 def _sweep(db: SQLiteRecords, now: float) -> None:
