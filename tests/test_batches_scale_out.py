@@ -74,7 +74,7 @@ def test_a_files_db_from_before_versions_counts_as_the_version_it_matches(tmp_pa
     assert files == ["file-b", "file-a"]
     assert [b["id"] for b in batches] == ["batch_old"] and batches[0]["status"] == "completed"
     with sqlite3.connect(root / "files.db") as db:
-        assert db.execute("SELECT version FROM modelport_schema WHERE component = 'files'").fetchone()[0] == 5
+        assert db.execute("SELECT version FROM modelport_schema WHERE component = 'files'").fetchone()[0] == 6  # step 6 keeps a closed batch's spend
         assert db.execute("SELECT status, lease_owner FROM batches").fetchall() == [("completed", None)]
         assert db.execute("SELECT owner FROM files WHERE id = ?", (new["id"],)).fetchone() == ("-",)
 

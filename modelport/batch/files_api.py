@@ -98,6 +98,9 @@ _STEPS: tuple[Step, ...] = (
     _fill_status_and_order,
     # File contents in the records (used when those are PostgreSQL: see file_contents).
     CHUNKS_TABLE,
+    # What a closed batch cost, kept with it: its journal may go once it is closed (file_contents).
+    "ALTER TABLE batches ADD COLUMN cost REAL;"
+    "ALTER TABLE batches ADD COLUMN unknown_cost_rows INTEGER",
 )
 
 
@@ -125,6 +128,15 @@ class Owner:
     def args(self) -> tuple[str, bool]:
         """The parameters of ``_VISIBLE``."""
         return self.id, self.admin
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What a batch has cost so far: the sum of its answered rows' costs, and how many
+    answered rows had no known price (``cost`` is then a lower bound)."""
+
+    cost: float = 0.0
+    unknown_cost_rows: int = 0
 
 
 class FilesAPI:
@@ -400,7 +412,8 @@ class FilesAPI:
                     current[field] = self._store_file(name, content, "batch_output", owner)["id"]
                 current["request_counts"] = _counts(totals)
                 # The batch is closed: nobody holds or takes it any more.
-                self.db.execute("UPDATE batches SET lease_owner = NULL, lease_until = 0 WHERE id = ?", (batch_id,))
+                self.db.execute("UPDATE batches SET lease_owner = NULL, lease_until = 0, cost = ?, unknown_cost_rows = ? WHERE id = ?",
+                                (totals["cost"], totals["unknown_cost_rows"], batch_id))
                 return True
 
             job.closing = True  # from here on the batch is closed by this job: the watcher leaves it be
@@ -464,6 +477,26 @@ class FilesAPI:
         page = [self._live(o) for o in objs[:limit]]
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None, "has_more": len(objs) > limit}
+
+    async def spends(self, batch_ids: list[str], owner: Owner = Owner()) -> dict[str, Spend]:
+        """The spend of each of these batches the owner may see: kept with the batch once it
+        is closed, else summed from its journal wherever that lives (a file beside SQLite
+        records, the records themselves with PostgreSQL), so every instance shows the same."""
+        return await self._io.run(self._spends, batch_ids, owner) if batch_ids else {}
+
+    def _spends(self, batch_ids: list[str], owner: Owner) -> dict[str, Spend]:
+        marks = ", ".join("?" for _ in batch_ids)
+        rows = self.db.execute(f"SELECT id, cost, unknown_cost_rows FROM batches WHERE id IN ({marks}) AND {_VISIBLE}",
+                               (*batch_ids, *owner.args())).fetchall()
+        found: dict[str, Spend] = {}
+        for batch_id, cost, unknown in rows:
+            if cost is not None:
+                found[batch_id] = Spend(cost, unknown)
+                continue
+            totals = self.contents.totals(batch_id)
+            if totals is not None:
+                found[batch_id] = Spend(totals["cost"], totals["unknown_cost_rows"])
+        return found
 
     async def cancel_batch(self, batch_id: str, owner: Owner = Owner()) -> dict[str, Any]:
         """Ask the batch's job to stop, wherever it runs, and answer at once: "cancelling"

@@ -29,7 +29,7 @@ def copy_files_and_batches(batch_dir: Path, target: RecordsDB) -> dict[str, int]
     try:
         migrate(source, "files", _STEPS, legacy=_legacy_version)
         files = source.execute(f"SELECT {_FILE_COLUMNS} FROM files").fetchall()
-        batches = source.execute("SELECT id, created_at, object, owner, seq, status FROM batches").fetchall()
+        batches = source.execute("SELECT id, created_at, object, owner, seq, status, cost, unknown_cost_rows FROM batches").fetchall()
     finally:
         source.close()
     migrate(target, "files", _STEPS)
@@ -44,10 +44,16 @@ def copy_files_and_batches(batch_dir: Path, target: RecordsDB) -> dict[str, int]
             copied["files"] += 1
             if isinstance(into, RecordsContents):
                 into.write(row[0], disk.read(row[0]))
-        for batch_id, created, obj, owner, seq, status in batches:
-            if target.execute("INSERT INTO batches (id, created_at, object, owner, seq, status, lease_owner, lease_until)"
-                              " VALUES (?, ?, ?, ?, ?, ?, NULL, 0) ON CONFLICT (id) DO NOTHING RETURNING id",
-                              (batch_id, created, obj, owner, seq, status)).fetchone() is None:
+        for batch_id, created, obj, owner, seq, status, cost, unknown in batches:
+            if cost is None and status not in _OPEN:
+                # Closed before spends were kept with batches: its journal file knows, and
+                # the target keeps no journal of a closed batch.
+                totals = disk.totals(batch_id)
+                if totals is not None:
+                    cost, unknown = totals["cost"], totals["unknown_cost_rows"]
+            if target.execute("INSERT INTO batches (id, created_at, object, owner, seq, status, lease_owner, lease_until, cost,"
+                              " unknown_cost_rows) VALUES (?, ?, ?, ?, ?, ?, NULL, 0, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING id",
+                              (batch_id, created, obj, owner, seq, status, cost, unknown)).fetchone() is None:
                 continue
             copied["batches"] += 1
             journal = disk.root / "jobs" / f"{batch_id}.db"

@@ -323,8 +323,9 @@ class Journal:
         counts = {name: 0 for name in STATE_NAMES.values()}
         for state, n in by_state:
             counts[STATE_NAMES[state]] = n
-        tin, tout, spent, unknown, cached = sums
-        return {**counts, "rows": sum(counts.values()), "input_tokens": tin, "output_tokens": tout, "cost": spent,
+        # PostgreSQL sums integers as numeric (Decimal): as plain numbers, they mix with the engine's.
+        tin, tout, unknown, cached = (int(n) for n in (sums[0], sums[1], sums[3], sums[4]))
+        return {**counts, "rows": sum(counts.values()), "input_tokens": tin, "output_tokens": tout, "cost": float(sums[2]),
                 "unknown_cost_rows": unknown, "cached": cached}
 
     # -- provider batch jobs (native mode) ---------------------------------------------------

@@ -134,6 +134,8 @@ def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callab
 
     ``legacy`` tells the version of a database made before versions were kept here (a
     SQLite file of an older modelport): asked only when ``component`` has no row yet."""
+    if _version(db, component) == len(steps):
+        return  # up to date: no write lock, so opening never waits behind another process's writes
     with db.transaction():
         db.lock_schema()  # type: ignore[attr-defined]
         db.execute(_VERSIONS)
@@ -156,6 +158,14 @@ def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callab
                 " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
                 (component, len(steps)),
             )
+
+
+def _version(db: RecordsDB, component: str) -> int | None:
+    """The schema version ``db`` records for ``component`` (None: none yet), read without a lock."""
+    if not db.columns("modelport_schema"):
+        return None
+    row = db.execute("SELECT version FROM modelport_schema WHERE component = ?", (component,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 class SQLiteRecords:

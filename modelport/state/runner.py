@@ -11,6 +11,7 @@ loop, ``submit`` queues one from anywhere (a batch's own thread, a group commit)
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Generic, ParamSpec, Protocol, TypeVar
@@ -34,8 +35,20 @@ class StoreRunner(Generic[C]):
         share of a pool others use may leave it open."""
         self._connect = connect
         self._close = close or _close
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modelport-{name}")
+        self._name = name
+        self._pid = os.getpid()
+        self._pool = self._new_pool()
         self._conn: C | None = None
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modelport-{self._name}")
+
+    def _here(self) -> ThreadPoolExecutor:
+        """The pool, made anew in a forked child: it inherits the parent's pool but not its
+        thread (work queued there would wait forever), nor may it use the parent's connection."""
+        if self._pid != os.getpid():
+            self._pid, self._conn, self._pool = os.getpid(), None, self._new_pool()
+        return self._pool
 
     @property
     def conn(self) -> C:
@@ -57,15 +70,15 @@ class StoreRunner(Generic[C]):
 
     def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Queue ``fn`` on the worker, from any thread."""
-        return self._pool.submit(fn, *args, **kwargs)
+        return self._here().submit(fn, *args, **kwargs)
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` on the worker and wait for it: for threads that may block (never the loop)."""
-        return self._pool.submit(fn, *args, **kwargs).result()
+        return self._here().submit(fn, *args, **kwargs).result()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` on the worker, from the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(self._here(), partial(fn, *args, **kwargs))
 
     async def aclose(self) -> None:
         """Close the connection on its own thread, after the calls queued before; then let
