@@ -104,9 +104,7 @@ class RecordsContents:
     def open_job(self, job_id: str, spec: JobSpec, input_file_id: str, scratch: Path) -> tuple[Journal, JobSpec]:
         from ..config import write_private
         from . import with_spec
-        from .records_journal import RecordsJournal
-
-        journal, stored = with_spec(RecordsJournal(self.db, job_id), spec)
+        journal, stored = with_spec(Journal(self.db, job_id), spec)
         # The stored spec names the paths of the instance that began the job: this one's instead.
         stored.output = spec.output
         stored.input = str(scratch / f"{job_id}.input.jsonl")
@@ -115,16 +113,12 @@ class RecordsContents:
         return journal, stored
 
     def forget_job(self, job_id: str, scratch: Path) -> None:
-        from .records_journal import RecordsJournal
-
-        RecordsJournal(self.db, job_id).delete()
+        Journal(self.db, job_id).delete()
         for name in (f"{job_id}.jsonl", f"{job_id}.input.jsonl"):
             (scratch / name).unlink(missing_ok=True)
 
     def totals(self, job_id: str) -> dict[str, Any] | None:
-        from .records_journal import RecordsJournal
-
-        totals = RecordsJournal(self.db, job_id).totals()
+        totals = Journal(self.db, job_id).totals()
         return totals if totals["rows"] else None
 
 

@@ -963,9 +963,8 @@ class Gateway:
                 return
             self._synced_at = time.perf_counter()
             usage = self.keys.take_usage()
-            store = self.keys.store
 
-            def save_and_read() -> list[Any]:
+            def save_and_read(store: KeyStore) -> list[Any]:
                 try:
                     store.add_usage(usage)
                 except StateUnavailableError:

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, ParamSpec, TypeVar
+from typing import Any, Callable, Concatenate, Iterable, ParamSpec, TypeVar
 
 from ..errors import AuthenticationError, BadRequestError, PermissionDeniedError
 from ..state.copy import StoreCopy, Table
@@ -254,7 +254,8 @@ class KeyRing:
 
     def __init__(self, store: KeyStore, counters: Counters | None = None) -> None:
         self.store = store
-        # The store opens its database on first use, so on this thread; closing the runner closes it.
+        # The store is this thread's connection: it opens its database on first use (so on
+        # the thread), and closing the runner closes it.
         self._io: StoreRunner[KeyStore] = StoreRunner("keys", lambda: store)
         self.counters = counters if counters is not None else MemoryCounters()
         self._by_id: dict[str, KeyRecord] = {}
@@ -264,13 +265,13 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call the key store (``fn``, one of its methods or a function using it) off the event loop."""
-        return await self._io.run(fn, *args, **kwargs)
+    async def run(self, fn: Callable[Concatenate[KeyStore, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(store, ...)`` (say ``KeyStore.records``) on the key store's thread, off the event loop."""
+        return await self._io.run(lambda: fn(self._io.conn, *args, **kwargs))
 
     async def ping(self) -> None:
         """Raise unless the key store's database answers now (a readiness check)."""
-        await self._io.run(self.store.ping)
+        await self.run(KeyStore.ping)
 
     async def aclose(self) -> None:
         """Close the key store on its thread, then let the thread go."""

@@ -253,7 +253,7 @@ class ConsoleDoor:
     async def keys(self, req: Any) -> dict[str, Any]:
         self._admin(req)
         await self.gateway.sync_keys()
-        records = await self.gateway.keys.run(self.gateway.keys.store.records)
+        records = await self.gateway.keys.run(lambda store: store.records())
         return {"keys": [_key_view(r) for r in records]}
 
     async def create_key(self, req: Any) -> dict[str, Any]:
@@ -280,7 +280,7 @@ class ConsoleDoor:
         admin = body.get("admin", False)
         if not isinstance(admin, bool):
             raise BadRequestError("admin: true or false", param="admin")
-        key = await self.gateway.keys.run(self.gateway.keys.store.create, name.strip(), models=models, admin=admin, **options)
+        key = await self.gateway.keys.run(lambda store: store.create(name.strip(), models=models, admin=admin, **options))
         await self.gateway.sync_keys()
         # The one and only time this secret leaves the server.
         return {"name": name.strip(), "key": key, "admin": admin, "models": models, **options}
@@ -290,7 +290,7 @@ class ConsoleDoor:
         from urllib.parse import unquote
 
         name = unquote(name)
-        if not await self.gateway.keys.run(self.gateway.keys.store.revoke, name):
+        if not await self.gateway.keys.run(lambda store: store.revoke(name)):
             raise NotFoundError(f"no live gateway key named {name!r}", param="name")
         await self.gateway.sync_keys()
         return {"name": name, "revoked": True}
