@@ -173,7 +173,8 @@ class ResponseCache:
 
 
 # The cache's part of `modelport state migrate` (see modelport.state.copy).
-CACHE_COPY = StoreCopy("cached responses", default_cache_path, open_cache, (Table("entries", COLUMNS, ("key",)),))
+# Registered as a modelport.stores entry point (pyproject.toml).
+CACHE_COPY = StoreCopy("cached responses", default_cache_path, open_cache, (Table("entries", COLUMNS, ("key",)),), order=30)
 
 
 def replay(response: ChatResponse) -> list[StreamEvent]:

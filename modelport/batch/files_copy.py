@@ -78,4 +78,5 @@ def _copy_step(config: dict[str, Any], target: RecordsDB) -> dict[str, int]:
     return copy_files_and_batches(root, target) if (root / "files.db").exists() else {}
 
 
-FILES_COPY = CustomCopy("files and batches", _copy_step)
+# Registered as a modelport.stores entry point (pyproject.toml).
+FILES_COPY = CustomCopy("files and batches", _copy_step, order=40)

@@ -337,4 +337,5 @@ class KeyRing:
 
 
 # The keys' part of `modelport state migrate` (see modelport.state.copy): with their usage totals.
-KEYS_COPY = StoreCopy("gateway keys", _keys_file, open_keys, (Table("gateway_keys", COLUMNS, ("id",)),))
+# Registered as a modelport.stores entry point (pyproject.toml).
+KEYS_COPY = StoreCopy("gateway keys", _keys_file, open_keys, (Table("gateway_keys", COLUMNS, ("id",)),), order=10)
