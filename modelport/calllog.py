@@ -99,7 +99,7 @@ CREATE INDEX calls_conversation ON calls (conversation_id, seq);
 CREATE INDEX calls_model ON calls (provider, model)"""
 
 
-def _full_text(db: SQLiteRecords) -> None:
+def _full_text(db: RecordsDB) -> None:
     # An external-content index: the text lives once, in `calls`; triggers keep it in step,
     # and 'rebuild' indexes the rows a version-1 file already holds. A function, not SQL
     # text: the triggers' bodies hold semicolons.
@@ -421,10 +421,11 @@ class CallFilter:
             if self.status not in ("ok", "error"):
                 raise FilterError("status", "ok or error")
             where.append("error_kind IS NULL" if self.status == "ok" else "error_kind IS NOT NULL")
-        for field, op, value in (("since", ">=", self.since), ("until", "<", self.until)):
-            if value is not None:
+        bounds: tuple[tuple[str, str, str | datetime | None], ...] = (("since", ">=", self.since), ("until", "<", self.until))
+        for field, op, bound in bounds:
+            if bound is not None:
                 try:
-                    moment = parse_since(value)
+                    moment = parse_since(bound)
                 except ValueError as exc:
                     raise FilterError(field, str(exc)) from None
                 where.append(f"created_at {op} ?")
@@ -833,7 +834,7 @@ class CallLog:
             params.append(before)
         sql = f"SELECT {_SUMMARY_COLUMNS} FROM calls{condition} ORDER BY seq DESC LIMIT ?"
         rows = self._read(lambda db: db.execute(sql, [*params, limit]).fetchall())
-        return [CallSummary(*row[:14], bool(row[14]), bool(row[15])) for row in rows]
+        return [_summary(row) for row in rows]
 
     def usage(self, by: str = "day", *, since: str | datetime | None = None, model: str | None = None) -> list[UsageRow]:
         """Calls, tokens and cost grouped ``by`` one of USAGE_GROUPS, in group order.
@@ -895,4 +896,13 @@ class CallLog:
 
 def _usage_row(row: tuple[Any, ...]) -> UsageRow:
     """A UsageRow from a group and the ``_USAGE_SUMS`` columns."""
-    return UsageRow(*row[:8], round(row[8], 11), row[9])
+    group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost, unpriced = row
+    return UsageRow(group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, round(cost, 11), unpriced)
+
+
+def _summary(row: tuple[Any, ...]) -> CallSummary:
+    """A CallSummary from the ``_SUMMARY_COLUMNS``."""
+    (seq, id_, created_at, source, provider, model, key_name, prompt, response, input_tokens, output_tokens, cost, latency,
+     error_kind, cached, stream) = row
+    return CallSummary(seq, id_, created_at, source, provider, model, key_name, prompt, response, input_tokens, output_tokens,
+                       cost, latency, error_kind, bool(cached), bool(stream))

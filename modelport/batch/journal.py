@@ -318,7 +318,7 @@ class Journal:
         """Contiguous final rows from ``start``: stops before the first row still open."""
         rows = self._execute("SELECT idx, key, data, state, result, error, cost, cached FROM journal_rows"
                              " WHERE job = ? AND idx >= ? ORDER BY idx LIMIT ?", (self.job, start, limit)).fetchall()
-        out = []
+        out: list[tuple[int, str | None, Any, int, Any, Any, float | None, bool]] = []
         for idx, key, data, state, result, error, cost, cached in rows:
             if idx != start + len(out) or state < DONE:
                 break
@@ -332,7 +332,7 @@ class Journal:
         rows = source._execute(
             "SELECT idx, state, result, error, input_tokens, output_tokens, cost, cached, finished_at FROM journal_rows "
             "WHERE job = ? AND idx >= ? ORDER BY idx LIMIT ?", (source.job, start, limit)).fetchall()
-        batch = []
+        batch: list[tuple[Any, ...]] = []
         for row in rows:
             if row[0] != start + len(batch) or row[1] < DONE:
                 break

@@ -25,20 +25,6 @@ CREATE TABLE IF NOT EXISTS remote (
     name TEXT PRIMARY KEY, first_idx INTEGER NOT NULL, last_idx INTEGER NOT NULL, remote_id TEXT, status TEXT NOT NULL, info BLOB);
 """
 
-# The counters file as modelport made it before counters kept a schema version.
-OLD_COUNTERS = """
-CREATE TABLE IF NOT EXISTS counters (
-    key TEXT PRIMARY KEY, spent REAL NOT NULL, held REAL NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
-    requests INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0, born REAL NOT NULL, touched REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS window (
-    key TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (key, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS window_at ON window (key, at);
-CREATE TABLE IF NOT EXISTS holds (
-    key TEXT NOT NULL, seq INTEGER NOT NULL, lapses REAL NOT NULL, cost REAL NOT NULL, PRIMARY KEY (key, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS holds_lapses ON holds (key, lapses);
-"""
-
-
 def _version(path: Path, component: str) -> int | None:
     with sqlite3.connect(path) as db:
         row = db.execute("SELECT version FROM modelport_schema WHERE component = ?", (component,)).fetchone()
@@ -82,12 +68,12 @@ def test_an_old_journal_file_answers_as_before_from_the_job_keyed_tables(tmp_pat
 
 def test_an_old_counters_file_keeps_its_counts(tmp_path: Path) -> None:
     from modelport.state.counters import KeyLimits
-    from modelport.state.sqlite_counters import SQLiteCounters
+    from modelport.state.sqlite_counters import _STEPS, SQLiteCounters
 
     path = tmp_path / "counters.db"
     now = time.time()
     with sqlite3.connect(path) as db:
-        db.executescript(OLD_COUNTERS)
+        db.executescript(_STEPS[0])  # the tables of an unversioned counters file are step 1's, as they were
         db.execute("INSERT INTO counters (key, spent, tokens, requests, seq, born, touched) VALUES ('k', 0.9, 5, 1, 1, ?, ?)", (now, now))
         db.execute("INSERT INTO window VALUES ('k', 1, ?, 5)", (now,))
 

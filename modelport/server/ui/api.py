@@ -25,7 +25,7 @@ from ...jsonio import JSONDecodeError, dumps
 
 if TYPE_CHECKING:
     from ...batch.files_api import Spend
-    from ...calllog import CallFilter, CallLog, UsageBucket
+    from ...calllog import CallFilter, CallLog, CallSummary, UsageBucket
 
 T = TypeVar("T")
 
@@ -205,7 +205,8 @@ class ConsoleDoor:
         limit = _int(query, "limit", PAGE_SIZE, 1, MAX_PAGE)
         before = _int(query, "before", 0, 0, 2**62) or None
         where = self._filter(req, query)
-        found = await self._read_log(lambda log: log.summaries(where, limit=limit + 1, before=before), [])
+        none: list[CallSummary] = []
+        found = await self._read_log(lambda log: log.summaries(where, limit=limit + 1, before=before), none)
         calls = [summary.to_dict() for summary in found[:limit]]
         return {"calls": calls, "next": calls[-1]["seq"] if len(found) > limit else None}
 
@@ -232,7 +233,8 @@ class ConsoleDoor:
         if not self._is_admin(req) and query.get("key") not in (None, "", req.caller.name):
             raise PermissionDeniedError("a normal gateway key sees only its own usage", param="key")
         where = self._filter(req, query)
-        series = await self._read_log(lambda log: log.usage_series(by, bucket, where), [])
+        none: list[UsageBucket] = []
+        series = await self._read_log(lambda log: log.usage_series(by, bucket, where), none)
         rows = [_usage_view(bucket_row) for bucket_row in series]
         if query.get("format") == "csv":
             out = io.StringIO()
