@@ -4,11 +4,13 @@ A store (keys, stored responses, the cache, files and batches) writes its SQL on
 subset both engines share: ``?`` placeholders, ``INSERT ... ON CONFLICT``, ``RETURNING``,
 and the column types ``TEXT``, ``INTEGER``, ``REAL`` and ``BLOB`` in its migrations
 (``ddl`` maps them to PostgreSQL's). It gets a ``RecordsDB`` from ``open_records(url)``
-and calls it from a worker thread: both are blocking clients, neither belongs on the loop.
+and calls it from its own worker thread (``state.runner.StoreRunner``): both are blocking
+clients, neither belongs on the loop.
 
-Schemas are versioned per store (``migrate``): the ordered steps a store has ever needed,
-of which a database runs those it has not run yet, inside one transaction that also takes
-a lock, so that two processes starting at once upgrade it once. On PostgreSQL a lost
+Schemas are versioned per store (``migrate``), the one mechanism of every modelport
+database, the call log's and the batch journals' files included: the ordered steps a store
+has ever needed, of which a database runs those it has not run yet, inside one transaction
+that also takes a lock, so that two processes starting at once upgrade it once. On PostgreSQL a lost
 server is a ``StateUnavailableError`` (503), never a half-done request; the pool reconnects
 by itself when the server returns.
 """

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..errors import ModelportError, StateUnavailableError
+from ..errors import ConfigError, ModelportError, StateUnavailableError
 from ..sqlite_wal import retry_while_busy
 from .counters import (
     DEFAULT_HOLD_SECONDS,
@@ -110,7 +110,7 @@ class SQLiteCounters(QueuedCounters):
         try:
             # A fresh connection holds no snapshot from before the other process's write.
             return retry_while_busy(lambda: self._attempt(calls), BUSY_SECONDS, between=self._io.reset)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ConfigError) as exc:  # ConfigError: a file that would not open as a database
             raise self.unavailable(exc) from None
 
     def _attempt(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:

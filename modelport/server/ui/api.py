@@ -16,6 +16,7 @@ import hashlib
 import io
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -52,8 +53,10 @@ class ConsoleDoor:
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
         self._files: dict[str, tuple[bytes, str, str]] | None = None
-        # The default call log, read when the gateway logs no calls itself (opened once found).
+        # The default call log, read when the gateway logs no calls itself (opened once found,
+        # by whichever reading thread looks first).
         self._default_log: CallLog | None = None
+        self._default_log_lock = threading.Lock()
         self._routes: dict[tuple[str, str], Callable[..., Any]] = {
             ("GET", "me"): self.me, ("GET", "models"): self.models, ("GET", "logs"): self.logs, ("GET", "usage"): self.usage,
             ("GET", "keys"): self.keys, ("POST", "keys"): self.create_key, ("GET", "batches"): self.batches,
@@ -168,14 +171,15 @@ class ConsoleDoor:
         was logged there (reading must not make the file). Blocking: off the event loop."""
         if self.gateway.call_log is not None:
             return self.gateway.call_log
-        if self._default_log is None:
-            from ...calllog import CallLog, default_log_path
+        with self._default_log_lock:
+            if self._default_log is None:
+                from ...calllog import CallLog, default_log_path
 
-            path = default_log_path()
-            if not path.exists():
-                return None
-            self._default_log = CallLog(path)
-        return self._default_log
+                path = default_log_path()
+                if not path.exists():
+                    return None
+                self._default_log = CallLog(path)
+            return self._default_log
 
     async def _read_log(self, read: Callable[[CallLog], T], empty: T) -> T:
         def run() -> T:
