@@ -664,11 +664,10 @@ class CallLog:
                 self._queue.put(_STOP)
         if writer is not None:
             writer.join(timeout)
-        if self._reads.opened is not None:
-            try:
-                self._reads.call(self._reads.reset)
-            except RuntimeError:
-                pass  # at interpreter exit, no thread takes work any more: the process closes the file
+        try:
+            self._reads.close()
+        except RuntimeError:
+            pass  # at interpreter exit no thread takes work any more: the process closes the file
 
     def _ensure_writer(self) -> None:
         if self._writer is not None and self._pid == os.getpid():

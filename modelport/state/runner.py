@@ -5,13 +5,15 @@ the thread that made it, so every store runs its calls on one thread of its own:
 the event loop, and in the order they were made. ``StoreRunner`` is that thread. It opens
 the connection on first use, on the thread itself; ``run`` awaits a call from the event
 loop, ``submit`` queues one from anywhere (a batch's own thread, a group commit), and
-``aclose`` closes the connection on its thread before letting the thread go.
+``aclose`` closes the connection on its thread before letting the thread go. A store used
+again after that gets a new thread and connection, as a forked child does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Generic, ParamSpec, Protocol, TypeVar
@@ -37,18 +39,28 @@ class StoreRunner(Generic[C]):
         self._close = close or _close
         self._name = name
         self._pid = os.getpid()
-        self._pool = self._new_pool()
+        self._pool: ThreadPoolExecutor | None = None  # started by the first call
+        self._starting = threading.Lock()  # so that callers on many threads start one pool
         self._conn: C | None = None
 
-    def _new_pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modelport-{self._name}")
-
     def _here(self) -> ThreadPoolExecutor:
-        """The pool, made anew in a forked child: it inherits the parent's pool but not its
-        thread (work queued there would wait forever), nor may it use the parent's connection."""
-        if self._pid != os.getpid():
-            self._pid, self._conn, self._pool = os.getpid(), None, self._new_pool()
-        return self._pool
+        """The pool, started if need be, and anew in a forked child: that inherits the
+        parent's pool but not its thread (work queued there would wait forever), and may
+        not use the parent's connection."""
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._starting:
+            if self._pid != os.getpid():
+                self._pid, self._conn, self._pool = os.getpid(), None, None
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modelport-{self._name}")
+            return self._pool
+
+    def _let_go(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     @property
     def conn(self) -> C:
@@ -82,18 +94,22 @@ class StoreRunner(Generic[C]):
 
     async def aclose(self) -> None:
         """Close the connection on its own thread, after the calls queued before; then let
-        the thread go. A call made afterwards raises RuntimeError."""
+        the thread go."""
+        if self._pool is None:
+            return
         try:
             await self.run(self.reset)
         finally:
-            self._pool.shutdown(wait=False)
+            self._let_go()
 
     def close(self) -> None:
         """``aclose`` for code off the event loop."""
+        if self._pool is None:
+            return
         try:
             self.call(self.reset)
         finally:
-            self._pool.shutdown(wait=False)
+            self._let_go()
 
 
 def _close(conn: Closable) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import pytest
-
 from modelport.state.runner import StoreRunner
 
 
@@ -46,8 +44,28 @@ def test_calls_run_in_order_on_one_thread_that_opens_the_connection_on_first_use
     assert len({thread for _, thread in done}) == 1 and done[0][1].startswith("modelport-test")
     assert len(made) == 1 and made[0].opened_on == done[0][1] == made[0].closed_on
     assert runner.opened is None
-    with pytest.raises(RuntimeError):
-        runner.submit(lambda: None)  # the thread is gone
+    # Used again after closing: a new thread, a new connection.
+    assert runner.call(lambda: runner.conn) is made[1]
+    runner.close()
+    assert made[1].closed_on is not None
+
+
+def test_callers_on_many_threads_share_one_worker() -> None:
+    runner = StoreRunner("test", Conn)
+    start = threading.Barrier(8)
+
+    def caller() -> str:
+        start.wait()
+        return runner.call(lambda: threading.current_thread().name)
+
+    threads: list[str] = []
+    workers = [threading.Thread(target=lambda: threads.append(caller())) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    runner.close()
+    assert len(threads) == 8 and len(set(threads)) == 1
 
 
 def test_submit_and_call_serve_threads_off_the_loop_and_reset_reopens() -> None:
