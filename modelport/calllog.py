@@ -7,8 +7,9 @@ request and response as JSON, plus the full-text index ``calls_fts``.
 
 Recording never slows the caller: ``record`` stamps an id, turns the request and response
 into plain data (so later mutation by the caller cannot change what is logged) and queues
-it; a background thread writes queued rows in batched transactions. ``flush`` waits for the
-queue, reads flush first, and the queue is flushed at interpreter exit.
+it; the log's writer thread (a StoreRunner) writes the calls queued together in batched
+transactions. ``flush`` waits for what was queued, reads flush first, and the queue is
+written out at interpreter exit.
 
 Secrets are never stored: headers and keys never reach this module, ``extra`` entries whose
 names look like credentials are replaced, and anything shaped like an API key, or equal to
@@ -25,12 +26,12 @@ import atexit
 import json
 import logging
 import os
-import queue
 import re
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -532,7 +533,6 @@ class _Pending:
             setattr(self, name, value)
 
 
-_STOP = object()
 _live_logs: weakref.WeakSet[CallLog] = weakref.WeakSet()
 
 
@@ -540,6 +540,13 @@ _live_logs: weakref.WeakSet[CallLog] = weakref.WeakSet()
 def _flush_all_at_exit() -> None:
     for log in list(_live_logs):
         log.close(timeout=5.0)
+
+
+def _closed_or_exiting(runner: StoreRunner[SQLiteRecords]) -> None:
+    try:
+        runner.close()
+    except RuntimeError:
+        pass  # interpreter exit: no thread takes work any more, and the process closes the file
 
 
 def _prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -571,9 +578,13 @@ class CallLog:
         self.enabled = os.environ.get("MODELPORT_LOG", "").strip().lower() not in _OFF
         self._secrets = _environment_secrets()
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Any] = queue.Queue(_MAX_PENDING)
-        self._writer: threading.Thread | None = None
         self._pid = os.getpid()
+        # Calls waiting for the writer, and the job queued to write them all in one go.
+        self._pending: list[_Pending] = []
+        self._job: Future[None] | None = None
+        self._room = threading.BoundedSemaphore(_MAX_PENDING)
+        self._writing = False  # whether this process has queued a write since the log was closed
+        self._writes: StoreRunner[SQLiteRecords] = StoreRunner("calllog", lambda: connect(self.path))
         # Reads run on a thread of their own, beside the writer's, with their own connection.
         self._reads: StoreRunner[SQLiteRecords] = StoreRunner("calllog-reads", lambda: connect(self.path))
         _live_logs.add(self)
@@ -641,71 +652,59 @@ class CallLog:
             batch_discount=batch_discount,
             prices=prices,
         )
-        self._ensure_writer()
-        self._queue.put(pending)
+        self._here()
+        self._room.acquire()  # a backlog at _MAX_PENDING holds the caller up rather than growing
+        with self._lock:
+            self._pending.append(pending)
+            if self._job is None:
+                self._writing = True
+                self._job = self._writes.submit(self._write_pending)
         return call_id
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is on disk; False if ``timeout`` ran out."""
-        with self._lock:
-            writer = self._writer if self._pid == os.getpid() else None
-        if writer is None or not writer.is_alive():
+        self._here()
+        if not self._writing:
             return True
-        done = threading.Event()
-        self._queue.put(done)
-        return done.wait(timeout)
+        try:
+            # The writer runs jobs in order: this one ends after every write queued before it.
+            marker = self._writes.submit(lambda: None)
+        except RuntimeError:
+            return True  # interpreter exit: the writer has run every queued write and ended
+        return bool(wait([marker], timeout).done)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, stop the writer thread and close connections; recording restarts it."""
+        if self.flush(timeout):
+            self._writing = False
+            _closed_or_exiting(self._writes)
+        _closed_or_exiting(self._reads)
+
+    def _here(self) -> None:
+        """A forked child inherits the calls its parent had waiting (the parent writes them),
+        not its writer: it starts with none."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._pid, self._pending, self._job, self._writing = os.getpid(), [], None, False
+                    self._room = threading.BoundedSemaphore(_MAX_PENDING)
+
+    def _write_pending(self) -> None:
+        """The writer's job: the calls waiting now, in transactions of up to _WRITE_BATCH.
+        Calls recorded meanwhile queue the next job, behind any ``flush`` made before them."""
         with self._lock:
-            writer = self._writer if self._pid == os.getpid() else None
-            self._writer = None
-            if writer is not None and writer.is_alive():
-                self._queue.put(_STOP)
-        if writer is not None:
-            writer.join(timeout)
+            calls, self._pending, self._job = self._pending, [], None
         try:
-            self._reads.close()
-        except RuntimeError:
-            pass  # at interpreter exit no thread takes work any more: the process closes the file
-
-    def _ensure_writer(self) -> None:
-        if self._writer is not None and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid != os.getpid():
-                # A forked child inherits the parent's queue but not its thread.
-                self._pid, self._queue, self._writer = os.getpid(), queue.Queue(_MAX_PENDING), None
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="modelport-calllog", daemon=True)
-                self._writer.start()
-
-    def _write_loop(self) -> None:
-        conn: SQLiteRecords | None = None
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < _WRITE_BATCH:
+            for start in range(0, len(calls), _WRITE_BATCH):
+                rows = [row for row in map(self._row_or_none, calls[start:start + _WRITE_BATCH]) if row is not None]
                 try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                built = (self._row_or_none(item) for item in batch if isinstance(item, _Pending))
-                rows = [row for row in built if row is not None]
-                if rows:
-                    if conn is None:
-                        conn = connect(self.path)
-                    self._insert(conn, rows)
-            except Exception as exc:  # a full disk or a locked file must not break the caller
-                _log.warning("modelport: could not write calls to the log %s: %s", self.path, exc)
-            finally:
-                for item in batch:
-                    if isinstance(item, threading.Event):
-                        item.set()
-            if any(item is _STOP for item in batch):
-                if conn is not None:
-                    conn.close()
-                return
+                    if rows:
+                        self._insert(self._writes.conn, rows)
+                except Exception as exc:  # a full disk or a locked file must not break the caller
+                    _log.warning("modelport: could not write calls to the log %s: %s", self.path, exc)
+        finally:
+            for _ in calls:
+                self._room.release()
 
     def _row_or_none(self, call: _Pending) -> tuple[Any, ...] | None:
         """The row for one call, or None (with a warning) when that call cannot be stored:
