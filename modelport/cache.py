@@ -171,8 +171,7 @@ class ResponseCache:
 
 
 # The cache's part of `modelport state migrate` (see modelport.state.copy).
-# Registered as a modelport.stores entry point (pyproject.toml).
-CACHE_COPY = StoreCopy("cached responses", default_cache_path, open_cache, (Table("entries", COLUMNS, ("key",)),), order=30)
+CACHE_COPY = StoreCopy("cached responses", default_cache_path, open_cache, (Table("entries", COLUMNS, ("key",)),))
 
 
 def replay(response: ChatResponse) -> list[StreamEvent]:

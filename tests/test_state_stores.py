@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -300,8 +301,8 @@ def test_state_migrate_copies_sqlite_state_into_postgres_once(tmp_path: Path, up
     # A store that copies more than table rows plugs in as a CustomCopy (as Files/Batches do).
     copied_into: list[str] = []
     extra = CustomCopy("notes", lambda cfg, target: copied_into.append(target.url) or {"notes": 3})
-    registered = copy.stores
-    monkeypatch.setattr(copy, "stores", lambda: [*registered(), extra])
+    monkeypatch.setattr(copy, "STORES", [*copy.STORES, f"{__name__}:EXTRA"])
+    monkeypatch.setattr(sys.modules[__name__], "EXTRA", extra, raising=False)
     config = tmp_path / "config.toml"
     config.write_text(f'[state]\nrecords = "{postgres_url}"\n')
     pg_key(postgres_url, "old")  # the same name as a key being moved: that one stays out

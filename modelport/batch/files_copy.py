@@ -78,5 +78,4 @@ def _copy_step(config: dict[str, Any], target: RecordsDB) -> dict[str, int]:
     return copy_files_and_batches(root, target) if (root / "files.db").exists() else {}
 
 
-# Registered as a modelport.stores entry point (pyproject.toml).
-FILES_COPY = CustomCopy("files and batches", _copy_step, order=40)
+FILES_COPY = CustomCopy("files and batches", _copy_step)

@@ -337,5 +337,4 @@ class KeyRing:
 
 
 # The keys' part of `modelport state migrate` (see modelport.state.copy): with their usage totals.
-# Registered as a modelport.stores entry point (pyproject.toml).
-KEYS_COPY = StoreCopy("gateway keys", _keys_file, open_keys, (Table("gateway_keys", COLUMNS, ("id",)),), order=10)
+KEYS_COPY = StoreCopy("gateway keys", _keys_file, open_keys, (Table("gateway_keys", COLUMNS, ("id",)),))

@@ -221,6 +221,5 @@ def default_responses_path(config: dict[str, Any]) -> Path:
 
 
 # The stored responses' part of `modelport state migrate` (see modelport.state.copy).
-# Registered as a modelport.stores entry point (pyproject.toml).
 RESPONSES_COPY = StoreCopy("stored responses", default_responses_path, open_responses,
-                           (Table("responses", RESPONSE_COLUMNS, ("id",)), Table("items", ITEM_COLUMNS, ("owner", "id"))), order=20)
+                           (Table("responses", RESPONSE_COLUMNS, ("id",)), Table("items", ITEM_COLUMNS, ("owner", "id"))))

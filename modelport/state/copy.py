@@ -4,9 +4,9 @@ Each store describes its part once, as a ``StoreCopy``: its name, the SQLite fil
 by default under a config, how to open its database at the newest schema, and the tables
 (with their key columns) to copy. A store whose copy is more than rows of tables (files
 kept beside the records, journals) gives a ``CustomCopy`` instead: a function that copies
-it all and says how many of each thing were new. A store registers its copy as an entry
-point of the ``modelport.stores`` group (modelport's own in its pyproject.toml, a plugin's in
-its own), so this module names none of them and imports none until a copy runs.
+it all and says how many of each thing were new. ``STORES`` lists them by
+``"module:attribute"``, so this module imports no store until a copy runs; a new store adds
+one line there.
 
 Rows are read in key order, a page at a time, and written with ``ON CONFLICT DO NOTHING``:
 a row already in the target (same key, or the same value of another unique column, such as
@@ -16,17 +16,21 @@ copy cut short resumes where it stopped.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import ConfigError
 from .records import RecordsDB
 
-GROUP = "modelport.stores"
+# One line per store: the "module:attribute" of its StoreCopy, copied in this order.
+STORES = [
+    "modelport.server.auth:KEYS_COPY",
+    "modelport.server.responses_store:RESPONSES_COPY",
+    "modelport.cache:CACHE_COPY",
+    "modelport.batch.files_copy:FILES_COPY",
+]
 PAGE = 500
-# Where a store's copy runs among the others when it names no place (``order``).
-LAST = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,6 @@ class StoreCopy:
     default_path: Callable[[dict[str, Any]], Path]  # the store's SQLite file under a loaded config
     open: Callable[[str | None, Path], RecordsDB]  # its database at a records URL (None: the file), migrated
     tables: tuple[Table, ...]
-    order: int = LAST  # copies run in this order (then by name): the user sees them so
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +54,14 @@ class CustomCopy:
     # (the loaded config, the target database) -> {what: how many were new}; copies nothing
     # twice, and nothing at all when this machine has no such state.
     run: Callable[[dict[str, Any], RecordsDB], dict[str, int]]
-    order: int = LAST
 
 
 def stores() -> list[StoreCopy | CustomCopy]:
-    """Every registered store's copy, in ``order`` (then by name)."""
-    from importlib.metadata import entry_points
-
-    found: list[StoreCopy | CustomCopy] = [point.load() for point in entry_points(group=GROUP)]
-    if not found:
-        # modelport registers its own stores: none at all means its install's metadata is stale.
-        raise ConfigError(f"no record stores are registered (entry points {GROUP!r}), so there is nothing to copy",
-                          hint="reinstall modelport (pip install -e . in a checkout) so its metadata lists them")
-    return sorted(found, key=lambda store: (store.order, store.name))
+    found = []
+    for target in STORES:
+        module, _, attr = target.partition(":")
+        found.append(getattr(importlib.import_module(module), attr))
+    return found
 
 
 def count(db: RecordsDB, table: Table) -> int:
