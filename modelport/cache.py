@@ -8,7 +8,8 @@ response back into the stream events that assemble into it.
 
 The cache is a SQLite file beside the call log (``cache.db``), or ``MODELPORT_CACHE_PATH``;
 given a records URL (the gateway passes its ``[state] records``) it lives in that database,
-so that every gateway instance sharing a PostgreSQL database shares the cache.
+so that every gateway instance sharing a PostgreSQL database shares the cache. Its reads
+and writes run on the cache's one worker thread, which owns the connection.
 Turn it on per client (``Client(cache=True)`` or a TTL in seconds), with
 ``MODELPORT_CACHE=1`` (or a TTL in seconds), or with ``[cache] enabled = true`` and
 ``ttl = 3600`` in the config file; ``MODELPORT_CACHE=0`` turns it off everywhere.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from typing import Any
 from modelport.calllog import default_log_path
 from modelport.config import section
 from modelport.state.copy import StoreCopy, Table
+from modelport.state.records import RecordsDB
+from modelport.state.runner import StoreRunner
 from modelport.serialize import request_to_dict, response_from_dict, response_to_dict
 from modelport.types import ChatRequest, ChatResponse, ReasoningPart, StreamEvent, TextPart
 
@@ -45,13 +47,13 @@ STEPS = (
 COLUMNS = ("key", "model", "response_json", "created_at", "hits")
 
 
-def _legacy_version(db: Any) -> int:
+def _legacy_version(db: RecordsDB) -> int:
     """A cache.db of a modelport that counted versions in PRAGMA user_version: its one
     version made the entries table."""
     return 1 if db.columns("entries") else 0
 
 
-def open_cache(url: str | None, path: Path) -> Any:
+def open_cache(url: str | None, path: Path) -> RecordsDB:
     """The cache's records database (``url``, else the SQLite file ``path``) at its newest schema."""
     from modelport.state.records import open_store
 
@@ -98,55 +100,60 @@ class ResponseCache:
         self.path = Path(path).expanduser() if path is not None else default_cache_path()
         self.url = url
         self.ttl = ttl
-        self._db: Any = None
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
+        # Called from any thread (the SDK's callers, the gateway's): the worker serializes them.
+        self._io: StoreRunner[RecordsDB] = StoreRunner("cache", lambda: open_cache(self.url, self.path))
 
     key = staticmethod(request_key)
 
     def get(self, request: ChatRequest) -> ChatResponse | None:
-        key = request_key(request)
-        with self._lock:
-            db = self._connection()
-            row = db.execute("SELECT response_json, created_at FROM entries WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return None
-            if self.ttl is not None and row[1] < time.time() - self.ttl:
-                db.execute("DELETE FROM entries WHERE key = ?", (key,))
-                return None
-            db.execute("UPDATE entries SET hits = hits + 1 WHERE key = ?", (key,))
-        return response_from_dict(json.loads(row[0]))
+        found = self._io.call(self._lookup, request_key(request))
+        return None if found is None else response_from_dict(json.loads(found))
+
+    def _lookup(self, key: str) -> str | None:
+        db = self._io.conn
+        row = db.execute("SELECT response_json, created_at FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        if self.ttl is not None and row[1] < time.time() - self.ttl:
+            db.execute("DELETE FROM entries WHERE key = ?", (key,))
+            return None
+        db.execute("UPDATE entries SET hits = hits + 1 WHERE key = ?", (key,))
+        return str(row[0])
 
     def put(self, request: ChatRequest, response: ChatResponse) -> None:
         """Store an answer; one that ended in an error is not worth replaying."""
         if response.finish_reason == "error":
             return
         text = json.dumps(response_to_dict(response), ensure_ascii=False)
-        with self._lock:
-            self._connection().execute(
-                "INSERT INTO entries (key, model, response_json, created_at, hits) VALUES (?, ?, ?, ?, 0) ON CONFLICT (key) DO UPDATE"
-                " SET model = excluded.model, response_json = excluded.response_json, created_at = excluded.created_at, hits = 0",
-                (request_key(request), request.model, text, time.time()),
-            )
+        self._io.call(lambda: self._io.conn.execute(
+            "INSERT INTO entries (key, model, response_json, created_at, hits) VALUES (?, ?, ?, ?, 0) ON CONFLICT (key) DO UPDATE"
+            " SET model = excluded.model, response_json = excluded.response_json, created_at = excluded.created_at, hits = 0",
+            (request_key(request), request.model, text, time.time()),
+        ))
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
-        with self._lock:
-            db = self._connection()
-            removed = db.execute("DELETE FROM entries").rowcount
+
+        def clear() -> int:
+            db = self._io.conn
+            removed = int(db.execute("DELETE FROM entries").rowcount)
             db.compact()
-        return removed
+            return removed
+
+        return self._io.call(clear)
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            db = self._connection()
+        def read() -> tuple[Any, ...]:
+            db = self._io.conn
             entries, hits, oldest, newest = db.execute(
                 "SELECT count(*), coalesce(sum(hits), 0), min(created_at), max(created_at) FROM entries"
             ).fetchone()
             expired = 0
             if self.ttl is not None:
                 expired = db.execute("SELECT count(*) FROM entries WHERE created_at < ?", (time.time() - self.ttl,)).fetchone()[0]
-            where, size = db.url, db.footprint()
+            return entries, hits, oldest, newest, expired, db.url, db.footprint()
+
+        entries, hits, oldest, newest, expired, where, size = self._io.call(read)
         return {
             "path": str(self.path) if size is not None else where,
             "entries": int(entries),
@@ -159,17 +166,8 @@ class ResponseCache:
         }
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None and self._pid == os.getpid():
-                self._db.close()
-            self._db = None
-
-    def _connection(self) -> Any:
-        if self._db is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._db = None  # a parent's connection is not this process's to use
-            self._db = open_cache(self.url, self.path)
-        return self._db
+        """Close the connection on its thread and let the thread go; using the cache again reopens both."""
+        self._io.close()
 
 
 # The cache's part of `modelport state migrate` (see modelport.state.copy).

@@ -7,8 +7,9 @@ request and response as JSON, plus the full-text index ``calls_fts``.
 
 Recording never slows the caller: ``record`` stamps an id, turns the request and response
 into plain data (so later mutation by the caller cannot change what is logged) and queues
-it; a background thread writes queued rows in batched transactions. ``flush`` waits for the
-queue, reads flush first, and the queue is flushed at interpreter exit.
+it; the log's writer thread (a StoreRunner) writes the calls queued together in batched
+transactions. ``flush`` waits for what was queued, reads flush first, and the queue is
+written out at interpreter exit.
 
 Secrets are never stored: headers and keys never reach this module, ``extra`` entries whose
 names look like credentials are replaced, and anything shaped like an API key, or equal to
@@ -25,22 +26,19 @@ import atexit
 import json
 import logging
 import os
-import queue
 import re
-import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from modelport import config
 from modelport.errors import ConfigError
-from modelport.sqlite_wal import wal_mode
 from modelport.serialize import (
     message_from_dict,
     request_from_dict,
@@ -49,10 +47,13 @@ from modelport.serialize import (
     response_to_dict,
     usage_to_dict,
 )
+from modelport.state.records import RecordsDB, SQLiteRecords, Step, migrated
+from modelport.state.runner import StoreRunner
 from modelport.types import ChatRequest, ChatResponse, Message, Usage
 
 SOURCES = ("sdk", "cli", "batch", "gateway")
 REDACTED = "[redacted]"
+T = TypeVar("T")
 
 _log = logging.getLogger("modelport.calllog")
 _OFF = {"0", "false", "no", "off"}
@@ -63,118 +64,80 @@ _WRITE_BATCH = 500
 _MAX_PENDING = 5000
 
 # ---------------------------------------------------------------------------------------
-# Schema. Each migration moves the file from version N-1 to N (PRAGMA user_version) and
-# is never edited once released: an old file replays the ones it lacks, in place.
+# Schema: the records layer's versioned steps (modelport.state.records.migrate), each never
+# edited once released; an old file replays the ones it lacks, in place.
+
+# `seq` is an explicit INTEGER PRIMARY KEY because the full-text index refers to rows by
+# rowid, and VACUUM may renumber an implicit rowid.
+_CALLS_TABLE = """CREATE TABLE calls (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    conversation_id TEXT,
+    key_name TEXT,
+    prompt TEXT NOT NULL DEFAULT '',
+    response TEXT,
+    request_json TEXT NOT NULL,
+    response_json TEXT,
+    finish_reason TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    cost REAL,
+    latency REAL,
+    error_kind TEXT,
+    error TEXT,
+    cached INTEGER NOT NULL DEFAULT 0,
+    stream INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX calls_created_at ON calls (created_at);
+CREATE INDEX calls_conversation ON calls (conversation_id, seq);
+CREATE INDEX calls_model ON calls (provider, model)"""
 
 
-def _migration_1_calls(conn: sqlite3.Connection) -> None:
-    # `seq` is an explicit INTEGER PRIMARY KEY because the full-text index refers to rows by
-    # rowid, and VACUUM may renumber an implicit rowid.
-    conn.execute(
-        """CREATE TABLE calls (
-            seq INTEGER PRIMARY KEY,
-            id TEXT NOT NULL UNIQUE,
-            created_at TEXT NOT NULL,
-            source TEXT NOT NULL,
-            provider TEXT NOT NULL,
-            model TEXT NOT NULL,
-            conversation_id TEXT,
-            key_name TEXT,
-            prompt TEXT NOT NULL DEFAULT '',
-            response TEXT,
-            request_json TEXT NOT NULL,
-            response_json TEXT,
-            finish_reason TEXT,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            cached_tokens INTEGER NOT NULL DEFAULT 0,
-            cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-            cost REAL,
-            latency REAL,
-            error_kind TEXT,
-            error TEXT,
-            cached INTEGER NOT NULL DEFAULT 0,
-            stream INTEGER NOT NULL DEFAULT 0
-        )"""
-    )
-    conn.execute("CREATE INDEX calls_created_at ON calls (created_at)")
-    conn.execute("CREATE INDEX calls_conversation ON calls (conversation_id, seq)")
-    conn.execute("CREATE INDEX calls_model ON calls (provider, model)")
-
-
-def _migration_2_full_text(conn: sqlite3.Connection) -> None:
+def _full_text(db: RecordsDB) -> None:
     # An external-content index: the text lives once, in `calls`; triggers keep it in step,
-    # and 'rebuild' indexes the rows a version-1 file already holds.
-    conn.execute("CREATE VIRTUAL TABLE calls_fts USING fts5(prompt, response, content='calls', content_rowid='seq')")
-    conn.execute(
+    # and 'rebuild' indexes the rows a version-1 file already holds. A function, not SQL
+    # text: the triggers' bodies hold semicolons.
+    db.execute("CREATE VIRTUAL TABLE calls_fts USING fts5(prompt, response, content='calls', content_rowid='seq')")
+    db.execute(
         "CREATE TRIGGER calls_fts_insert AFTER INSERT ON calls BEGIN "
         "INSERT INTO calls_fts (rowid, prompt, response) VALUES (new.seq, new.prompt, new.response); END"
     )
-    conn.execute(
+    db.execute(
         "CREATE TRIGGER calls_fts_delete AFTER DELETE ON calls BEGIN "
         "INSERT INTO calls_fts (calls_fts, rowid, prompt, response) VALUES ('delete', old.seq, old.prompt, old.response); END"
     )
-    conn.execute(
+    db.execute(
         "CREATE TRIGGER calls_fts_update AFTER UPDATE ON calls BEGIN "
         "INSERT INTO calls_fts (calls_fts, rowid, prompt, response) VALUES ('delete', old.seq, old.prompt, old.response); "
         "INSERT INTO calls_fts (rowid, prompt, response) VALUES (new.seq, new.prompt, new.response); END"
     )
-    conn.execute("INSERT INTO calls_fts (calls_fts) VALUES ('rebuild')")
+    db.execute("INSERT INTO calls_fts (calls_fts) VALUES ('rebuild')")
 
 
-def _migration_3_usage_index(conn: sqlite3.Connection) -> None:
-    # Covers usage sums over a time range (the console's charts, `modelport usage`): they
-    # read this index alone instead of every row's request and response JSON.
-    conn.execute(
-        "CREATE INDEX calls_usage ON calls (created_at, provider, model, source, key_name, error_kind, cached, "
-        "input_tokens, output_tokens, cost)"
-    )
+# Covers usage sums over a time range (the console's charts, `modelport usage`): they read
+# this index alone instead of every row's request and response JSON.
+_USAGE_INDEX = ("CREATE INDEX calls_usage ON calls (created_at, provider, model, source, key_name, error_kind, cached, "
+                "input_tokens, output_tokens, cost)")
+
+STEPS: tuple[Step, ...] = (_CALLS_TABLE, _full_text, _USAGE_INDEX)
+SCHEMA_VERSION = len(STEPS)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1_calls, _migration_2_full_text, _migration_3_usage_index]
-SCHEMA_VERSION = len(MIGRATIONS)
+def _legacy_version(db: RecordsDB) -> int:
+    """A log file of a modelport that counted its steps in ``PRAGMA user_version``: that count."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(conn: sqlite3.Connection, migrations: list[Callable[[sqlite3.Connection], None]], what: str) -> None:
-    """Bring a database (opened with isolation_level=None) up to ``len(migrations)``.
-
-    BEGIN IMMEDIATE makes two processes opening an old file at once upgrade it only once.
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(migrations):
-            raise ConfigError(
-                f"the {what} database was written by a newer modelport (schema {version}, this one knows {len(migrations)})",
-                hint="upgrade modelport, or point it at another file",
-            )
-        for number in range(version + 1, len(migrations) + 1):
-            migrations[number - 1](conn)
-            conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def connect(path: Path, migrations: list[Callable[[sqlite3.Connection], None]], what: str) -> sqlite3.Connection:
-    """Open (creating if needed) a modelport SQLite file in WAL mode at its newest schema."""
-    from .config import private_file
-
-    private_file(path)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-    try:
-        wal_mode(conn)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        migrate(conn, migrations, what)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise ConfigError(f"cannot open the {what} database {path}: {exc}") from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+def connect(path: Path) -> SQLiteRecords:
+    """Open (creating if needed) a call log file, 0600 and in WAL mode, at its newest schema."""
+    return migrated(SQLiteRecords(path), "call_log", STEPS, legacy=_legacy_version)
 
 
 # ---------------------------------------------------------------------------------------
@@ -386,15 +349,130 @@ _CALL_COLUMNS = (
     "conversation_id, key_name, error_kind, error, cached, stream"
 )
 
-# A call was billed when it produced a response that did not come from the cache.
-_BILLED = "(error IS NULL AND cached = 0)"
-USAGE_GROUPS = {
-    "day": "date(created_at, 'localtime')",
+# A call was billed when it produced a response that did not come from the cache. On
+# error_kind (set whenever error is), so the covering index calls_usage serves the sums.
+_BILLED = "(error_kind IS NULL AND cached = 0)"
+# What usage can be grouped by; `usage` also by local day, `usage_series` by time bucket.
+USAGE_BY = {
     "model": "provider || '/' || model",
     "provider": "provider",
     "key": "coalesce(key_name, '(no key)')",
     "source": "source",
 }
+USAGE_GROUPS = {"day": "date(created_at, 'localtime')", **USAGE_BY}
+# Time buckets as prefixes of the stored UTC time: a day is its first 10 characters, an hour 13.
+BUCKETS = {"day": 10, "hour": 13, "month": 7}
+# Per group: calls, errors, cache hits, then the billed calls' tokens and cost, and how many
+# billed calls had no known price.
+_USAGE_SUMS = (
+    "count(*), sum(error_kind IS NOT NULL), sum(cached), "
+    f"sum(CASE WHEN {_BILLED} THEN input_tokens ELSE 0 END), "
+    f"sum(CASE WHEN {_BILLED} THEN output_tokens ELSE 0 END), "
+    f"sum(CASE WHEN {_BILLED} THEN cached_tokens ELSE 0 END), "
+    f"sum(CASE WHEN {_BILLED} THEN reasoning_tokens ELSE 0 END), "
+    f"total(CASE WHEN {_BILLED} THEN cost END), "
+    f"sum({_BILLED} AND cost IS NULL)"
+)
+# A call in a list: its facts and the start of its prompt and answer, without the JSON.
+_SUMMARY_COLUMNS = ("seq, id, created_at, source, provider, model, key_name, substr(prompt, 1, 200), substr(response, 1, 200), "
+                    "input_tokens, output_tokens, cost, latency, error_kind, cached, stream")
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be used; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Which calls a query reads; every field given must match.
+
+    ``model`` matches the provider's id or ``provider/model``, with ``*`` wildcards;
+    ``since`` and ``until`` take what ``parse_since`` takes (``until`` excluded); ``status``
+    is ``ok`` or ``error``; ``search`` finds calls whose prompt or response has all its words.
+    """
+
+    model: str | None = None
+    provider: str | None = None
+    source: str | None = None
+    key_name: str | None = None
+    conversation_id: str | None = None
+    since: str | datetime | None = None
+    until: str | datetime | None = None
+    status: str | None = None
+    search: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The SQL condition (`` WHERE ...``, or empty) and its parameters; FilterError for a bad value."""
+        where: list[str] = []
+        params: list[Any] = []
+        if self.model is not None:
+            op = "GLOB" if "*" in self.model else "="
+            where.append(f"(model {op} ? OR provider || '/' || model {op} ?)")
+            params += [self.model, self.model]
+        for column, value in (("provider", self.provider), ("source", self.source), ("key_name", self.key_name),
+                              ("conversation_id", self.conversation_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if self.status is not None:
+            if self.status not in ("ok", "error"):
+                raise FilterError("status", "ok or error")
+            where.append("error_kind IS NULL" if self.status == "ok" else "error_kind IS NOT NULL")
+        bounds: tuple[tuple[str, str, str | datetime | None], ...] = (("since", ">=", self.since), ("until", "<", self.until))
+        for field, op, bound in bounds:
+            if bound is not None:
+                try:
+                    moment = parse_since(bound)
+                except ValueError as exc:
+                    raise FilterError(field, str(exc)) from None
+                where.append(f"created_at {op} ?")
+                params.append(_iso(moment.timestamp()))
+        if self.search is not None:
+            try:
+                expression = _match_expression(self.search)
+            except ValueError as exc:
+                raise FilterError("search", str(exc)) from None
+            where.append("seq IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?)")
+            params.append(expression)
+        return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """A call as a list shows it: ``seq`` orders the log (and pages it: ``before``)."""
+
+    seq: int
+    id: str
+    created_at: str
+    source: str
+    provider: str
+    model: str
+    key_name: str | None
+    prompt: str  # its first 200 characters
+    response: str | None  # likewise
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    latency: float | None
+    error_kind: str | None
+    cached: bool
+    stream: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class UsageBucket:
+    """One group's usage in one time bucket (``time``: the bucket's UTC start, as a prefix
+    of the stored ISO times, e.g. ``2025-06-01T14`` for an hour)."""
+
+    time: str
+    usage: UsageRow
 
 
 def _row_to_call(row: tuple[Any, ...]) -> LoggedCall:
@@ -444,18 +522,6 @@ _INSERT_CALL = (
 )
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 class _Pending:
     """One queued call, already plain data so the caller may reuse its objects at once."""
 
@@ -467,7 +533,6 @@ class _Pending:
             setattr(self, name, value)
 
 
-_STOP = object()
 _live_logs: weakref.WeakSet[CallLog] = weakref.WeakSet()
 
 
@@ -475,6 +540,13 @@ _live_logs: weakref.WeakSet[CallLog] = weakref.WeakSet()
 def _flush_all_at_exit() -> None:
     for log in list(_live_logs):
         log.close(timeout=5.0)
+
+
+def _closed_or_exiting(runner: StoreRunner[SQLiteRecords]) -> None:
+    try:
+        runner.close()
+    except RuntimeError:
+        pass  # interpreter exit: no thread takes work any more, and the process closes the file
 
 
 def _prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -506,11 +578,15 @@ class CallLog:
         self.enabled = os.environ.get("MODELPORT_LOG", "").strip().lower() not in _OFF
         self._secrets = _environment_secrets()
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Any] = queue.Queue(_MAX_PENDING)
-        self._writer: threading.Thread | None = None
         self._pid = os.getpid()
-        self._read_conn: sqlite3.Connection | None = None
-        self._read_lock = threading.Lock()
+        # Calls waiting for the writer, and the job queued to write them all in one go.
+        self._pending: list[_Pending] = []
+        self._job: Future[None] | None = None
+        self._room = threading.BoundedSemaphore(_MAX_PENDING)
+        self._writing = False  # whether this process has queued a write since the log was closed
+        self._writes: StoreRunner[SQLiteRecords] = StoreRunner("calllog", lambda: connect(self.path))
+        # Reads run on a thread of their own, beside the writer's, with their own connection.
+        self._reads: StoreRunner[SQLiteRecords] = StoreRunner("calllog-reads", lambda: connect(self.path))
         _live_logs.add(self)
 
     def add_secret(self, value: str) -> None:
@@ -576,72 +652,59 @@ class CallLog:
             batch_discount=batch_discount,
             prices=prices,
         )
-        self._ensure_writer()
-        self._queue.put(pending)
+        self._here()
+        self._room.acquire()  # a backlog at _MAX_PENDING holds the caller up rather than growing
+        with self._lock:
+            self._pending.append(pending)
+            if self._job is None:
+                self._writing = True
+                self._job = self._writes.submit(self._write_pending)
         return call_id
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is on disk; False if ``timeout`` ran out."""
-        with self._lock:
-            writer = self._writer if self._pid == os.getpid() else None
-        if writer is None or not writer.is_alive():
+        self._here()
+        if not self._writing:
             return True
-        done = threading.Event()
-        self._queue.put(done)
-        return done.wait(timeout)
+        try:
+            # The writer runs jobs in order: this one ends after every write queued before it.
+            marker = self._writes.submit(lambda: None)
+        except RuntimeError:
+            return True  # interpreter exit: the writer has run every queued write and ended
+        return bool(wait([marker], timeout).done)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, stop the writer thread and close connections; recording restarts it."""
-        with self._lock:
-            writer = self._writer if self._pid == os.getpid() else None
-            self._writer = None
-            if writer is not None and writer.is_alive():
-                self._queue.put(_STOP)
-        if writer is not None:
-            writer.join(timeout)
-        with self._read_lock:
-            if self._read_conn is not None:
-                self._read_conn.close()
-                self._read_conn = None
+        if self.flush(timeout):
+            self._writing = False
+            _closed_or_exiting(self._writes)
+        _closed_or_exiting(self._reads)
 
-    def _ensure_writer(self) -> None:
-        if self._writer is not None and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid != os.getpid():
-                # A forked child inherits the parent's queue but not its thread.
-                self._pid, self._queue, self._writer = os.getpid(), queue.Queue(_MAX_PENDING), None
-                self._read_conn = None
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="modelport-calllog", daemon=True)
-                self._writer.start()
+    def _here(self) -> None:
+        """A forked child inherits the calls its parent had waiting (the parent writes them),
+        not its writer: it starts with none."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._pid, self._pending, self._job, self._writing = os.getpid(), [], None, False
+                    self._room = threading.BoundedSemaphore(_MAX_PENDING)
 
-    def _write_loop(self) -> None:
-        conn: sqlite3.Connection | None = None
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < _WRITE_BATCH:
+    def _write_pending(self) -> None:
+        """The writer's job: the calls waiting now, in transactions of up to _WRITE_BATCH.
+        Calls recorded meanwhile queue the next job, behind any ``flush`` made before them."""
+        with self._lock:
+            calls, self._pending, self._job = self._pending, [], None
+        try:
+            for start in range(0, len(calls), _WRITE_BATCH):
+                rows = [row for row in map(self._row_or_none, calls[start:start + _WRITE_BATCH]) if row is not None]
                 try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                built = (self._row_or_none(item) for item in batch if isinstance(item, _Pending))
-                rows = [row for row in built if row is not None]
-                if rows:
-                    if conn is None:
-                        conn = connect(self.path, MIGRATIONS, "call log")
-                    self._insert(conn, rows)
-            except Exception as exc:  # a full disk or a locked file must not break the caller
-                _log.warning("modelport: could not write calls to the log %s: %s", self.path, exc)
-            finally:
-                for item in batch:
-                    if isinstance(item, threading.Event):
-                        item.set()
-            if any(item is _STOP for item in batch):
-                if conn is not None:
-                    conn.close()
-                return
+                    if rows:
+                        self._insert(self._writes.conn, rows)
+                except Exception as exc:  # a full disk or a locked file must not break the caller
+                    _log.warning("modelport: could not write calls to the log %s: %s", self.path, exc)
+        finally:
+            for _ in calls:
+                self._room.release()
 
     def _row_or_none(self, call: _Pending) -> tuple[Any, ...] | None:
         """The row for one call, or None (with a warning) when that call cannot be stored:
@@ -652,11 +715,11 @@ class CallLog:
             _log.warning("modelport: could not log call %s: %s: %s", call.id, type(exc).__name__, exc)
             return None
 
-    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, conn: SQLiteRecords, rows: list[tuple[Any, ...]]) -> None:
         """All rows in one transaction; if that fails, each row in its own, so a row SQLite
         refuses (a value out of its range) is the only one lost."""
         try:
-            with _transaction(conn):
+            with conn.transaction():
                 conn.executemany(_INSERT_CALL, rows)
             return
         except Exception as exc:
@@ -665,7 +728,7 @@ class CallLog:
             _log.warning("modelport: writing %d calls at once failed (%s); writing them one by one", len(rows), exc)
         for row in rows:
             try:
-                with _transaction(conn):
+                with conn.transaction():
                     conn.execute(_INSERT_CALL, row)
             except Exception as exc:
                 _log.warning("modelport: could not log call %s: %s: %s", row[0], type(exc).__name__, exc)
@@ -724,17 +787,14 @@ class CallLog:
 
     # -- reading ------------------------------------------------------------------------
 
-    @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
+    def _read(self, query: Callable[[SQLiteRecords], T]) -> T:
+        """``query(conn)`` on the reading thread, after what was recorded so far is written."""
         self.flush()
-        with self._read_lock:
-            if self._read_conn is None or self._pid != os.getpid():
-                self._read_conn = connect(self.path, MIGRATIONS, "call log")
-            yield self._read_conn
+        return self._reads.call(lambda: query(self._reads.conn))
 
     def get(self, call_id: str) -> LoggedCall | None:
-        with self._reader() as conn:
-            row = conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id.strip().upper(),)).fetchone()
+        """The call with this id, or None."""
+        row = self._read(lambda db: db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id.strip().upper(),)).fetchone())
         return _row_to_call(row) if row else None
 
     def query(
@@ -749,26 +809,30 @@ class CallLog:
         source: str | None = None,
         oldest_first: bool = False,
     ) -> list[LoggedCall]:
-        """Logged calls, newest first unless ``oldest_first``.
+        """Logged calls, newest first unless ``oldest_first``; the filters are ``CallFilter``'s."""
+        return self.calls(CallFilter(model=model, provider=provider, since=since, search=search, conversation_id=conversation_id,
+                                     source=source), limit=limit, oldest_first=oldest_first)
 
-        ``model`` matches the provider's id or ``provider/model``, with ``*`` wildcards;
-        ``since`` takes what ``parse_since`` takes; ``search`` finds calls whose prompt or
-        response contains all its words.
-        """
-        where, params = self._filters(model=model, provider=provider, since=since, conversation_id=conversation_id, source=source)
-        if search is not None:
-            where.append("seq IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?)")
-            params.append(_match_expression(search))
-        sql = f"SELECT {_CALL_COLUMNS} FROM calls"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq" + ("" if oldest_first else " DESC")
+    def calls(self, where: CallFilter = CallFilter(), *, limit: int | None = 20, oldest_first: bool = False) -> list[LoggedCall]:
+        """The calls ``where`` matches, in full, newest first unless ``oldest_first``."""
+        condition, params = where.where()
+        sql = f"SELECT {_CALL_COLUMNS} FROM calls{condition} ORDER BY seq" + ("" if oldest_first else " DESC")
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        with self._reader() as conn:
-            rows = conn.execute(sql, params).fetchall()
+        rows = self._read(lambda db: db.execute(sql, params).fetchall())
         return [_row_to_call(row) for row in rows]
+
+    def summaries(self, where: CallFilter = CallFilter(), *, limit: int = 50, before: int | None = None) -> list[CallSummary]:
+        """Up to ``limit`` calls ``where`` matches, newest first, as a list shows them; ``before``
+        (a summary's ``seq``) continues a list where that call ended it."""
+        condition, params = where.where()
+        if before is not None:
+            condition += (" AND " if condition else " WHERE ") + "seq < ?"
+            params.append(before)
+        sql = f"SELECT {_SUMMARY_COLUMNS} FROM calls{condition} ORDER BY seq DESC LIMIT ?"
+        rows = self._read(lambda db: db.execute(sql, [*params, limit]).fetchall())
+        return [_summary(row) for row in rows]
 
     def usage(self, by: str = "day", *, since: str | datetime | None = None, model: str | None = None) -> list[UsageRow]:
         """Calls, tokens and cost grouped ``by`` one of USAGE_GROUPS, in group order.
@@ -777,34 +841,31 @@ class CallLog:
         """
         if by not in USAGE_GROUPS:
             raise ValueError(f"cannot group usage by {by!r}; choose one of {', '.join(USAGE_GROUPS)}")
-        where, params = self._filters(model=model, since=since)
-        group = USAGE_GROUPS[by]
-        sql = (
-            f"SELECT {group} AS grp, count(*), sum(error IS NOT NULL), sum(cached), "
-            f"sum(CASE WHEN {_BILLED} THEN input_tokens ELSE 0 END), "
-            f"sum(CASE WHEN {_BILLED} THEN output_tokens ELSE 0 END), "
-            f"sum(CASE WHEN {_BILLED} THEN cached_tokens ELSE 0 END), "
-            f"sum(CASE WHEN {_BILLED} THEN reasoning_tokens ELSE 0 END), "
-            f"total(CASE WHEN {_BILLED} THEN cost END), "
-            f"sum({_BILLED} AND cost IS NULL) FROM calls"
-        )
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " GROUP BY grp ORDER BY grp"
-        with self._reader() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return [UsageRow(*row[:8], round(row[8], 11), row[9]) for row in rows]
+        condition, params = CallFilter(model=model, since=since).where()
+        sql = f"SELECT {USAGE_GROUPS[by]} AS grp, {_USAGE_SUMS} FROM calls{condition} GROUP BY grp ORDER BY grp"
+        return [_usage_row(row) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+
+    def usage_series(self, by: str = "model", bucket: str = "day", where: CallFilter = CallFilter()) -> list[UsageBucket]:
+        """``usage`` per time ``bucket`` (one of BUCKETS, in UTC) and group (one of USAGE_BY),
+        in time then group order."""
+        if by not in USAGE_BY:
+            raise ValueError(f"cannot group usage by {by!r}; choose one of {', '.join(USAGE_BY)}")
+        if bucket not in BUCKETS:
+            raise ValueError(f"cannot bucket usage by {bucket!r}; choose one of {', '.join(BUCKETS)}")
+        condition, params = where.where()
+        sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, {_USAGE_SUMS} FROM calls{condition}"
+               " GROUP BY t, grp ORDER BY t, grp")
+        return [UsageBucket(row[0], _usage_row(row[1:])) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
 
     def last_conversation_id(self) -> str | None:
         """The conversation of the most recent call, among conversations with an answer, for
         ``ask -c``: a conversation of failed calls only is never the one to continue, while a
         failed follow-up keeps its (answered) conversation the latest."""
-        with self._reader() as conn:
-            row = conn.execute(
-                "SELECT conversation_id FROM calls AS c WHERE conversation_id IS NOT NULL AND EXISTS "
-                "(SELECT 1 FROM calls AS a WHERE a.conversation_id = c.conversation_id AND a.response_json IS NOT NULL) "
-                "ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+        row = self._read(lambda db: db.execute(
+            "SELECT conversation_id FROM calls AS c WHERE conversation_id IS NOT NULL AND EXISTS "
+            "(SELECT 1 FROM calls AS a WHERE a.conversation_id = c.conversation_id AND a.response_json IS NOT NULL) "
+            "ORDER BY seq DESC LIMIT 1"
+        ).fetchone())
         return row[0] if row else None
 
     def conversation_messages(self, conversation_id: str) -> list[Message]:
@@ -813,12 +874,11 @@ class CallLog:
         Raises ConfigError when the log has no such conversation; returns [] when it has
         calls but none was answered.
         """
-        with self._reader() as conn:
-            row = conn.execute(
-                "SELECT request_json, response_json FROM calls WHERE conversation_id = ? "
-                "ORDER BY response_json IS NOT NULL DESC, seq DESC LIMIT 1",
-                (conversation_id,),
-            ).fetchone()
+        row = self._read(lambda db: db.execute(
+            "SELECT request_json, response_json FROM calls WHERE conversation_id = ? "
+            "ORDER BY response_json IS NOT NULL DESC, seq DESC LIMIT 1",
+            (conversation_id,),
+        ).fetchone())
         if row is None:
             raise ConfigError(
                 f"no conversation {conversation_id!r} in the call log {self.path}",
@@ -831,28 +891,16 @@ class CallLog:
         messages.append(message_from_dict(json.loads(response_json)["message"]))
         return messages
 
-    def _filters(
-        self,
-        *,
-        model: str | None = None,
-        provider: str | None = None,
-        since: str | datetime | None = None,
-        conversation_id: str | None = None,
-        source: str | None = None,
-    ) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if model is not None:
-            if "*" in model:
-                where.append("(model GLOB ? OR provider || '/' || model GLOB ?)")
-            else:
-                where.append("(model = ? OR provider || '/' || model = ?)")
-            params += [model, model]
-        for column, value in (("provider", provider), ("conversation_id", conversation_id), ("source", source)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            where.append("created_at >= ?")
-            params.append(_iso(parse_since(since).timestamp()))
-        return where, params
+
+def _usage_row(row: tuple[Any, ...]) -> UsageRow:
+    """A UsageRow from a group and the ``_USAGE_SUMS`` columns."""
+    group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost, unpriced = row
+    return UsageRow(group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, round(cost, 11), unpriced)
+
+
+def _summary(row: tuple[Any, ...]) -> CallSummary:
+    """A CallSummary from the ``_SUMMARY_COLUMNS``."""
+    (seq, id_, created_at, source, provider, model, key_name, prompt, response, input_tokens, output_tokens, cost, latency,
+     error_kind, cached, stream) = row
+    return CallSummary(seq, id_, created_at, source, provider, model, key_name, prompt, response, input_tokens, output_tokens,
+                       cost, latency, error_kind, bool(cached), bool(stream))

@@ -35,7 +35,7 @@ def _env(tmp_path: Path, base_url: str) -> dict[str, str]:
 def _final_rows(journal_file: Path) -> set[int]:
     journal = Journal(journal_file)
     try:
-        cur = journal.db.execute("SELECT idx FROM rows WHERE state IN (?, ?)", (DONE, FAILED))
+        cur = journal.db.execute("SELECT idx FROM journal_rows WHERE state IN (?, ?)", (DONE, FAILED)).fetchall()
         return {idx for (idx,) in cur}
     finally:
         journal.close()

@@ -74,7 +74,7 @@ def test_a_files_db_from_before_versions_counts_as_the_version_it_matches(tmp_pa
     assert files == ["file-b", "file-a"]
     assert [b["id"] for b in batches] == ["batch_old"] and batches[0]["status"] == "completed"
     with sqlite3.connect(root / "files.db") as db:
-        assert db.execute("SELECT version FROM modelport_schema WHERE component = 'files'").fetchone()[0] == 5
+        assert db.execute("SELECT version FROM modelport_schema WHERE component = 'files'").fetchone()[0] == 6  # step 6 keeps a closed batch's spend
         assert db.execute("SELECT status, lease_owner FROM batches").fetchall() == [("completed", None)]
         assert db.execute("SELECT owner FROM files WHERE id = ?", (new["id"],)).fetchone() == ("-",)
 
@@ -227,7 +227,12 @@ def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_p
                     assert time.monotonic() - killed_at >= lease / 2  # not before A's lease ran out
                     # Nothing of the batch's state was on disk: uploads and journal are in PostgreSQL.
                     assert not list(batch_dir.glob("files/*")) and not list(batch_dir.glob("jobs/*.db"))
-                    # Closed, the batch leaves neither journal rows nor scratch files behind on B.
+                    # Closed, the batch leaves neither journal rows nor scratch files behind on B, once
+                    # its job has ended: "completed" shows before the job clears them.
+                    job = gateway_b.app.files_api()._jobs[batch["id"]]
+                    while not job.future.done():
+                        assert time.monotonic() - killed_at < 40, "the job did not end"
+                        time.sleep(0.05)
                     assert not list(b_dir.glob("jobs/*"))
                     from modelport.state.records import open_records
 
@@ -248,11 +253,10 @@ def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_p
 
 def test_a_journal_in_the_records_answers_as_one_in_a_file(tmp_path: Path, records: str | None) -> None:
     from modelport.batch.journal import Journal
-    from modelport.batch.records_journal import RecordsJournal
     from modelport.state.records import open_records
 
     db = open_records(records, tmp_path / "records.db")
-    journals = [Journal(tmp_path / "job.db"), RecordsJournal(db, "batch_x"), RecordsJournal(db, "batch_y")]
+    journals = [Journal(tmp_path / "job.db"), Journal(db, "batch_x"), Journal(db, "batch_y")]
     answers = []
     for journal in journals:
         journal.set("spec", {"job_id": "x"})

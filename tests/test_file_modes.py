@@ -102,5 +102,5 @@ def test_an_existing_world_readable_log_is_narrowed(isolated_home: Path, open_um
     path = Path(isolated_home) / "old" / "logs.db"
     path.parent.mkdir()
     path.touch(mode=0o644)
-    connect(path, [], "call log").close()
+    connect(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

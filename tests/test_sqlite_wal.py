@@ -70,7 +70,7 @@ def test_the_files_api_opens_beside_a_writer(tmp_path: Path) -> None:
 
 def test_the_call_log_and_cache_open_beside_a_writer(tmp_path: Path) -> None:
     from modelport.cache import open_cache
-    from modelport.calllog import MIGRATIONS, connect
+    from modelport.calllog import connect
 
-    _while_another_connection_writes(tmp_path / "logs.db", lambda: connect(tmp_path / "logs.db", MIGRATIONS, "call log"))
+    _while_another_connection_writes(tmp_path / "logs.db", lambda: connect(tmp_path / "logs.db"))
     _while_another_connection_writes(tmp_path / "cache.db", lambda: open_cache(None, tmp_path / "cache.db"))

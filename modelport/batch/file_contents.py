@@ -11,7 +11,7 @@ own thread for its journal and its input.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..state.records import RecordsDB
 from .journal import Journal
@@ -37,6 +37,10 @@ class Contents(Protocol):
 
     def forget_job(self, job_id: str, scratch: Path) -> None:
         """The job's batch is closed (its answers are in its output files): its journal may go."""
+        ...
+
+    def totals(self, job_id: str) -> dict[str, Any] | None:
+        """The job's journal's ``totals``; None when it has no journal (here)."""
         ...
 
 
@@ -66,6 +70,16 @@ class DiskContents:
     def forget_job(self, job_id: str, scratch: Path) -> None:
         """The journal file stays, as it always has: ``modelport batch`` tools can read it."""
 
+    def totals(self, job_id: str) -> dict[str, Any] | None:
+        path = self.root / "jobs" / f"{job_id}.db"
+        if not path.exists():
+            return None
+        journal = Journal(path)
+        try:
+            return journal.totals()
+        finally:
+            journal.close()
+
 
 class RecordsContents:
     """Files in ``file_chunks``, journals in ``journal_meta`` and ``journal_rows``. A job's
@@ -90,9 +104,7 @@ class RecordsContents:
     def open_job(self, job_id: str, spec: JobSpec, input_file_id: str, scratch: Path) -> tuple[Journal, JobSpec]:
         from ..config import write_private
         from . import with_spec
-        from .records_journal import RecordsJournal
-
-        journal, stored = with_spec(RecordsJournal(self.db, job_id), spec)
+        journal, stored = with_spec(Journal(self.db, job_id), spec)
         # The stored spec names the paths of the instance that began the job: this one's instead.
         stored.output = spec.output
         stored.input = str(scratch / f"{job_id}.input.jsonl")
@@ -101,11 +113,13 @@ class RecordsContents:
         return journal, stored
 
     def forget_job(self, job_id: str, scratch: Path) -> None:
-        from .records_journal import RecordsJournal
-
-        RecordsJournal(self.db, job_id).delete()
+        Journal(self.db, job_id).delete()
         for name in (f"{job_id}.jsonl", f"{job_id}.input.jsonl"):
             (scratch / name).unlink(missing_ok=True)
+
+    def totals(self, job_id: str) -> dict[str, Any] | None:
+        totals = Journal(self.db, job_id).totals()
+        return totals if totals["rows"] else None
 
 
 def contents_for(db: RecordsDB, root: Path) -> Contents:

@@ -38,16 +38,17 @@ import secrets
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import BadRequestError, ConfigError, ModelportError, NotFoundError, StateUnavailableError
 from ..jsonio import JSONDecodeError, dumps, loads
-from ..state.records import RecordsDB, Step, migrate, open_records
+from ..state.records import RecordsDB, Step, open_store
+from ..state.runner import StoreRunner
 from .file_contents import CHUNKS_TABLE, Contents, contents_for
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -97,6 +98,9 @@ _STEPS: tuple[Step, ...] = (
     _fill_status_and_order,
     # File contents in the records (used when those are PostgreSQL: see file_contents).
     CHUNKS_TABLE,
+    # What a closed batch cost, kept with it: its journal may go once it is closed (file_contents).
+    "ALTER TABLE batches ADD COLUMN cost REAL;"
+    "ALTER TABLE batches ADD COLUMN unknown_cost_rows INTEGER",
 )
 
 
@@ -112,8 +116,6 @@ _VISIBLE = "(owner = ? OR ?)"
 
 log = logging.getLogger("modelport.batch")
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True, slots=True)
 class Owner:
@@ -126,6 +128,15 @@ class Owner:
     def args(self) -> tuple[str, bool]:
         """The parameters of ``_VISIBLE``."""
         return self.id, self.admin
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What a batch has cost so far: the sum of its answered rows' costs, and how many
+    answered rows had no known price (``cost`` is then a lower bound)."""
+
+    cost: float = 0.0
+    unknown_cost_rows: int = 0
 
 
 class FilesAPI:
@@ -153,36 +164,29 @@ class FilesAPI:
         self.lease_seconds = lease_seconds
         # Names this instance in the leases it holds: unique across machines and restarts.
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-files")
+        # The worker thread, owner of the records connection. A PostgreSQL pool is the
+        # process's, shared by every store: only a SQLite file is closed with the API.
+        self._io: StoreRunner[RecordsDB] = StoreRunner("files", self._open, _close_sqlite)
         self._slots = threading.BoundedSemaphore(MAX_RUNNING_BATCHES)
-        self._db: RecordsDB | None = None
         self._contents: Contents | None = None
         self._jobs: dict[str, _Job] = {}
         self._watcher: asyncio.Task[None] | None = None
 
     # -- the worker thread ----------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn`` on the worker thread, from the server's event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args, **kwargs))
-
-    def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` on the worker thread, from a batch's own thread."""
-        return self._io.submit(fn, *args).result()
-
     @property
     def db(self) -> RecordsDB:
         """The records, migrated to this version's schema; only the worker thread may use them."""
-        if self._db is None:
-            from ..config import private_dir
+        return self._io.conn
 
-            private_dir(self.root / "files")
-            private_dir(self.root / "jobs")
-            db = open_records(self.records, self.root / "files.db")
-            migrate(db, "files", _STEPS, legacy=_legacy_version)
-            self._contents = contents_for(db, self.root)
-            self._db = db
-        return self._db
+    def _open(self) -> RecordsDB:
+        from ..config import private_dir
+
+        private_dir(self.root / "files")
+        private_dir(self.root / "jobs")
+        db = open_store(self.records, self.root / "files.db", "files", _STEPS, legacy=_legacy_version)
+        self._contents = contents_for(db, self.root)
+        return db
 
     @property
     def contents(self) -> Contents:
@@ -205,7 +209,7 @@ class FilesAPI:
     async def upload_file(self, filename: str, content: bytes, purpose: str, owner: Owner = Owner()) -> dict[str, Any]:
         if purpose not in FILE_PURPOSES:
             raise BadRequestError(f"purpose must be one of {', '.join(FILE_PURPOSES)}", param="purpose")
-        return await self._call(self._store_file, filename, content, purpose, owner.id)
+        return await self._io.run(self._store_file, filename, content, purpose, owner.id)
 
     def _store_file(self, filename: str, content: bytes, purpose: str, owner: str) -> dict[str, Any]:
         file_id = "file-" + secrets.token_hex(12)
@@ -218,7 +222,7 @@ class FilesAPI:
 
     async def list_files(self, purpose: str | None = None, limit: int = 10000, order: str = "desc", after: str | None = None,
                          owner: Owner = Owner()) -> dict[str, Any]:
-        rows = await self._call(self._file_rows, owner)
+        rows = await self._io.run(self._file_rows, owner)
         if order == "desc":
             rows.reverse()
         if purpose:
@@ -240,14 +244,14 @@ class FilesAPI:
         return row
 
     async def get_file(self, file_id: str, owner: Owner = Owner()) -> dict[str, Any]:
-        return _file_object(*await self._call(self._file_row, file_id, owner))
+        return _file_object(*await self._io.run(self._file_row, file_id, owner))
 
     async def file_content(self, file_id: str, owner: Owner = Owner()) -> bytes:
         def read() -> bytes:
             self._file_row(file_id, owner)
             return self.contents.read(file_id)
 
-        return await self._call(read)
+        return await self._io.run(read)
 
     async def delete_file(self, file_id: str, owner: Owner = Owner()) -> dict[str, Any]:
         def delete() -> None:
@@ -256,7 +260,7 @@ class FilesAPI:
                 self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
                 self.contents.delete(file_id)
 
-        await self._call(delete)
+        await self._io.run(delete)
         return {"id": file_id, "object": "file", "deleted": True}
 
     async def file_models(self, file_id: str, owner: Owner = Owner()) -> set[str]:
@@ -276,7 +280,7 @@ class FilesAPI:
                     continue
             return names
 
-        return await self._call(models)
+        return await self._io.run(models)
 
     # -- batches -------------------------------------------------------------------------
 
@@ -315,7 +319,7 @@ class FilesAPI:
                              None if errors else self.instance, 0.0 if errors else time.time() + self.lease_seconds))
             return not errors
 
-        if await self._call(validate_and_save):
+        if await self._io.run(validate_and_save):
             self._start(batch_id)
         return obj
 
@@ -372,7 +376,7 @@ class FilesAPI:
             return True
 
         try:
-            obj, owner = self._blocking(self._change, batch_id, begin)
+            obj, owner = self._io.call(self._change, batch_id, begin)
         except _LeaseLost:
             return  # another instance took it over before this job began
         if obj["status"] not in _OPEN:
@@ -412,12 +416,13 @@ class FilesAPI:
                     current[field] = self._store_file(name, content, "batch_output", owner)["id"]
                 current["request_counts"] = _counts(totals)
                 # The batch is closed: nobody holds or takes it any more.
-                self.db.execute("UPDATE batches SET lease_owner = NULL, lease_until = 0 WHERE id = ?", (batch_id,))
+                self.db.execute("UPDATE batches SET lease_owner = NULL, lease_until = 0, cost = ?, unknown_cost_rows = ? WHERE id = ?",
+                                (totals["cost"], totals["unknown_cost_rows"], batch_id))
                 return True
 
             job.closing = True  # from here on the batch is closed by this job: the watcher leaves it be
             try:
-                self._blocking(self._change, batch_id, finish)
+                self._io.call(self._change, batch_id, finish)
             except _LeaseLost:
                 log.warning("batch %s: another instance took it over; it closes the batch", batch_id)
                 return
@@ -454,7 +459,7 @@ class FilesAPI:
         return files
 
     async def get_batch(self, batch_id: str, owner: Owner = Owner()) -> dict[str, Any]:
-        return self._live(await self._call(self._load_visible, batch_id, owner))
+        return self._live(await self._io.run(self._load_visible, batch_id, owner))
 
     def _live(self, obj: dict[str, Any]) -> dict[str, Any]:
         """An open batch with the counts its running job last reported."""
@@ -469,13 +474,33 @@ class FilesAPI:
                                    owner.args()).fetchall()
             return [loads(r[0]) for r in rows]
 
-        objs = await self._call(objects)
+        objs = await self._io.run(objects)
         ids = [o["id"] for o in objs]
         if after:
             objs = objs[ids.index(after) + 1:] if after in ids else []
         page = [self._live(o) for o in objs[:limit]]
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None, "has_more": len(objs) > limit}
+
+    async def spends(self, batch_ids: list[str], owner: Owner = Owner()) -> dict[str, Spend]:
+        """The spend of each of these batches the owner may see: kept with the batch once it
+        is closed, else summed from its journal wherever that lives (a file beside SQLite
+        records, the records themselves with PostgreSQL), so every instance shows the same."""
+        return await self._io.run(self._spends, batch_ids, owner) if batch_ids else {}
+
+    def _spends(self, batch_ids: list[str], owner: Owner) -> dict[str, Spend]:
+        marks = ", ".join("?" for _ in batch_ids)
+        rows = self.db.execute(f"SELECT id, cost, unknown_cost_rows FROM batches WHERE id IN ({marks}) AND {_VISIBLE}",
+                               (*batch_ids, *owner.args())).fetchall()
+        found: dict[str, Spend] = {}
+        for batch_id, cost, unknown in rows:
+            if cost is not None:
+                found[batch_id] = Spend(cost, unknown)
+                continue
+            totals = self.contents.totals(batch_id)
+            if totals is not None:
+                found[batch_id] = Spend(totals["cost"], totals["unknown_cost_rows"])
+        return found
 
     async def cancel_batch(self, batch_id: str, owner: Owner = Owner()) -> dict[str, Any]:
         """Ask the batch's job to stop, wherever it runs, and answer at once: "cancelling"
@@ -494,7 +519,7 @@ class FilesAPI:
                 obj.update(status="cancelled", cancelling_at=now, cancelled_at=now)
             return True
 
-        obj, _ = await self._call(self._change, batch_id, mark, visible_to=owner)
+        obj, _ = await self._io.run(self._change, batch_id, mark, visible_to=owner)
         job = self._jobs.get(batch_id)
         if obj["status"] == "cancelling" and job is not None and not job.future.done():
             job.cancel.set()  # running here: no need to wait for the watcher
@@ -505,7 +530,7 @@ class FilesAPI:
         and keep doing so while the server runs (see ``_watch``)."""
         self._watch()
         try:
-            taken = await self._call(self._take_over)
+            taken = await self._io.run(self._take_over)
         except StateUnavailableError as exc:  # the watcher takes them over once the records are back
             log.warning("batches: %s", exc)
             return
@@ -523,18 +548,16 @@ class FilesAPI:
             job.stop()
         await asyncio.gather(*(job.future for job in self._jobs.values()), return_exceptions=True)
 
-        def close() -> None:
-            if self._db is not None:
-                self._db.execute("UPDATE batches SET lease_until = 0 WHERE lease_owner = ?", (self.instance,))
-                if self._db.engine == "sqlite":  # a PostgreSQL pool is the process's, shared by every store
-                    self._db.close()
-                self._db = None
+        def give_up_leases() -> None:
+            db = self._io.opened
+            if db is not None:
+                db.execute("UPDATE batches SET lease_until = 0 WHERE lease_owner = ?", (self.instance,))
 
         try:
-            await self._call(close)
+            await self._io.run(give_up_leases)
         except ModelportError as exc:  # the records are out of reach: the leases run out by themselves
             log.warning("could not give up the batch leases of %s: %s", self.instance, exc)
-        self._io.shutdown(wait=False)
+        await self._io.aclose()
 
     async def wait(self, batch_id: str) -> None:
         """Until the batch's job ends (tests, and servers draining)."""
@@ -562,14 +585,14 @@ class FilesAPI:
             running = {batch_id: job for batch_id, job in self._jobs.items() if not job.future.done() and not job.closing}
             renew = time.monotonic() - renewed >= renew_every
             try:
-                if renew and not running and not await self._call(self._records_exist):
+                if renew and not running and not await self._io.run(self._records_exist):
                     renewed = time.monotonic()
                     continue  # no batch anywhere yet: nothing to renew or take over
                 if renew:
                     renewed = time.monotonic()
-                    held = await self._call(self._renew, {batch_id: job.counts for batch_id, job in running.items()})
+                    held = await self._io.run(self._renew, {batch_id: job.counts for batch_id, job in running.items()})
                 elif running:
-                    held = await self._call(self._held)
+                    held = await self._io.run(self._held)
                 else:
                     continue
                 for batch_id, status in held.items():
@@ -582,7 +605,7 @@ class FilesAPI:
                     log.warning("batch %s: another instance has taken it over; stopping the job here", batch_id)
                     running[batch_id].stop()
                 if renew:
-                    for batch_id, cancelled in await self._call(self._take_over):
+                    for batch_id, cancelled in await self._io.run(self._take_over):
                         self._start(batch_id, cancelled=cancelled)
             except StateUnavailableError as exc:
                 # Back off: each try waits for a connection, holding up the worker thread.
@@ -594,7 +617,7 @@ class FilesAPI:
     def _records_exist(self) -> bool:
         """Whether there are records to look at: a gateway that has never seen a batch
         leaves no files.db behind, but watches for one that another process makes."""
-        return self._db is not None or self.records is not None or (self.root / "files.db").exists()
+        return self._io.opened is not None or self.records is not None or (self.root / "files.db").exists()
 
     def _held(self) -> dict[str, str]:
         """The open batches this instance holds the lease of, with their status."""
@@ -676,6 +699,11 @@ class FilesAPI:
 def _set_counts(counts: dict[str, int], obj: dict[str, Any], *_: Any) -> bool:
     obj["request_counts"] = dict(counts)
     return True
+
+
+def _close_sqlite(db: RecordsDB) -> None:
+    if db.engine == "sqlite":
+        db.close()
 
 
 def _alive(pid: int) -> bool:

@@ -3,18 +3,16 @@ database: a step of ``modelport state migrate --to postgresql://...``."""
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from ..state.copy import CustomCopy
 from ..state.records import RecordsDB, SQLiteRecords, migrate
 from .file_contents import DiskContents, RecordsContents, contents_for
+from .journal import Journal
 from .files_api import _OPEN, _STEPS, _legacy_version
 
 _FILE_COLUMNS = "id, filename, bytes, created_at, purpose, owner, seq"
-_JOURNAL_COLUMNS = "idx, key, data, state, attempts, result, error, input_tokens, output_tokens, cost, cached, finished_at"
 
 
 def copy_files_and_batches(batch_dir: Path, target: RecordsDB) -> dict[str, int]:
@@ -29,7 +27,7 @@ def copy_files_and_batches(batch_dir: Path, target: RecordsDB) -> dict[str, int]
     try:
         migrate(source, "files", _STEPS, legacy=_legacy_version)
         files = source.execute(f"SELECT {_FILE_COLUMNS} FROM files").fetchall()
-        batches = source.execute("SELECT id, created_at, object, owner, seq, status FROM batches").fetchall()
+        batches = source.execute("SELECT id, created_at, object, owner, seq, status, cost, unknown_cost_rows FROM batches").fetchall()
     finally:
         source.close()
     migrate(target, "files", _STEPS)
@@ -44,10 +42,16 @@ def copy_files_and_batches(batch_dir: Path, target: RecordsDB) -> dict[str, int]
             copied["files"] += 1
             if isinstance(into, RecordsContents):
                 into.write(row[0], disk.read(row[0]))
-        for batch_id, created, obj, owner, seq, status in batches:
-            if target.execute("INSERT INTO batches (id, created_at, object, owner, seq, status, lease_owner, lease_until)"
-                              " VALUES (?, ?, ?, ?, ?, ?, NULL, 0) ON CONFLICT (id) DO NOTHING RETURNING id",
-                              (batch_id, created, obj, owner, seq, status)).fetchone() is None:
+        for batch_id, created, obj, owner, seq, status, cost, unknown in batches:
+            if cost is None and status not in _OPEN:
+                # Closed before spends were kept with batches: its journal file knows, and
+                # the target keeps no journal of a closed batch.
+                totals = disk.totals(batch_id)
+                if totals is not None:
+                    cost, unknown = totals["cost"], totals["unknown_cost_rows"]
+            if target.execute("INSERT INTO batches (id, created_at, object, owner, seq, status, lease_owner, lease_until, cost,"
+                              " unknown_cost_rows) VALUES (?, ?, ?, ?, ?, ?, NULL, 0, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING id",
+                              (batch_id, created, obj, owner, seq, status, cost, unknown)).fetchone() is None:
                 continue
             copied["batches"] += 1
             journal = disk.root / "jobs" / f"{batch_id}.db"
@@ -58,17 +62,12 @@ def copy_files_and_batches(batch_dir: Path, target: RecordsDB) -> dict[str, int]
 
 
 def _copy_journal(path: Path, job: str, target: RecordsDB) -> None:
-    """A batch journal file's rows and meta into the records (see records_journal)."""
-    from .records_journal import RecordsJournal
-
-    RecordsJournal(target, job)  # its tables exist from here on
-    with closing(sqlite3.connect(path)) as db:
-        meta = db.execute("SELECT key, value FROM meta").fetchall()
-        rows = db.execute(f"SELECT {_JOURNAL_COLUMNS} FROM rows ORDER BY idx").fetchall()
-    target.executemany("INSERT INTO journal_meta (job, key, value) VALUES (?, ?, ?) ON CONFLICT (job, key) DO NOTHING",
-                       [(job, key, value) for key, value in meta])
-    target.executemany(f"INSERT INTO journal_rows (job, {_JOURNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                       " ON CONFLICT (job, idx) DO NOTHING", [(job, *row) for row in rows])
+    """A batch journal file's rows and meta into the records, as job ``job``."""
+    source = Journal(path)
+    try:
+        source.copy_into(Journal(target, job))
+    finally:
+        source.close()
 
 
 def _copy_step(config: dict[str, Any], target: RecordsDB) -> dict[str, int]:

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from itertools import count
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ..client import AsyncClient
 from ..errors import ModelportError, NotFoundError, PermissionDeniedError, ServerError
@@ -64,7 +64,7 @@ class Gateway:
         self.readiness.register("counters", self.counters.healthy)
         self.keys = KeyRing(KeyStore(settings.keys_path, url=settings.records), self.counters)
         self.key_sync = KeySync(self.keys, settings.keys_max_stale)
-        self.readiness.register("records", self.key_sync.ping)
+        self.readiness.register("records", self.keys.ping)
         self.auth_required = settings.auth_required
         from ..cache import cache_for
         from ..calllog import log_for
@@ -214,9 +214,6 @@ class Gateway:
     async def sync_keys(self, unless_since: float | None = None) -> None:
         await self.key_sync.sync(unless_since)
 
-    async def run_keys(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await self.key_sync.run(fn, *args, **kwargs)
-
     def find_door(self, kind: type[D]) -> D:
         for door in self.doors:
             if isinstance(door, kind):
@@ -252,8 +249,8 @@ class Gateway:
         if cache is not None:
             await loop.run_in_executor(None, cache.close)  # type: ignore[attr-defined]
         if self.call_log is not None:
-            await self.key_sync.run(self.call_log.flush, 5.0)
-        await self.key_sync.close()
+            await asyncio.to_thread(self.call_log.flush, 5.0)
+        await self.keys.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -23,15 +23,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Concatenate, Iterable, ParamSpec, TypeVar
 
 from ..errors import AuthenticationError, BadRequestError, PermissionDeniedError
 from ..state.copy import StoreCopy, Table
 from ..state.counters import Counters, KeyLimits, MemoryCounters
+from ..state.runner import StoreRunner
 
 PREFIX = "mpk_"
 ID_BYTES = 6
 _KEY_SHAPE = re.compile(r"^mpk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
+T = TypeVar("T")
+P = ParamSpec("P")
 
 # The versions of the gateway_keys table, oldest first (see modelport.state.records.migrate).
 _STEPS = (
@@ -244,13 +247,16 @@ class Caller:
 class KeyRing:
     """The server's in-memory view of the key store, plus unsaved usage.
 
-    Event-loop code calls ``authenticate``, ``record_usage`` and ``pending_usage`` (all
-    non-blocking); ``refresh`` and ``flush`` run in a worker thread. Each load tells the
-    counters what every key has spent (``Counters.seed``).
+    Event-loop code calls ``authenticate``, ``record_usage`` and ``take_usage`` (all
+    non-blocking); the store itself is used through ``run``, on the key store's one worker
+    thread. Each load tells the counters what every key has spent (``Counters.seed``).
     """
 
     def __init__(self, store: KeyStore, counters: Counters | None = None) -> None:
         self.store = store
+        # The store is this thread's connection: it opens its database on first use (so on
+        # the thread), and closing the runner closes it.
+        self._io: StoreRunner[KeyStore] = StoreRunner("keys", lambda: store)
         self.counters = counters if counters is not None else MemoryCounters()
         self._by_id: dict[str, KeyRecord] = {}
         self._unsaved: dict[str, list[Any]] = {}
@@ -258,6 +264,18 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    async def run(self, fn: Callable[Concatenate[KeyStore, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(store, ...)`` (say ``KeyStore.records``) on the key store's thread, off the event loop."""
+        return await self._io.run(lambda: fn(self._io.conn, *args, **kwargs))
+
+    async def ping(self) -> None:
+        """Raise unless the key store's database answers now (a readiness check)."""
+        await self.run(KeyStore.ping)
+
+    async def aclose(self) -> None:
+        """Close the key store on its thread, then let the thread go."""
+        await self._io.aclose()
 
     def load(self, records: list[KeyRecord]) -> None:
         """Swap in freshly read rows (on the event loop: a dict swap, no I/O)."""

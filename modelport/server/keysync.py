@@ -2,7 +2,7 @@
 about once a second (a revoke on any instance is seen within that), and fail-closed when the
 key store cannot be read for longer than ``keys_max_stale``.
 
-Every key-store call runs on the store's one thread (``run``), never on the event loop.
+Every key-store call runs on the store's one thread (``KeyRing.run``), never on the event loop.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from ..errors import ModelportError, StateUnavailableError
-from .auth import KeyRing
+from .auth import KeyRing, KeyStore
 
 log = logging.getLogger("modelport.server")
-T = TypeVar("T")
 KEY_SYNC_SECONDS = 1.0
 
 
@@ -26,17 +23,11 @@ class KeySync:
     def __init__(self, keys: KeyRing, max_stale: float) -> None:
         self.keys = keys
         self.max_stale = max_stale
-        # One thread for the key store: SQLite connections stay on the thread that made them.
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-keys")
         self._lock: asyncio.Lock | None = None
         self._task: asyncio.Task[None] | None = None
         self._synced_at = 0.0
         # Why the last read of the key store failed; None once one works again.
         self.error: BaseException | None = None
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn`` on the key store's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args, **kwargs))
 
     async def sync(self, unless_since: float | None = None) -> None:
         """Save unsaved usage, then reload every key row (one worker-thread job, in order,
@@ -49,9 +40,8 @@ class KeySync:
                 return
             self._synced_at = time.perf_counter()
             usage = self.keys.take_usage()
-            store = self.keys.store
 
-            def save_and_read() -> list[Any]:
+            def save_and_read(store: KeyStore) -> list[Any]:
                 try:
                     store.add_usage(usage)
                 except StateUnavailableError:
@@ -62,7 +52,7 @@ class KeySync:
                 return store.records()
 
             try:
-                records = await self.run(save_and_read)
+                records = await self.keys.run(save_and_read)
             except Exception as exc:
                 self._restore_usage(usage)
                 if self.error is None:
@@ -114,9 +104,3 @@ class KeySync:
             self._task = None
             await self.sync()
 
-    async def ping(self) -> None:
-        await self.run(self.keys.store.ping)
-
-    async def close(self) -> None:
-        await self.run(self.keys.store.close)
-        self._io.shutdown(wait=False)

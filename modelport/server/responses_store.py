@@ -16,18 +16,19 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from ..errors import BadRequestError, ModelportError, StateUnavailableError
 from ..jsonio import dumps, loads
 from ..state.copy import StoreCopy, Table
+from ..state.records import RecordsDB
+from ..state.runner import StoreRunner
 
 log = logging.getLogger("modelport.server")
 
-T = TypeVar("T")
 DEFAULT_TTL = 30 * 86400.0
 # Ids per IN (...) query: under SQLite's and PostgreSQL's parameter limits.
 _CHUNK = 500
@@ -55,7 +56,7 @@ _PUT_ITEM = ("INSERT INTO items (owner, id, response_id, expires, item) VALUES (
              " ON CONFLICT (owner, id) DO UPDATE SET response_id = excluded.response_id, expires = excluded.expires, item = excluded.item")
 
 
-def open_responses(url: str | None, path: Path) -> Any:
+def open_responses(url: str | None, path: Path) -> RecordsDB:
     """The stored responses' records database (``url``, else the SQLite file ``path``) at its newest schema."""
     from ..state.records import open_store
 
@@ -105,8 +106,9 @@ class ResponseStore:
         # A PostgreSQL records URL keeps the responses there, for every instance; else the file at path.
         self.url = url
         self.ttl = ttl
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-responses")
-        self._db: Any = None
+        # Stored answers are nobody else's business: a SQLite file is 0600 (and WAL with
+        # synchronous NORMAL: FULL's fsync per commit capped stored-stream throughput).
+        self._io: StoreRunner[RecordsDB] = StoreRunner("responses", lambda: open_responses(self.url, self.path))
         self._purged = 0.0
         # Saves waiting for the worker, written together in one transaction (group commit),
         # and the future of the job that writes them.
@@ -116,12 +118,8 @@ class ResponseStore:
 
     # -- worker thread ---------------------------------------------------------------------
 
-    def _conn(self) -> Any:
-        if self._db is None:
-            # Stored answers are nobody else's business: a SQLite file is 0600 (and WAL with
-            # synchronous NORMAL: FULL's fsync per commit capped stored-stream throughput).
-            self._db = open_responses(self.url, self.path)
-        return self._db
+    def _conn(self) -> RecordsDB:
+        return self._io.conn
 
     def _put_pending(self) -> None:
         with self._lock:
@@ -195,15 +193,7 @@ class ResponseStore:
                 db.execute("DELETE FROM items WHERE response_id = ? AND owner = ?", (response_id, owner))
         return bool(gone)
 
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
     # -- event loop ------------------------------------------------------------------------
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     def save(self, owner: str, stored: Stored) -> Future[None]:
         """Queue the write and return at once (the future of the job that writes it); reads
@@ -234,27 +224,26 @@ class ResponseStore:
         """Raise StateUnavailableError if the records database is known to be away and
         still does not answer: a request that stores its response is refused before it
         costs a model call. Free while the database is healthy (no I/O)."""
-        if getattr(self._db, "failing", False):
-            await self._run(self._ping)
+        if getattr(self._io.opened, "failing", False):
+            await self._io.run(self._ping)
 
     def _ping(self) -> None:
         self._conn().execute("SELECT 1").fetchone()
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
-        return await self._run(self._get, owner, response_id)
+        return await self._io.run(self._get, owner, response_id)
 
     async def chain(self, owner: str, response_id: str, limits: ChainLimits) -> list[tuple[bytes, bytes]] | None:
-        return await self._run(self._chain, owner, response_id, limits)
+        return await self._io.run(self._chain, owner, response_id, limits)
 
     async def items(self, owner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return await self._run(self._items, owner, ids)
+        return await self._io.run(self._items, owner, ids)
 
     async def delete(self, owner: str, response_id: str) -> bool:
-        return await self._run(self._delete, owner, response_id)
+        return await self._io.run(self._delete, owner, response_id)
 
     async def aclose(self) -> None:
-        await self._run(self._close)
-        self._io.shutdown(wait=False)
+        await self._io.aclose()
 
 
 async def committed(future: Future[None]) -> None:

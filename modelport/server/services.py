@@ -47,9 +47,6 @@ class Services(Protocol):
     async def sync_keys(self, unless_since: float | None = None) -> None:
         """Save unsaved key usage and read every key again."""
 
-    async def run_keys(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` on the key store's own thread."""
-
     def find_door(self, kind: type[D]) -> D:
         """The gateway's door of this class (a door that works with another's state)."""
 

@@ -4,11 +4,13 @@ A store (keys, stored responses, the cache, files and batches) writes its SQL on
 subset both engines share: ``?`` placeholders, ``INSERT ... ON CONFLICT``, ``RETURNING``,
 and the column types ``TEXT``, ``INTEGER``, ``REAL`` and ``BLOB`` in its migrations
 (``ddl`` maps them to PostgreSQL's). It gets a ``RecordsDB`` from ``open_records(url)``
-and calls it from a worker thread: both are blocking clients, neither belongs on the loop.
+and calls it from its own worker thread (``state.runner.StoreRunner``): both are blocking
+clients, neither belongs on the loop.
 
-Schemas are versioned per store (``migrate``): the ordered steps a store has ever needed,
-of which a database runs those it has not run yet, inside one transaction that also takes
-a lock, so that two processes starting at once upgrade it once. On PostgreSQL a lost
+Schemas are versioned per store (``migrate``), the one mechanism of every modelport
+database, the call log's and the batch journals' files included: the ordered steps a store
+has ever needed, of which a database runs those it has not run yet, inside one transaction
+that also takes a lock, so that two processes starting at once upgrade it once. On PostgreSQL a lost
 server is a ``StateUnavailableError`` (503), never a half-done request; the pool reconnects
 by itself when the server returns.
 """
@@ -21,7 +23,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar, Union
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, StateUnavailableError
@@ -96,7 +98,14 @@ def open_records(url: str | None, default_path: Path) -> RecordsDB:
 def open_store(url: str | None, default_path: Path, component: str, steps: Sequence[Step],
                legacy: Callable[[RecordsDB], int] | None = None) -> RecordsDB:
     """``open_records`` for one store, its schema brought up to date (see ``migrate``)."""
-    db = open_records(url, default_path)
+    return migrated(open_records(url, default_path), component, steps, legacy)
+
+
+D = TypeVar("D", bound="RecordsDB")
+
+
+def migrated(db: D, component: str, steps: Sequence[Step], legacy: Callable[[RecordsDB], int] | None = None) -> D:
+    """``db`` with ``component``'s schema brought up to date (see ``migrate``); closed if that fails."""
     try:
         migrate(db, component, steps, legacy)
     except BaseException:
@@ -127,6 +136,8 @@ def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callab
 
     ``legacy`` tells the version of a database made before versions were kept here (a
     SQLite file of an older modelport): asked only when ``component`` has no row yet."""
+    if _version(db, component) == len(steps):
+        return  # up to date: no write lock, so opening never waits behind another process's writes
     with db.transaction():
         db.lock_schema()  # type: ignore[attr-defined]
         db.execute(_VERSIONS)
@@ -151,18 +162,27 @@ def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callab
             )
 
 
+def _version(db: RecordsDB, component: str) -> int | None:
+    """The schema version ``db`` records for ``component`` (None: none yet), read without a lock."""
+    if not db.columns("modelport_schema"):
+        return None
+    row = db.execute("SELECT version FROM modelport_schema WHERE component = ?", (component,)).fetchone()
+    return None if row is None else int(row[0])
+
+
 class SQLiteRecords:
     """A SQLite file in WAL mode, one connection, 0600 like every file modelport makes."""
 
     engine = "sqlite"
     failing = False  # a local file is never "away"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
+        """``timeout``: how long a statement waits for another process's write lock."""
         from ..config import private_file
 
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
-        self._conn = sqlite3.connect(private_file(self.path), isolation_level=None, timeout=10.0, check_same_thread=False)
+        self._conn = sqlite3.connect(private_file(self.path), isolation_level=None, timeout=timeout, check_same_thread=False)
         try:
             wal_mode(self._conn)
             self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -186,10 +206,13 @@ class SQLiteRecords:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # A failed statement or COMMIT may have ended the transaction already, or not:
+            # a connection left inside one would take the next transaction for a nested one.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def lock_schema(self) -> None:
         """Nothing to do: BEGIN IMMEDIATE already holds the database's one write lock."""

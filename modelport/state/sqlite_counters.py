@@ -17,17 +17,15 @@ process of the machine shares.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..errors import ModelportError, StateUnavailableError
-from ..sqlite_wal import retry_while_busy, wal_mode
+from ..errors import ConfigError, ModelportError, StateUnavailableError
+from ..sqlite_wal import retry_while_busy
 from .counters import (
     DEFAULT_HOLD_SECONDS,
     IDLE_SECONDS,
@@ -41,6 +39,8 @@ from .counters import (
     token_wait,
     tpm_error,
 )
+from .records import SQLiteRecords, migrated
+from .runner import StoreRunner
 
 log = logging.getLogger("modelport.state")
 
@@ -49,7 +49,9 @@ BUSY_SECONDS = 5.0
 # How often a process looks for keys idle for IDLE_SECONDS.
 SWEEP_SECONDS = 3600.0
 
-_SCHEMA = """
+# The schema's versions (modelport.state.records.migrate). The first says IF NOT EXISTS: a
+# counters file made before versions were kept has its tables already, and adopts it as is.
+_STEPS = ("""
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY, spent REAL NOT NULL, held REAL NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
     requests INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0, born REAL NOT NULL, touched REAL NOT NULL);
@@ -59,7 +61,7 @@ CREATE INDEX IF NOT EXISTS window_at ON window (key, at);
 CREATE TABLE IF NOT EXISTS holds (
     key TEXT NOT NULL, seq INTEGER NOT NULL, lapses REAL NOT NULL, cost REAL NOT NULL, PRIMARY KEY (key, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_lapses ON holds (key, lapses);
-"""
+""",)
 
 
 def path_of(url: str) -> Path:
@@ -81,8 +83,7 @@ class SQLiteCounters(QueuedCounters):
         self.window = window
         self.hold_seconds = hold_seconds
         self.clock = clock
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-counters")
-        self._db: sqlite3.Connection | None = None
+        self._io: StoreRunner[SQLiteRecords] = StoreRunner("counters", self._open)
         self._swept = 0.0
 
     def unavailable(self, exc: BaseException) -> StateUnavailableError:
@@ -94,21 +95,9 @@ class SQLiteCounters(QueuedCounters):
 
     # -- worker thread ---------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            from ..config import private_file
-
-            # isolation_level=None: the transactions below are begun by hand (IMMEDIATE).
-            db = sqlite3.connect(private_file(self.path), timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
-            try:
-                wal_mode(db)
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except BaseException:
-                db.close()  # the next call opens it anew
-                raise
-            self._db = db
-        return self._db
+    def _open(self) -> SQLiteRecords:
+        # A failed open leaves nothing behind: the next call opens it anew.
+        return migrated(SQLiteRecords(self.path, timeout=BUSY_SECONDS), "counters", _STEPS)
 
     def _run(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
         """The calls in one IMMEDIATE transaction: SQLite's write lock makes each
@@ -120,22 +109,14 @@ class SQLiteCounters(QueuedCounters):
         last read): those are retried on a new connection, for up to BUSY_SECONDS."""
         try:
             # A fresh connection holds no snapshot from before the other process's write.
-            return retry_while_busy(lambda: self._attempt(calls), BUSY_SECONDS, between=self._reopen)
-        except sqlite3.Error as exc:
+            return retry_while_busy(lambda: self._attempt(calls), BUSY_SECONDS, between=self._io.reset)
+        except (sqlite3.Error, ConfigError) as exc:  # ConfigError: a file that would not open as a database
             raise self.unavailable(exc) from None
 
-    def _reopen(self) -> None:
-        """Close the connection; the next call opens a new one."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
     def _attempt(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        now = self.clock()
         replies: list[Any] = []
-        try:
+        with self._io.conn.transaction() as db:  # BEGIN IMMEDIATE
+            now = self.clock()
             for work, args in calls:
                 try:
                     replies.append(work(db, now, *args))
@@ -144,14 +125,9 @@ class SQLiteCounters(QueuedCounters):
             if now - self._swept > SWEEP_SECONDS:
                 self._swept = now
                 _sweep(db, now)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return replies
 
-    def _book(self, db: sqlite3.Connection, now: float, key_id: str, limits: KeyLimits, tokens: int, cost: float,
+    def _book(self, db: SQLiteRecords, now: float, key_id: str, limits: KeyLimits, tokens: int, cost: float,
               seed: float) -> Booking:
         row = db.execute("SELECT spent, held, tokens, requests, seq, born FROM counters WHERE key = ?", (key_id,)).fetchone()
         if row is None:
@@ -182,7 +158,7 @@ class SQLiteCounters(QueuedCounters):
         return Booking(key_id, tokens, cost, (seq, born))
 
     @staticmethod
-    def _unbook(db: sqlite3.Connection, now: float, booking: Booking, tokens: int, cost: float) -> None:
+    def _unbook(db: SQLiteRecords, now: float, booking: Booking, tokens: int, cost: float) -> None:
         seq, born = booking.ref
         key_id = booking.key_id
         row = db.execute("SELECT born FROM counters WHERE key = ?", (key_id,)).fetchone()
@@ -196,7 +172,7 @@ class SQLiteCounters(QueuedCounters):
     # -- event loop ------------------------------------------------------------------------
 
     async def _send(self, calls: list[Any]) -> list[Any]:
-        return await asyncio.get_running_loop().run_in_executor(self._io, self._run, calls)
+        return await self._io.run(self._run, calls)
 
     async def _reserve(self, key_id: str, limits: KeyLimits, tokens: int, cost: float) -> Booking:
         return await self._call((self._book, (key_id, limits, tokens, cost, self._seeds.get(key_id, 0.0))))
@@ -206,22 +182,20 @@ class SQLiteCounters(QueuedCounters):
 
     async def healthy(self) -> bool:
         def probe() -> bool:
-            self._conn().execute("SELECT 1 FROM counters LIMIT 1").fetchall()
+            self._io.conn.execute("SELECT 1 FROM counters LIMIT 1").fetchall()
             return True
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._io, probe)
+            return await self._io.run(probe)
         except Exception:  # noqa: BLE001 - any failure means "not usable"
             return False
 
     async def close(self) -> None:
         await self._drain()
-
-        await asyncio.get_running_loop().run_in_executor(self._io, self._reopen)
-        self._io.shutdown(wait=False)
+        await self._io.aclose()
 
 
-def _sweep(db: sqlite3.Connection, now: float) -> None:
+def _sweep(db: SQLiteRecords, now: float) -> None:
     """Forget keys nobody used for a day (their spend comes back from the key store)."""
     idle = now - IDLE_SECONDS
     for table in ("window", "holds"):
@@ -229,7 +203,7 @@ def _sweep(db: sqlite3.Connection, now: float) -> None:
     db.execute("DELETE FROM counters WHERE touched < ?", (idle,))
 
 
-def _check(db: sqlite3.Connection, key_id: str, limits: KeyLimits, tokens: int, cost: float, now: float, window: float,
+def _check(db: SQLiteRecords, key_id: str, limits: KeyLimits, tokens: int, cost: float, now: float, window: float,
            spent: float, held: float, used: int, count: int) -> None:
     """Raise the limit a request of ``tokens`` tokens and ``cost`` USD would break."""
     if limits.rpm is not None and count >= limits.rpm:
@@ -239,7 +213,7 @@ def _check(db: sqlite3.Connection, key_id: str, limits: KeyLimits, tokens: int, 
         if tokens > limits.tpm:
             raise too_many_tokens_error(tokens, limits.tpm)
         if used + tokens > limits.tpm:
-            entries = db.execute("SELECT at, tokens FROM window WHERE key = ? ORDER BY at", (key_id,))
+            entries = db.execute("SELECT at, tokens FROM window WHERE key = ? ORDER BY at", (key_id,)).fetchall()
             raise tpm_error(limits.tpm, token_wait(entries, used + tokens - limits.tpm, now, window))
     if limits.budget is not None and spent + held + cost > limits.budget:
         raise budget_error(limits.budget, spent, held)

@@ -4,8 +4,8 @@ The pages are plain files shipped in the wheel, read once and served with a stri
 Content-Security-Policy. The endpoints are token-authenticated JSON (no cookies, so no
 CSRF surface): on an open loopback gateway anyone local may use them; with auth on, an
 admin key sees everything and a normal key only the models it may call and its own usage.
-Every SQLite read runs on this door's own worker thread, never on the event loop; no
-secret is ever sent back except a new key's, once, in the answer that made it.
+Every read goes through the stores' public methods, off the event loop; no secret is ever
+sent back except a new key's, once, in the answer that made it.
 """
 
 from __future__ import annotations
@@ -15,20 +15,22 @@ import csv
 import hashlib
 import io
 import re
-import sqlite3
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from ...dialects import openai as openai_dialect
 from ...errors import BadRequestError, ModelportError, NotFoundError, PermissionDeniedError
-from ...jsonio import JSONDecodeError, dumps, loads
+from ...jsonio import JSONDecodeError, dumps
 from ..batches_door import BatchesDoor, refuse_metered_batches
 from ..routes import Route
 from ..services import Services
+
+if TYPE_CHECKING:
+    from ...batch.files_api import Spend
+    from ...calllog import CallFilter, CallLog, CallSummary, UsageBucket
 
 T = TypeVar("T")
 
@@ -45,16 +47,8 @@ CONSOLE_HEADER = "x-modelport-console"
 PAGE_SIZE = 50
 MAX_PAGE = 500
 MAX_UPLOAD_ROWS = 50_000
-# The call list shows these; a call's full request and answer come from /ui/api/logs/<id>.
-_SUMMARY = ("seq, id, created_at, source, provider, model, key_name, substr(prompt, 1, 200), substr(response, 1, 200), "
-            "input_tokens, output_tokens, cost, latency, error_kind, cached, stream")
-_SUMMARY_NAMES = ("seq", "id", "created_at", "source", "provider", "model", "key_name", "prompt", "response",
-                  "input_tokens", "output_tokens", "cost", "latency", "error_kind", "cached", "stream")
-USAGE_BY = {"model": "provider || '/' || model", "provider": "provider", "key": "coalesce(key_name, '(no key)')", "source": "source"}
-# Bucket widths as prefixes of the ISO time: a day is its first 10 characters, an hour 13.
-BUCKETS = {"day": 10, "hour": 13, "month": 7}
-# As the call log's own sums, on error_kind (set with error) so the covering index serves them.
-_BILLED = "(error_kind IS NULL AND cached = 0)"
+# The usage series' columns, in the CSV export's order.
+_USAGE_NAMES = ("time", "group", "calls", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls")
 _CALL_ID = re.compile(r"^[0-9A-Za-z]{26}$")
 _BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
 
@@ -65,9 +59,10 @@ class ConsoleDoor:
     def __init__(self, services: Services) -> None:
         self.gateway = services
         self._files: dict[str, tuple[bytes, str, str]] | None = None
-        # One thread owns the console's read connection to the call log.
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-ui")
-        self._log_conn: sqlite3.Connection | None = None
+        # The default call log, read when the gateway logs no calls itself (opened once found,
+        # by whichever reading thread looks first).
+        self._default_log: CallLog | None = None
+        self._default_log_lock = threading.Lock()
         self._routes: dict[tuple[str, str], Callable[..., Any]] = {
             ("GET", "me"): self.me, ("GET", "models"): self.models, ("GET", "logs"): self.logs, ("GET", "usage"): self.usage,
             ("GET", "keys"): self.keys, ("POST", "keys"): self.create_key, ("GET", "batches"): self.batches,
@@ -92,15 +87,9 @@ class ConsoleDoor:
         return self._batches_door().files_api()
 
     async def aclose(self) -> None:
-        """Close the read connection on its own thread, then let the thread go."""
-
-        def close() -> None:
-            if self._log_conn is not None:
-                self._log_conn.close()
-                self._log_conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._io, close)
-        self._io.shutdown(wait=False)
+        """Close the default call log if this door opened it (the gateway closes its own)."""
+        if self._default_log is not None:
+            await asyncio.to_thread(self._default_log.close)
 
     # -- static pages ----------------------------------------------------------------------
 
@@ -168,9 +157,6 @@ class ConsoleDoor:
         caller = req.caller
         return not self.gateway.auth_required or (caller is not None and caller.record.admin)
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args))
-
     async def me(self, req: Any) -> dict[str, Any]:
         caller = req.caller
         return {"auth": self.gateway.auth_required, "admin": self._is_admin(req), "key": caller.name if caller else None}
@@ -202,94 +188,67 @@ class ConsoleDoor:
 
     # -- the call log ----------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection | None:
-        """The read connection (on this door's thread), or None while no call was logged."""
-        gateway_log = self.gateway.call_log
-        if gateway_log is not None:
-            gateway_log.flush(2.0)
-        if self._log_conn is None:
-            from ...calllog import default_log_path
+    def _log(self) -> CallLog | None:
+        """The call log to read: the gateway's, else the default file's; None while no call
+        was logged there (reading must not make the file). Blocking: off the event loop."""
+        if self.gateway.call_log is not None:
+            return self.gateway.call_log
+        with self._default_log_lock:
+            if self._default_log is None:
+                from ...calllog import CallLog, default_log_path
 
-            path = gateway_log.path if gateway_log is not None else default_log_path()
-            if not path.exists():
-                return None
-            self._log_conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10)
-        return self._log_conn
+                path = default_log_path()
+                if not path.exists():
+                    return None
+                self._default_log = CallLog(path)
+            return self._default_log
 
-    def _filters(self, req: Any, query: dict[str, str]) -> tuple[list[str], list[Any]]:
-        from ...calllog import _iso, _match_expression, parse_since
+    async def _read_log(self, read: Callable[[CallLog], T], empty: T) -> T:
+        def run() -> T:
+            log = self._log()
+            return empty if log is None else read(log)
 
-        where: list[str] = []
-        params: list[Any] = []
-        for name, column in (("provider", "provider"), ("source", "source")):
-            value = query.get(name)
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        model = query.get("model")
-        if model:
-            where.append("(model = ? OR provider || '/' || model = ?)")
-            params += [model, model]
+        return await asyncio.to_thread(run)
+
+    def _filter(self, req: Any, query: dict[str, str]) -> CallFilter:
+        """The page's filters as the call log's, checked here so a bad one is a 400 naming it."""
+        from ...calllog import CallFilter, FilterError
+
         key = query.get("key") if self._is_admin(req) else req.caller.name
-        if key:
-            where.append("key_name = ?")
-            params.append(key)
-        status = query.get("status")
-        if status:
-            if status not in ("ok", "error"):
-                raise BadRequestError("status must be ok or error", param="status")
-            where.append("error_kind IS NULL" if status == "ok" else "error_kind IS NOT NULL")
-        for name, op in (("since", ">="), ("until", "<")):
-            value = query.get(name)
-            if value:
-                try:
-                    moment = parse_since(value)
-                except ValueError as exc:
-                    raise BadRequestError(f"{name}: {exc}", param=name) from None
-                where.append(f"created_at {op} ?")
-                params.append(_iso(moment.timestamp()))
-        text = query.get("q", "").strip()
-        if text:
-            where.append("seq IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?)")
-            params.append(_match_expression(text))
-        return where, params
+        found = CallFilter(model=query.get("model") or None, provider=query.get("provider") or None,
+                           source=query.get("source") or None, key_name=key or None, status=query.get("status") or None,
+                           since=query.get("since") or None, until=query.get("until") or None,
+                           search=query.get("q", "").strip() or None)
+        try:
+            found.where()
+        except FilterError as exc:
+            raise BadRequestError(str(exc), param="q" if exc.field == "search" else exc.field) from None
+        return found
 
     async def logs(self, req: Any) -> dict[str, Any]:
         self._admin(req)
         query = req.query
         limit = _int(query, "limit", PAGE_SIZE, 1, MAX_PAGE)
-        before = _int(query, "before", 0, 0, 2**62)
-        where, params = self._filters(req, query)
-        if before:
-            where.append("seq < ?")
-            params.append(before)
-        sql = f"SELECT {_SUMMARY} FROM calls" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?"
-
-        def read() -> list[tuple[Any, ...]]:
-            conn = self._conn()
-            return [] if conn is None else conn.execute(sql, [*params, limit + 1]).fetchall()
-
-        rows = await self._run(read)
-        calls = [dict(zip(_SUMMARY_NAMES, row)) for row in rows[:limit]]
-        return {"calls": calls, "next": calls[-1]["seq"] if len(rows) > limit else None}
+        before = _int(query, "before", 0, 0, 2**62) or None
+        where = self._filter(req, query)
+        none: list[CallSummary] = []
+        found = await self._read_log(lambda log: log.summaries(where, limit=limit + 1, before=before), none)
+        calls = [summary.to_dict() for summary in found[:limit]]
+        return {"calls": calls, "next": calls[-1]["seq"] if len(found) > limit else None}
 
     async def call(self, req: Any, call_id: str) -> dict[str, Any]:
         self._admin(req)
         if not _CALL_ID.match(call_id):
             raise BadRequestError(f"{call_id!r} is not a call id", param="id")
-        from ...calllog import _CALL_COLUMNS, _row_to_call
-
-        def read() -> Any:
-            conn = self._conn()
-            return None if conn is None else conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id.upper(),)).fetchone()
-
-        row = await self._run(read)
-        if row is None:
+        found = await self._read_log(lambda log: log.get(call_id), None)
+        if found is None:
             raise NotFoundError(f"no call {call_id} in the log", param="id")
-        return _row_to_call(row).to_dict()
+        return found.to_dict()
 
     async def usage(self, req: Any) -> Any:
         """Calls, tokens and spend per time bucket and group; a normal key sees its own only."""
+        from ...calllog import BUCKETS, USAGE_BY
+
         query = req.query
         by = query.get("by", "model")
         bucket = query.get("bucket", "day")
@@ -299,22 +258,13 @@ class ConsoleDoor:
             raise BadRequestError(f"bucket must be one of {', '.join(BUCKETS)}", param="bucket")
         if not self._is_admin(req) and query.get("key") not in (None, "", req.caller.name):
             raise PermissionDeniedError("a normal gateway key sees only its own usage", param="key")
-        where, params = self._filters(req, query)
-        sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, count(*), "
-               "sum(error_kind IS NOT NULL), "
-               f"sum(CASE WHEN {_BILLED} THEN input_tokens ELSE 0 END), sum(CASE WHEN {_BILLED} THEN output_tokens ELSE 0 END), "
-               f"total(CASE WHEN {_BILLED} THEN cost END), sum({_BILLED} AND cost IS NULL) FROM calls"
-               + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY t, grp ORDER BY t, grp")
-
-        def read() -> list[tuple[Any, ...]]:
-            conn = self._conn()
-            return [] if conn is None else conn.execute(sql, params).fetchall()
-
-        names = ("time", "group", "calls", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls")
-        rows = [dict(zip(names, (*row[:6], round(row[6], 9), row[7]))) for row in await self._run(read)]
+        where = self._filter(req, query)
+        none: list[UsageBucket] = []
+        series = await self._read_log(lambda log: log.usage_series(by, bucket, where), none)
+        rows = [_usage_view(bucket_row) for bucket_row in series]
         if query.get("format") == "csv":
             out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=names)
+            writer = csv.DictWriter(out, fieldnames=_USAGE_NAMES)
             writer.writeheader()
             writer.writerows(rows)
             return out.getvalue().encode(), "text/csv; charset=utf-8", f"usage-by-{by}.csv"
@@ -322,20 +272,16 @@ class ConsoleDoor:
         for row in rows:
             total = totals.setdefault(row["group"], {"group": row["group"], "calls": 0, "errors": 0, "input_tokens": 0,
                                                      "output_tokens": 0, "cost": 0.0, "unpriced_calls": 0})
-            for name in names[2:]:
+            for name in _USAGE_NAMES[2:]:
                 total[name] += row[name]
         return {"by": by, "bucket": bucket, "series": rows, "totals": sorted(totals.values(), key=lambda t: -t["cost"])}
 
     # -- gateway keys ----------------------------------------------------------------------
 
-    async def _keys_io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        # The gateway's key thread owns the key store's connection.
-        return await self.gateway.run_keys(fn, *args, **kwargs)
-
     async def keys(self, req: Any) -> dict[str, Any]:
         self._admin(req)
         await self.gateway.sync_keys()
-        records = await self._keys_io(self.gateway.keys.store.records)
+        records = await self.gateway.keys.run(lambda store: store.records())
         return {"keys": [_key_view(r) for r in records]}
 
     async def create_key(self, req: Any) -> dict[str, Any]:
@@ -362,7 +308,7 @@ class ConsoleDoor:
         admin = body.get("admin", False)
         if not isinstance(admin, bool):
             raise BadRequestError("admin: true or false", param="admin")
-        key = await self._keys_io(self.gateway.keys.store.create, name.strip(), models=models, admin=admin, **options)
+        key = await self.gateway.keys.run(lambda store: store.create(name.strip(), models=models, admin=admin, **options))
         await self.gateway.sync_keys()
         # The one and only time this secret leaves the server.
         return {"name": name.strip(), "key": key, "admin": admin, "models": models, **options}
@@ -372,7 +318,7 @@ class ConsoleDoor:
         from urllib.parse import unquote
 
         name = unquote(name)
-        if not await self._keys_io(self.gateway.keys.store.revoke, name):
+        if not await self.gateway.keys.run(lambda store: store.revoke(name)):
             raise NotFoundError(f"no live gateway key named {name!r}", param="name")
         await self.gateway.sync_keys()
         return {"name": name, "revoked": True}
@@ -389,24 +335,9 @@ class ConsoleDoor:
         self._admin(req)
         api = self.files_api()
         listed = await api.list_batches(limit=_int(req.query, "limit", 50, 1, MAX_PAGE), owner=self._owner(req))
-        spends = await self._run(self._spends, [b["id"] for b in listed["data"]], api.root)
+        spends = await api.spends([b["id"] for b in listed["data"]])
         now = time.time()
         return {"batches": [_progress(b, spends.get(b["id"]), now) for b in listed["data"]]}
-
-    @staticmethod
-    def _spends(ids: list[str], root: Path) -> dict[str, dict[str, Any]]:
-        from ...batch.journal import Journal
-
-        found = {}
-        for batch_id in ids:
-            path = root / "jobs" / f"{batch_id}.db"
-            if path.exists():
-                journal = Journal(path)
-                try:
-                    found[batch_id] = journal.totals()
-                finally:
-                    journal.close()
-        return found
 
     async def cancel_batch(self, req: Any, batch_id: str) -> dict[str, Any]:
         self._admin(req)
@@ -526,7 +457,7 @@ def _batch_lines(spec: Any, rows: list[Any], client: Any) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def _progress(batch: dict[str, Any], totals: dict[str, Any] | None, now: float) -> dict[str, Any]:
+def _progress(batch: dict[str, Any], spend: Spend | None, now: float) -> dict[str, Any]:
     counts = batch.get("request_counts") or {}
     total, completed, failed = counts.get("total", 0), counts.get("completed", 0), counts.get("failed", 0)
     done = completed + failed
@@ -536,10 +467,16 @@ def _progress(batch: dict[str, Any], totals: dict[str, Any] | None, now: float) 
     rate = done / elapsed if elapsed > 0 and done else None
     eta = (total - done) / rate if rate and total > done and not ended else None
     return {"id": batch["id"], "status": batch["status"], "created_at": batch["created_at"], "total": total, "done": done,
-            "failed": failed, "rate": rate, "eta_seconds": eta, "cost": totals["cost"] if totals else 0.0,
-            "unknown_cost_rows": totals["unknown_cost_rows"] if totals else 0,
+            "failed": failed, "rate": rate, "eta_seconds": eta, "cost": spend.cost if spend else 0.0,
+            "unknown_cost_rows": spend.unknown_cost_rows if spend else 0,
             "output_file_id": batch.get("output_file_id"), "error_file_id": batch.get("error_file_id"),
             "errors": (batch.get("errors") or {}).get("data") or []}
+
+
+def _usage_view(bucket: UsageBucket) -> dict[str, Any]:
+    usage = bucket.usage
+    return dict(zip(_USAGE_NAMES, (bucket.time, usage.group, usage.calls, usage.errors, usage.input_tokens, usage.output_tokens,
+                                   round(usage.cost, 9), usage.unpriced_calls)))
 
 
 def _key_view(record: Any) -> dict[str, Any]:
