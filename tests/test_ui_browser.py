@@ -8,7 +8,6 @@ Screenshots of each page go to ``$MODELPORT_TEST_ARTIFACTS`` (else a temporary d
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -9,6 +9,7 @@ from ..dialects import anthropic as dialect
 from .http import Request
 from .limits import estimate_tokens
 from .routes import Route
+from .pipeline import listed
 from .services import Services
 
 
@@ -27,7 +28,9 @@ class AnthropicDoor:
 
     async def messages(self, req: Request) -> None:
         pipeline = self.services.pipeline
-        request = await req.decode(dialect.decode_request, await req.json(self.services.settings.max_body_bytes))
+        body = await req.json(self.services.settings.max_body_bytes)
+        pipeline.refuse_unaffordable(req, listed(body, "messages"))
+        request = await req.decode(dialect.decode_request, body)
         if request.stream:
             await pipeline.stream(req, request, dialect.StreamEncoder(request.model))
             return

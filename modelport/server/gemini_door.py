@@ -11,9 +11,11 @@ from typing import Awaitable, Callable, Iterable, Mapping
 
 from ..dialects import gemini as dialect
 from ..errors import NotFoundError
+from ..types import ChatRequest
 from .http import Request
 from .limits import estimate_tokens
 from .routes import Route
+from .pipeline import listed
 from .services import Services
 
 
@@ -55,13 +57,18 @@ class GeminiDoor:
             raise NotFoundError(f"unknown method {method!r}; this gateway serves {', '.join(self._methods)}", code="unknown_url")
         await handler(req, self._model_name(model), method)
 
+    async def _chat_request(self, req: Request, model: str) -> ChatRequest:
+        body = await req.json(self.services.settings.max_body_bytes)
+        self.services.pipeline.refuse_unaffordable(req, listed(body, "contents"))
+        return await req.decode(dialect.decode_request, body, model)
+
     async def generate(self, req: Request, model: str, _: str) -> None:
-        request = await req.decode(dialect.decode_request, await req.json(self.services.settings.max_body_bytes), model)
+        request = await self._chat_request(req, model)
         response = await self.services.pipeline.chat(req, request)
         await req.respond(dialect.encode_response(response, model))
 
     async def stream(self, req: Request, model: str, _: str) -> None:
-        request = await req.decode(dialect.decode_request, await req.json(self.services.settings.max_body_bytes), model)
+        request = await self._chat_request(req, model)
         if req.query.get("alt") == "sse":
             await self.services.pipeline.stream(req, request, dialect.StreamEncoder(model))
             return

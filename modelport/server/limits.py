@@ -84,6 +84,12 @@ def prompt_token_bound(request: ChatRequest) -> int:
     )
 
 
+def message_floor(messages: int) -> int:
+    """The least ``prompt_token_bound`` of any request with this many messages: what each
+    message's framing alone books. Known as soon as the body is parsed, before it is decoded."""
+    return MESSAGE_OVERHEAD_BOUND * messages + REQUEST_OVERHEAD_BOUND
+
+
 def text_token_bound(texts: Iterable[str]) -> int:
     """Tokens no tokenizer exceeds for these texts: their UTF-8 bytes."""
     return sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)

@@ -24,6 +24,7 @@ from ..types import ChatRequest, validate_request
 from .http import Request
 from .router import Target
 from .routes import Route
+from .pipeline import listed
 from .services import Services
 
 # The Ollama release whose native API this door speaks; clients gate features on it.
@@ -100,8 +101,10 @@ class OllamaDoor:
 
     async def _answer(self, req: Request, decoder: Callable[..., ChatRequest], generate: bool) -> None:
         services, pipeline = self.services, self.services.pipeline
+        body = await req.json(services.settings.max_body_bytes)
+        pipeline.refuse_unaffordable(req, listed(body, "messages"))
         # Checked below: a request with nothing to answer is Ollama's way to load a model.
-        request = await req.decode(decoder, await req.json(services.settings.max_body_bytes), check=False)
+        request = await req.decode(decoder, body, check=False)
         client_name = request.model
         unload = request.extra.get("keep_alive") in (0, "0")
         request = self._for_backend(request, client_name)

@@ -19,6 +19,7 @@ from ..jsonio import dumps
 from ..types import StreamEvent, Usage
 from .http import Request
 from .routes import Route
+from .pipeline import listed
 from .services import Services
 
 # The legacy endpoint's own default (protocols §2.11), far below chat's.
@@ -43,6 +44,7 @@ class OpenAIDoor:
 
     async def chat_completions(self, req: Request) -> None:
         body = await req.json(self.services.settings.max_body_bytes)
+        self.pipeline.refuse_unaffordable(req, listed(body, "messages"))
         request = await req.decode(dialect.decode_request, body)
         if request.stream:
             encoder = dialect.StreamEncoder(request.model, dialect.stream_include_usage(body))

@@ -23,11 +23,11 @@ from ..calllog import CallLog
 from ..errors import ModelportError, PermissionDeniedError
 from ..hooks import CallInfo, Hooks
 from ..prices import cost as price_cost
-from ..state.counters import Booking, Counters
+from ..state.counters import Booking, Counters, too_many_tokens_error
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, Usage
 from .auth import Caller, KeyRing
 from .http import Interrupt, Receive, client_gone, timeout_error
-from .limits import MESSAGE_OVERHEAD_BOUND, prompt_token_bound, settlement, text_token_bound
+from .limits import MESSAGE_OVERHEAD_BOUND, message_floor, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
 from .router import Router, Target, may_fall_back
 from .settings import Settings
@@ -152,6 +152,15 @@ class CallPipeline:
         call.booking = await self._book(exchange, targets, request.model, call.prompt_tokens + (request.max_tokens or 0),
                                         Usage(call.prompt_tokens, request.max_tokens or 0))
         return call
+
+    def refuse_unaffordable(self, exchange: Exchange, messages: int) -> None:
+        """Refuse, before its body is decoded, a request whose messages alone book more tokens
+        than the key may use in a minute: decoding tens of thousands of messages costs a
+        second of CPU that the booking would throw away."""
+        caller = exchange.caller
+        tpm = caller.record.limits.tpm if caller is not None else None
+        if tpm is not None and message_floor(messages) > tpm:
+            raise too_many_tokens_error(message_floor(messages), tpm)
 
     async def _book(self, exchange: Exchange, targets: tuple[Target, ...], model: str, tokens: int, worst: Usage) -> Booking | None:
         caller = exchange.caller
@@ -402,6 +411,13 @@ class CallPipeline:
             usage = settlement(answer, response.usage if response is not None else None, call.prompt_tokens, 0, complete=True,
                                cut_off=call.cut_off)
             await self._settle(call, usage)
+
+
+def listed(body: object, field: str) -> int:
+    """How many items ``body[field]`` lists (0 when it is not a list): a request's messages,
+    counted before decoding for ``refuse_unaffordable``."""
+    value = body.get(field) if isinstance(body, dict) else None
+    return len(value) if isinstance(value, list) else 0
 
 
 async def _watch_disconnect(exchange: Exchange, receive: Receive | None, interrupt: Interrupt) -> None:

@@ -60,6 +60,7 @@ class ResponsesDoor:
         if not isinstance(body, dict):
             raise BadRequestError("body: expected a JSON object", param="body")
         own_input, history = await self._resolve(req, body)
+        pipeline.refuse_unaffordable(req, _framed(history) + _framed(own_input))
         request = await req.decode(dialect.decode_request, {**body, "input": history + own_input, "previous_response_id": None})
         echo = dialect.echo_fields(body)
         store = echo["store"]
@@ -215,6 +216,15 @@ class _Storing(StreamEncoderBase):
 
     def error(self, exc: BaseException) -> bytes:
         return self._save(self.encoder.error(exc))
+
+
+# Input items that each become a message or a tool call of their own (a reasoning item joins
+# the message after it), so each books at least one message's framing.
+_FRAMED = frozenset({"message", "function_call", "function_call_output"})
+
+
+def _framed(items: list[Any]) -> int:
+    return sum(1 for item in items if isinstance(item, dict) and (item.get("type") or "message") in _FRAMED)
 
 
 def _owner(req: Request) -> str:
