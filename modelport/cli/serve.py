@@ -9,7 +9,7 @@ from .common import friendly_errors
 
 @click.command("serve")
 @click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1; anything else turns --auth on]")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port  [default: 1234, LM Studio's, so its examples run unchanged]")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port; 0 picks a free one  [default: 1234, LM Studio's, so its examples run unchanged]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config: aliases, fallbacks, [server] settings.")
 @click.option("--auth/--no-auth", default=None, help="Require a gateway key (`modelport keys create`)  [default: on unless bound to loopback]")
 @click.option("--max-body", "max_body_mb", type=float, default=None, help="Largest request body, MiB  [default: 16]")

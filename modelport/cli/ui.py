@@ -9,7 +9,7 @@ from .common import friendly_errors
 
 @click.command("ui")
 @click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1; anything else turns --auth on]")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port  [default: 1234]")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port; 0 picks a free one  [default: 1234]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config: aliases, fallbacks, [server] settings.")
 @click.option("--auth/--no-auth", default=None, help="Require a gateway key; the console then asks for an admin key  [default: on unless bound to loopback]")
 @click.option("--open/--no-open", "open_browser", default=True, help="Open the console in the browser  [default: open]")

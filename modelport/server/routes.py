@@ -58,6 +58,9 @@ class RouteTable:
     # Where a path no route serves gets its 404 in another dialect than the default's (Gemini's /v1beta).
     error_prefixes: list[tuple[str, ServerDialect]] = field(default_factory=list)
     default_dialect: ServerDialect | None = None
+    # Each pattern's place in its door's declaration (claiming ones are tried first, but a
+    # door's own order decides which of its routes owns a path).
+    declared: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def compile(cls, routes: Iterable[Route], error_prefixes: Iterable[tuple[str, ServerDialect]],
@@ -65,7 +68,8 @@ class RouteTable:
         table = cls(error_prefixes=sorted(error_prefixes, key=lambda p: -len(p[0])), default_dialect=default_dialect)
         claiming: list[Route] = []
         plain: list[Route] = []
-        for route in routes:
+        for place, route in enumerate(routes):
+            table.declared[id(route)] = place
             if isinstance(route.path, str):
                 shared = table.exact.setdefault((route.method, route.path), [])
                 # A claiming route is asked before the one that takes what nobody claims.
@@ -89,15 +93,23 @@ class RouteTable:
         if methods:
             req.dialect = self.exact[(methods[0], path)][0].dialect  # the 405 in the path's own dialect
             raise not_allowed(method, path, tuple(sorted(methods)))
+        fits: list[tuple[Route, re.Match[str]]] = []
         for route in self.patterns:
             match = route.path.match(path)  # type: ignore[union-attr]
-            if match is None or (route.claims is not None and not route.claims(req.headers, req.query)):
-                continue
-            if route.method != method and route.method != "*":
-                # The first pattern that fits the path owns it: POST-only Gemini methods are a 405 on GET.
-                req.dialect = route.dialect
-                raise not_allowed(method, path, (route.method,))
-            return route, match.groups()
+            if match is not None and (route.claims is None or route.claims(req.headers, req.query)):
+                fits.append((route, match))
+        for route, match in fits:
+            if route.method == method or route.method == "*":
+                # Within a door the first route that fits a path owns it: GET on a POST-only
+                # Gemini method is a 405, not a model of that name. Across doors the method decides.
+                owner = min((r for r, _ in fits if r.door == route.door), key=lambda r: self.declared[id(r)])
+                if owner is not route and owner.method not in (method, "*"):
+                    break
+                return route, match.groups()
+        if fits:
+            owner = next((r for r, _ in fits if r.method not in (method, "*")), fits[0][0])
+            req.dialect = owner.dialect
+            raise not_allowed(method, path, (owner.method,))
         req.dialect = self.dialect_for(path)
         paths = sorted({p for _, p in self.exact if p.startswith("/v1/")})
         raise NotFoundError(f"no such endpoint: {method} {path}; this gateway serves {', '.join(paths)} and Gemini's /v1beta/models/...",
