@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_gateway import free_port, load, start_gateway, start_upstream  # noqa: E402
-from modelport.state.counters import Counters, KeyLimits, open_counters  # noqa: E402
+from modelport.state.counter_stores import open_counters  # noqa: E402
+from modelport.state.counters import Counters, KeyLimits  # noqa: E402
 
 # Generous enough never to refuse: the cost measured is the booking's, not a refusal's.
 LIMITS = KeyLimits(rpm=10**9, tpm=10**12, budget=1e9)

@@ -23,7 +23,8 @@ from modelport.errors import QuotaExceededError, RateLimitError, StateUnavailabl
 from modelport.server import Settings
 from modelport.server.auth import KeyStore
 from modelport.server.testing import GatewayThread
-from modelport.state.counters import Counters, KeyLimits, MemoryCounters, open_counters
+from modelport.state.counter_stores import open_counters
+from modelport.state.counters import Counters, KeyLimits, MemoryCounters
 from modelport.state.redis_counters import RedisCounters
 from modelport.state.sqlite_counters import SQLiteCounters
 from tests.fakes.openai_upstream import OpenAIUpstream
@@ -204,7 +205,8 @@ ATTEMPTS = 40  # per process and limit
 _HAMMER = textwrap.dedent("""
     import asyncio, json, sys
     from modelport.errors import RateLimitError
-    from modelport.state.counters import KeyLimits, open_counters
+    from modelport.state.counter_stores import open_counters
+    from modelport.state.counters import KeyLimits
 
     async def main():
         counters = open_counters(sys.argv[1])
@@ -267,7 +269,8 @@ def test_concurrent_requests_in_one_process_admit_exactly_the_limits(kind: str, 
 def test_open_counters_picks_by_scheme_and_imports_no_client_early(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys
-        from modelport.state.counters import MemoryCounters, open_counters
+        from modelport.state.counter_stores import open_counters
+        from modelport.state.counters import MemoryCounters
         assert isinstance(open_counters(None), MemoryCounters) and isinstance(open_counters("memory:"), MemoryCounters)
         sqlite = open_counters("sqlite:///{tmp_path}/c.db")
         redis = open_counters("redis://:hunter2@127.0.0.1:1/0")

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from ..client import AsyncClient
 from ..errors import ModelportError, NotFoundError, PermissionDeniedError, ServerError
 from ..hooks import Hooks, configured_hooks
-from ..state.counters import open_counters
+from ..state.counter_stores import open_counters
 from ..types import ModelInfo
 from .auth import Caller, KeyRing, KeyStore
 from .fair import FairExecutor

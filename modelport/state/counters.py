@@ -20,7 +20,7 @@
   they have no figure for yet, so N instances do not add the stored spend N times.
 * ``healthy()`` says whether the store answers now (for /ready); ``close()`` lets go of it.
 
-Implementations, chosen by ``open_counters(url)``: ``memory:`` (this module, in-process,
+Implementations, chosen by ``counter_stores.open_counters(url)``: ``memory:`` (this module, in-process,
 no ``await`` between check and book), ``sqlite:///path`` (``sqlite_counters``: the
 processes of one machine), ``redis://`` (``redis_counters``: many machines). No database
 client is imported until a URL needs one.
@@ -310,26 +310,3 @@ class MemoryCounters(Counters):
 
     async def healthy(self) -> bool:
         return True
-
-
-def open_counters(url: str | None, *, window: float = WINDOW, hold_seconds: float = DEFAULT_HOLD_SECONDS) -> Counters:
-    """The counters at ``url`` (None: ``memory:``). Nothing is connected or imported beyond
-    the implementation's module until the first call that needs the store.
-
-    ``window`` is the rpm/tpm window in seconds (60; shorter only for tests);
-    ``hold_seconds`` bounds how long a shared store holds a booked cost that is never
-    settled (give it more than the gateway's request timeout)."""
-    from . import check_url, scheme
-
-    if url is None:
-        return MemoryCounters(window=window)
-    kind = scheme(check_url("counters", url))
-    if kind == "memory":
-        return MemoryCounters(window=window)
-    if kind == "sqlite":
-        from .sqlite_counters import SQLiteCounters
-
-        return SQLiteCounters(url, window=window, hold_seconds=hold_seconds)
-    from .redis_counters import RedisCounters
-
-    return RedisCounters(url, window=window, hold_seconds=hold_seconds)
