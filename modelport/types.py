@@ -19,7 +19,9 @@ from typing import Any, Iterable, Literal, Union
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
-FINISH_REASONS: tuple[str, ...] = ("stop", "length", "tool_calls", "content_filter", "error")
+FINISH_REASONS: tuple[FinishReason, ...] = ("stop", "length", "tool_calls", "content_filter", "error")
+ToolChoiceMode = Literal["auto", "none", "required"]
+TOOL_CHOICE_MODES: tuple[ToolChoiceMode, ...] = ("auto", "none", "required")
 
 
 def dump_json(value: Any) -> str:
@@ -170,7 +172,7 @@ class Tool:
 class ToolChoice:
     """``mode`` is auto, none or required; ``name`` forces that one tool (mode "required")."""
 
-    mode: Literal["auto", "none", "required"] = "auto"
+    mode: ToolChoiceMode = "auto"
     name: str | None = None
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 from modelport.dialects.base import StreamEncoderBase
 from modelport.errors import BadRequestError, ModelportError, NotFoundError, StreamError, error_for_status
@@ -46,6 +46,7 @@ from modelport.types import (
     ChatRequest,
     ChatResponse,
     Embedding,
+    FinishReason,
     EmbeddingResponse,
     ImagePart,
     Message,
@@ -212,7 +213,7 @@ def _arguments_text(arguments: Any) -> str:
     return dump_json(arguments) if arguments is not None else "{}"
 
 
-def _decode_finish(reason: Any, has_calls: bool) -> str:
+def _decode_finish(reason: Any, has_calls: bool) -> FinishReason:
     if reason == "length":
         return "length"
     return "tool_calls" if has_calls else "stop"
@@ -265,7 +266,7 @@ class StreamDecoder:
         if chunk.get("done"):
             self.done = True
             finish = _decode_finish(chunk.get("done_reason"), self._calls > 0)
-            events.append(StreamEvent("finish", finish_reason=finish, usage=_decode_usage(chunk)))  # type: ignore[arg-type]
+            events.append(StreamEvent("finish", finish_reason=finish, usage=_decode_usage(chunk)))
         return events
 
 
@@ -467,7 +468,18 @@ def _decode_history_calls(raw: Any, path: str, first: int) -> list[ToolCall]:
     return calls
 
 
-def _stats(usage: Usage, total_ns: int, prompt_ns: int | None = None) -> dict[str, int]:
+class _Stats(TypedDict):
+    """The timings and counts that end an Ollama answer (durations in nanoseconds)."""
+
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+def _stats(usage: Usage, total_ns: int, prompt_ns: int | None = None) -> _Stats:
     n_in, n_out = usage.input_tokens, usage.output_tokens
     if prompt_ns is None:
         prompt_ns = total_ns * n_in // (n_in + n_out) if n_in + n_out else 0

@@ -21,11 +21,11 @@ Choices made once, here:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from modelport.dialects import upstream_decoder
 from modelport.dialects.base import StreamEncoderBase
-from modelport.dialects.openai_family import TOOL_CHOICE_MODES, bad, code_text, decode_metadata, decode_tools, encode_tool, new_id, optional
+from modelport.dialects.openai_family import bad, code_text, decode_metadata, decode_tools, encode_tool, new_id, optional
 from modelport.dialects.openai_family import (  # noqa: F401  (re-exported: the dialect interface)
     decode_embeddings_request,
     decode_embeddings_response,
@@ -43,6 +43,7 @@ from modelport.sse import format_event
 from modelport.types import (
     ChatRequest,
     ChatResponse,
+    FinishReason,
     ImagePart,
     InvalidShape,
     Message,
@@ -50,6 +51,7 @@ from modelport.types import (
     ReasoningPart,
     ResponseFormat,
     StreamEvent,
+    TOOL_CHOICE_MODES,
     TextPart,
     Tool,
     ToolCall,
@@ -62,7 +64,7 @@ def _dumps(value: Any) -> str:
     return dumps(value).decode()
 
 
-_FINISH_IN = {
+_FINISH_IN: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
     "tool_calls": "tool_calls",
@@ -144,7 +146,7 @@ def _encode_message(msg: Message) -> dict[str, Any]:
     return {"role": role, "content": _encode_content(msg.content)}
 
 
-def _encode_content(parts: list[Part]) -> str | list[dict[str, Any]]:
+def _encode_content(parts: Sequence[Part]) -> str | list[dict[str, Any]]:
     kept = [p for p in parts if not isinstance(p, ReasoningPart) and not (isinstance(p, TextPart) and not p.text)]
     if not kept:
         return ""
@@ -153,7 +155,7 @@ def _encode_content(parts: list[Part]) -> str | list[dict[str, Any]]:
     return [_encode_part(p) for p in kept]
 
 
-def _encode_part(part: Part) -> dict[str, Any]:
+def _encode_part(part: TextPart | ImagePart) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     image: dict[str, Any] = {"url": part.data_url}
@@ -248,7 +250,7 @@ def _arguments_text(function: dict[str, Any]) -> str:
     return _dumps(arguments) if arguments is not None else "{}"
 
 
-def _decode_finish(value: str | None, has_calls: bool) -> str:
+def _decode_finish(value: str | None, has_calls: bool) -> FinishReason:
     finish = _FINISH_IN.get(value or "", "stop")
     # Some compatible servers say "stop" after tool calls; the content decides (protocols §9.8).
     if has_calls and finish == "stop":
@@ -437,7 +439,7 @@ def _decode_messages(raw: list[Any]) -> list[Message]:
 
 def _decode_message(role: str, item: dict[str, Any], path: str, names_by_call_id: dict[str, str]) -> Message:
     content = _decode_content(item.get("content"), f"{path}.content", role == "user")
-    if role == "developer":
+    if role in ("system", "developer"):
         return Message("system", content)
     if role == "assistant":
         calls = _decode_tool_calls(item.get("tool_calls"), f"{path}.tool_calls")
@@ -448,7 +450,7 @@ def _decode_message(role: str, item: dict[str, Any], path: str, names_by_call_id
             raise bad(f"{path}.tool_call_id", "required: the id of the tool call this answers", "missing_required_parameter")
         name = names_by_call_id.get(call_id) or item.get("name")
         return Message("tool", content, tool_call_id=call_id, name=name if isinstance(name, str) else None)
-    return Message(role, content)
+    return Message("user", content)
 
 
 def _decode_content(content: Any, path: str, images_allowed: bool) -> list[Part]:
@@ -478,7 +480,7 @@ def _decode_part(raw: Any, path: str, images_allowed: bool) -> Part | None:
     if kind == "image_url" and images_allowed:
         image = raw.get("image_url")
         url = image.get("url") if isinstance(image, dict) else None
-        if not isinstance(url, str) or not url:
+        if not isinstance(image, dict) or not isinstance(url, str) or not url:
             raise bad(f"{path}.image_url.url", "expected a string", "missing_required_parameter")
         return ImagePart.from_url(url, image.get("detail"))
     allowed = "text or image_url" if images_allowed else "text"

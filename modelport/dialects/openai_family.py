@@ -22,7 +22,6 @@ from modelport.jsonio import loads
 from modelport.retry import parse_retry_after
 from modelport.types import Embedding, EmbeddingResponse, ModelInfo, Tool, Usage
 
-TOOL_CHOICE_MODES = ("auto", "none", "required")
 # A function tool's parameters when the caller gives none: a schema of no arguments.
 DEFAULT_PARAMETERS = {"type": "object", "properties": {}}
 

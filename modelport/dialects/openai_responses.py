@@ -33,12 +33,14 @@ from modelport.jsonio import dumps, loads
 from modelport.types import (
     ChatRequest,
     ChatResponse,
+    FinishReason,
     ImagePart,
     Message,
     Part,
     ReasoningPart,
     ResponseFormat,
     StreamEvent,
+    TOOL_CHOICE_MODES,
     TextPart,
     Tool,
     ToolCall,
@@ -48,7 +50,7 @@ from modelport.types import (
 
 # Errors, retry hints, embeddings and models are the same as chat completions', and so
 # are the request decoders' small helpers.
-from .openai_family import DEFAULT_PARAMETERS, TOOL_CHOICE_MODES, bad, decode_metadata, new_id, optional
+from .openai_family import DEFAULT_PARAMETERS, bad, decode_metadata, new_id, optional
 from .openai_family import (  # noqa: F401  (re-exported: the dialect interface)
     decode_embeddings_request,
     decode_embeddings_response,
@@ -274,7 +276,7 @@ def _failed(error: Any, provider: str) -> StreamError:
     return StreamError("the response failed", provider=provider, body=error)
 
 
-def _finish_of(response: dict[str, Any], has_calls: bool) -> str:
+def _finish_of(response: dict[str, Any], has_calls: bool) -> FinishReason:
     if response.get("status") == "incomplete":
         details = response.get("incomplete_details") or {}
         return "content_filter" if details.get("reason") == "content_filter" else "length"
@@ -452,7 +454,7 @@ class StreamDecoder:
         self.done = True
         response = obj.get("response") or {}
         finish = _finish_of(response, bool(self._calls))
-        return [StreamEvent("usage", usage=_decode_usage(response.get("usage"))), StreamEvent("finish", finish_reason=finish)]  # type: ignore[arg-type]
+        return [StreamEvent("usage", usage=_decode_usage(response.get("usage"))), StreamEvent("finish", finish_reason=finish)]
 
     def _failed(self, obj: dict[str, Any]) -> list[StreamEvent]:
         response = obj.get("response") or {}
@@ -726,7 +728,7 @@ def _decode_tool_choice(raw: Any) -> ToolChoice | None:
     if isinstance(raw, str):
         if raw not in TOOL_CHOICE_MODES:
             raise bad("tool_choice", "expected one of auto, none, required, or a function choice", "invalid_value")
-        return ToolChoice(raw)  # type: ignore[arg-type]
+        return ToolChoice(raw)
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "function":
         name = raw.get("name") or (raw.get("function") or {}).get("name")
@@ -736,7 +738,7 @@ def _decode_tool_choice(raw: Any) -> ToolChoice | None:
     if kind == "allowed_tools":
         # The subset has no canonical slot; its mode is the part every backend can honour.
         return ToolChoice("required" if raw.get("mode") == "required" else "auto")
-    if kind in ("auto", "none", "required"):
+    if kind in TOOL_CHOICE_MODES:
         return ToolChoice(kind)
     raise BadRequestError(f"tool_choice.type: {kind!r} is not supported by this gateway; expected a mode or a function",
                           param="tool_choice", code="unsupported_parameter")
@@ -745,8 +747,9 @@ def _decode_tool_choice(raw: Any) -> ToolChoice | None:
 
 def echo_fields(body: dict[str, Any]) -> dict[str, Any]:
     """What the response object repeats of the request, with the reference's defaults (§3.1)."""
-    text = body.get("text") if isinstance(body.get("text"), dict) else {}
-    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+    text, reasoning = body.get("text"), body.get("reasoning")
+    text = text if isinstance(text, dict) else {}
+    reasoning = reasoning if isinstance(reasoning, dict) else {}
     tools = [_echo_tool(t) for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") not in DROPPED_TOOLS]
     echo = {
         "background": False,
