@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncGenerator, Iterator
 
 from .. import __version__, dialects
 from ..errors import BadRequestError, ConfigError, ConnectionError, ModelportError, StreamError, TimeoutError, UpstreamProtocolError, redact
@@ -229,7 +229,7 @@ class HttpBackend:
         url, body = self._prepare(request, model_id, False)
         return self._decode(await self._apost(url, body), started, self.chat_dialect(model_id))
 
-    async def astream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]:
+    async def astream(self, request: ChatRequest, model_id: str) -> AsyncGenerator[StreamEvent, None]:
         url, body = self._prepare(request, model_id, True)
         transport, deadline, attempt = self._async_transport(), self._deadline(), 0
         while True:

@@ -21,8 +21,9 @@ class StreamDecoder(Protocol):
 class StreamEncoder(Protocol):
     """Canonical stream events to the caller's wire format, one event at a time."""
 
-    # The content type of the stream when it is not SSE (Ollama's NDJSON); None: SSE.
-    media_type: bytes | None
+    @property
+    def media_type(self) -> bytes | None:
+        """The content type of the stream when it is not SSE (Ollama's NDJSON); None: SSE."""
 
     def encode(self, event: StreamEvent) -> bytes: ...
 

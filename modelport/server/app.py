@@ -38,6 +38,7 @@ from .settings import Settings, WorkerInfo, instance_labels
 
 log = logging.getLogger("modelport.server")
 D = TypeVar("D")
+T = TypeVar("T")
 
 __all__ = ["Gateway", "Settings"]
 
@@ -214,7 +215,7 @@ class Gateway:
     async def sync_keys(self, unless_since: float | None = None) -> None:
         await self.key_sync.sync(unless_since)
 
-    async def run_keys(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def run_keys(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self.key_sync.run(fn, *args, **kwargs)
 
     def find_door(self, kind: type[D]) -> D:
@@ -250,7 +251,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         cache = self.pipeline.cache
         if cache is not None:
-            await loop.run_in_executor(None, cache.close)  # type: ignore[attr-defined]
+            await loop.run_in_executor(None, cache.close)
         if self.call_log is not None:
             await self.key_sync.run(self.call_log.flush, 5.0)
         await self.key_sync.close()

@@ -5,7 +5,7 @@ as a plugin sees exactly what a built-in one sees.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, TypeVar, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, TypeVar, runtime_checkable
 
 from ..calllog import CallLog
 from ..types import ModelInfo
@@ -19,6 +19,7 @@ from .routes import Route
 from .settings import Settings, WorkerInfo
 
 D = TypeVar("D")
+T = TypeVar("T")
 
 
 class Services(Protocol):
@@ -47,7 +48,7 @@ class Services(Protocol):
     async def sync_keys(self, unless_since: float | None = None) -> None:
         """Save unsaved key usage and read every key again."""
 
-    async def run_keys(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def run_keys(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on the key store's own thread."""
 
     def find_door(self, kind: type[D]) -> D:
