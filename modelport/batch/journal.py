@@ -274,7 +274,7 @@ class Journal:
         cur = source.db.execute(
             "SELECT idx, state, result, error, input_tokens, output_tokens, cost, cached, finished_at FROM rows "
             "WHERE idx >= ? ORDER BY idx LIMIT ?", (start, limit))
-        batch = []
+        batch: list[tuple[Any, ...]] = []
         for row in cur:
             if row[0] != start + len(batch) or row[1] < DONE:
                 break

@@ -87,7 +87,7 @@ class _SharedLimits:
 class RayEngine(Engine):
     """The engine of one partition: admission goes through the shared actor."""
 
-    async def _admit(self, limiter: Any, tokens: int) -> None:  # type: ignore[override]
+    async def _admit(self, limiter: Any, tokens: int) -> None:
         while (wait := await limiter.actor.take.remote(*limiter.key, tokens)) > 0:
             await asyncio.sleep(wait)
 
