@@ -461,6 +461,22 @@ class _Pending:
 
     __slots__ = ("id", "ts", "request", "response", "error_kind", "error", "provider", "model", "source",
                  "latency", "conversation_id", "key_name", "cached", "usage", "batch_discount", "prices")
+    id: str
+    ts: float
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    error_kind: str | None
+    error: str | None
+    provider: str
+    model: str
+    source: str
+    latency: float | None
+    conversation_id: str | None
+    key_name: str | None
+    cached: bool
+    usage: Usage | None
+    batch_discount: float
+    prices: dict[str, Any] | None
 
     def __init__(self, **fields: Any) -> None:
         for name, value in fields.items():
@@ -793,7 +809,8 @@ class CallLog:
         sql += " GROUP BY grp ORDER BY grp"
         with self._reader() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [UsageRow(*row[:8], round(row[8], 11), row[9]) for row in rows]
+        return [UsageRow(group, calls, errors, hits, tin, tout, cached, reasoning, round(cost, 11), unpriced)
+                for group, calls, errors, hits, tin, tout, cached, reasoning, cost, unpriced in rows]
 
     def last_conversation_id(self) -> str | None:
         """The conversation of the most recent call, among conversations with an answer, for

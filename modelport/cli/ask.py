@@ -52,7 +52,7 @@ class Session:
                 for text in events.text_stream():
                     click.echo(text, nl=False)
                 click.echo()
-                response = events.response
+                response = events.until_done()
             else:
                 response = self.client.send(request)
                 if as_json:
