@@ -1,6 +1,6 @@
 """HTTP transports: pooled connections, one sync and one async, with the same small API.
 
-Chosen by measurement (design.md): httpx's sync client is fast sequentially, while its
+Chosen by measurement: httpx's sync client is fast sequentially, while its
 async pool collapses under concurrency (256 calls/s at 50 in flight); aiohttp sustains
 about 8,000. So sync calls go through httpx and async calls through aiohttp. Both are
 imported only when a transport is first built.

@@ -20,7 +20,8 @@ from ..transport import AsyncTransport, RawResponse, SyncTransport, Timeouts
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, ModelInfo, StreamEvent
 
 
-# Response headers that carry the provider's rate-limit counters (protocols §2.16, §3.11).
+# Response headers that carry the provider's rate-limit counters: OpenAI's and Groq's
+# x-ratelimit-*, Anthropic's anthropic-ratelimit-*.
 _RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 
 

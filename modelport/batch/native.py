@@ -204,7 +204,7 @@ class AnthropicBatches:
 
     max_requests = 10_000
     max_bytes = 200 * 2**20
-    # Anthropic's error types and the statuses that go with them (protocols §3.11).
+    # Anthropic's error types and the HTTP statuses its API sends them with.
     _STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
                "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
                "overloaded_error": 529}

@@ -81,7 +81,8 @@ def flat_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def openai_record(job_id: str, idx: int, key: str | None, result: Any, error: Any) -> dict[str, Any]:
-    """One OpenAI batch output line (protocols §2.14)."""
+    """One line of an OpenAI batch's output file: ``{id, custom_id, response: {status_code,
+    request_id, body}, error}``."""
     line_id = f"batch_req_{job_id}_{idx}"
     if error is not None:
         status = int(error.get("status") or 500)

@@ -1,6 +1,6 @@
 """Anthropic Messages API (``POST /v1/messages``), both directions.
 
-Policies (protocols.md §3, §9), decided once here:
+Policies, decided once here:
 
 * System messages are hoisted to the top-level ``system`` wherever they stood (Anthropic has
   no other slot); one text part is sent as a string, several as text blocks.

@@ -1,6 +1,6 @@
 """Gemini ``generateContent`` (Generative Language API), both directions.
 
-Policies (protocols.md §4, §9), decided once here:
+Policies, decided once here:
 
 * System messages are hoisted into ``systemInstruction`` (text parts only).
 * Tool results become ``functionResponse`` parts of one user content per run of results. The

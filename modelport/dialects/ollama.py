@@ -2,7 +2,7 @@
 
 Unlike Ollama's OpenAI-compatible layer, the native API honours ``options.num_ctx`` (the
 context window) and ``keep_alive``. Streams are NDJSON, one JSON object per line, the last
-one ``done: true`` with the counts and durations (protocols §7).
+one ``done: true`` with the counts and durations.
 
 Choices made once, here:
 

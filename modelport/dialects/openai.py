@@ -115,8 +115,9 @@ def encode_request(req: ChatRequest, model_id: str) -> dict[str, Any]:
 
 
 def _encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """Tool messages take text only (protocols §9.3): images a tool returned go in one user
-    message right after the run of tool messages, which must stay together."""
+    """Tool messages take text only (OpenAI rejects image parts in a tool message): images a
+    tool returned go in one user message right after the run of tool messages, which must
+    stay together (every call of an assistant turn answered before the next message)."""
     wire: list[dict[str, Any]] = []
     images: list[ImagePart] = []
     for msg in messages:
@@ -252,7 +253,8 @@ def _arguments_text(function: dict[str, Any]) -> str:
 
 def _decode_finish(value: str | None, has_calls: bool) -> FinishReason:
     finish = _FINISH_IN.get(value or "", "stop")
-    # Some compatible servers say "stop" after tool calls; the content decides (protocols §9.8).
+    # Some compatible servers say "stop" after tool calls; the calls in the answer decide, as
+    # in every dialect.
     if has_calls and finish == "stop":
         return "tool_calls"
     return finish

@@ -2,7 +2,7 @@
 
 Server side, the gateway answers Responses callers (openai SDK ``responses.*``, the Agents
 SDK, Codex, Vercel) from any backend; client side, modelport calls any server that speaks
-Responses. The wire facts are in ``shared/docs/responses-api.md``; choices made once, here:
+Responses. Choices made once, here:
 
 * ``instructions`` is the first system message; a leading system message with one text part
   goes out as ``instructions``, any other system message stays in ``input``.
@@ -66,7 +66,7 @@ from .openai_family import (  # noqa: F401  (re-exported: the dialect interface)
 _SEAL = "mp1:"
 _MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 # Tools a client may send that no backend here can run for it: answered with a 400 naming
-# the tool, because dropping them silently would make the model pretend (reference §2.3).
+# the tool, because dropping them silently would make the model pretend it had used them.
 _HOSTED_TOOLS = frozenset({
     "file_search", "code_interpreter", "image_generation", "computer", "computer_use", "computer_use_preview",
     "computer_use_preview_2025_03_11", "mcp", "tool_search", "programmatic_tool_calling", "shell", "apply_patch",
@@ -75,8 +75,8 @@ _HOSTED_TOOLS = frozenset({
 # Web search is added by Codex whenever it is enabled; rejecting it would break the whole
 # session, so it is dropped (the model simply has no search tool).
 DROPPED_TOOLS = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"})
-# Error codes a failed response may carry: ResponseErrorCode, plus the three real streams
-# use outside that enum, which Codex keys on (reference §3.3).
+# Error codes a failed response may carry: the API's ResponseErrorCode values, plus these
+# three, which real streams send outside that enum and Codex keys on.
 _FAILED_CODES = {"rate_limit": "rate_limit_exceeded", "quota": "insufficient_quota", "context_length": "context_length_exceeded"}
 
 
@@ -210,7 +210,7 @@ def _encode_assistant_input(msg: Message) -> list[dict[str, Any]]:
         if isinstance(part, ReasoningPart) and part.encrypted_content and part.signature is None:
             item: dict[str, Any] = {"type": "reasoning"}
             if part.id:
-                # Safe with store: false because the state travels with it (reference §5.3).
+                # Safe with store: false: the state travels in encrypted_content, not in a store.
                 item["id"] = part.id
             item["summary"] = [{"type": "summary_text", "text": part.text}] if part.text else []
             item["encrypted_content"] = part.encrypted_content
@@ -417,7 +417,7 @@ class StreamDecoder:
         return [StreamEvent("tool_call", index=index, arguments=delta)]
 
     def _arguments_done(self, obj: dict[str, Any]) -> list[StreamEvent]:
-        # Some servers send only the whole arguments here (reference §9.5).
+        # Some servers send no argument deltas, only the whole arguments in this event.
         position = obj.get("output_index", -1)
         index = self._calls.get(position)
         arguments = obj.get("arguments")
@@ -746,7 +746,8 @@ def _decode_tool_choice(raw: Any) -> ToolChoice | None:
 
 
 def echo_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """What the response object repeats of the request, with the reference's defaults (§3.1)."""
+    """What the response object repeats of the request, with the values OpenAI's API reports
+    for fields the request left out."""
     text, reasoning = body.get("text"), body.get("reasoning")
     text = text if isinstance(text, dict) else {}
     reasoning = reasoning if isinstance(reasoning, dict) else {}
@@ -788,8 +789,9 @@ def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
 def response_object(response_id: str, created_at: int, model: str, echo: dict[str, Any] | None, status: str,
                     output: list[dict[str, Any]], usage: Usage | None, error: dict[str, Any] | None = None,
                     incomplete: str | None = None) -> dict[str, Any]:
-    """The whole ``Response`` object: every field, echoed or null (reference §3.1), except
-    ``usage`` before it is known: the spec types it as an object, never null."""
+    """The whole ``Response`` object: every field OpenAI's has, echoed or null (clients read
+    them without checking), except ``usage`` before it is known: the spec types it as an
+    object, never null."""
     out = {
         "id": response_id,
         "object": "response",
@@ -896,7 +898,7 @@ def _response_id(upstream_id: str | None) -> str:
 
 
 class StreamEncoder(StreamEncoderBase):
-    """Canonical stream events in, Responses SSE events out (reference §4 and §7.3).
+    """Canonical stream events in, Responses SSE events out, as OpenAI's server sends them.
 
     Items go out one after another, each with its whole lifecycle; a call is streamed live
     only while no other call started before it (parallel fragments cannot be interleaved

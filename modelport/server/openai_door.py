@@ -21,7 +21,7 @@ from .http import Request
 from .routes import Route
 from .services import Services
 
-# The legacy endpoint's own default (protocols §2.11), far below chat's.
+# What OpenAI's legacy completions endpoint defaults max_tokens to: far below chat's.
 LEGACY_DEFAULT_MAX_TOKENS = 16
 
 
