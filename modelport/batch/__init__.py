@@ -19,12 +19,16 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from .engine import Engine, Stats
 from .journal import Journal
 from .writers import record_for
 from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens, new_job_id
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+    from .seams import BatchClient
 
 __all__ = ["batch", "abatch", "arun", "run_job", "estimate", "open_job", "JobSpec", "Stats"]
 
@@ -66,7 +70,7 @@ def with_spec(journal: Journal, spec: JobSpec | None, **changes: Any) -> tuple[J
     return journal, current
 
 
-def make_client(spec: JobSpec, **options: Any) -> Any:
+def make_client(spec: JobSpec, **options: Any) -> AsyncClient:
     from ..client import AsyncClient
     from ..transport import Timeouts
 
@@ -91,7 +95,7 @@ def ingest(journal: Journal, spec: JobSpec, rows: Any = None) -> None:
     journal.ingest(source, start=skip)
 
 
-async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any = None,
+async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: BatchClient | None = None,
                on_progress: Callable[[Stats], None] | None = None,
                on_records: Callable[[list[dict[str, Any]]], Any] | None = None, limits: Any = None,
                stop: asyncio.Event | None = None, cancel: threading.Event | None = None) -> Stats:
