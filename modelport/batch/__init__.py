@@ -205,7 +205,7 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 async def abatch(rows: Any, model: str | None = None, prompt: str | None = None, *, system: str | None = None,
-                 schema: Any = None, journal: str | Path | None = None, client: Any = None,
+                 schema: Any = None, journal: str | Path | None = None, client: BatchClient | None = None,
                  on_progress: Callable[[Stats], None] | None = None, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
     """Results as an async iterator, in input order, each as soon as it and all before it are final.
 
@@ -243,7 +243,7 @@ async def abatch(rows: Any, model: str | None = None, prompt: str | None = None,
 
 
 def batch(rows: Any, model: str | None = None, prompt: str | None = None, *, system: str | None = None,
-          schema: Any = None, journal: str | Path | None = None, client: Any = None, progress: bool = False,
+          schema: Any = None, journal: str | Path | None = None, client: BatchClient | None = None, progress: bool = False,
           **kwargs: Any) -> Any:
     """Run ``prompt`` (a template such as ``"Summarise: {text}"``) over ``rows``.
 
@@ -347,7 +347,7 @@ def _progress_reporter() -> Any:
     return ProgressReporter()
 
 
-def estimate(spec: JobSpec, rows: Any, client: Any = None) -> dict[str, Any]:
+def estimate(spec: JobSpec, rows: Any, client: BatchClient | None = None) -> dict[str, Any]:
     """Dry run: tokens and cost of the job, estimated before anything is sent.
 
     Input tokens are estimated from characters; output tokens are ``max_tokens`` per row
