@@ -527,6 +527,22 @@ class _Pending:
 
     __slots__ = ("id", "ts", "request", "response", "error_kind", "error", "provider", "model", "source",
                  "latency", "conversation_id", "key_name", "cached", "usage", "batch_discount", "prices")
+    id: str
+    ts: float
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    error_kind: str | None
+    error: str | None
+    provider: str
+    model: str
+    source: str
+    latency: float | None
+    conversation_id: str | None
+    key_name: str | None
+    cached: bool
+    usage: Usage | None
+    batch_discount: float
+    prices: dict[str, Any] | None
 
     def __init__(self, **fields: Any) -> None:
         for name, value in fields.items():

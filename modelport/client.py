@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generator, Iterator, Sequence
 
 from . import plugins
 from .config import default_model, load_config
@@ -20,6 +20,9 @@ from .providers import Provider, provider_table, resolve
 from .retry import RetryPolicy
 from .transport import Timeouts
 from .types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, TextPart, validate_request
+
+if TYPE_CHECKING:
+    from .backends.base import Backend, BackendClass
 
 # Keyword arguments that map one to one onto ChatRequest fields.
 _PLAIN_PARAMS = frozenset(
@@ -57,7 +60,7 @@ class _ClientCore:
         self._base_urls = dict(base_urls or {})
         self.timeouts = Timeouts.of(timeout)
         self.retry = RetryPolicy(max_retries=max_retries)
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[str, Backend] = {}
         self._source = source
         # None defers to MODELPORT_LOG / MODELPORT_CACHE and the config file.
         from .cache import cache_for
@@ -77,13 +80,13 @@ class _ClientCore:
     def resolve(self, model: str | None) -> tuple[Provider, str]:
         return resolve(model or default_model(self.config), self.providers, self.aliases)
 
-    def backend(self, provider: Provider) -> Any:
+    def backend(self, provider: Provider) -> Backend:
         backend = self._backends.get(provider.name)
         # A backend built before its key existed is built again, so a key set later (in a
         # notebook, `os.environ[...] = ...` after the first error) is picked up.
         if backend is None or getattr(backend, "missing_key", False):
             # The row's ``backend`` column names an entry of the modelport.backends group.
-            cls = plugins.load(plugins.BACKENDS, provider.backend)
+            cls: BackendClass = plugins.load(plugins.BACKENDS, provider.backend)
             backend = self._backends[provider.name] = cls(
                 provider,
                 api_key=resolve_key(provider, self._api_keys.get(provider.name)),
@@ -229,7 +232,7 @@ class Client(_ClientCore):
 class _StreamState:
     """What a sync and an async stream share: the cache, the accumulator and the record."""
 
-    def __init__(self, client: Any, request: ChatRequest, provider: Provider, model_id: str,
+    def __init__(self, client: _ClientCore, request: ChatRequest, provider: Provider, model_id: str,
                  validator: Callable[[str], Any] | None) -> None:
         self._client, self._request, self._provider, self._model_id = client, request, provider, model_id
         self._validator = validator
@@ -265,7 +268,7 @@ class ChatStream(_StreamState):
     ``text_stream()`` yields only the text, for ``print(..., end="")`` loops.
     """
 
-    _events: Iterator[StreamEvent] | None = None
+    _events: Generator[StreamEvent, None, None] | None = None
 
     def __iter__(self) -> Iterator[StreamEvent]:
         # One request per stream: iterating again (text_stream() then until_done()) goes on
@@ -274,7 +277,7 @@ class ChatStream(_StreamState):
             self._events = self._run()
         return self._events
 
-    def _run(self) -> Iterator[StreamEvent]:
+    def _run(self) -> Generator[StreamEvent, None, None]:
         events = self._replay()
         try:
             for event in events if events is not None else self._client.backend(self._provider).stream(self._request, self._model_id):

@@ -186,6 +186,7 @@ class _ResponseEvents:
         records = [Record(loads(data)) for _, data in self._parser.feed(raw)]
         if event is None:
             response = self._encoder.response
+            assert response is not None, "close() leaves the final response object"
             record = self.final = ResponseRecord(response)
             if self._validator is not None and record.output_text:
                 record.output_parsed = self._validator(record.output_text)

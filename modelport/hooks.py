@@ -64,11 +64,11 @@ class Hooks:
 
     def __init__(self, hooks: Iterable[object] = ()) -> None:
         self.all = tuple(hooks)
-        self.before: tuple[BeforeRequest, ...] = tuple(h for h in self.all if hasattr(h, "before_request"))  # type: ignore[misc]
-        self.after: tuple[AfterResponse, ...] = tuple(h for h in self.all if hasattr(h, "after_response"))  # type: ignore[misc]
-        self.errors: tuple[OnError, ...] = tuple(h for h in self.all if hasattr(h, "on_error"))  # type: ignore[misc]
-        self.events: tuple[OnStreamEvent, ...] = tuple(h for h in self.all if hasattr(h, "on_stream_event"))  # type: ignore[misc]
-        self.log_views: tuple[LogView, ...] = tuple(h for h in self.all if hasattr(h, "log_view"))  # type: ignore[misc]
+        self.before: tuple[BeforeRequest, ...] = tuple(h for h in self.all if hasattr(h, "before_request"))
+        self.after: tuple[AfterResponse, ...] = tuple(h for h in self.all if hasattr(h, "after_response"))
+        self.errors: tuple[OnError, ...] = tuple(h for h in self.all if hasattr(h, "on_error"))
+        self.events: tuple[OnStreamEvent, ...] = tuple(h for h in self.all if hasattr(h, "on_stream_event"))
+        self.log_views: tuple[LogView, ...] = tuple(h for h in self.all if hasattr(h, "log_view"))
 
     async def before_request(self, call: CallInfo, request: ChatRequest) -> ChatRequest:
         for hook in self.before:

@@ -18,5 +18,8 @@ except ImportError:  # pragma: no cover - orjson is a dependency; this keeps odd
     def dumps(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
-    loads = json.loads
+    def loads(data: bytes | bytearray | memoryview | str) -> Any:
+        # orjson reads a memoryview as it is; json wants bytes.
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+
     JSONDecodeError = json.JSONDecodeError

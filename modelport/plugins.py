@@ -17,6 +17,7 @@ so one broken package never breaks the SDK or the CLI.
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -143,7 +144,7 @@ def load_all(group: str, check: Callable[[str, Any], Any] | None = None) -> dict
     result: dict[str, Any] = {}
     for name in _group(group):
         try:
-            result[name] = load(group, name, check)
+            result[name] = load(group, name) if check is None else load(group, name, check)
         except PluginError:
             continue
     return result
@@ -243,9 +244,9 @@ def _source_checkout_entries() -> list[PluginEntry] | None:
     pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
     if not pyproject.is_file():
         return None
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # pragma: no cover - 3.10 only
         import tomli as tomllib
 
     project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})

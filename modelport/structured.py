@@ -126,7 +126,7 @@ def _accepts_null(schema: dict[str, Any]) -> bool:
 
 
 def _subschemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+    out: list[Any] = []  # what the keywords hold, None and booleans too, of which the schemas are kept
     for key in ("properties", "$defs", "definitions"):
         out.extend(schema.get(key, {}).values())
     for key in ("items", "additionalProperties", "not"):

@@ -388,7 +388,7 @@ def _indent(line: str) -> int:
 
 def _header(line: str) -> bool:
     match = _GOOGLE_HEADER.match(line.strip())
-    return bool(match) and match.group(1).strip().lower() in _SECTIONS
+    return match is not None and match.group(1).strip().lower() in _SECTIONS
 
 
 def _section_end(lines: list[str], start: int, indent: int, numpy: bool) -> int:

@@ -1,6 +1,6 @@
 """HTTP transports: pooled connections, one sync and one async, with the same small API.
 
-Chosen by measurement (design.md): httpx's sync client is fast sequentially, while its
+Chosen by measurement: httpx's sync client is fast sequentially, while its
 async pool collapses under concurrency (256 calls/s at 50 in flight); aiohttp sustains
 about 8,000. So sync calls go through httpx and async calls through aiohttp. Both are
 imported only when a transport is first built.
@@ -12,7 +12,7 @@ import asyncio
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncGenerator, AsyncIterator, Iterator
 
 from .errors import ConnectionError, TimeoutError
 
@@ -138,7 +138,7 @@ class AsyncTransport:
 
     @asynccontextmanager
     async def stream(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
-                     cap: float | None = None) -> AsyncIterator[tuple[RawResponse, AsyncIterator[bytes]]]:
+                     cap: float | None = None) -> AsyncIterator[tuple[RawResponse, AsyncGenerator[bytes, None]]]:
         session = self._get_session()
         headers = _with_context_headers(headers)
         async with self._errors(url):
@@ -154,7 +154,7 @@ class AsyncTransport:
         t = self._timeouts
         return {"timeout": self._aiohttp.ClientTimeout(total=None, connect=min(t.connect, cap), sock_read=min(t.read, cap))}
 
-    async def _chunks(self, response: Any, url: str) -> AsyncIterator[bytes]:
+    async def _chunks(self, response: Any, url: str) -> AsyncGenerator[bytes, None]:
         async with self._errors(url):
             async for chunk in response.content.iter_any():
                 yield chunk

@@ -19,7 +19,9 @@ from typing import Any, Iterable, Literal, Union
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
-FINISH_REASONS: tuple[str, ...] = ("stop", "length", "tool_calls", "content_filter", "error")
+FINISH_REASONS: tuple[FinishReason, ...] = ("stop", "length", "tool_calls", "content_filter", "error")
+ToolChoiceMode = Literal["auto", "none", "required"]
+TOOL_CHOICE_MODES: tuple[ToolChoiceMode, ...] = ("auto", "none", "required")
 
 
 def dump_json(value: Any) -> str:
@@ -28,7 +30,7 @@ def dump_json(value: Any) -> str:
 
 
 # reasoning_effort as a thinking-token budget for providers that take a budget (Anthropic
-# thinking.budget_tokens, Gemini thinkingBudget). Policy, not provider-defined (protocols §9.15).
+# thinking.budget_tokens, Gemini thinkingBudget). modelport's policy: no provider defines one.
 REASONING_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
 
 
@@ -112,7 +114,7 @@ class ToolCall:
         """The arguments for wire formats that need an object (Anthropic, Gemini).
 
         Invalid JSON or a non-object is carried as ``{"_raw": text}`` instead of being lost
-        or failing the whole call (protocols §9.7).
+        or failing the whole call.
         """
         try:
             value = self.args
@@ -170,7 +172,7 @@ class Tool:
 class ToolChoice:
     """``mode`` is auto, none or required; ``name`` forces that one tool (mode "required")."""
 
-    mode: Literal["auto", "none", "required"] = "auto"
+    mode: ToolChoiceMode = "auto"
     name: str | None = None
 
 

@@ -4,7 +4,7 @@ Each test scripts the fake OpenAI server (``inject`` queues one fault per reques
 call, and then asks the server how many requests it really received: that count is the
 proof that a retry happened, or did not.
 
-The retry rules (protocols.md §8.4): 408, 409, 429 and 5xx are retried, as are dropped
+The retry rules, the official SDKs': 408, 409, 429 and 5xx are retried, as are dropped
 connections and timeouts, at most ``max_retries`` times; a quota 429 never is; a stream is
 never retried once its first byte has arrived; the provider's retry-after is honoured.
 

@@ -85,7 +85,7 @@ def test_anthropic_requests_match_the_messages_spec(name):
 
 
 def test_anthropic_structured_output():
-    """The Jan-2026 spec predates GA ``output_config.format`` (protocols.md §0 #2): its
+    """The Jan-2026 spec predates GA ``output_config.format`` (Anthropic SDK 2.x): its
     OutputConfig has only ``effort``. So the format object is checked against the beta
     JsonOutputFormat it came from, and the rest of the body against CreateMessageParams."""
     schema = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"], "additionalProperties": False}

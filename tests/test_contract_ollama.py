@@ -36,7 +36,7 @@ from modelport.types import (  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[2] / "shared/specs/ollama/openapi.yaml"
 # Fields the Ollama server reads on chat messages that this spec revision leaves out
-# (protocols.md §7.2: tool results carry tool_name; thinking models replay thinking).
+# (tool results carry tool_name; thinking models replay thinking).
 MESSAGE_EXTRAS = {"tool_name", "thinking"}
 SCHEMA = {"type": "object", "properties": {"order_no": {"type": "string"}}, "required": ["order_no"]}
 

@@ -1,4 +1,4 @@
-"""Anthropic dialect: examples from protocols.md §3 and §9, both directions."""
+"""Anthropic dialect: worked examples of its wire format and of modelport's policies, both directions."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ SCHEMA = {"type": "object", "properties": {"order_no": {"type": "string"}}, "req
 
 
 def worked_example() -> ChatRequest:
-    """protocols.md §9.18: system, question, tool call, tool result."""
+    """A worked example: system, question, tool call, tool result."""
     return ChatRequest(
         "claude-sonnet-4-6",
         [

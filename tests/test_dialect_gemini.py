@@ -1,4 +1,4 @@
-"""Gemini dialect: examples from protocols.md §4 and §9, both directions."""
+"""Gemini dialect: worked examples of its wire format and of modelport's policies, both directions."""
 
 from __future__ import annotations
 

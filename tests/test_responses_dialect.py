@@ -1,5 +1,5 @@
 """The openai-responses dialect: round trips, stream == non-stream, and the wire rules of
-the reference (responses-api.md) that a round trip cannot see.
+OpenAI's Responses API that a round trip cannot see.
 
 The expected values are the generated ones with exactly the losses written down in the
 ``expressible_*`` functions, never the encoder's output.

@@ -376,7 +376,7 @@ def test_a_stored_response_belongs_to_its_key(upstreams: Upstreams, tmp_path) ->
 
 
 def test_a_codex_turn_as_codex_sends_it(gateway: GatewayThread, upstreams: Upstreams) -> None:
-    """Codex's stateless second turn (reference §2.2): store false, a reasoning item with no id
+    """Codex's stateless second turn, as Codex sends it: store false, a reasoning item with no id
     and ``content: null``, a call with no id, web_search among the tools, always streamed."""
     body = {
         "model": "claude-fake", "instructions": "You are Codex.", "store": False, "tool_choice": "auto", "parallel_tool_calls": False,

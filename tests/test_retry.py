@@ -1,6 +1,6 @@
 """The retry policy is arithmetic, so it is tested as arithmetic: no server, no sleeping.
 
-It follows the official SDKs (protocols.md §8.4): at most ``max_retries`` retries, backoff
+It follows the official OpenAI and Anthropic SDKs: at most ``max_retries`` retries, backoff
 ``min(0.5 × 2^n, 8)`` seconds less up to 25 % jitter, the provider's ``retry-after`` when it
 is within ``max_retry_after`` (and no retry at all beyond it), and ``x-should-retry``
 overriding the status rules.

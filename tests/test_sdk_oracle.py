@@ -104,7 +104,7 @@ DIFFERENCES = {
     "anthropic.content_form": "Anthropic takes a message's content as a string or as text blocks, the same "
     "thing; modelport sends user text alone as a string and assistant text as blocks",
     "anthropic.auth": "SDK 2.x sends Authorization: Bearer and anthropic-version 2026-10-21; modelport sends "
-    "the documented pair x-api-key and 2023-06-01 (protocols §0 #1)",
+    "the documented pair x-api-key and 2023-06-01",
     "gemini.system_role": "google-genai writes role 'user' into systemInstruction, where Gemini ignores any "
     "role; modelport leaves it out",
     "gemini.field_spelling": "google-genai writes some fields in snake_case (inlineData.mime_type, "
@@ -293,7 +293,7 @@ def _anthropic_kwargs() -> dict[str, Any]:
     return dict(
         max_tokens=MAX_TOKENS, system=SYSTEM, messages=_anthropic_messages(), tools=[tool], stop_sequences=STOP,
         output_config={"format": {"type": "json_schema", "schema": SCHEMA}},
-        # SDK >= 1.0 has no typed temperature (protocols §0 #2); it goes in extra_body. No seed exists.
+        # SDK >= 1.0 has no typed temperature; it goes in extra_body. No seed exists.
         extra_body={"temperature": TEMPERATURE},
     )
 
@@ -404,7 +404,7 @@ def _gemini_call(types: Any) -> tuple[list[Any], Any]:
         types.Content(role="user", parts=[
             types.Part(function_response=types.FunctionResponse(id=CALL_ID, name="lookup_order", response=RESULT)),
         ]),
-        # Whether Gemini takes text beside functionResponse parts is unconfirmed (protocols §10 #6):
+        # Whether Gemini takes text beside functionResponse parts is unconfirmed:
         # modelport, and this call, put the next question in a content of its own.
         types.Content(role="user", parts=[types.Part(text="When will it arrive?")]),
     ]

@@ -1,8 +1,8 @@
 """Every door sends the fields the real APIs send, and no ``"field": null`` the real APIs
 leave out (a strict client such as the Vercel AI SDK rejects a whole answer for one).
 
-The references are response bodies recorded from the real APIs (tests/data/real_responses,
-copied from shared/docs/protocols.md). Our answers come from the gateway running the
+The references are response bodies recorded from the real APIs (tests/data/real_responses).
+Our answers come from the gateway running the
 embedded model, and from the encoders for tool calls, which that model does not make on demand.
 """
 

@@ -1,7 +1,7 @@
 """Backends: the only code that talks to models.
 
-Every backend offers the same methods, so the client, the gateway and the batch engine
-never care which one they hold:
+Every backend offers the same methods (``base.Backend``), so the client, the gateway and
+the batch engine never care which one they hold:
 
     chat(request, model_id) -> ChatResponse
     stream(request, model_id) -> Iterator[StreamEvent]

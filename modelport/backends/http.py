@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncGenerator, Iterator
 
 from .. import __version__, dialects
+from ..dialects.base import ClientDialect, EmbeddingsDialect
 from ..errors import (BadRequestError, ConnectionError, MissingKeyError, ModelportError, StreamError, TimeoutError,
                       UpstreamProtocolError, redact)
 from ..jsonio import JSONDecodeError, dumps, loads
@@ -21,7 +22,8 @@ from ..transport import AsyncTransport, RawResponse, SyncTransport, Timeouts
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, ModelInfo, StreamEvent
 
 
-# Response headers that carry the provider's rate-limit counters (protocols §2.16, §3.11).
+# Response headers that carry the provider's rate-limit counters: OpenAI's and Groq's
+# x-ratelimit-*, Anthropic's anthropic-ratelimit-*.
 _RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 
 
@@ -40,7 +42,7 @@ class HttpBackend:
     ) -> None:
         self.provider = provider
         self.name = provider.name
-        self.dialect = dialects.get(provider.dialect)
+        self.dialect: ClientDialect = dialects.get(provider.dialect)
         self.base_url = base_url(provider, url)
         self._key = api_key
         self.timeouts = timeouts or Timeouts()
@@ -64,7 +66,7 @@ class HttpBackend:
 
     # -- request preparation -------------------------------------------------------------
 
-    def chat_dialect(self, model_id: str) -> Any:
+    def chat_dialect(self, model_id: str) -> ClientDialect:
         """The dialect chat calls to this model speak: the provider's, unless its table (or
         the config) names another for this model (e.g. models OpenAI serves only over Responses)."""
         name = self.provider.dialect_for(model_id)
@@ -107,7 +109,7 @@ class HttpBackend:
                                         hint="the server is not speaking the expected API; check its base URL")
         return body
 
-    def _decode(self, raw: RawResponse, started: float, dialect: Any) -> ChatResponse:
+    def _decode(self, raw: RawResponse, started: float, dialect: ClientDialect) -> ChatResponse:
         response = dialect.decode_response(self._json_object(raw), self.name)
         response.latency = time.perf_counter() - started
         response.rate_limits = {k: v for k, v in raw.headers.items() if k.startswith(_RATE_LIMIT_PREFIXES)} or None
@@ -186,7 +188,7 @@ class HttpBackend:
             time.sleep(delay)
             attempt += 1
 
-    def _events(self, chunks: Iterator[bytes], dialect: Any) -> Iterator[StreamEvent]:
+    def _events(self, chunks: Iterator[bytes], dialect: ClientDialect) -> Iterator[StreamEvent]:
         reader = _EventReader(dialect)
         try:
             for chunk in chunks:
@@ -230,7 +232,7 @@ class HttpBackend:
         url, body = self._prepare(request, model_id, False)
         return self._decode(await self._apost(url, body), started, self.chat_dialect(model_id))
 
-    async def astream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]:
+    async def astream(self, request: ChatRequest, model_id: str) -> AsyncGenerator[StreamEvent, None]:
         url, body = self._prepare(request, model_id, True)
         transport, deadline, attempt = self._async_transport(), self._deadline(), 0
         while True:
@@ -265,22 +267,22 @@ class HttpBackend:
     # -- embeddings and models -----------------------------------------------------------
 
     def embed(self, inputs: list[str], model_id: str) -> EmbeddingResponse:
-        url, body = self._embed_request(inputs, model_id)
-        return self.dialect.decode_embeddings_response(self._json_object(self._post(url, body)), self.name)
+        dialect, url, body = self._embed_request(inputs, model_id)
+        return dialect.decode_embeddings_response(self._json_object(self._post(url, body)), self.name)
 
     async def aembed(self, inputs: list[str], model_id: str) -> EmbeddingResponse:
-        url, body = self._embed_request(inputs, model_id)
-        return self.dialect.decode_embeddings_response(self._json_object(await self._apost(url, body)), self.name)
+        dialect, url, body = self._embed_request(inputs, model_id)
+        return dialect.decode_embeddings_response(self._json_object(await self._apost(url, body)), self.name)
 
-    def _embed_request(self, inputs: list[str], model_id: str) -> tuple[str, bytes]:
-        encode = getattr(self.dialect, "encode_embeddings_request", None)
-        if encode is None:
+    def _embed_request(self, inputs: list[str], model_id: str) -> tuple[EmbeddingsDialect, str, bytes]:
+        dialect = self.dialect
+        if not isinstance(dialect, EmbeddingsDialect):
             # Anthropic's API has no embeddings endpoint: the caller's choice of model, a 400.
             raise BadRequestError(f"{self.name} has no embeddings API, so {model_id!r} cannot embed", param="model",
                                   hint="use an embedding model of a provider that offers one, e.g. openai/text-embedding-3-small")
         self.require_key()
-        path, body = encode(inputs, model_id)
-        return self.base_url + path, dumps(body)
+        path, body = dialect.encode_embeddings_request(inputs, model_id)
+        return dialect, self.base_url + path, dumps(body)
 
     def list_models(self) -> list[ModelInfo]:
         return [ModelInfo(m, self.name, self.name) for m in self.provider.models]
@@ -345,7 +347,7 @@ class _EventReader:
 
     __slots__ = ("_parser", "_decoder")
 
-    def __init__(self, dialect: Any) -> None:
+    def __init__(self, dialect: ClientDialect) -> None:
         # The framing is the dialect's: SSE unless it names another parser (Ollama: NDJSON).
         self._parser, self._decoder = getattr(dialect, "StreamParser", SSEParser)(), dialect.StreamDecoder()
 

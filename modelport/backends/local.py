@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 from ..errors import BadRequestError, ConfigError, ContextLengthError, ModelportError, error_for_status
@@ -317,7 +317,7 @@ class LocalBackend:
         plan = _Plan(request, model_id)
         yield from plan.events(_engine_chunks(self.engine(model_id), plan.stream_body()))
 
-    async def astream(self, request: ChatRequest, model_id: str) -> AsyncIterator[StreamEvent]:
+    async def astream(self, request: ChatRequest, model_id: str) -> AsyncGenerator[StreamEvent, None]:
         plan = _Plan(request, model_id)
         async for chunk in self._aengine_chunks(model_id, plan.stream_body()):
             for event in plan.feed(chunk):
@@ -603,8 +603,8 @@ def _engine_error(error: Any) -> ModelportError:
     if kind == "exceed_context_size_error" or "too large to process" in message:
         return ContextLengthError(message, provider=PROVIDER, code=kind or None, body=error, hint=f"shorten the input, or raise n_ctx under [local] in the config (default {DEFAULT_N_CTX}; "
                                    "at most what the model was trained for: 8192 for local/smollm2)")
-    status = error.get("code") if isinstance(error.get("code"), int) else 500
-    return error_for_status(status, message, code=kind or None, provider=PROVIDER, body=error)
+    code = error.get("code")
+    return error_for_status(code if isinstance(code, int) else 500, message, code=kind or None, provider=PROVIDER, body=error)
 
 
 def _reject_images(request: ChatRequest, model_id: str) -> None:

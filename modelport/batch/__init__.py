@@ -20,12 +20,16 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from .engine import Engine, Stats
 from .journal import Journal
 from .writers import record_for
 from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens, new_job_id
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+    from .seams import BatchClient
 
 __all__ = ["batch", "abatch", "arun", "run_job", "estimate", "open_job", "JobSpec", "Stats"]
 
@@ -67,7 +71,7 @@ def with_spec(journal: Journal, spec: JobSpec | None, **changes: Any) -> tuple[J
     return journal, current
 
 
-def make_client(spec: JobSpec, **options: Any) -> Any:
+def make_client(spec: JobSpec, **options: Any) -> AsyncClient:
     from ..client import AsyncClient
     from ..transport import Timeouts
 
@@ -92,7 +96,7 @@ def ingest(journal: Journal, spec: JobSpec, rows: Any = None) -> None:
     journal.ingest(source, start=skip)
 
 
-async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: Any = None,
+async def arun(journal: Journal, spec: JobSpec, *, rows: Any = None, client: BatchClient | None = None,
                on_progress: Callable[[Stats], None] | None = None,
                on_records: Callable[[list[dict[str, Any]]], Any] | None = None, limits: Any = None,
                stop: asyncio.Event | None = None, cancel: threading.Event | None = None) -> Stats:
@@ -202,7 +206,7 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 async def abatch(rows: Any, model: str | None = None, prompt: str | None = None, *, system: str | None = None,
-                 schema: Any = None, journal: str | Path | None = None, client: Any = None,
+                 schema: Any = None, journal: str | Path | None = None, client: BatchClient | None = None,
                  on_progress: Callable[[Stats], None] | None = None, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
     """Results as an async iterator, in input order, each as soon as it and all before it are final.
 
@@ -240,7 +244,7 @@ async def abatch(rows: Any, model: str | None = None, prompt: str | None = None,
 
 
 def batch(rows: Any, model: str | None = None, prompt: str | None = None, *, system: str | None = None,
-          schema: Any = None, journal: str | Path | None = None, client: Any = None, progress: bool = False,
+          schema: Any = None, journal: str | Path | None = None, client: BatchClient | None = None, progress: bool = False,
           **kwargs: Any) -> Any:
     """Run ``prompt`` (a template such as ``"Summarise: {text}"``) over ``rows``.
 
@@ -344,7 +348,7 @@ def _progress_reporter() -> Any:
     return ProgressReporter()
 
 
-def estimate(spec: JobSpec, rows: Any, client: Any = None) -> dict[str, Any]:
+def estimate(spec: JobSpec, rows: Any, client: BatchClient | None = None) -> dict[str, Any]:
     """Dry run: tokens and cost of the job, estimated before anything is sent.
 
     Input tokens are estimated from characters; output tokens are ``max_tokens`` per row

@@ -24,15 +24,19 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..errors import ConfigError, ModelportError
 from ..serialize import response_to_dict
 from ..types import ChatRequest, ChatResponse, Usage
-from .journal import Journal
 from .ratelimit import Limits, RateLimiter, limit_seeds
+from .seams import BatchClient, BatchJournal
 from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens
 from .writers import AppendWriter, open_output, output_intact, record_for, rewrite_output
+
+if TYPE_CHECKING:
+    from ..cache import ResponseCache
+    from ..prices import Price
 
 log = logging.getLogger("modelport.batch")
 
@@ -101,8 +105,8 @@ def error_info(exc: BaseException) -> dict[str, Any]:
 
 
 class Engine:
-    def __init__(self, journal: Journal, spec: JobSpec, client: Any, *, limits: Limits | None = None,
-                 cache: Any = None, on_progress: Callable[[Stats], None] | None = None,
+    def __init__(self, journal: BatchJournal, spec: JobSpec, client: BatchClient, *, limits: Limits | None = None,
+                 cache: ResponseCache | None = None, on_progress: Callable[[Stats], None] | None = None,
                  on_records: Callable[[list[dict[str, Any]]], Awaitable[None] | None] | None = None,
                  stop: asyncio.Event | None = None, stop_grace: float = STOP_GRACE,
                  cancel: threading.Event | None = None) -> None:
@@ -118,7 +122,7 @@ class Engine:
         self.renderer = Renderer(spec, client)
         self.stats = Stats()
         self._gates: dict[int, asyncio.Lock] = {}
-        self._prices: dict[tuple[str, str], Any] = {}
+        self._prices: dict[tuple[str, str], Price | None] = {}
         self._reserved = 0.0
         self._dirty = False
         self._wake = asyncio.Event()
@@ -227,6 +231,12 @@ class Engine:
         sem = asyncio.Semaphore(max(1, self.spec.concurrency))
         tasks: set[asyncio.Task[None]] = set()
         cursor = -1
+
+        def ended(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            sem.release()
+            self._row_ended(task)
+
         try:
             while not self._stop:
                 page = self.journal.open_rows(after=cursor, limit=PAGE)
@@ -257,7 +267,7 @@ class Engine:
                         break
                     task = asyncio.create_task(self._row(idx, key, data, request))
                     tasks.add(task)
-                    task.add_done_callback(lambda t: (tasks.discard(t), sem.release(), self._row_ended(t)))
+                    task.add_done_callback(ended)
                 if self._fatal is not None:
                     break
             if tasks:
@@ -360,7 +370,7 @@ class Engine:
             limiter.acquire(tokens)
 
     def _finish(self, idx: int, key: str | None, data: Any, *, response: ChatResponse | None = None,
-                error: BaseException | None = None, price: Any = None, cached: bool = False) -> None:
+                error: BaseException | None = None, price: Price | None = None, cached: bool = False) -> None:
         stats = self.stats
         if response is None:
             assert error is not None
@@ -394,13 +404,13 @@ class Engine:
 
     # -- cost ----------------------------------------------------------------------------
 
-    def _price(self, provider: str, model_id: str) -> Any:
+    def _price(self, provider: str, model_id: str) -> Price | None:
         key = (provider, model_id)
         if key not in self._prices:
             from ..prices import config_prices, price_for
 
             # The client's own config (the gateway's --config file, say) over the default file.
-            config = getattr(self.client, "config", None)
+            config = self.client.config
             overrides = None if config is None else config_prices(config)
             self._prices[key] = price_for(provider, model_id, overrides=overrides)
         return self._prices[key]
@@ -411,7 +421,7 @@ class Engine:
             return max(1, self.stats.output_tokens // max(1, self.stats.done))
         return DEFAULT_OUTPUT_ESTIMATE
 
-    def _cost_of(self, price: Any, request: ChatRequest, estimate: int) -> float:
+    def _cost_of(self, price: Price | None, request: ChatRequest, estimate: int) -> float:
         if price is None:
             return 0.0
         from ..prices import cost
@@ -473,7 +483,7 @@ class Engine:
             self.on_progress(self.stats)
 
 
-def config_seeds(client: Any) -> dict[str, dict[str, float]]:
+def config_seeds(client: BatchClient) -> dict[str, dict[str, float]]:
     """The config's ``[limits]`` for the limiters, keyed as the client routes the names."""
 
     def resolve(name: str) -> tuple[str, str]:
@@ -485,7 +495,7 @@ def config_seeds(client: Any) -> dict[str, dict[str, float]]:
             return provider_name, model_id
         return provider.name, model_id
 
-    return limit_seeds(getattr(client, "config", None), resolve)
+    return limit_seeds(client.config, resolve)
 
 
 def _parse(text: str, schema: dict[str, Any]) -> dict[str, Any]:

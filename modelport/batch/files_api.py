@@ -1,4 +1,4 @@
-"""OpenAI's Files and Batch APIs (protocols §2.13, §2.14), served locally by the batch engine.
+"""OpenAI's Files and Batch APIs (``/v1/files``, ``/v1/batches``), served locally by the batch engine.
 
 ``FilesAPI`` holds the handlers as plain async methods: parsed arguments in, OpenAI-shaped
 dicts (or bytes) out, modelport errors raised for 4xx. The gateway mounts them; so does

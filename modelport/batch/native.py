@@ -30,7 +30,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from .. import dialects
 from ..errors import ConfigError, ModelportError, ServerError, TimeoutError, error_for_status
@@ -38,6 +38,10 @@ from ..jsonio import JSONDecodeError, dumps, loads
 from ..types import ChatRequest, ChatResponse
 from .engine import PAGE, Engine, JobAborted
 from .spec import estimate_input_tokens
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+    from .journal import Journal
 
 SUBMITTING, SUBMITTED, COLLECTED = "submitting", "submitted", "collected"
 # Poll interval: starts at POLL_FIRST seconds and grows by POLL_GROWTH up to a cap
@@ -200,7 +204,7 @@ class AnthropicBatches:
 
     max_requests = 10_000
     max_bytes = 200 * 2**20
-    # Anthropic's error types and the statuses that go with them (protocols §3.11).
+    # Anthropic's error types and the HTTP statuses its API sends them with.
     _STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
                "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
                "overloaded_error": 529}
@@ -261,7 +265,7 @@ class AnthropicBatches:
         if kind == "errored":
             body = result.get("error") or {}
             error_type = (body.get("error") or {}).get("type")
-            return self.dialect.decode_error(self._STATUS.get(error_type, 500), body, {}, self.provider)
+            return self.dialect.decode_error(self._STATUS.get(error_type or "", 500), body, {}, self.provider)
         if kind == "expired":
             return TimeoutError("the provider's batch expired before answering this row", provider=self.provider)
         return None
@@ -388,6 +392,11 @@ def multipart(fields: dict[str, str], file_field: str, filename: str, data: byte
 
 
 class NativeEngine(Engine):
+    # Native mode keeps its provider batches in a journal file and reaches the providers'
+    # batch APIs through the client's own backends: more than the live engine's seams.
+    journal: Journal
+    client: AsyncClient
+
     def __init__(self, *args: Any, poll_max: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cap = poll_max if poll_max is not None else float(os.environ.get("MODELPORT_BATCH_POLL_SECONDS") or POLL_MAX)

@@ -5,18 +5,21 @@ naming the fix."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..extras import require
 from ..errors import ConfigError, ModelportError
 from .spec import JobSpec
+
+if TYPE_CHECKING:
+    from .seams import BatchClient
 
 # What reading or writing each file format needs: (module, what for).
 FORMAT_NEEDS: dict[str, tuple[str, str]] = {"parquet": ("pyarrow.parquet", "reading or writing Parquet")}
 ENGINE_NEEDS: dict[str, tuple[str, str]] = {"ray": ("ray", "--engine ray")}
 
 
-def check(spec: JobSpec, *, engine: str = "local", client: Any = None, first_row: Any = None) -> None:
+def check(spec: JobSpec, *, engine: str = "local", client: BatchClient | None = None, first_row: Any = None) -> None:
     """Raise ConfigError if the job cannot run to its end as specified.
 
     ``first_row``: the first input row, for the model of OpenAI batch-format lines when
@@ -64,7 +67,7 @@ def check_prompt(spec: JobSpec, row: Any) -> None:
                               + "fields in {braces} are filled from each row's columns; double braces {{ }} for literal ones")
 
 
-def _check_native(spec: JobSpec, client: Any, first_row: Any) -> None:
+def _check_native(spec: JobSpec, client: BatchClient, first_row: Any) -> None:
     from .native import native_adapter_class
 
     model = spec.model or _line_model(first_row)

@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 Clock = Callable[[], float]
 
@@ -222,7 +222,7 @@ class Limits:
             )
         return limiter
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[tuple[tuple[str, str], RateLimiter]]:
         return iter(self._limiters.items())
 
 
@@ -254,7 +254,7 @@ def limit_seeds(config: Mapping[str, object] | None, resolve: Callable[[str], tu
         if resolve is not None and not key.endswith("/*"):
             provider, model_id = resolve(key)
             key = f"{provider}/{model_id}"
-        seeds[key] = {k: float(v) for k, v in values.items()}  # type: ignore[arg-type]
+        seeds[key] = {k: float(v) for k, v in values.items()}
     return seeds
 
 

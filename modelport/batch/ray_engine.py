@@ -87,7 +87,7 @@ class _SharedLimits:
 class RayEngine(Engine):
     """The engine of one partition: admission goes through the shared actor."""
 
-    async def _admit(self, limiter: Any, tokens: int) -> None:  # type: ignore[override]
+    async def _admit(self, limiter: Any, tokens: int) -> None:
         while (wait := await limiter.actor.take.remote(*limiter.key, tokens)) > 0:
             await asyncio.sleep(wait)
 
@@ -137,6 +137,8 @@ async def run(journal: Journal, spec: JobSpec, *, rows: Any = None, on_progress:
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR if quiet else logging.INFO)
     bounds = _partitions(journal, partitions or max(1, int(ray.cluster_resources().get("CPU", 1))))
+    if journal.path is None:
+        raise ValueError("the Ray engine splits a job's journal file into partitions; this job is journaled in shared records")
     paths = partition_paths(journal.path, len(bounds))
     for (first, end), path in zip(bounds, paths):
         _prepare_partition(journal, path, first, end)

@@ -7,10 +7,13 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequestError
 from ..types import ChatRequest, Message, ResponseFormat
+
+if TYPE_CHECKING:
+    from .seams import BatchClient
 
 # Output tokens assumed per row when max_tokens is not set and nothing has been answered yet.
 DEFAULT_OUTPUT_ESTIMATE = 256
@@ -67,7 +70,7 @@ class Renderer:
     """Turns rows into requests. Built once per job: the parameters are checked up front by
     the client's own request builder, then each row only swaps in its messages."""
 
-    def __init__(self, spec: JobSpec, client: Any) -> None:
+    def __init__(self, spec: JobSpec, client: BatchClient) -> None:
         self.spec = spec
         self.client = client
         self.openai_format = spec.input_format == "openai"

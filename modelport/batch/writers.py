@@ -17,9 +17,13 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from ..jsonio import dumps
+
+if TYPE_CHECKING:
+    from .seams import BatchJournal
+    from .spec import JobSpec
 
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet", "openai")
 log = logging.getLogger("modelport.batch")
@@ -35,7 +39,7 @@ def output_format(path: str | Path, input_format: str) -> str:
     return "openai" if input_format == "openai" else "jsonl"
 
 
-def record_for(spec: Any, idx: int, key: str | None, data: Any, state: int, result: Any, error: Any,
+def record_for(spec: JobSpec, idx: int, key: str | None, data: Any, state: int, result: Any, error: Any,
                cost: float | None, cached: bool) -> dict[str, Any]:
     """The output record of one final journal row, in the job's output shape."""
     if spec.input_format == "openai" and spec.output_format in (None, "openai"):
@@ -81,7 +85,8 @@ def flat_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def openai_record(job_id: str, idx: int, key: str | None, result: Any, error: Any) -> dict[str, Any]:
-    """One OpenAI batch output line (protocols §2.14)."""
+    """One line of an OpenAI batch's output file: ``{id, custom_id, response: {status_code,
+    request_id, body}, error}``."""
     line_id = f"batch_req_{job_id}_{idx}"
     if error is not None:
         status = int(error.get("status") or 500)
@@ -157,11 +162,11 @@ class AppendWriter:
         self.file.close()
 
 
-def append_format(spec: Any) -> str:
+def append_format(spec: JobSpec) -> str:
     return "csv" if spec.output_format == "csv" else "jsonl"
 
 
-def _output_chunks(journal: Any, spec: Any, rows: int | None = None) -> Iterator[tuple[int, bytes]]:
+def _output_chunks(journal: BatchJournal, spec: JobSpec, rows: int | None = None) -> Iterator[tuple[int, bytes]]:
     """(rows so far, bytes) of the output the journal's final rows make, in order: the first
     ``rows`` of them, or all that are contiguous from the first."""
     encoder = RecordEncoder(append_format(spec))
@@ -176,12 +181,12 @@ def _output_chunks(journal: Any, spec: Any, rows: int | None = None) -> Iterator
         yield start, chunk
 
 
-def output_intact(journal: Any, spec: Any) -> bool:
+def output_intact(journal: BatchJournal, spec: JobSpec) -> bool:
     """Whether the output file begins with exactly the rows the journal says were written:
     each once, in order, nothing torn, truncated or overwritten (bytes past them are a torn
     tail, which appending drops)."""
     rows, size = journal.written
-    path = Path(spec.output)
+    path = _output(spec)
     try:
         if path.stat().st_size < size:
             return False
@@ -197,9 +202,9 @@ def output_intact(journal: Any, spec: Any) -> bool:
     return done == rows and seen == size
 
 
-def rewrite_output(journal: Any, spec: Any) -> None:
+def rewrite_output(journal: BatchJournal, spec: JobSpec) -> None:
     """Write the output again from the journal (to a new file renamed into place)."""
-    path = Path(spec.output)
+    path = _output(spec)
     tmp = path.with_name(path.name + ".tmp")
     rows = size = 0
     try:  # the new file keeps the old one's permissions (a gateway batch's output is 0600)
@@ -217,14 +222,21 @@ def rewrite_output(journal: Any, spec: Any) -> None:
     journal.set_written(rows, size)
 
 
-def open_output(journal: Any, spec: Any) -> AppendWriter:
+def open_output(journal: BatchJournal, spec: JobSpec) -> AppendWriter:
     """The output, to append to from where the journal's written rows end; a file damaged
     since (truncated mid-line, overwritten) is first rewritten from the journal."""
     if not output_intact(journal, spec):
         log.warning("the output %s differs from what the journal says was written (truncated or changed since); "
                     "rewriting it from the journal", spec.output)
         rewrite_output(journal, spec)
-    return AppendWriter(spec.output, append_format(spec), journal.written[1])
+    return AppendWriter(_output(spec), append_format(spec), journal.written[1])
+
+
+def _output(spec: JobSpec) -> Path:
+    """The job's output file; only a job with one is written out."""
+    if spec.output is None:
+        raise ValueError(f"batch job {spec.job_id} has no output file")
+    return Path(spec.output)
 
 
 def _csv_header(path: Path) -> list[str] | None:

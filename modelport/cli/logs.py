@@ -137,6 +137,7 @@ def show(call_id: str | None, as_json: bool) -> None:
     ID is an id from `modelport logs`; without it, the most recent call is shown.
     """
     log = _open_log()
+    call: LoggedCall | None
     if call_id is None:
         found = log.query(limit=1)
         if not found:

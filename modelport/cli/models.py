@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .common import friendly_errors, print_rows
@@ -30,7 +32,7 @@ def models(as_json: bool) -> None:
     table = sorted(provider_table(config).items())
     # A server that needs no key (LM Studio, Ollama, vLLM, your own) is ready only if it listens.
     reachable = _reachable([base_url(p) for _, p in table if not p.key_required and base_url(p)])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, provider in table:
         url = base_url(provider)
         if provider.key_required:

@@ -3,6 +3,7 @@ a single machine's SQLite state into PostgreSQL (`state migrate`)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def migrate(target: str | None, config_path: str | None) -> None:
                     label = f"{store.name}: {table.name}"
                     rows = count(source, table)
                     task = progress.add_task(label, total=rows)
-                    added = copy_table(source, into, table, lambda n, task=task: progress.advance(task, n))
+                    added = copy_table(source, into, table, functools.partial(progress.advance, task))
                     totals.append((label, added, rows - added))
             finally:
                 source.close()

@@ -2,7 +2,7 @@
 
 Each dialect module (``openai``, ``anthropic``, ``gemini``, ``openai-responses``, ``ollama``, and any a
 plugin registers in the ``modelport.dialects`` entry-point group) is used in both directions and
-does no I/O. It provides:
+does no I/O. It provides (``base.py`` types each half as a Protocol):
 
 Client side (modelport calling a provider)
     chat_path(model_id, stream) -> str            path relative to the provider base URL
@@ -14,16 +14,18 @@ Client side (modelport calling a provider)
     decode_error(status, body, headers, provider) -> ModelportError
     retry_after(headers, body) -> float | None    the provider's own retry hint, seconds
     encode_embeddings_request(inputs, model_id) -> (path, body);  decode_embeddings_response
+                                                  (optional: only with an embeddings API)
 
 Server side (the gateway answering a caller)
     decode_request(body, model=None) -> ChatRequest   raises BadRequestError naming the field
+    encode_response(response, model) -> dict
+    StreamEncoder(model, include_usage).encode(event) -> bytes; .close() -> bytes;
+        .error(exc) -> bytes; await .flush(); ``media_type`` (bytes) when the stream is not
+        SSE (``base.StreamEncoderBase`` gives the defaults)
+    encode_error(exc) -> (status, body, headers)
 
 Client-side decoders are wrapped in ``upstream_decoder``: JSON of the wrong shape from a
 provider becomes an ``UpstreamProtocolError`` (a 502), never a raw AttributeError.
-    encode_response(response, model) -> dict
-    StreamEncoder(model, include_usage).encode(event) -> bytes; .close() -> bytes;
-        .error(exc) -> bytes; an optional ``media_type`` (bytes) when the stream is not SSE
-    encode_error(exc) -> (status, body, headers)
 """
 
 from __future__ import annotations

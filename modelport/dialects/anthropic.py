@@ -1,6 +1,6 @@
 """Anthropic Messages API (``POST /v1/messages``), both directions.
 
-Policies (protocols.md §3, §9), decided once here:
+Policies, decided once here:
 
 * System messages are hoisted to the top-level ``system`` wherever they stood (Anthropic has
   no other slot); one text part is sent as a string, several as text blocks.
@@ -37,6 +37,7 @@ from ..types import (
     REASONING_BUDGETS,
     ChatRequest,
     ChatResponse,
+    FinishReason,
     ImagePart,
     InvalidShape,
     ModelInfo,
@@ -59,7 +60,7 @@ DEFAULT_MAX_TOKENS = 4096
 MIN_THINKING_BUDGET = 1024
 JSON_OBJECT_INSTRUCTION = "Respond with a single JSON object and nothing else."
 
-_STOP_FROM_WIRE = {
+_STOP_FROM_WIRE: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -170,6 +171,7 @@ def _thinking(request: ChatRequest) -> tuple[int, dict[str, Any] | None]:
 
 
 def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, Any] | None:
+    wire: dict[str, Any] | None
     if choice is None:
         wire = {"type": "auto"} if parallel is False else None
     elif choice.mode == "none":
@@ -283,7 +285,7 @@ def decode_response(body: Mapping[str, Any], provider: str = "anthropic") -> Cha
         elif kind == "tool_use":
             calls.append(ToolCall(block["id"], block["name"], dump_json(block.get("input") or {})))
     stop = body.get("stop_reason")
-    finish = "tool_calls" if calls else _STOP_FROM_WIRE.get(stop, "stop")
+    finish = "tool_calls" if calls else _STOP_FROM_WIRE.get(stop or "", "stop")
     return ChatResponse(
         id=body.get("id", ""),
         model=body.get("model", ""),
@@ -531,7 +533,7 @@ def _decode_effort(body: Mapping[str, Any]) -> str | None:
         if kind == "disabled":
             return "none"
         if kind == "adaptive":
-            return _EFFORT_FROM_OUTPUT_CONFIG.get(output_effort, "medium")
+            return _EFFORT_FROM_OUTPUT_CONFIG.get(output_effort or "", "medium")
     return _EFFORT_FROM_OUTPUT_CONFIG.get(output_effort) if output_effort else None
 
 
@@ -652,7 +654,7 @@ class StreamEncoder(StreamEncoderBase):
         if self._started:
             return b""
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": _message_id(self._id),
             "type": "message",
             "role": "assistant",

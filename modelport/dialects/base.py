@@ -8,21 +8,24 @@ only its own door uses.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
 
 from ..errors import ModelportError
-from ..types import ChatRequest, ChatResponse, StreamEvent
+from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamEvent
 
 
-class StreamDecoder(Protocol):
+class EventDecoder(Protocol):
+    """A stream's events in the provider's framing, one at a time, as canonical StreamEvents."""
+
     def feed(self, event: str | None, data: str) -> list[StreamEvent]: ...
 
 
 class StreamEncoder(Protocol):
     """Canonical stream events to the caller's wire format, one event at a time."""
 
-    # The content type of the stream when it is not SSE (Ollama's NDJSON); None: SSE.
-    media_type: bytes | None
+    @property
+    def media_type(self) -> bytes | None:
+        """The content type of the stream when it is not SSE (Ollama's NDJSON); None: SSE."""
 
     def encode(self, event: StreamEvent) -> bytes: ...
 
@@ -44,7 +47,13 @@ class StreamEncoderBase:
 
 
 class ClientDialect(Protocol):
-    """What a backend needs to call a provider in this wire format."""
+    """What a backend needs to call a provider in this wire format. Optional: a
+    ``StreamParser`` class (the stream's framing; SSE without one), and ``EmbeddingsDialect``'s
+    functions where the provider has an embeddings API."""
+
+    @property
+    def StreamDecoder(self) -> Callable[[], EventDecoder]:  # noqa: N802 - the dialect's class of that name
+        """One decoder per stream."""
 
     def chat_path(self, model_id: str, stream: bool) -> str: ...
 
@@ -52,9 +61,19 @@ class ClientDialect(Protocol):
 
     def decode_response(self, body: dict[str, Any], provider: str) -> ChatResponse: ...
 
-    def decode_error(self, status: int, body: Any, headers: Mapping[str, str] | None, provider: str) -> ModelportError: ...
+    def decode_error(self, status: int, body: Any, headers: Mapping[str, str], provider: str) -> ModelportError: ...
 
-    def retry_after(self, headers: Mapping[str, str] | None, body: Any = None) -> float | None: ...
+    def retry_after(self, headers: Mapping[str, str], body: Any = None) -> float | None: ...
+
+
+@runtime_checkable
+class EmbeddingsDialect(Protocol):
+    """The client half of a wire format with an embeddings API (Anthropic's has none)."""
+
+    def encode_embeddings_request(self, inputs: list[str], model_id: str) -> tuple[str, dict[str, Any]]:
+        """The path, relative to the provider's base URL, and the body."""
+
+    def decode_embeddings_response(self, body: dict[str, Any], provider: str) -> EmbeddingResponse: ...
 
 
 class ServerDialect(Protocol):
@@ -62,3 +81,13 @@ class ServerDialect(Protocol):
     speak its door's dialect."""
 
     def encode_error(self, exc: BaseException) -> tuple[int, Any, dict[str, str]]: ...
+
+
+if TYPE_CHECKING:  # the built-in dialects, held to these Protocols by the type checker
+    from . import anthropic, gemini, ollama, openai, openai_responses
+
+    _anthropic: tuple[ClientDialect, ServerDialect] = (anthropic, anthropic)
+    _gemini: tuple[ClientDialect, ServerDialect, EmbeddingsDialect] = (gemini, gemini, gemini)
+    _ollama: tuple[ClientDialect, ServerDialect, EmbeddingsDialect] = (ollama, ollama, ollama)
+    _openai: tuple[ClientDialect, ServerDialect, EmbeddingsDialect] = (openai, openai, openai)
+    _responses: tuple[ClientDialect, ServerDialect, EmbeddingsDialect] = (openai_responses, openai_responses, openai_responses)

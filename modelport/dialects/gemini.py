@@ -1,6 +1,6 @@
 """Gemini ``generateContent`` (Generative Language API), both directions.
 
-Policies (protocols.md §4, §9), decided once here:
+Policies, decided once here:
 
 * System messages are hoisted into ``systemInstruction`` (text parts only).
 * Tool results become ``functionResponse`` parts of one user content per run of results. The
@@ -41,6 +41,7 @@ from ..types import (
     REASONING_BUDGETS,
     ChatRequest,
     ChatResponse,
+    FinishReason,
     Embedding,
     EmbeddingResponse,
     ImagePart,
@@ -65,7 +66,7 @@ SYNTHETIC_ID_PREFIX = "mpgm_"
 
 _CONTENT_FILTER = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "LANGUAGE")
 _TOOL_FAILURES = ("MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MISSING_THOUGHT_SIGNATURE")
-_FINISH_FROM_WIRE = {"STOP": "stop", "MAX_TOKENS": "length", **dict.fromkeys(_CONTENT_FILTER, "content_filter"), **dict.fromkeys(_TOOL_FAILURES, "error")}
+_FINISH_FROM_WIRE: dict[str, FinishReason] = {"STOP": "stop", "MAX_TOKENS": "length", **dict.fromkeys(_CONTENT_FILTER, "content_filter"), **dict.fromkeys(_TOOL_FAILURES, "error")}
 _FINISH_TO_WIRE = {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY", "error": "OTHER"}
 _MODE_TO_WIRE = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 _STATUS_NAMES = {
@@ -155,12 +156,12 @@ def _standard_base64(data: Any) -> Any:
     return data
 
 
-def _typed(obj: Mapping[str, Any], camel: str, kind: type | tuple[type, ...], where: str) -> Any:
+def _typed(obj: Mapping[str, Any], camel: str, kind: type, where: str) -> Any:
     """An optional field of a part, which must have its proto type when present (strings
     stay strings: a list or a number in ``text`` is refused here, not deep in a later step)."""
     value = _field(obj, camel)
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
-        what = {str: "a string", dict: "an object", list: "a list", bool: "a boolean"}.get(kind, "another type")  # type: ignore[call-overload]
+        what = {str: "a string", dict: "an object", list: "a list", bool: "a boolean"}.get(kind, "another type")
         raise InvalidShape(f"{where}.{camel}", f"expected {what}")
     return value
 
@@ -366,13 +367,13 @@ def _usage_to_wire(usage: Usage) -> dict[str, Any]:
     return wire
 
 
-def _finish(candidate: Mapping[str, Any] | None, body: Mapping[str, Any], has_calls: bool) -> str:
+def _finish(candidate: Mapping[str, Any] | None, body: Mapping[str, Any], has_calls: bool) -> FinishReason:
     if has_calls:
         return "tool_calls"
     if candidate is None:
         # no candidates: the prompt itself was blocked
         return "content_filter" if (body.get("promptFeedback") or {}).get("blockReason") else "stop"
-    return _FINISH_FROM_WIRE.get(candidate.get("finishReason"), "stop")
+    return _FINISH_FROM_WIRE.get(candidate.get("finishReason") or "", "stop")
 
 
 @upstream_decoder
@@ -499,6 +500,7 @@ def retry_after(headers: Mapping[str, str], body: Any = None) -> float | None:
 
 def decode_error(status: int, body: Any, headers: Mapping[str, str], provider: str = "gemini") -> ModelportError:
     error = _error_object(body)
+    details: list[Any]
     if error is None:
         message, code, details = (body if isinstance(body, str) and body else f"HTTP {status}"), None, []
     else:
@@ -609,7 +611,7 @@ def _decode_content(content: Any, i: int, pending: list[ToolCall]) -> list[Messa
             raise _bad(f"no earlier functionCall named {name!r} to answer", here)
         text, is_error = _result_text(response.get("response") or {})
         images = [_decode_image(p, f"{here}.parts[{k}]") for k, p in enumerate(_typed(response, "parts", list, here) or ())]
-        result = [TextPart(text), *(image for image in images if image is not None)]
+        result: list[Part] = [TextPart(text), *(image for image in images if image is not None)]
         messages.append(Message("tool", result, tool_call_id=call_id, name=name, is_error=is_error))
     if rest or not messages:
         messages.append(Message("user", rest))

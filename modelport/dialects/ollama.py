@@ -2,7 +2,7 @@
 
 Unlike Ollama's OpenAI-compatible layer, the native API honours ``options.num_ctx`` (the
 context window) and ``keep_alive``. Streams are NDJSON, one JSON object per line, the last
-one ``done: true`` with the counts and durations (protocols §7).
+one ``done: true`` with the counts and durations.
 
 Choices made once, here:
 
@@ -30,14 +30,15 @@ Choices made once, here:
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 from modelport.dialects.base import StreamEncoderBase
 from modelport.errors import BadRequestError, ModelportError, NotFoundError, StreamError, error_for_status
-from modelport.dialects import openai  # Ollama's tool definitions are OpenAI's, and so are its error statuses
+# Ollama's tool definitions are OpenAI's, and so are its error statuses and request checks.
+from modelport.dialects.openai_family import bad, decode_tools, encode_tool, new_id
+from modelport.dialects.openai_family import encode_error as openai_error
 from modelport.jsonio import dumps, loads
 from modelport.ndjson import NDJSONParser
 from modelport.retry import parse_retry_after
@@ -45,6 +46,7 @@ from modelport.types import (
     ChatRequest,
     ChatResponse,
     Embedding,
+    FinishReason,
     EmbeddingResponse,
     ImagePart,
     Message,
@@ -88,18 +90,10 @@ _THINK_IN = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
 _IMAGE_MAGIC = (("iVBORw0KGgo", "image/png"), ("/9j/", "image/jpeg"), ("R0lGOD", "image/gif"), ("UklGR", "image/webp"))
 
 
-def _new_call_id() -> str:
-    return "call_" + os.urandom(12).hex()
-
-
 def now(at: float | None = None) -> str:
     """An ISO 8601 UTC timestamp (of ``at``, epoch seconds, else of now), as Ollama writes them."""
     moment = datetime.now(timezone.utc) if at is None else datetime.fromtimestamp(at, timezone.utc)
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def _bad(param: str, problem: str) -> BadRequestError:
-    return BadRequestError(f"{param}: {problem}", param=param, code="invalid_type")
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,7 +172,7 @@ def _encode_tool_call(call: ToolCall) -> dict[str, Any]:
 
 
 def _encode_tool(tool: Tool) -> dict[str, Any]:
-    out = openai._encode_tool(tool)
+    out = encode_tool(tool)
     out["function"].pop("strict", None)  # OpenAI's flag; Ollama has none
     return out
 
@@ -210,7 +204,7 @@ def decode_response(body: dict[str, Any], provider: str) -> ChatResponse:
 
 def _decode_answer_call(call: dict[str, Any]) -> ToolCall:
     function = call.get("function") or {}
-    return ToolCall(call.get("id") or _new_call_id(), function.get("name") or "", _arguments_text(function.get("arguments")))
+    return ToolCall(call.get("id") or new_id("call_"), function.get("name") or "", _arguments_text(function.get("arguments")))
 
 
 def _arguments_text(arguments: Any) -> str:
@@ -219,7 +213,7 @@ def _arguments_text(arguments: Any) -> str:
     return dump_json(arguments) if arguments is not None else "{}"
 
 
-def _decode_finish(reason: Any, has_calls: bool) -> str:
+def _decode_finish(reason: Any, has_calls: bool) -> FinishReason:
     if reason == "length":
         return "length"
     return "tool_calls" if has_calls else "stop"
@@ -272,7 +266,7 @@ class StreamDecoder:
         if chunk.get("done"):
             self.done = True
             finish = _decode_finish(chunk.get("done_reason"), self._calls > 0)
-            events.append(StreamEvent("finish", finish_reason=finish, usage=_decode_usage(chunk)))  # type: ignore[arg-type]
+            events.append(StreamEvent("finish", finish_reason=finish, usage=_decode_usage(chunk)))
         return events
 
 
@@ -303,13 +297,13 @@ def decode_error(status: int, body: Any, headers: Mapping[str, str] | None, prov
 def _typed(value: Any, kind: tuple[type, ...], param: str, what: str) -> Any:
     # bool is an int in Python, never in JSON.
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise _bad(param, f"expected {what}")
+        raise bad(param, f"expected {what}")
     return value
 
 
 def _model(body: Any, model: str | None) -> str:
     if not isinstance(body, dict):
-        raise _bad("body", "expected a JSON object")
+        raise bad("body", "expected a JSON object")
     model = model or body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequestError("model: required (a model name, e.g. llama3.2)", param="model", code="missing_required_parameter")
@@ -324,9 +318,9 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     if raw is None:
         raw = []
     if not isinstance(raw, list):
-        raise _bad("messages", "expected an array of messages")
+        raise bad("messages", "expected an array of messages")
     request = _decode_common(body, model, _decode_messages(raw))
-    request.tools = openai._decode_tools(body.get("tools"))
+    request.tools = decode_tools(body.get("tools"))
     return request
 
 
@@ -357,7 +351,7 @@ def _decode_common(body: dict[str, Any], model: str, messages: list[Message]) ->
             extra[key] = body[key]
     stream = body.get("stream", True)
     if not isinstance(stream, bool):
-        raise _bad("stream", "expected a boolean")
+        raise bad("stream", "expected a boolean")
     return ChatRequest(model=model, messages=messages, response_format=_decode_format(body.get("format")),
                        reasoning_effort=_decode_think(body.get("think")), stream=stream, extra=extra, **fields)
 
@@ -367,7 +361,7 @@ def _decode_options(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if raw is None:
         return {}, {}
     if not isinstance(raw, dict):
-        raise _bad("options", "expected an object")
+        raise bad("options", "expected an object")
     options = dict(raw)
     fields: dict[str, Any] = {}
     for field, option in _OPTIONS:
@@ -382,7 +376,7 @@ def _decode_options(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         stop = [stop]
     if stop is not None:
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _bad("options.stop", "expected a string or an array of strings")
+            raise bad("options.stop", "expected a string or an array of strings")
         if stop:
             fields["stop"] = stop
     return fields, {k: v for k, v in options.items() if v is not None}
@@ -395,7 +389,7 @@ def _decode_format(raw: Any) -> ResponseFormat | None:
         return ResponseFormat("json_object")
     if isinstance(raw, dict):
         return ResponseFormat("json_schema", raw)
-    raise _bad("format", 'expected "json" or a JSON Schema object')
+    raise bad("format", 'expected "json" or a JSON Schema object')
 
 
 def _decode_think(raw: Any) -> str | None:
@@ -405,14 +399,14 @@ def _decode_think(raw: Any) -> str | None:
         return "medium" if raw else "none"
     if raw in _THINK_IN:
         return _THINK_IN[raw]
-    raise _bad("think", "expected true, false, or one of low, medium, high, max")
+    raise bad("think", "expected true, false, or one of low, medium, high, max")
 
 
 def _decode_images(raw: Any, path: str) -> list[Part]:
     if raw is None:
         return []
     if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
-        raise _bad(path, "expected an array of base64 strings")
+        raise bad(path, "expected an array of base64 strings")
     return [ImagePart.from_url(i) if i.startswith("data:") else ImagePart(data=i, media_type=_sniff(i)) for i in raw]
 
 
@@ -428,7 +422,7 @@ def _decode_messages(raw: list[Any]) -> list[Message]:
     for i, item in enumerate(raw):
         path = f"messages[{i}]"
         if not isinstance(item, dict):
-            raise _bad(path, "expected an object")
+            raise bad(path, "expected an object")
         role = item.get("role")
         if role not in _ROLES:
             raise BadRequestError(f"{path}.role: expected one of {', '.join(_ROLES)}", param=f"{path}.role", code="invalid_value")
@@ -460,21 +454,32 @@ def _decode_history_calls(raw: Any, path: str, first: int) -> list[ToolCall]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise _bad(path, "expected an array")
+        raise bad(path, "expected an array")
     calls = []
     for j, call in enumerate(raw):
         function = call.get("function") if isinstance(call, dict) else None
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str) or not name:
-            raise _bad(f"{path}[{j}].function.name", "expected a string")
+            raise bad(f"{path}[{j}].function.name", "expected a string")
         arguments = function.get("arguments")  # type: ignore[union-attr]
         if arguments is not None and not isinstance(arguments, (dict, str)):
-            raise _bad(f"{path}[{j}].function.arguments", "expected an object")
+            raise bad(f"{path}[{j}].function.arguments", "expected an object")
         calls.append(ToolCall(call.get("id") or f"call_{first + j}", name, _arguments_text(arguments)))
     return calls
 
 
-def _stats(usage: Usage, total_ns: int, prompt_ns: int | None = None) -> dict[str, int]:
+class _Stats(TypedDict):
+    """The timings and counts that end an Ollama answer (durations in nanoseconds)."""
+
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+def _stats(usage: Usage, total_ns: int, prompt_ns: int | None = None) -> _Stats:
     n_in, n_out = usage.input_tokens, usage.output_tokens
     if prompt_ns is None:
         prompt_ns = total_ns * n_in // (n_in + n_out) if n_in + n_out else 0
@@ -613,7 +618,7 @@ def encode_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str
     """(HTTP status, ``{"error": message}``, headers) for any exception the gateway meets:
     the statuses and retry headers of the OpenAI door (Ollama's own are a subset of them),
     with the message in Ollama's shape."""
-    status, body, headers = openai.encode_error(exc)
+    status, body, headers = openai_error(exc)
     return status, {"error": body["error"]["message"]}, headers
 
 
@@ -642,7 +647,7 @@ def decode_embed_request(body: Any) -> tuple[str, list[str]]:
         return model, [raw]
     if isinstance(raw, list) and raw and all(isinstance(s, str) for s in raw):
         return model, list(raw)
-    raise _bad("input", "expected a string or a non-empty array of strings")
+    raise bad("input", "expected a string or a non-empty array of strings")
 
 
 def decode_embeddings_legacy_request(body: Any) -> tuple[str, list[str]]:
@@ -650,7 +655,7 @@ def decode_embeddings_legacy_request(body: Any) -> tuple[str, list[str]]:
     model = _model(body, None)
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
-        raise _bad("prompt", "expected a string")
+        raise bad("prompt", "expected a string")
     return model, [prompt]
 
 

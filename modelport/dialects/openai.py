@@ -20,55 +20,50 @@ Choices made once, here:
 
 from __future__ import annotations
 
-import base64
-import math
-import os
-import re
-import sys
 import time
-from array import array
-from typing import Any, Mapping
+from typing import Any, Sequence
 
-from modelport.dialects.base import StreamEncoderBase
-from modelport.errors import (
-    BadRequestError,
-    ModelportError,
-    QuotaExceededError,
-    StreamError,
-    error_for_status,
-)
 from modelport.dialects import upstream_decoder
+from modelport.dialects.base import StreamEncoderBase
+from modelport.dialects.openai_family import bad, code_text, decode_metadata, decode_tools, encode_tool, new_id, optional
+from modelport.dialects.openai_family import (  # noqa: F401  (re-exported: the dialect interface)
+    decode_embeddings_request,
+    decode_embeddings_response,
+    decode_error,
+    decode_models,
+    encode_embeddings_request,
+    encode_embeddings_response,
+    encode_error,
+    encode_models,
+    retry_after,
+)
+from modelport.errors import StreamError
 from modelport.jsonio import dumps, loads
-from modelport.retry import parse_retry_after
 from modelport.sse import format_event
 from modelport.types import (
     ChatRequest,
     ChatResponse,
-    Embedding,
-    EmbeddingResponse,
+    FinishReason,
     ImagePart,
     InvalidShape,
     Message,
-    ModelInfo,
     Part,
     ReasoningPart,
     ResponseFormat,
     StreamEvent,
+    TOOL_CHOICE_MODES,
     TextPart,
-    Tool,
     ToolCall,
     ToolChoice,
     Usage,
 )
-
-_loads = loads
 
 
 def _dumps(value: Any) -> str:
     return dumps(value).decode()
 
 
-_FINISH_IN = {
+_FINISH_IN: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
     "tool_calls": "tool_calls",
@@ -78,8 +73,6 @@ _FINISH_IN = {
 }
 _FINISH_OUT = {"error": "stop"}
 _MESSAGE_ROLES = ("system", "user", "assistant", "tool", "developer")
-_TOOL_CHOICE_MODES = ("auto", "none", "required")
-_DEFAULT_PARAMETERS = {"type": "object", "properties": {}}
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,7 +95,7 @@ def encode_request(req: ChatRequest, model_id: str) -> dict[str, Any]:
     if req.response_format is not None:
         body["response_format"] = _encode_response_format(req.response_format)
     if req.tools:
-        body["tools"] = [_encode_tool(t) for t in req.tools]
+        body["tools"] = [encode_tool(t) for t in req.tools]
     if req.tool_choice is not None:
         body["tool_choice"] = _encode_tool_choice(req.tool_choice)
     if req.parallel_tool_calls is not None:
@@ -121,8 +114,9 @@ def encode_request(req: ChatRequest, model_id: str) -> dict[str, Any]:
 
 
 def _encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """Tool messages take text only (protocols §9.3): images a tool returned go in one user
-    message right after the run of tool messages, which must stay together."""
+    """Tool messages take text only (OpenAI rejects image parts in a tool message): images a
+    tool returned go in one user message right after the run of tool messages, which must
+    stay together (every call of an assistant turn answered before the next message)."""
     wire: list[dict[str, Any]] = []
     images: list[ImagePart] = []
     for msg in messages:
@@ -152,7 +146,7 @@ def _encode_message(msg: Message) -> dict[str, Any]:
     return {"role": role, "content": _encode_content(msg.content)}
 
 
-def _encode_content(parts: list[Part]) -> str | list[dict[str, Any]]:
+def _encode_content(parts: Sequence[Part]) -> str | list[dict[str, Any]]:
     kept = [p for p in parts if not isinstance(p, ReasoningPart) and not (isinstance(p, TextPart) and not p.text)]
     if not kept:
         return ""
@@ -161,7 +155,7 @@ def _encode_content(parts: list[Part]) -> str | list[dict[str, Any]]:
     return [_encode_part(p) for p in kept]
 
 
-def _encode_part(part: Part) -> dict[str, Any]:
+def _encode_part(part: TextPart | ImagePart) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     image: dict[str, Any] = {"url": part.data_url}
@@ -188,16 +182,6 @@ def _signature_of(call: dict[str, Any]) -> str | None:
     google = extra.get("google") if isinstance(extra, dict) else None
     signature = google.get("thought_signature") if isinstance(google, dict) else None
     return signature if isinstance(signature, str) and signature else None
-
-
-def _encode_tool(tool: Tool) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": tool.name}
-    if tool.description:
-        function["description"] = tool.description
-    function["parameters"] = tool.parameters
-    if tool.strict is not None:
-        function["strict"] = tool.strict
-    return {"type": "function", "function": function}
 
 
 def _encode_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
@@ -266,9 +250,10 @@ def _arguments_text(function: dict[str, Any]) -> str:
     return _dumps(arguments) if arguments is not None else "{}"
 
 
-def _decode_finish(value: str | None, has_calls: bool) -> str:
+def _decode_finish(value: str | None, has_calls: bool) -> FinishReason:
     finish = _FINISH_IN.get(value or "", "stop")
-    # Some compatible servers say "stop" after tool calls; the content decides (protocols §9.8).
+    # Some compatible servers say "stop" after tool calls; the calls in the answer decide, as
+    # in every dialect.
     if has_calls and finish == "stop":
         return "tool_calls"
     return finish
@@ -313,7 +298,7 @@ class StreamDecoder:
             self.done = True
             return []
         try:
-            chunk = _loads(data)
+            chunk = loads(data)
         except ValueError:
             raise StreamError(f"malformed stream chunk: {data[:200]!r}", provider=self.provider) from None
         return self.feed_json(chunk)
@@ -322,7 +307,7 @@ class StreamDecoder:
         # A server that fails mid-stream may write a bare (even pretty-printed) JSON error body.
         self._raw_lines.append(line)
         try:
-            body = _loads("\n".join(self._raw_lines))
+            body = loads("\n".join(self._raw_lines))
         except ValueError:
             return []
         self._raw_lines.clear()
@@ -379,90 +364,13 @@ class StreamDecoder:
 def _stream_error(error: Any, provider: str) -> StreamError:
     if isinstance(error, dict):
         message = error.get("message") or "stream failed"
-        return StreamError(message, provider=provider, code=_code_text(error.get("code")), param=error.get("param"), body=error)
+        return StreamError(message, provider=provider, code=code_text(error.get("code")), param=error.get("param"), body=error)
     return StreamError(str(error), provider=provider, body=error)
-
-
-def decode_error(status: int, body: Any, headers: Mapping[str, str] | None, provider: str) -> ModelportError:
-    message, err_type, code, param, parsed = _parse_error_body(status, body)
-    exc = error_for_status(
-        status, message, code=code, provider=provider, param=param, retry_after=retry_after(headers, parsed), body=parsed
-    )
-    # OpenAI marks a spent quota in `type` with a null code sometimes; waiting will not help.
-    if status == 429 and err_type == "insufficient_quota" and not isinstance(exc, QuotaExceededError):
-        exc = QuotaExceededError(
-            message, status=status, code=code, provider=provider, param=param, retry_after=exc.retry_after, body=parsed
-        )
-    return exc
-
-
-def _parse_error_body(status: int, body: Any) -> tuple[str, str | None, str | None, str | None, Any]:
-    """(message, type, code, param, parsed body) from whatever the server sent."""
-    parsed = body
-    if isinstance(body, (bytes, bytearray)):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str):
-        try:
-            parsed = body = _loads(body) if body.strip() else None
-        except ValueError:
-            text = body.strip()
-            return (text[:1000] or f"HTTP {status}"), None, None, None, text
-    if isinstance(body, dict):
-        # {"error": {...}} from OpenAI and Groq, {"error": "..."} from Ollama, a bare object from vLLM
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            message = error.get("message") or error.get("detail") or f"HTTP {status}"
-            return str(message), error.get("type"), _code_text(error.get("code")), error.get("param"), parsed
-        if error:
-            return str(error), None, None, None, parsed
-    return f"HTTP {status}", None, None, None, parsed
-
-
-def _code_text(code: Any) -> str | None:
-    # vLLM puts the HTTP status (an int) in `code`; only symbolic codes mean anything here.
-    return code if isinstance(code, str) else None
-
-
-_TRY_AGAIN = re.compile(r"try again in (?:(\d+)m)?(\d+(?:\.\d+)?)(ms|s)\b")
-
-
-def retry_after(headers: Mapping[str, str] | None, body: Any = None) -> float | None:
-    """Seconds to wait: ``retry-after-ms``, then ``retry-after`` (seconds or HTTP date),
-    then the "Please try again in 1.5s" that OpenAI and Groq write in 429 messages."""
-    delay = parse_retry_after(headers) if headers else None
-    return delay if delay is not None else _retry_after_from_message(body)
-
-
-def _retry_after_from_message(body: Any) -> float | None:
-    if not isinstance(body, dict):
-        return None
-    error = body.get("error")
-    message = error.get("message") if isinstance(error, dict) else None
-    match = _TRY_AGAIN.search(message) if isinstance(message, str) else None
-    if match is None:
-        return None
-    minutes, amount, unit = match.groups()
-    seconds = float(amount) / (1000.0 if unit == "ms" else 1.0)
-    return seconds + 60.0 * int(minutes or 0)
 
 
 # ---------------------------------------------------------------------------------------
 # Server side: the gateway answering an OpenAI-speaking caller
 # ---------------------------------------------------------------------------------------
-
-
-def _bad(param: str, problem: str, code: str = "invalid_type") -> BadRequestError:
-    return BadRequestError(f"{param}: {problem}", param=param, code=code)
-
-
-def _optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    # bool is an int in Python, never in JSON.
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        raise _bad(key, f"expected {what}")
-    return value
 
 
 def decode_request(body: Any, model: str | None = None) -> ChatRequest:
@@ -471,38 +379,38 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     Unknown fields are ignored. ``model``, when given (from a route), wins over the body's.
     """
     if not isinstance(body, dict):
-        raise _bad("body", "expected a JSON object")
+        raise bad("body", "expected a JSON object")
     model = model or body.get("model")
     if not model:
-        raise _bad("model", "required", "missing_required_parameter")
+        raise bad("model", "required", "missing_required_parameter")
     if not isinstance(model, str):
-        raise _bad("model", "expected a string")
+        raise bad("model", "expected a string")
     raw_messages = body.get("messages")
     if raw_messages is None:
-        raise _bad("messages", "required", "missing_required_parameter")
+        raise bad("messages", "required", "missing_required_parameter")
     if not isinstance(raw_messages, list) or not raw_messages:
-        raise _bad("messages", "expected a non-empty array")
-    max_tokens = _optional(body, "max_completion_tokens", int, "an integer")
+        raise bad("messages", "expected a non-empty array")
+    max_tokens = optional(body, "max_completion_tokens", int, "an integer")
     if max_tokens is None:
-        max_tokens = _optional(body, "max_tokens", int, "an integer")
+        max_tokens = optional(body, "max_tokens", int, "an integer")
     return ChatRequest(
         model=model,
         messages=_decode_messages(raw_messages),
-        temperature=_optional(body, "temperature", (int, float), "a number"),
-        top_p=_optional(body, "top_p", (int, float), "a number"),
-        top_k=_optional(body, "top_k", int, "an integer"),
+        temperature=optional(body, "temperature", (int, float), "a number"),
+        top_p=optional(body, "top_p", (int, float), "a number"),
+        top_k=optional(body, "top_k", int, "an integer"),
         max_tokens=max_tokens,
         stop=_decode_stop(body.get("stop")),
-        seed=_optional(body, "seed", int, "an integer"),
-        presence_penalty=_optional(body, "presence_penalty", (int, float), "a number"),
-        frequency_penalty=_optional(body, "frequency_penalty", (int, float), "a number"),
+        seed=optional(body, "seed", int, "an integer"),
+        presence_penalty=optional(body, "presence_penalty", (int, float), "a number"),
+        frequency_penalty=optional(body, "frequency_penalty", (int, float), "a number"),
         response_format=_decode_response_format(body.get("response_format")),
-        tools=_decode_tools(body.get("tools")),
+        tools=decode_tools(body.get("tools")),
         tool_choice=_decode_tool_choice(body.get("tool_choice")),
-        parallel_tool_calls=_optional(body, "parallel_tool_calls", bool, "a boolean"),
-        reasoning_effort=_optional(body, "reasoning_effort", str, "a string"),
-        metadata=_decode_metadata(body.get("metadata")),
-        stream=bool(_optional(body, "stream", bool, "a boolean")),
+        parallel_tool_calls=optional(body, "parallel_tool_calls", bool, "a boolean"),
+        reasoning_effort=optional(body, "reasoning_effort", str, "a string"),
+        metadata=decode_metadata(body.get("metadata")),
+        stream=bool(optional(body, "stream", bool, "a boolean")),
     )
 
 
@@ -519,10 +427,10 @@ def _decode_messages(raw: list[Any]) -> list[Message]:
     for i, item in enumerate(raw):
         path = f"messages[{i}]"
         if not isinstance(item, dict):
-            raise _bad(path, "expected an object")
+            raise bad(path, "expected an object")
         role = item.get("role")
         if role not in _MESSAGE_ROLES:
-            raise _bad(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}", "invalid_value")
+            raise bad(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}", "invalid_value")
         message = _decode_message(role, item, path, names_by_call_id)
         for call in message.tool_calls:
             names_by_call_id[call.id] = call.name
@@ -532,7 +440,7 @@ def _decode_messages(raw: list[Any]) -> list[Message]:
 
 def _decode_message(role: str, item: dict[str, Any], path: str, names_by_call_id: dict[str, str]) -> Message:
     content = _decode_content(item.get("content"), f"{path}.content", role == "user")
-    if role == "developer":
+    if role in ("system", "developer"):
         return Message("system", content)
     if role == "assistant":
         calls = _decode_tool_calls(item.get("tool_calls"), f"{path}.tool_calls")
@@ -540,10 +448,10 @@ def _decode_message(role: str, item: dict[str, Any], path: str, names_by_call_id
     if role == "tool":
         call_id = item.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
-            raise _bad(f"{path}.tool_call_id", "required: the id of the tool call this answers", "missing_required_parameter")
+            raise bad(f"{path}.tool_call_id", "required: the id of the tool call this answers", "missing_required_parameter")
         name = names_by_call_id.get(call_id) or item.get("name")
         return Message("tool", content, tool_call_id=call_id, name=name if isinstance(name, str) else None)
-    return Message(role, content)
+    return Message("user", content)
 
 
 def _decode_content(content: Any, path: str, images_allowed: bool) -> list[Part]:
@@ -552,7 +460,7 @@ def _decode_content(content: Any, path: str, images_allowed: bool) -> list[Part]
     if isinstance(content, str):
         return [TextPart(content)] if content else []
     if not isinstance(content, list):
-        raise _bad(path, "expected a string or an array of content parts")
+        raise bad(path, "expected a string or an array of content parts")
     parts: list[Part] = []
     for j, raw in enumerate(content):
         part = _decode_part(raw, f"{path}[{j}]", images_allowed)
@@ -563,39 +471,39 @@ def _decode_content(content: Any, path: str, images_allowed: bool) -> list[Part]
 
 def _decode_part(raw: Any, path: str, images_allowed: bool) -> Part | None:
     if not isinstance(raw, dict):
-        raise _bad(path, "expected an object")
+        raise bad(path, "expected an object")
     kind = raw.get("type")
     if kind in ("text", "refusal"):
         text = raw.get(kind)
         if not isinstance(text, str):
-            raise _bad(f"{path}.{kind}", "expected a string")
+            raise bad(f"{path}.{kind}", "expected a string")
         return TextPart(text) if text else None
     if kind == "image_url" and images_allowed:
         image = raw.get("image_url")
         url = image.get("url") if isinstance(image, dict) else None
-        if not isinstance(url, str) or not url:
-            raise _bad(f"{path}.image_url.url", "expected a string", "missing_required_parameter")
+        if not isinstance(image, dict) or not isinstance(url, str) or not url:
+            raise bad(f"{path}.image_url.url", "expected a string", "missing_required_parameter")
         return ImagePart.from_url(url, image.get("detail"))
     allowed = "text or image_url" if images_allowed else "text"
-    raise _bad(f"{path}.type", f"unsupported content part {kind!r}; expected {allowed}", "invalid_value")
+    raise bad(f"{path}.type", f"unsupported content part {kind!r}; expected {allowed}", "invalid_value")
 
 
 def _decode_tool_calls(raw: Any, path: str) -> list[ToolCall]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise _bad(path, "expected an array")
+        raise bad(path, "expected an array")
     calls = []
     for k, call in enumerate(raw):
         where = f"{path}[{k}]"
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
-            raise _bad(f"{where}.function", "expected an object with name and arguments")
+            raise bad(f"{where}.function", "expected an object with name and arguments")
         call_id, name = call.get("id"), function.get("name")
         if not isinstance(call_id, str) or not call_id:
-            raise _bad(f"{where}.id", "expected a string", "missing_required_parameter")
+            raise bad(f"{where}.id", "expected a string", "missing_required_parameter")
         if not isinstance(name, str) or not name:
-            raise _bad(f"{where}.function.name", "expected a string", "missing_required_parameter")
+            raise bad(f"{where}.function.name", "expected a string", "missing_required_parameter")
         calls.append(ToolCall(call_id, name, _arguments_text(function), _signature_of(call)))
     return calls
 
@@ -606,7 +514,7 @@ def _decode_stop(stop: Any) -> list[str] | None:
     if isinstance(stop, str):
         return [stop]
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise _bad("stop", "expected a string or an array of strings")
+        raise bad("stop", "expected a string or an array of strings")
     return list(stop) or None
 
 
@@ -617,73 +525,39 @@ def _decode_response_format(raw: Any) -> ResponseFormat | None:
     if kind in ("text", "json_object"):
         return ResponseFormat(kind)
     if kind != "json_schema":
-        raise _bad("response_format.type", "expected one of text, json_object, json_schema", "invalid_value")
+        raise bad("response_format.type", "expected one of text, json_object, json_schema", "invalid_value")
     spec = raw.get("json_schema")
     if not isinstance(spec, dict):
-        raise _bad("response_format.json_schema", "expected an object", "missing_required_parameter")
+        raise bad("response_format.json_schema", "expected an object", "missing_required_parameter")
     schema = spec.get("schema")
     if schema is not None and not isinstance(schema, dict):
-        raise _bad("response_format.json_schema.schema", "expected an object")
+        raise bad("response_format.json_schema.schema", "expected an object")
     return ResponseFormat("json_schema", schema, spec.get("name"), spec.get("strict"))
-
-
-def _decode_tools(raw: Any) -> list[Tool]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise _bad("tools", "expected an array")
-    tools = []
-    for i, tool in enumerate(raw):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or tool.get("type", "function") != "function":
-            raise _bad(f"tools[{i}]", "expected a function tool {type: function, function: {name, parameters}}", "invalid_value")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise _bad(f"tools[{i}].function.name", "expected a string", "missing_required_parameter")
-        parameters = function.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise _bad(f"tools[{i}].function.parameters", "expected a JSON Schema object")
-        tools.append(
-            Tool(name, function.get("description") or "", parameters or dict(_DEFAULT_PARAMETERS), function.get("strict"))
-        )
-    return tools
 
 
 def _decode_tool_choice(raw: Any) -> ToolChoice | None:
     if raw is None:
         return None
     if isinstance(raw, str):
-        if raw not in _TOOL_CHOICE_MODES:
-            raise _bad("tool_choice", "expected one of auto, none, required, or a function choice", "invalid_value")
+        if raw not in TOOL_CHOICE_MODES:
+            raise bad("tool_choice", "expected one of auto, none, required, or a function choice", "invalid_value")
         return ToolChoice(raw)
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "function":
         name = (raw.get("function") or {}).get("name")
         if not isinstance(name, str) or not name:
-            raise _bad("tool_choice.function.name", "expected a string", "missing_required_parameter")
+            raise bad("tool_choice.function.name", "expected a string", "missing_required_parameter")
         return ToolChoice("required", name)
     if kind == "allowed_tools":
         # The subset has no canonical slot; its mode is the part every backend can honour.
         mode = (raw.get("allowed_tools") or {}).get("mode", "auto")
         return ToolChoice("required" if mode == "required" else "auto")
-    raise _bad("tool_choice.type", "expected function or allowed_tools", "invalid_value")
-
-
-def _decode_metadata(raw: Any) -> dict[str, str] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
-        raise _bad("metadata", "expected an object of string values")
-    return dict(raw) or None
-
-
-def _new_id(prefix: str) -> str:
-    return prefix + os.urandom(12).hex()
+    raise bad("tool_choice.type", "expected function or allowed_tools", "invalid_value")
 
 
 def _completion_id(response_id: str | None) -> str:
     # Upstream ids of other dialects (msg_..., Gemini's) are not leaked to OpenAI callers.
-    return response_id if response_id and response_id.startswith("chatcmpl-") else _new_id("chatcmpl-")
+    return response_id if response_id and response_id.startswith("chatcmpl-") else new_id("chatcmpl-")
 
 
 def encode_response(resp: ChatResponse, model: str) -> dict[str, Any]:
@@ -738,7 +612,7 @@ class StreamEncoder(StreamEncoderBase):
         self.model = model
         self.include_usage = include_usage
         self.created = int(time.time())
-        self._set_id(_new_id("chatcmpl-"))
+        self._set_id(new_id("chatcmpl-"))
         self._role_sent = False
         self._finished = False
         self._closed = False
@@ -799,7 +673,7 @@ class StreamEncoder(StreamEncoderBase):
         index = self._indices[event.index] = len(self._indices)
         return _signed({
             "index": index,
-            "id": event.id or _new_id("call_"),
+            "id": event.id or new_id("call_"),
             "type": "function",
             "function": {"name": event.name or "", "arguments": event.arguments},
         }, event.signature)
@@ -828,134 +702,3 @@ class StreamEncoder(StreamEncoderBase):
         self._closed = True
         _, body, _ = encode_error(exc)
         return format_event(_dumps(body))
-
-
-# kind -> (status, error.type, default error.code); protocols.md §2.15 and §9.13
-_ERROR_SPELLING: dict[str, tuple[int, str, str | None]] = {
-    "invalid_request": (400, "invalid_request_error", None),
-    "context_length": (400, "invalid_request_error", "context_length_exceeded"),
-    "authentication": (401, "invalid_request_error", "invalid_api_key"),
-    "permission": (403, "permission_error", None),
-    "not_found": (404, "invalid_request_error", "model_not_found"),
-    "request_too_large": (413, "invalid_request_error", "request_too_large"),
-    "rate_limit": (429, "requests", "rate_limit_exceeded"),
-    "quota": (429, "insufficient_quota", "insufficient_quota"),
-    "server": (500, "server_error", None),
-    "overloaded": (503, "server_error", "overloaded"),
-    "unavailable": (503, "server_error", "service_unavailable"),
-    "timeout": (504, "server_error", "timeout"),
-    "connection": (502, "server_error", "upstream_unreachable"),
-}
-
-
-def encode_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """(HTTP status, OpenAI error body, headers) for any exception the gateway meets."""
-    if not isinstance(exc, ModelportError):
-        body = {"error": {"message": f"internal error: {type(exc).__name__}: {exc}", "type": "server_error", "param": None, "code": None}}
-        return 500, body, {}
-    status, err_type, default_code = _ERROR_SPELLING.get(exc.kind, _ERROR_SPELLING["server"])
-    # A specific upstream status (409, 422, 502...) says more than the family default,
-    # but only within the family: Anthropic's 529 must reach OpenAI callers as 503.
-    if exc.kind in ("invalid_request", "server") and status // 100 == exc.status // 100:
-        status = exc.status
-    message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-    body = {"error": {"message": message, "type": err_type, "param": exc.param, "code": exc.code or default_code}}
-    headers: dict[str, str] = {}
-    if exc.retry_after is not None:
-        headers["retry-after"] = str(math.ceil(exc.retry_after))
-        headers["retry-after-ms"] = str(int(exc.retry_after * 1000))
-    if isinstance(exc, QuotaExceededError):
-        headers["x-should-retry"] = "false"
-    return status, body, headers
-
-
-# ---------------------------------------------------------------------------------------
-# Models and embeddings (gateway and client helpers)
-# ---------------------------------------------------------------------------------------
-
-
-def encode_models(models: list[ModelInfo]) -> dict[str, Any]:
-    data = []
-    for info in models:
-        item: dict[str, Any] = {"id": info.id, "object": "model", "created": 0, "owned_by": info.owned_by or info.provider}
-        if info.context_length:
-            item["context_length"] = info.context_length
-        data.append(item)
-    return {"object": "list", "data": data}
-
-
-def decode_models(body: dict[str, Any], provider: str) -> list[ModelInfo]:
-    models = []
-    for item in body.get("data") or ():
-        context = item.get("context_length") or item.get("max_model_len") or item.get("context_window")
-        models.append(ModelInfo(item["id"], provider, item.get("owned_by") or "", context if isinstance(context, int) else None))
-    return models
-
-
-def encode_embeddings_request(inputs: list[str], model_id: str, dimensions: int | None = None) -> tuple[str, dict[str, Any]]:
-    """The path and body, as every dialect returns them (Gemini's path names the model)."""
-    # float, not base64: not every compatible server implements base64.
-    body: dict[str, Any] = {"model": model_id, "input": list(inputs), "encoding_format": "float"}
-    if dimensions is not None:
-        body["dimensions"] = dimensions
-    return "/embeddings", body
-
-
-@upstream_decoder
-def decode_embeddings_response(body: dict[str, Any], provider: str) -> EmbeddingResponse:
-    data = [
-        Embedding(item.get("index", i), _decode_vector(item.get("embedding")))
-        for i, item in enumerate(body.get("data") or ())
-    ]
-    data.sort(key=lambda e: e.index)
-    usage = body.get("usage") or {}
-    return EmbeddingResponse(
-        model=body.get("model") or "", data=data, usage=Usage(input_tokens=usage.get("prompt_tokens") or 0), provider=provider
-    )
-
-
-def _decode_vector(value: Any) -> list[float]:
-    if isinstance(value, str):
-        floats = array("f")
-        floats.frombytes(base64.b64decode(value))
-        if sys.byteorder == "big":
-            floats.byteswap()
-        return floats.tolist()
-    return list(value or ())
-
-
-def _encode_vector(vector: list[float]) -> str:
-    floats = array("f", vector)
-    if sys.byteorder == "big":
-        floats.byteswap()
-    return base64.b64encode(floats.tobytes()).decode("ascii")
-
-
-def decode_embeddings_request(body: Any) -> tuple[str, list[str], str]:
-    """(model, inputs, encoding_format) of an incoming embeddings body."""
-    if not isinstance(body, dict):
-        raise _bad("body", "expected a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad("model", "required", "missing_required_parameter")
-    raw = body.get("input")
-    if isinstance(raw, str):
-        inputs = [raw]
-    elif isinstance(raw, list) and raw and all(isinstance(s, str) for s in raw):
-        inputs = list(raw)
-    else:
-        raise _bad("input", "expected a string or a non-empty array of strings (token arrays are not supported)")
-    encoding_format = body.get("encoding_format") or "float"
-    if encoding_format not in ("float", "base64"):
-        raise _bad("encoding_format", "expected float or base64", "invalid_value")
-    return model, inputs, encoding_format
-
-
-def encode_embeddings_response(resp: EmbeddingResponse, encoding_format: str = "float") -> dict[str, Any]:
-    encode = _encode_vector if encoding_format == "base64" else list
-    return {
-        "object": "list",
-        "data": [{"object": "embedding", "index": e.index, "embedding": encode(e.vector)} for e in resp.data],
-        "model": resp.model,
-        "usage": {"prompt_tokens": resp.usage.input_tokens, "total_tokens": resp.usage.input_tokens},
-    }

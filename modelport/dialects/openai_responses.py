@@ -2,7 +2,7 @@
 
 Server side, the gateway answers Responses callers (openai SDK ``responses.*``, the Agents
 SDK, Codex, Vercel) from any backend; client side, modelport calls any server that speaks
-Responses. The wire facts are in ``shared/docs/responses-api.md``; choices made once, here:
+Responses. Choices made once, here:
 
 * ``instructions`` is the first system message; a leading system message with one text part
   goes out as ``instructions``, any other system message stays in ``input``.
@@ -33,12 +33,14 @@ from modelport.jsonio import dumps, loads
 from modelport.types import (
     ChatRequest,
     ChatResponse,
+    FinishReason,
     ImagePart,
     Message,
     Part,
     ReasoningPart,
     ResponseFormat,
     StreamEvent,
+    TOOL_CHOICE_MODES,
     TextPart,
     Tool,
     ToolCall,
@@ -48,8 +50,8 @@ from modelport.types import (
 
 # Errors, retry hints, embeddings and models are the same as chat completions', and so
 # are the request decoders' small helpers.
-from .openai import _bad, _decode_metadata, _new_id, _optional
-from .openai import (  # noqa: F401  (re-exported: the dialect interface)
+from .openai_family import DEFAULT_PARAMETERS, bad, decode_metadata, new_id, optional
+from .openai_family import (  # noqa: F401  (re-exported: the dialect interface)
     decode_embeddings_request,
     decode_embeddings_response,
     decode_error,
@@ -63,10 +65,8 @@ from .openai import (  # noqa: F401  (re-exported: the dialect interface)
 
 _SEAL = "mp1:"
 _MESSAGE_ROLES = ("user", "assistant", "system", "developer")
-_TOOL_CHOICE_MODES = ("auto", "none", "required")
-_DEFAULT_PARAMETERS = {"type": "object", "properties": {}}
 # Tools a client may send that no backend here can run for it: answered with a 400 naming
-# the tool, because dropping them silently would make the model pretend (reference §2.3).
+# the tool, because dropping them silently would make the model pretend it had used them.
 _HOSTED_TOOLS = frozenset({
     "file_search", "code_interpreter", "image_generation", "computer", "computer_use", "computer_use_preview",
     "computer_use_preview_2025_03_11", "mcp", "tool_search", "programmatic_tool_calling", "shell", "apply_patch",
@@ -75,8 +75,8 @@ _HOSTED_TOOLS = frozenset({
 # Web search is added by Codex whenever it is enabled; rejecting it would break the whole
 # session, so it is dropped (the model simply has no search tool).
 DROPPED_TOOLS = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"})
-# Error codes a failed response may carry: ResponseErrorCode, plus the three real streams
-# use outside that enum, which Codex keys on (reference §3.3).
+# Error codes a failed response may carry: the API's ResponseErrorCode values, plus these
+# three, which real streams send outside that enum and Codex keys on.
 _FAILED_CODES = {"rate_limit": "rate_limit_exceeded", "quota": "insufficient_quota", "context_length": "context_length_exceeded"}
 
 
@@ -210,7 +210,7 @@ def _encode_assistant_input(msg: Message) -> list[dict[str, Any]]:
         if isinstance(part, ReasoningPart) and part.encrypted_content and part.signature is None:
             item: dict[str, Any] = {"type": "reasoning"}
             if part.id:
-                # Safe with store: false because the state travels with it (reference §5.3).
+                # Safe with store: false: the state travels in encrypted_content, not in a store.
                 item["id"] = part.id
             item["summary"] = [{"type": "summary_text", "text": part.text}] if part.text else []
             item["encrypted_content"] = part.encrypted_content
@@ -276,7 +276,7 @@ def _failed(error: Any, provider: str) -> StreamError:
     return StreamError("the response failed", provider=provider, body=error)
 
 
-def _finish_of(response: dict[str, Any], has_calls: bool) -> str:
+def _finish_of(response: dict[str, Any], has_calls: bool) -> FinishReason:
     if response.get("status") == "incomplete":
         details = response.get("incomplete_details") or {}
         return "content_filter" if details.get("reason") == "content_filter" else "length"
@@ -417,7 +417,7 @@ class StreamDecoder:
         return [StreamEvent("tool_call", index=index, arguments=delta)]
 
     def _arguments_done(self, obj: dict[str, Any]) -> list[StreamEvent]:
-        # Some servers send only the whole arguments here (reference §9.5).
+        # Some servers send no argument deltas, only the whole arguments in this event.
         position = obj.get("output_index", -1)
         index = self._calls.get(position)
         arguments = obj.get("arguments")
@@ -454,7 +454,7 @@ class StreamDecoder:
         self.done = True
         response = obj.get("response") or {}
         finish = _finish_of(response, bool(self._calls))
-        return [StreamEvent("usage", usage=_decode_usage(response.get("usage"))), StreamEvent("finish", finish_reason=finish)]  # type: ignore[arg-type]
+        return [StreamEvent("usage", usage=_decode_usage(response.get("usage"))), StreamEvent("finish", finish_reason=finish)]
 
     def _failed(self, obj: dict[str, Any]) -> list[StreamEvent]:
         response = obj.get("response") or {}
@@ -495,21 +495,21 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     here are refused with a 400 naming them, never dropped.
     """
     if not isinstance(body, dict):
-        raise _bad("body", "expected a JSON object")
+        raise bad("body", "expected a JSON object")
     model = model or body.get("model")
     if not model:
-        raise _bad("model", "required", "missing_required_parameter")
+        raise bad("model", "required", "missing_required_parameter")
     if not isinstance(model, str):
-        raise _bad("model", "expected a string")
+        raise bad("model", "expected a string")
     _refuse_unsupported(body)
     raw_input = body.get("input")
     if raw_input is None:
-        raise _bad("input", "required", "missing_required_parameter")
+        raise bad("input", "required", "missing_required_parameter")
     messages: list[Message] = []
     instructions = body.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
-            raise _bad("instructions", "expected a string")
+            raise bad("instructions", "expected a string")
         if instructions:
             messages.append(Message.system(instructions))
     if isinstance(raw_input, str):
@@ -517,37 +517,37 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     elif isinstance(raw_input, list):
         messages.extend(decode_items(raw_input))
     else:
-        raise _bad("input", "expected a string or an array of input items")
+        raise bad("input", "expected a string or an array of input items")
     if not any(m.role != "system" for m in messages):
-        raise _bad("input", "expected at least one item", "invalid_value")
-    max_tokens = _optional(body, "max_output_tokens", int, "an integer")
+        raise bad("input", "expected at least one item", "invalid_value")
+    max_tokens = optional(body, "max_output_tokens", int, "an integer")
     if max_tokens is not None and max_tokens < 1:
-        raise _bad("max_output_tokens", "expected a positive integer", "invalid_value")
+        raise bad("max_output_tokens", "expected a positive integer", "invalid_value")
     reasoning = body.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, dict):
-        raise _bad("reasoning", "expected an object")
+        raise bad("reasoning", "expected an object")
     effort = (reasoning or {}).get("effort")
     if effort is not None and not isinstance(effort, str):
-        raise _bad("reasoning.effort", "expected a string")
+        raise bad("reasoning.effort", "expected a string")
     return ChatRequest(
         model=model,
         messages=messages,
-        temperature=_optional(body, "temperature", (int, float), "a number"),
-        top_p=_optional(body, "top_p", (int, float), "a number"),
+        temperature=optional(body, "temperature", (int, float), "a number"),
+        top_p=optional(body, "top_p", (int, float), "a number"),
         max_tokens=max_tokens,
         response_format=_decode_text_format(body.get("text")),
         tools=_decode_tools(body.get("tools")),
         tool_choice=_decode_tool_choice(body.get("tool_choice")),
-        parallel_tool_calls=_optional(body, "parallel_tool_calls", bool, "a boolean"),
+        parallel_tool_calls=optional(body, "parallel_tool_calls", bool, "a boolean"),
         reasoning_effort=effort,
-        metadata=_decode_metadata(body.get("metadata")),
-        stream=bool(_optional(body, "stream", bool, "a boolean")),
+        metadata=decode_metadata(body.get("metadata")),
+        stream=bool(optional(body, "stream", bool, "a boolean")),
     )
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     if body.get("background"):
-        raise _bad("background", "background responses are not supported by this gateway; send background: false (or omit it)",
+        raise bad("background", "background responses are not supported by this gateway; send background: false (or omit it)",
                    "unsupported_parameter")
     for key, why in (
         ("conversation", "the Conversations API is not supported by this gateway; send the history in input, or use previous_response_id"),
@@ -555,10 +555,10 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         ("previous_response_id", "this endpoint keeps no stored responses; send the whole history in input"),
     ):
         if body.get(key) is not None:
-            raise _bad(key, why, "unsupported_parameter")
+            raise bad(key, why, "unsupported_parameter")
     include = body.get("include")
     if include is not None and (not isinstance(include, list) or not all(isinstance(v, str) for v in include)):
-        raise _bad("include", "expected an array of strings")
+        raise bad("include", "expected an array of strings")
 
 
 def decode_items(raw: list[Any]) -> list[Message]:
@@ -573,7 +573,7 @@ def decode_items(raw: list[Any]) -> list[Message]:
     for i, item in enumerate(raw):
         path = f"input[{i}]"
         if not isinstance(item, dict):
-            raise _bad(path, "expected an object")
+            raise bad(path, "expected an object")
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
             _decode_message_item(item, path, messages)
@@ -589,14 +589,14 @@ def decode_items(raw: list[Any]) -> list[Message]:
         elif kind == "function_call_output":
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
-                raise _bad(f"{path}.call_id", "required: the call_id of the function_call this answers", "missing_required_parameter")
+                raise bad(f"{path}.call_id", "required: the call_id of the function_call this answers", "missing_required_parameter")
             content = _decode_parts(item.get("output"), f"{path}.output")
             messages.append(Message("tool", content, tool_call_id=call_id, name=names.get(call_id)))
         elif kind == "item_reference":
-            raise _bad(f"{path}.id", "item references need stored responses, which this endpoint does not keep; send the item itself",
+            raise bad(f"{path}.id", "item references need stored responses, which this endpoint does not keep; send the item itself",
                        "unsupported_parameter")
         else:
-            raise _bad(f"{path}.type", f"unsupported input item type {kind!r}; expected message, function_call, "
+            raise bad(f"{path}.type", f"unsupported input item type {kind!r}; expected message, function_call, "
                        "function_call_output, reasoning or item_reference", "invalid_value")
     return messages
 
@@ -610,7 +610,7 @@ def _assistant_turn(messages: list[Message], fresh: bool = False) -> Message:
 def _decode_message_item(item: dict[str, Any], path: str, messages: list[Message]) -> None:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
-        raise _bad(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}", "invalid_value")
+        raise bad(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}", "invalid_value")
     content = _decode_parts(item.get("content"), f"{path}.content")
     if role == "assistant":
         previous = messages[-1] if messages else None
@@ -629,17 +629,17 @@ def _decode_parts(content: Any, path: str) -> list[Part]:
     if isinstance(content, str):
         return [TextPart(content)] if content else []
     if not isinstance(content, list):
-        raise _bad(path, "expected a string or an array of content parts")
+        raise bad(path, "expected a string or an array of content parts")
     parts: list[Part] = []
     for j, raw in enumerate(content):
         where = f"{path}[{j}]"
         if not isinstance(raw, dict):
-            raise _bad(where, "expected an object")
+            raise bad(where, "expected an object")
         kind = raw.get("type")
         if kind in ("input_text", "output_text", "text"):
             text = raw.get("text")
             if not isinstance(text, str):
-                raise _bad(f"{where}.text", "expected a string")
+                raise bad(f"{where}.text", "expected a string")
             if text:
                 parts.append(TextPart(text))
         elif kind == "refusal":
@@ -649,12 +649,12 @@ def _decode_parts(content: Any, path: str) -> list[Part]:
         elif kind == "input_image":
             url = raw.get("image_url")
             if not isinstance(url, str) or not url:
-                raise _bad(f"{where}.image_url", "expected an https or data: URL (file_id needs the Files API, which images cannot use here)",
+                raise bad(f"{where}.image_url", "expected an https or data: URL (file_id needs the Files API, which images cannot use here)",
                            "missing_required_parameter")
             detail = raw.get("detail")
             parts.append(ImagePart.from_url(url, detail if detail in ("low", "high") else None))
         else:
-            raise _bad(f"{where}.type", f"unsupported content part {kind!r}; expected input_text, input_image, output_text or refusal",
+            raise bad(f"{where}.type", f"unsupported content part {kind!r}; expected input_text, input_image, output_text or refusal",
                        "invalid_value")
     return parts
 
@@ -662,9 +662,9 @@ def _decode_parts(content: Any, path: str) -> list[Part]:
 def _decode_call_item(item: dict[str, Any], path: str, signatures: dict[str, str]) -> ToolCall:
     call_id, name = item.get("call_id"), item.get("name")
     if not isinstance(call_id, str) or not call_id:
-        raise _bad(f"{path}.call_id", "expected a string", "missing_required_parameter")
+        raise bad(f"{path}.call_id", "expected a string", "missing_required_parameter")
     if not isinstance(name, str) or not name:
-        raise _bad(f"{path}.name", "expected a string", "missing_required_parameter")
+        raise bad(f"{path}.name", "expected a string", "missing_required_parameter")
     item_id = item.get("id")
     return ToolCall(call_id, name, _arguments(item.get("arguments")), signatures.pop(call_id, None),
                     item_id if isinstance(item_id, str) and item_id else None)
@@ -674,7 +674,7 @@ def _decode_text_format(raw: Any) -> ResponseFormat | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise _bad("text", "expected an object")
+        raise bad("text", "expected an object")
     fmt = raw.get("format")
     if fmt is None:
         return None
@@ -682,10 +682,10 @@ def _decode_text_format(raw: Any) -> ResponseFormat | None:
     if kind in ("text", "json_object"):
         return ResponseFormat(kind)
     if kind != "json_schema":
-        raise _bad("text.format.type", "expected one of text, json_object, json_schema", "invalid_value")
+        raise bad("text.format.type", "expected one of text, json_object, json_schema", "invalid_value")
     schema = fmt.get("schema")
     if not isinstance(schema, dict):
-        raise _bad("text.format.schema", "expected a JSON Schema object", "missing_required_parameter")
+        raise bad("text.format.schema", "expected a JSON Schema object", "missing_required_parameter")
     name = fmt.get("name")
     return ResponseFormat("json_schema", schema, name if isinstance(name, str) else None, fmt.get("strict"))
 
@@ -694,11 +694,11 @@ def _decode_tools(raw: Any) -> list[Tool]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise _bad("tools", "expected an array")
+        raise bad("tools", "expected an array")
     tools: list[Tool] = []
     for i, tool in enumerate(raw):
         if not isinstance(tool, dict):
-            raise _bad(f"tools[{i}]", "expected an object")
+            raise bad(f"tools[{i}]", "expected an object")
         kind = tool.get("type")
         if kind in DROPPED_TOOLS:
             continue
@@ -710,15 +710,15 @@ def _decode_tools(raw: Any) -> list[Tool]:
             tools.extend(_decode_tools(tool.get("tools")))
             continue
         if kind != "function":
-            raise _bad(f"tools[{i}].type", f"unsupported tool type {kind!r}; expected function", "invalid_value")
+            raise bad(f"tools[{i}].type", f"unsupported tool type {kind!r}; expected function", "invalid_value")
         name = tool.get("name")
         if not isinstance(name, str) or not name:
-            raise _bad(f"tools[{i}].name", "expected a string", "missing_required_parameter")
+            raise bad(f"tools[{i}].name", "expected a string", "missing_required_parameter")
         parameters = tool.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
-            raise _bad(f"tools[{i}].parameters", "expected a JSON Schema object")
+            raise bad(f"tools[{i}].parameters", "expected a JSON Schema object")
         strict = tool.get("strict")
-        tools.append(Tool(name, tool.get("description") or "", parameters or dict(_DEFAULT_PARAMETERS), strict if isinstance(strict, bool) else None))
+        tools.append(Tool(name, tool.get("description") or "", parameters or dict(DEFAULT_PARAMETERS), strict if isinstance(strict, bool) else None))
     return tools
 
 
@@ -726,19 +726,19 @@ def _decode_tool_choice(raw: Any) -> ToolChoice | None:
     if raw is None:
         return None
     if isinstance(raw, str):
-        if raw not in _TOOL_CHOICE_MODES:
-            raise _bad("tool_choice", "expected one of auto, none, required, or a function choice", "invalid_value")
-        return ToolChoice(raw)  # type: ignore[arg-type]
+        if raw not in TOOL_CHOICE_MODES:
+            raise bad("tool_choice", "expected one of auto, none, required, or a function choice", "invalid_value")
+        return ToolChoice(raw)
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "function":
         name = raw.get("name") or (raw.get("function") or {}).get("name")
         if not isinstance(name, str) or not name:
-            raise _bad("tool_choice.name", "expected a string", "missing_required_parameter")
+            raise bad("tool_choice.name", "expected a string", "missing_required_parameter")
         return ToolChoice("required", name)
     if kind == "allowed_tools":
         # The subset has no canonical slot; its mode is the part every backend can honour.
         return ToolChoice("required" if raw.get("mode") == "required" else "auto")
-    if kind in ("auto", "none", "required"):
+    if kind in TOOL_CHOICE_MODES:
         return ToolChoice(kind)
     raise BadRequestError(f"tool_choice.type: {kind!r} is not supported by this gateway; expected a mode or a function",
                           param="tool_choice", code="unsupported_parameter")
@@ -746,9 +746,11 @@ def _decode_tool_choice(raw: Any) -> ToolChoice | None:
 
 
 def echo_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """What the response object repeats of the request, with the reference's defaults (§3.1)."""
-    text = body.get("text") if isinstance(body.get("text"), dict) else {}
-    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+    """What the response object repeats of the request, with the values OpenAI's API reports
+    for fields the request left out."""
+    text, reasoning = body.get("text"), body.get("reasoning")
+    text = text if isinstance(text, dict) else {}
+    reasoning = reasoning if isinstance(reasoning, dict) else {}
     tools = [_echo_tool(t) for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") not in DROPPED_TOOLS]
     echo = {
         "background": False,
@@ -787,8 +789,9 @@ def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
 def response_object(response_id: str, created_at: int, model: str, echo: dict[str, Any] | None, status: str,
                     output: list[dict[str, Any]], usage: Usage | None, error: dict[str, Any] | None = None,
                     incomplete: str | None = None) -> dict[str, Any]:
-    """The whole ``Response`` object: every field, echoed or null (reference §3.1), except
-    ``usage`` before it is known: the spec types it as an object, never null."""
+    """The whole ``Response`` object: every field OpenAI's has, echoed or null (clients read
+    them without checking), except ``usage`` before it is known: the spec types it as an
+    object, never null."""
     out = {
         "id": response_id,
         "object": "response",
@@ -835,11 +838,11 @@ def _failure(exc: BaseException | None) -> dict[str, Any]:
 
 def _message_item(texts: list[str], status: str) -> dict[str, Any]:
     content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": t} for t in texts]
-    return {"id": _new_id("msg_"), "type": "message", "status": status, "content": content, "role": "assistant"}
+    return {"id": new_id("msg_"), "type": "message", "status": status, "content": content, "role": "assistant"}
 
 
 def _reasoning_item(part: ReasoningPart) -> dict[str, Any]:
-    item: dict[str, Any] = {"id": part.id or _new_id("rs_"), "type": "reasoning",
+    item: dict[str, Any] = {"id": part.id or new_id("rs_"), "type": "reasoning",
                             "summary": [{"type": "summary_text", "text": part.text}] if part.text else []}
     state = _reasoning_state(part)
     if state is not None:
@@ -849,12 +852,12 @@ def _reasoning_item(part: ReasoningPart) -> dict[str, Any]:
 
 def _signature_item(call_id: str, signature: str) -> dict[str, Any]:
     """A Gemini function call's thought signature, in the item clients replay before the call."""
-    return {"id": _new_id("rs_"), "type": "reasoning", "summary": [], "encrypted_content": seal({"c": call_id, "s": signature})}
+    return {"id": new_id("rs_"), "type": "reasoning", "summary": [], "encrypted_content": seal({"c": call_id, "s": signature})}
 
 
 def _call_item(call: ToolCall, status: str) -> dict[str, Any]:
-    return {"id": call.item_id or _new_id("fc_"), "type": "function_call", "status": status,
-            "arguments": call.arguments, "call_id": call.id or _new_id("call_"), "name": call.name}
+    return {"id": call.item_id or new_id("fc_"), "type": "function_call", "status": status,
+            "arguments": call.arguments, "call_id": call.id or new_id("call_"), "name": call.name}
 
 
 def output_items(message: Message, finish: str | None) -> list[dict[str, Any]]:
@@ -891,11 +894,11 @@ def encode_response(resp: ChatResponse, model: str, echo: dict[str, Any] | None 
 
 def _response_id(upstream_id: str | None) -> str:
     # Upstream ids of other dialects are not leaked to Responses callers.
-    return upstream_id if upstream_id and upstream_id.startswith("resp_") else _new_id("resp_")
+    return upstream_id if upstream_id and upstream_id.startswith("resp_") else new_id("resp_")
 
 
 class StreamEncoder(StreamEncoderBase):
-    """Canonical stream events in, Responses SSE events out (reference §4 and §7.3).
+    """Canonical stream events in, Responses SSE events out, as OpenAI's server sends them.
 
     Items go out one after another, each with its whole lifecycle; a call is streamed live
     only while no other call started before it (parallel fragments cannot be interleaved
@@ -907,7 +910,7 @@ class StreamEncoder(StreamEncoderBase):
                  response_id: str | None = None, created_at: int | None = None) -> None:
         self.model = model
         self.echo = echo if echo is not None else echo_fields({})
-        self.id = response_id or _new_id("resp_")
+        self.id = response_id or new_id("resp_")
         self.created_at = created_at or int(time.time())
         self.response: dict[str, Any] | None = None
         self._seq = 0
@@ -953,12 +956,12 @@ class StreamEncoder(StreamEncoderBase):
         return self._event("response.output_item.added", output_index=self._index, item=item)
 
     def _open_message(self) -> bytes:
-        item = {"id": _new_id("msg_"), "type": "message", "status": "in_progress", "content": [], "role": "assistant"}
+        item = {"id": new_id("msg_"), "type": "message", "status": "in_progress", "content": [], "role": "assistant"}
         return self._close() + self._add(item) + self._event(
             "response.content_part.added", item_id=item["id"], output_index=self._index, content_index=0, part=_text_part(""))
 
     def _open_reasoning(self) -> bytes:
-        return self._close() + self._add({"id": _new_id("rs_"), "type": "reasoning", "summary": []})
+        return self._close() + self._add({"id": new_id("rs_"), "type": "reasoning", "summary": []})
 
     def _open_call(self, call: ToolCall) -> bytes:
         out = self._close()
@@ -1078,8 +1081,8 @@ class StreamEncoder(StreamEncoderBase):
     def _tool_call(self, event: StreamEvent) -> bytes:
         call = self._calls.get(event.index)
         if call is None:
-            call = self._calls[event.index] = ToolCall(event.id or _new_id("call_"), event.name or "", "", event.signature,
-                                                       event.item_id or _new_id("fc_"))
+            call = self._calls[event.index] = ToolCall(event.id or new_id("call_"), event.name or "", "", event.signature,
+                                                       event.item_id or new_id("fc_"))
             if self._live is None:
                 self._live = event.index
                 out = self._open_call(call)

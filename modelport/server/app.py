@@ -38,6 +38,7 @@ from .settings import Settings, WorkerInfo, instance_labels
 
 log = logging.getLogger("modelport.server")
 D = TypeVar("D")
+T = TypeVar("T")
 
 __all__ = ["Gateway", "Settings"]
 
@@ -247,7 +248,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         cache = self.pipeline.cache
         if cache is not None:
-            await loop.run_in_executor(None, cache.close)  # type: ignore[attr-defined]
+            await loop.run_in_executor(None, cache.close)
         if self.call_log is not None:
             await asyncio.to_thread(self.call_log.flush, 5.0)
         await self.keys.aclose()

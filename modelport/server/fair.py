@@ -11,6 +11,7 @@ them (a pure-Python job gives up the GIL every few milliseconds).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +64,7 @@ class FairExecutor:
                 sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
             self._busy += 1
             asyncio.get_running_loop().run_in_executor(self._pool, fn, *args).add_done_callback(
-                lambda done, target=future: self._finished(done, target))
+                functools.partial(self._finished, target=future))
 
     def _finished(self, done: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
         self._busy -= 1

@@ -94,7 +94,7 @@ class GeminiDoor:
         await req.respond(dialect.encode_model(info))
 
     def _model_name(self, path_model: str) -> str:
-        # The genai SDK writes models/{name}; a bare name is accepted too (protocols §9.14),
+        # The genai SDK writes models/{name}; a bare name is accepted too, as Google's API does,
         # and a name without a provider finds the one model it names (smollm2: local/smollm2).
         name = path_model[7:] if path_model.startswith("models/") else path_model
         return self.services.router.bare(name)

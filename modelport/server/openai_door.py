@@ -22,7 +22,7 @@ from .routes import Route
 from .pipeline import listed
 from .services import Services
 
-# The legacy endpoint's own default (protocols §2.11), far below chat's.
+# What OpenAI's legacy completions endpoint defaults max_tokens to: far below chat's.
 LEGACY_DEFAULT_MAX_TOKENS = 16
 
 

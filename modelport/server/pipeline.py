@@ -16,10 +16,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Awaitable, Callable, Protocol, TypeVar
 
 from ..backends import current_caller
 from ..calllog import CallLog
+from ..dialects.base import StreamEncoder
 from ..errors import ModelportError, PermissionDeniedError
 from ..hooks import CallInfo, Hooks
 from ..prices import cost as price_cost
@@ -31,6 +32,9 @@ from .limits import MESSAGE_OVERHEAD_BOUND, message_floor, prompt_token_bound, s
 from .metrics import Metrics
 from .router import Router, Target, may_fall_back
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..cache import ResponseCache
 
 log = logging.getLogger("modelport.server")
 T = TypeVar("T")
@@ -89,18 +93,6 @@ class BatchRow:
         return fn(*args)
 
 
-class StreamEncoder(Protocol):
-    media_type: bytes | None
-
-    def encode(self, event: StreamEvent) -> bytes: ...
-
-    def close(self) -> bytes: ...
-
-    def error(self, exc: BaseException) -> bytes: ...
-
-    async def flush(self) -> None: ...
-
-
 @dataclass(slots=True)
 class _Call:
     """One call on its way through the stages."""
@@ -119,7 +111,7 @@ class _Call:
 
 class CallPipeline:
     def __init__(self, *, settings: Settings, router: Router, keys: KeyRing, counters: Counters, metrics: Metrics,
-                 call_log: CallLog | None, cache: object | None, hooks: Hooks, prices: dict[str, object] | None) -> None:
+                 call_log: CallLog | None, cache: ResponseCache | None, hooks: Hooks, prices: dict[str, Any] | None) -> None:
         self.settings = settings
         self.router = router
         self.keys = keys
@@ -216,13 +208,13 @@ class CallPipeline:
         """The cached answer to this request, read in a worker thread (a file or a database)."""
         if self.cache is None:
             return None
-        return await asyncio.to_thread(self.cache.get, request)  # type: ignore[attr-defined]
+        return await asyncio.to_thread(self.cache.get, request)
 
     def _to_cache(self, request: ChatRequest, response: ChatResponse) -> None:
         """Keep an answer for the next identical request, written in a worker thread; a
         failed write costs only a later miss."""
         if self.cache is not None:
-            future = asyncio.get_running_loop().run_in_executor(None, self.cache.put, request, response)  # type: ignore[attr-defined]
+            future = asyncio.get_running_loop().run_in_executor(None, self.cache.put, request, response)
             future.add_done_callback(_log_cache_failure)
 
     def _deadline(self) -> tuple[Interrupt, asyncio.TimerHandle]:
@@ -289,11 +281,12 @@ class CallPipeline:
                 watcher.cancel()
             if error is not None:
                 await self._failed(call, error)
-            answer = response.message if response is not None and error is None else None
-            usage = Usage() if call.cached else settlement(answer, response.usage if answer is not None else None, call.prompt_tokens,
+            answered = response if error is None else None
+            usage = Usage() if call.cached else settlement(answered.message if answered is not None else None,
+                                                            answered.usage if answered is not None else None, call.prompt_tokens,
                                                             call.request.max_tokens or 0, complete=True, cut_off=call.cut_off)
             await self._settle(call, usage)
-            self._log(call, response if error is None else None, error)
+            self._log(call, answered, error)
 
     async def stream(self, exchange: Streaming, request: ChatRequest, encoder: StreamEncoder, source: str = "gateway") -> None:
         """Stream the answer through the dialect's encoder.
@@ -306,7 +299,7 @@ class CallPipeline:
         interrupt, timer = self._deadline()
         loop = asyncio.get_running_loop()
         watcher: asyncio.Task[None] | None = None
-        events: AsyncIterator[StreamEvent] | None = None
+        events: AsyncGenerator[StreamEvent, None] | None = None
         acc = StreamAccumulator(call.request.model, call.targets[0].provider.name)
         error: ModelportError | None = None
         send = exchange.send
@@ -318,9 +311,10 @@ class CallPipeline:
                 hit = await self._from_cache(call.request)
                 call.cached = hit is not None
                 if hit is not None:
-                    events, first = await _replay(hit)
+                    opened = await _replay(hit)
                 else:
-                    events, first = await self._attempts(call, lambda t: _open_stream(call.request, t), call.targets)
+                    opened = await self._attempts(call, lambda t: _open_stream(call.request, t), call.targets)
+                events, first = opened
                 acc.provider = call.target.provider.name if call.target else ""
                 self.metrics.time_to_first_token(exchange.model, time.perf_counter() - exchange.started)
                 exchange.status = 200
@@ -373,7 +367,7 @@ class CallPipeline:
             if watcher is not None:
                 watcher.cancel()
             if events is not None:
-                await events.aclose()  # type: ignore[attr-defined]
+                await events.aclose()
             if error is not None:
                 await self._failed(call, error)
             answer = acc.response(time.perf_counter() - exchange.started)
@@ -432,23 +426,23 @@ async def _watch_disconnect(exchange: Exchange, receive: Receive | None, interru
             return
 
 
-async def _open_stream(request: ChatRequest, target: Target) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+async def _open_stream(request: ChatRequest, target: Target) -> tuple[AsyncGenerator[StreamEvent, None], StreamEvent | None]:
     """A live stream with its first event taken, so a failure before it can still fall back."""
-    events = target.backend.astream(request, target.model_id).__aiter__()
+    events = target.backend.astream(request, target.model_id)
     try:
         return events, await events.__anext__()
     except StopAsyncIteration:
         return events, None
     except BaseException:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         raise
 
 
-async def _replay(response: ChatResponse) -> tuple[AsyncIterator[StreamEvent], StreamEvent | None]:
+async def _replay(response: ChatResponse) -> tuple[AsyncGenerator[StreamEvent, None], StreamEvent | None]:
     """A cached answer as ``_open_stream`` gives a live one: its events, the first taken."""
     from ..cache import replay
 
-    async def events() -> AsyncIterator[StreamEvent]:
+    async def events() -> AsyncGenerator[StreamEvent, None]:
         for event in replay(response):
             yield event
 

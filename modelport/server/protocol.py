@@ -134,5 +134,6 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         server_header=False,
         log_level="warning",
         timeout_keep_alive=30,
-        timeout_graceful_shutdown=settings.graceful_timeout,
+        # Annotated int, used as asyncio.timeout's seconds: a fraction works as well.
+        timeout_graceful_shutdown=settings.graceful_timeout,  # type: ignore[arg-type]
     )

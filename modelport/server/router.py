@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
+from ..backends.base import Backend
 from ..client import AsyncClient
 from ..config import default_model
 from ..errors import ConfigError, ModelportError, NotFoundError
@@ -54,7 +53,7 @@ class Target:
     name: str
     provider: Provider
     model_id: str
-    backend: Any
+    backend: Backend
     price: Price | None = None
 
 

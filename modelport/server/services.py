@@ -19,6 +19,7 @@ from .routes import Route
 from .settings import Settings, WorkerInfo
 
 D = TypeVar("D")
+T = TypeVar("T")
 
 
 class Services(Protocol):

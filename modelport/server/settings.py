@@ -10,9 +10,17 @@ BODY_TIMEOUT = 15.0
 
 
 class WorkerInfo(Protocol):
-    """Which of ``serve --workers N``'s processes this is (see workers.py)."""
+    """Which of ``serve --workers N``'s processes this is (``workers.Worker``): its index
+    (0..count-1), how many run, and where the workers leave their metrics for each other."""
 
-    index: int
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def peers_dir(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,18 +4,21 @@ metrics (``/metrics``)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..dialects import openai as dialect
 from .http import Request
 from .routes import Route
 from .services import Services
 
+if TYPE_CHECKING:
+    from .workers import PeerMetrics
+
 
 class SystemDoor:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._peers: Any = None
+        self._peers: PeerMetrics | None = None
 
     def routes(self) -> Iterable[Route]:
         yield Route("GET", "/health", self.health, dialect, "health", public=True)

@@ -42,11 +42,16 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import uvicorn
 
-from .settings import Settings
+from .settings import Settings, WorkerInfo
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .metrics import Metrics
 
 # Seconds a worker must have served before a crash counts as "while serving" (restarted at
 # once) rather than "at start" (restarted after a pause that doubles each time, up to 5 s).
@@ -157,7 +162,8 @@ def _listeners(host: str, port: int, count: int) -> tuple[list[socket.socket], i
         for sock in sockets:
             sock.close()
         raise
-    return [sockets[i % len(sockets)] for i in range(count)], address[1]
+    port = sockets[0].getsockname()[1]  # the one asked for, or the free one port 0 found
+    return [sockets[i % len(sockets)] for i in range(count)], port
 
 
 def _die_with_parent(parent: int) -> None:
@@ -389,10 +395,10 @@ class PeerMetrics:
 
     PERIOD = 1.0
 
-    def __init__(self, worker: Worker, metrics: Any) -> None:
+    def __init__(self, worker: WorkerInfo, metrics: Metrics) -> None:
         self.worker = worker
         self.metrics = metrics
-        self._task: Any = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         import asyncio

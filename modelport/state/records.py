@@ -23,12 +23,13 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar, Union
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, StateUnavailableError
 from ..sqlite_wal import wal_mode
 from . import redact, scheme
+from .db import RecordsDB, Rows
 
 # A migration step: SQL (one or more statements, run through ``ddl``) or a function of the db.
 Step = Union[str, Callable[["RecordsDB"], None]]
@@ -45,45 +46,6 @@ CONNECT_TIMEOUT = 3
 # seconds), so no store call waits forever on the database.
 STATEMENT_TIMEOUT = 15.0
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
-
-
-class Rows(Protocol):
-    rowcount: int
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
-class RecordsDB(Protocol):
-    """What a store sees: SQL with ``?`` placeholders, on whichever engine the URL names."""
-
-    engine: str  # "sqlite" or "postgresql"
-    url: str  # for messages: never carries a password
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
-
-    def transaction(self) -> Any:
-        """A context manager: the statements inside commit together or not at all."""
-        ...
-
-    def ddl(self, sql: str) -> str: ...
-
-    def columns(self, table: str) -> set[str]:
-        """The column names of ``table``; empty when there is no such table."""
-        ...
-
-    def footprint(self) -> int | None:
-        """Bytes the database takes on disk, when that means something for a store's stats."""
-        ...
-
-    def compact(self) -> None:
-        """Give the space of deleted rows back, where the engine does not do it by itself."""
-        ...
-
-    def close(self) -> None: ...
 
 
 def open_records(url: str | None, default_path: Path) -> RecordsDB:
@@ -139,7 +101,7 @@ def migrate(db: RecordsDB, component: str, steps: Sequence[Step], legacy: Callab
     if _version(db, component) == len(steps):
         return  # up to date: no write lock, so opening never waits behind another process's writes
     with db.transaction():
-        db.lock_schema()  # type: ignore[attr-defined]
+        db.lock_schema()
         db.execute(_VERSIONS)
         row = db.execute("SELECT version FROM modelport_schema WHERE component = ?", (component,)).fetchone()
         version = row[0] if row else (legacy(db) if legacy is not None else 0)

@@ -1,6 +1,6 @@
-"""A fake Anthropic Message Batches API (protocols §3.10) on the loopback interface.
+"""A fake Anthropic Message Batches API (``/v1/messages/batches``) on the loopback interface.
 
-Written by hand from the protocol notes. Each request is answered ``"echo: <last user
+Written by hand from Anthropic's wire format, without modelport's dialect. Each request is answered ``"echo: <last user
 text>"``; params with ``model == "bad-model"`` get an ``errored`` result. While ``hold`` is
 set, batches stay ``in_progress``. ``creates`` counts batch creations.
 """

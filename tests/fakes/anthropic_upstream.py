@@ -1,6 +1,6 @@
 """A fake Anthropic Messages upstream on the loopback interface.
 
-Written by hand from protocols.md §3, deliberately without modelport's dialect, so a mistake
+Written by hand from Anthropic's Messages wire format, deliberately without modelport's dialect, so a mistake
 in the dialect cannot hide behind the same mistake in the fake.
 
 Default behaviour, derived from the request:
@@ -88,7 +88,7 @@ class AnthropicUpstream(FakeServer):
 
     def _authorised(self, handler):
         def guarded(request: Recorded) -> Reply:
-            # SDK 0.x sends x-api-key, SDK 2.x sends Authorization: Bearer (protocols §0 #1).
+            # SDK 0.x sends x-api-key, SDK 2.x sends Authorization: Bearer.
             given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
             if self.api_key is not None and given != self.api_key:
                 return Reply.json(_error_body("authentication_error", "invalid x-api-key"), 401)

@@ -1,6 +1,6 @@
 """A fake Gemini (Generative Language API) upstream on the loopback interface.
 
-Written by hand from protocols.md §4, deliberately without modelport's dialect.
+Written by hand from Gemini's generateContent wire format, deliberately without modelport's dialect.
 
 Default behaviour, derived from the request:
 

@@ -1,6 +1,7 @@
 """A fake Ollama server (the native API) on the loopback interface.
 
-Written by hand from shared/specs/ollama/openapi.yaml and protocols.md §7, deliberately
+Written by hand from Ollama's OpenAPI description (shared/specs/ollama/openapi.yaml, which
+the contract tests read beside the repo) and its server's behaviour, deliberately
 without modelport's own dialect, so a mistake in the dialect cannot hide behind the same
 mistake in the fake. It checks what the spec says a request must be and answers 400 with
 Ollama's ``{"error": ...}`` otherwise, so a test sees a malformed request fail.

@@ -1,6 +1,6 @@
-"""A fake OpenAI Files + Batch API (protocols §2.13, §2.14) on the loopback interface.
+"""A fake OpenAI Files + Batch API (``/v1/files``, ``/v1/batches``) on the loopback interface.
 
-Written by hand from the protocol notes, without modelport's dialect. Every chat line is
+Written by hand from OpenAI's wire format, without modelport's dialect. Every chat line is
 answered ``"echo: <last user text>"``; a line whose model is ``"bad-model"`` gets a 404 line
 in the error file. While ``hold`` is set, batches stay ``in_progress``; the first poll after
 it is cleared completes them. ``creates`` counts ``POST /v1/batches``.

@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible upstream on the loopback interface.
 
-Written by hand from protocols.md §2, deliberately without modelport's own dialect, so a
+Written by hand from OpenAI's chat-completions wire format, deliberately without modelport's own dialect, so a
 mistake in the dialect cannot hide behind the same mistake in the fake.
 
 Default behaviour, derived from the request so tests can see it was understood:

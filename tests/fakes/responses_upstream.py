@@ -1,6 +1,6 @@
 """A fake OpenAI Responses upstream (``POST /v1/responses``) on the loopback interface.
 
-Written by hand from responses-api.md §3-§4, deliberately without modelport's dialect, so a
+Written by hand from the Responses API's objects and stream events, deliberately without modelport's dialect, so a
 mistake in the dialect cannot hide behind the same mistake in the fake. Stateless, as
 modelport's client side expects: it refuses ``previous_response_id`` and ``item_reference``.
 

@@ -166,7 +166,7 @@ class ConsoleDoor:
         groups: dict[str, list[str]] = {}
         for info in self.gateway.list_models(req):
             groups.setdefault(info.provider, []).append(info.id)
-        providers = []
+        providers: list[dict[str, Any]] = []
         for name, provider in sorted(router.client.providers.items()):
             # Whether a key is set, never the key: the router already knows, once per provider.
             providers.append({"provider": name, "key_required": provider.key_required,
