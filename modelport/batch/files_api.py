@@ -139,11 +139,9 @@ class Spend:
     unknown_cost_rows: int = 0
 
 
-class FilesAPI:
-    """The handlers. Every records call and file read or write runs on one worker thread,
-    which owns the records connection (``files.db`` unless ``records`` names a database);
-    each batch runs on a thread and event loop of its own, so its journal never shares the
-    server's loop (see ``_Job``)."""
+class _Store:
+    """The records and the files' bytes, on one worker thread that owns the records connection
+    (``files.db`` unless ``records`` names a database): files, and the batches table."""
 
     def __init__(self, root: str | Path | None = None, client: Any = None, *, concurrency: int = 8, records: str | None = None,
                  lease_seconds: float = LEASE_SECONDS, owned_client: Callable[[str], Any] | None = None) -> None:
@@ -281,6 +279,152 @@ class FilesAPI:
             return names
 
         return await self._io.run(models)
+
+    # -- the batches table (worker thread) ------------------------------------------------
+
+    def _change(self, batch_id: str, change: Callable[[dict[str, Any], str | None, float], bool], *,
+                visible_to: Owner | None = None) -> tuple[dict[str, Any], str]:
+        """Read, change and write the batch's object as one step: ``change`` edits it in place
+        (given the row's lease owner and expiry) and says whether to save it. Without
+        ``visible_to``, only the instance holding the lease may change it (else ``_LeaseLost``)."""
+        with self.db.transaction():
+            # A write first: it locks the row (PostgreSQL) or the database (SQLite) until the
+            # commit, so no other instance writes the object between this read and this write.
+            self.db.execute("UPDATE batches SET lease_until = lease_until WHERE id = ?", (batch_id,))
+            obj, owner_id, lease_owner, lease_until = self._load_row(batch_id)
+            if visible_to is not None:
+                _check_visible(batch_id, owner_id, visible_to)
+            elif lease_owner != self.instance:
+                raise _LeaseLost(batch_id)
+            if change(obj, lease_owner, lease_until):
+                self.db.execute("UPDATE batches SET object = ?, status = ? WHERE id = ?", (dumps(obj), obj["status"], batch_id))
+        return obj, owner_id
+
+    def _load_row(self, batch_id: str) -> tuple[dict[str, Any], str, str | None, float]:
+        row = self.db.execute("SELECT object, owner, lease_owner, lease_until FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"No batch found with id '{batch_id}'.", param="batch_id", code="not_found")
+        return loads(row[0]), row[1], row[2], row[3]
+
+    def _load_visible(self, batch_id: str, owner: Owner) -> dict[str, Any]:
+        obj, owner_id, _, _ = self._load_row(batch_id)
+        _check_visible(batch_id, owner_id, owner)
+        return obj
+
+
+class _Leases(_Store):
+    """Which instance runs which open batch: leases renewed while a job runs here, taken over
+    from an instance that stopped renewing them (it died), so every batch is finished once."""
+
+    def _start(self, batch_id: str, *, cancelled: bool = False) -> None:
+        raise NotImplementedError  # FilesAPI runs the jobs
+
+    # -- leases: who runs which batch ------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Start the watcher (once, on the server's loop)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_forever(), name="modelport-batch-leases")
+
+    async def _watch_forever(self) -> None:
+        """Every ``WATCH_SECONDS``: pass cancels written by other instances to the jobs
+        running here; every third of a lease: renew this instance's leases (saving the
+        jobs' progress for the other instances to show), stop the jobs whose lease another
+        instance has taken, restart those held here whose job has ended without closing
+        them, and take over the batches whose lease has run out."""
+        renew_every = self.lease_seconds / 3
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            running = {batch_id: job for batch_id, job in self._jobs.items() if not job.future.done() and not job.closing}
+            renew = time.monotonic() - renewed >= renew_every
+            try:
+                if renew and not running and not await self._io.run(self._records_exist):
+                    renewed = time.monotonic()
+                    continue  # no batch anywhere yet: nothing to renew or take over
+                if renew:
+                    renewed = time.monotonic()
+                    held = await self._io.run(self._renew, {batch_id: job.counts for batch_id, job in running.items()})
+                elif running:
+                    held = await self._io.run(self._held)
+                else:
+                    continue
+                for batch_id, status in held.items():
+                    job = running.get(batch_id)
+                    if job is not None and status == "cancelling":
+                        job.cancel.set()
+                    elif job is None and renew:
+                        self._start(batch_id, cancelled=status == "cancelling")
+                for batch_id in running.keys() - held.keys():
+                    log.warning("batch %s: another instance has taken it over; stopping the job here", batch_id)
+                    running[batch_id].stop()
+                if renew:
+                    for batch_id, cancelled in await self._io.run(self._take_over):
+                        self._start(batch_id, cancelled=cancelled)
+            except StateUnavailableError as exc:
+                # Back off: each try waits for a connection, holding up the worker thread.
+                log.warning("batch leases: %s; trying again in %g s", exc, renew_every)
+                await asyncio.sleep(renew_every)
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one failed round
+                log.exception("batch leases: a round failed; trying again")
+
+    def _records_exist(self) -> bool:
+        """Whether there are records to look at: a gateway that has never seen a batch
+        leaves no files.db behind, but watches for one that another process makes."""
+        return self._io.opened is not None or self.records is not None or (self.root / "files.db").exists()
+
+    def _held(self) -> dict[str, str]:
+        """The open batches this instance holds the lease of, with their status."""
+        rows = self.db.execute(f"SELECT id, status FROM batches WHERE lease_owner = ? AND {_OPEN_SQL}", (self.instance,)).fetchall()
+        return {batch_id: status for batch_id, status in rows}
+
+    def _renew(self, counts: dict[str, dict[str, int] | None]) -> dict[str, str]:
+        """Extend this instance's leases; save the running jobs' counts. Returns ``_held``."""
+        rows = self.db.execute(f"UPDATE batches SET lease_until = ? WHERE lease_owner = ? AND {_OPEN_SQL} RETURNING id, status",
+                               (time.time() + self.lease_seconds, self.instance)).fetchall()
+        held = {batch_id: status for batch_id, status in rows}
+        for batch_id, progress in counts.items():
+            if batch_id in held and progress is not None:
+                try:
+                    self._change(batch_id, partial(_set_counts, progress))
+                except _LeaseLost:
+                    del held[batch_id]  # taken over a moment ago
+        return held
+
+    def _take_over(self) -> list[tuple[str, bool]]:
+        """Lease to this instance every open batch whose lease has run out, in one UPDATE
+        (concurrent instances each get others: a row goes to exactly one). Returns (id, cancelled)."""
+        if not self._records_exist():
+            return []
+        if self.db.engine == "sqlite":
+            self._expire_dead_holders()
+        now = time.time()
+        rows = self.db.execute(f"UPDATE batches SET lease_owner = ?, lease_until = ? WHERE {_OPEN_SQL} AND lease_until < ? RETURNING id, status",
+                               (self.instance, now + self.lease_seconds, now)).fetchall()
+        for batch_id, _ in rows:
+            log.info("batch %s: taken over by %s (its lease had run out)", batch_id, self.instance)
+        return [(batch_id, status == "cancelling") for batch_id, status in rows]
+
+    def _expire_dead_holders(self) -> None:
+        """SQLite records are shared by the processes of one machine only: there, a lease
+        whose holder process has died has run out now, not at its expiry, so a gateway
+        restarted after a crash resumes its batches at once. (A reused pid looks alive: the
+        lease then runs out as usual.)"""
+        host = socket.gethostname()
+        rows = self.db.execute(f"SELECT id, lease_owner FROM batches WHERE {_OPEN_SQL} AND lease_owner IS NOT NULL AND lease_owner <> ?",
+                               (self.instance,)).fetchall()
+        for batch_id, holder in rows:
+            holder_host, pid, _ = (holder.rsplit(":", 2) + ["", ""])[:3]
+            if holder_host == host and pid.isdigit() and not _alive(int(pid)):
+                self.db.execute("UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?", (batch_id, holder))
+
+
+
+class FilesAPI(_Leases):
+    """The handlers. Every records call and file read or write runs on one worker thread,
+    which owns the records connection (``files.db`` unless ``records`` names a database);
+    each batch runs on a thread and event loop of its own, so its journal never shares the
+    server's loop (see ``_Job``)."""
 
     # -- batches -------------------------------------------------------------------------
 
@@ -565,135 +709,6 @@ class FilesAPI:
         if job is not None:
             await asyncio.shield(job.future)
 
-    # -- leases: who runs which batch ------------------------------------------------------
-
-    def _watch(self) -> None:
-        """Start the watcher (once, on the server's loop)."""
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._watch_forever(), name="modelport-batch-leases")
-
-    async def _watch_forever(self) -> None:
-        """Every ``WATCH_SECONDS``: pass cancels written by other instances to the jobs
-        running here; every third of a lease: renew this instance's leases (saving the
-        jobs' progress for the other instances to show), stop the jobs whose lease another
-        instance has taken, restart those held here whose job has ended without closing
-        them, and take over the batches whose lease has run out."""
-        renew_every = self.lease_seconds / 3
-        renewed = time.monotonic()
-        while True:
-            await asyncio.sleep(WATCH_SECONDS)
-            running = {batch_id: job for batch_id, job in self._jobs.items() if not job.future.done() and not job.closing}
-            renew = time.monotonic() - renewed >= renew_every
-            try:
-                if renew and not running and not await self._io.run(self._records_exist):
-                    renewed = time.monotonic()
-                    continue  # no batch anywhere yet: nothing to renew or take over
-                if renew:
-                    renewed = time.monotonic()
-                    held = await self._io.run(self._renew, {batch_id: job.counts for batch_id, job in running.items()})
-                elif running:
-                    held = await self._io.run(self._held)
-                else:
-                    continue
-                for batch_id, status in held.items():
-                    job = running.get(batch_id)
-                    if job is not None and status == "cancelling":
-                        job.cancel.set()
-                    elif job is None and renew:
-                        self._start(batch_id, cancelled=status == "cancelling")
-                for batch_id in running.keys() - held.keys():
-                    log.warning("batch %s: another instance has taken it over; stopping the job here", batch_id)
-                    running[batch_id].stop()
-                if renew:
-                    for batch_id, cancelled in await self._io.run(self._take_over):
-                        self._start(batch_id, cancelled=cancelled)
-            except StateUnavailableError as exc:
-                # Back off: each try waits for a connection, holding up the worker thread.
-                log.warning("batch leases: %s; trying again in %g s", exc, renew_every)
-                await asyncio.sleep(renew_every)
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one failed round
-                log.exception("batch leases: a round failed; trying again")
-
-    def _records_exist(self) -> bool:
-        """Whether there are records to look at: a gateway that has never seen a batch
-        leaves no files.db behind, but watches for one that another process makes."""
-        return self._io.opened is not None or self.records is not None or (self.root / "files.db").exists()
-
-    def _held(self) -> dict[str, str]:
-        """The open batches this instance holds the lease of, with their status."""
-        rows = self.db.execute(f"SELECT id, status FROM batches WHERE lease_owner = ? AND {_OPEN_SQL}", (self.instance,)).fetchall()
-        return {batch_id: status for batch_id, status in rows}
-
-    def _renew(self, counts: dict[str, dict[str, int] | None]) -> dict[str, str]:
-        """Extend this instance's leases; save the running jobs' counts. Returns ``_held``."""
-        rows = self.db.execute(f"UPDATE batches SET lease_until = ? WHERE lease_owner = ? AND {_OPEN_SQL} RETURNING id, status",
-                               (time.time() + self.lease_seconds, self.instance)).fetchall()
-        held = {batch_id: status for batch_id, status in rows}
-        for batch_id, progress in counts.items():
-            if batch_id in held and progress is not None:
-                try:
-                    self._change(batch_id, partial(_set_counts, progress))
-                except _LeaseLost:
-                    del held[batch_id]  # taken over a moment ago
-        return held
-
-    def _take_over(self) -> list[tuple[str, bool]]:
-        """Lease to this instance every open batch whose lease has run out, in one UPDATE
-        (concurrent instances each get others: a row goes to exactly one). Returns (id, cancelled)."""
-        if not self._records_exist():
-            return []
-        if self.db.engine == "sqlite":
-            self._expire_dead_holders()
-        now = time.time()
-        rows = self.db.execute(f"UPDATE batches SET lease_owner = ?, lease_until = ? WHERE {_OPEN_SQL} AND lease_until < ? RETURNING id, status",
-                               (self.instance, now + self.lease_seconds, now)).fetchall()
-        for batch_id, _ in rows:
-            log.info("batch %s: taken over by %s (its lease had run out)", batch_id, self.instance)
-        return [(batch_id, status == "cancelling") for batch_id, status in rows]
-
-    def _expire_dead_holders(self) -> None:
-        """SQLite records are shared by the processes of one machine only: there, a lease
-        whose holder process has died has run out now, not at its expiry, so a gateway
-        restarted after a crash resumes its batches at once. (A reused pid looks alive: the
-        lease then runs out as usual.)"""
-        host = socket.gethostname()
-        rows = self.db.execute(f"SELECT id, lease_owner FROM batches WHERE {_OPEN_SQL} AND lease_owner IS NOT NULL AND lease_owner <> ?",
-                               (self.instance,)).fetchall()
-        for batch_id, holder in rows:
-            holder_host, pid, _ = (holder.rsplit(":", 2) + ["", ""])[:3]
-            if holder_host == host and pid.isdigit() and not _alive(int(pid)):
-                self.db.execute("UPDATE batches SET lease_until = 0 WHERE id = ? AND lease_owner = ?", (batch_id, holder))
-
-    # -- the batches table (worker thread) ------------------------------------------------
-
-    def _change(self, batch_id: str, change: Callable[[dict[str, Any], str | None, float], bool], *,
-                visible_to: Owner | None = None) -> tuple[dict[str, Any], str]:
-        """Read, change and write the batch's object as one step: ``change`` edits it in place
-        (given the row's lease owner and expiry) and says whether to save it. Without
-        ``visible_to``, only the instance holding the lease may change it (else ``_LeaseLost``)."""
-        with self.db.transaction():
-            # A write first: it locks the row (PostgreSQL) or the database (SQLite) until the
-            # commit, so no other instance writes the object between this read and this write.
-            self.db.execute("UPDATE batches SET lease_until = lease_until WHERE id = ?", (batch_id,))
-            obj, owner_id, lease_owner, lease_until = self._load_row(batch_id)
-            if visible_to is not None:
-                _check_visible(batch_id, owner_id, visible_to)
-            elif lease_owner != self.instance:
-                raise _LeaseLost(batch_id)
-            if change(obj, lease_owner, lease_until):
-                self.db.execute("UPDATE batches SET object = ?, status = ? WHERE id = ?", (dumps(obj), obj["status"], batch_id))
-        return obj, owner_id
-
-    def _load_row(self, batch_id: str) -> tuple[dict[str, Any], str, str | None, float]:
-        row = self.db.execute("SELECT object, owner, lease_owner, lease_until FROM batches WHERE id = ?", (batch_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"No batch found with id '{batch_id}'.", param="batch_id", code="not_found")
-        return loads(row[0]), row[1], row[2], row[3]
-
-    def _load_visible(self, batch_id: str, owner: Owner) -> dict[str, Any]:
-        obj, owner_id, _, _ = self._load_row(batch_id)
-        _check_visible(batch_id, owner_id, owner)
-        return obj
 
 
 def _set_counts(counts: dict[str, int], obj: dict[str, Any], *_: Any) -> bool:
