@@ -24,6 +24,7 @@ from modelport.server.testing import GatewayThread
 from modelport.server.workers import engine_threads, resolve_workers, usable_cpus, worker_settings
 from tests.fakes.openai_upstream import OpenAIUpstream
 from tests.isolation import paths_under
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,13 +96,7 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_for(condition: Any, seconds: float = 15.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {seconds} s: {condition}")
+    return wait_for(condition, seconds, f"not so: {condition}")
 
 
 @pytest.fixture()

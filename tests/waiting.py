@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -41,3 +41,15 @@ async def await_for(predicate: Callable[[], T | Awaitable[T]], timeout: float, m
         if time.monotonic() >= deadline:
             raise AssertionError(f"after {timeout} s: {message() if callable(message) else message}")
         await asyncio.sleep(POLL_SECONDS)
+
+
+BATCH_ENDS = ("completed", "failed", "cancelled", "expired")
+
+
+def batch_reaching(sdk: Any, batch_id: str, until: tuple[str, ...] = BATCH_ENDS, timeout: float = 60) -> Any:
+    """The batch (OpenAI SDK object) once its status is one of ``until``: by default, once it ended."""
+    def reached() -> Any:
+        batch = sdk.batches.retrieve(batch_id)
+        return batch if batch.status in until else None
+
+    return wait_for(reached, timeout, f"batch {batch_id} did not reach {until}")
