@@ -194,3 +194,24 @@ def test_a_call_whose_result_is_in_the_conversation_is_never_made_again(client):
         calls = [(c.name, c.arguments) for m in response.messages for c in m.tool_calls]
         assert not response.max_turns_reached and response.finish_reason == "stop" and response.text.strip(), (seed, calls)
         assert len(calls) == len(set(calls)), (seed, calls)
+
+
+def test_the_grammar_leaves_out_exactly_the_answered_arguments():
+    """What the exclusion allows, checked without the model (jsonschema for the schema part;
+    the engine's llguidance reads the same pattern): every earlier set of arguments is
+    refused, and a call that differs in one property it can name is allowed."""
+    from modelport.backends.local_grammar import excluding_repeats
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]},
+                                               "alerts": {"type": "boolean"}}, "required": ["city"], "additionalProperties": False}
+    earlier = [{"city": "Paris", "unit": "c"}, {"city": "Pa", "alerts": True}]
+    narrowed = excluding_repeats(schema, earlier)
+
+    def allowed(args: dict) -> bool:
+        return jsonschema.Draft202012Validator(narrowed).is_valid(args)
+
+    assert not any(allowed(args) for args in earlier)
+    assert allowed({"city": "London"}) and allowed({"city": "Paris,"}) and allowed({"city": "Paris", "unit": "f"})
+    assert allowed({"city": "Paris", "alerts": False})
+    # A tool without arguments has nothing new to be called with: it is not offered again.
+    assert excluding_repeats({"type": "object"}, [{}]) is None

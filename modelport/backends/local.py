@@ -629,8 +629,8 @@ def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any]
     tool, so the name and its arguments' schema go together) or, unless a call is required,
     ``{"answer": ...}``. That allows one call per turn, which is all a 135M model does well.
 
-    A call whose result is already in the conversation (``answered``: arguments by tool) cannot
-    be made again: given a result, a 135M model otherwise tends to repeat the call it just
+    A call whose result is already in this turn of the conversation (``answered``: arguments
+    by tool) cannot be made again: given a result, a 135M model otherwise tends to repeat the call it just
     made, and an agent loop then runs until its client gives up. A tool that has nothing new
     to be called with is not offered; when no call is left, the reply is an answer even if
     a call was required (what a required call would repeat is in the conversation already).
@@ -686,10 +686,14 @@ def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any]
 
 
 def _answered_calls(messages: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The arguments of each earlier call that a tool message answers, by tool name."""
-    results = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    """The arguments of each call since the user's last message that a tool message answers,
+    by tool name. Calls made for an earlier user message may well be due again (the weather,
+    an hour later), and leaving them out keeps the grammar small in a long conversation."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    turn = messages[last_user + 1:]
+    results = {m.get("tool_call_id") for m in turn if m.get("role") == "tool"}
     answered: dict[str, list[dict[str, Any]]] = {}
-    for message in messages:
+    for message in turn:
         for call in message.get("tool_calls") or ():
             function = call.get("function", {})
             try:
