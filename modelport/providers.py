@@ -205,6 +205,23 @@ def base_url(provider: Provider, override: str | None = None) -> str:
     return url.rstrip("/")
 
 
+# The response header every modelport gateway answer carries (its value: the version).
+GATEWAY_HEADER_NAME = "x-modelport"
+
+
+def gateway_in_the_way(provider: Provider, url: str, headers: Any) -> str | None:
+    """What to say when ``provider``'s server answers as a modelport gateway (its response
+    ``headers`` carry ``x-modelport``): the gateway takes LM Studio's port 1234 by default,
+    and Ollama's 11434 with --port, so the server the user meant is not the one listening.
+    None when that is not the case, or when the provider is the user's own row, which may
+    well point at a gateway on purpose."""
+    if GATEWAY_HEADER_NAME not in headers or provider.key_required or PROVIDERS.get(provider.name) is None:
+        return None
+    return (f"{url} is a modelport gateway, not {provider.name}: the gateway holds the port {provider.name} uses; "
+            f"serve the gateway on another port (modelport serve --port 8080) and start {provider.name}, "
+            f"or set MODELPORT_{env_name(provider.name)}_BASE_URL to where {provider.name} listens")
+
+
 def resolve(model: str, table: dict[str, Provider], aliases: dict[str, str] | None = None) -> tuple[Provider, str]:
     """``provider/model-id`` (or an alias of one) -> the provider row and the provider's own id.
 

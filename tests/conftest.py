@@ -1,5 +1,6 @@
 """Shared fixtures: the whole run is isolated from the machine's modelport files, every test
-gets its own home on top, and a guard fails the run if the user's real files changed.
+gets its own home on top, and a guard fails the run if the tests wrote into the user's real
+files (and names, without failing, what other processes changed there meanwhile).
 
 Isolation is by environment only (no patching of modelport), in two layers:
 
@@ -18,27 +19,53 @@ Only the embedded model's weights stay where the machine keeps them
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 
 # First: moves HOME, XDG and MODELPORT_* paths away from the user's files for the whole run.
-from tests.isolation import REAL_BEFORE, REAL_DIRS, ROUTING_ENV, SESSION_ROOT, SETTINGS_ENV, changes, paths_under, snapshot
+from tests.isolation import (REAL_BEFORE, REAL_DIRS, ROUTING_ENV, SESSION_ROOT, SETTINGS_ENV, WRITTEN, changes, paths_under,
+                             snapshot)
 from tests.fakes.openai_upstream import OpenAIUpstream
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any file of the user's real modelport dirs changed while it ran."""
+    """Fail the run if the tests wrote into the user's real modelport dirs; only name what
+    other processes changed there meanwhile (see isolation.WRITTEN for how they differ)."""
     changed = changes(REAL_BEFORE, snapshot(REAL_DIRS))
-    if changed:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = ("the tests changed the user's real modelport files (isolation leak; "
-                   "or another process used modelport meanwhile):\n  " + "\n  ".join(changed[:20]))
-        if reporter is not None:
-            reporter.write_line(message, red=True)
+    ours = [path for path in changed if _written_here(path)]
+    theirs = [path for path in changed if path not in ours]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and (ours or theirs):
+        reporter.write("\n")  # the progress line ("...[100%]") is still open: end it first
+    if ours:
+        _report(reporter, "the tests wrote into the user's real modelport files (an isolation leak: a path "
+                "resolved before tests/isolation.py moved HOME, or a test writing there on purpose):", ours, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if theirs:
+        _report(reporter, "changed in the user's real modelport dirs during the run, not by this test process "
+                "(another modelport process, e.g. your gateway or CLI; or a test's subprocess that ignored the "
+                "isolated environment, if the name is a test's):", theirs, yellow=True)
+
+
+def _written_here(path: str) -> bool:
+    """Whether this process wrote ``path``: itself, the database whose -wal/-shm/-journal it is
+    (SQLite creates those in C, unseen by the audit hook), or in a directory it removed whole."""
+    base = re.sub(r"-(wal|shm|journal)$", "", path)
+    return any(p in WRITTEN for p in (path, base, *map(str, Path(path).parents)))
+
+
+def _report(reporter: Any, message: str, paths: list[str], **markup: bool) -> None:
+    lines = [message, *(f"  {path}" for path in paths[:20])]
+    if reporter is None:
+        print("\n".join(lines), file=sys.stderr)
+        return
+    for line in lines:
+        reporter.write_line(line, **markup)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

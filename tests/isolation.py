@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -61,6 +62,31 @@ def changes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]
     return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
 
 
+# Files under the real dirs that this test process opened for writing, removed or
+# renamed: the changes the tests themselves made. A file that changed without appearing here
+# was written by another process: the user's gateway or CLI running meanwhile (which the
+# guard must not blame on the tests) or, rarely, a subprocess a test started; see
+# tests/conftest.py for how each is reported.
+WRITTEN: set[str] = set()
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_PATH_EVENTS = frozenset({"open", "sqlite3.connect", "os.remove", "os.rename", "shutil.rmtree"})
+
+
+def _record_writes(event: str, args: tuple) -> None:
+    # Called for every audited event of the process: the name check comes first and is cheap.
+    if event not in _PATH_EVENTS or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    if event == "open":
+        mode, flags = args[1], args[2]
+        if not (any(c in mode for c in "wax+") if isinstance(mode, str) else flags & _WRITE_FLAGS):
+            return
+    targets = [args[0], args[1]] if event == "os.rename" else [args[0]]
+    for target in targets:
+        path = os.path.abspath(os.fsdecode(target))
+        if any(path == str(top) or path.startswith(f"{top}{os.sep}") for top in REAL_DIRS):
+            WRITTEN.add(path)
+
+
 def _isolate_session() -> Path:
     # Short and under /tmp: Ray puts Unix sockets in its temp dir (path length limit ~107).
     root = Path(tempfile.mkdtemp(prefix="mp-tests-"))
@@ -81,5 +107,6 @@ def _isolate_session() -> Path:
 
 REAL_BEFORE = snapshot(REAL_DIRS)
 SESSION_ROOT = _isolate_session()
+sys.addaudithook(_record_writes)
 
 

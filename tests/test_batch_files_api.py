@@ -15,6 +15,7 @@ import pytest
 from modelport.batch.files_api import FilesAPI, asgi_app
 from modelport.client import AsyncClient
 from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.waiting import batch_reaching
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -61,13 +62,7 @@ def _lines(model: str, n: int, **body: Any) -> bytes:
 
 
 def _wait(sdk: Any, batch_id: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = sdk.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired"):
-            return batch
-        time.sleep(0.1)
-    raise AssertionError(f"batch {batch_id} did not finish")
+    return batch_reaching(sdk, batch_id, timeout=timeout)
 
 
 def test_openai_sdk_batch_workflow(fake_served: tuple[Served, OpenAIUpstream], tmp_path: Path) -> None:

@@ -23,12 +23,15 @@ import openai
 import pytest
 
 from tests.cluster import UNAVAILABLE, Call, Cluster, ClusterUpstream, Outcome, SteadyLoad, Tally, chat_call
+from tests.waiting import await_for
 
 DIALECTS = ("openai", "anthropic", "gemini")
 # How long each dependency stays away: PostgreSQL's longer than the records' wait for a
 # connection (5 s), so that calls waiting on it end in their 503 while it is still away.
 REDIS_OUTAGE = 2.0
 POSTGRESQL_OUTAGE = 7.0
+# Until every instance has served under the load, before the outage (1 s was enough when idle).
+STARTUP_BOUND = 30.0
 RECOVERY_BOUND = 5.0  # the issue's bound, from the dependency's return to each instance's first success
 # A batch's lease: short, so a takeover comes within seconds of the kill.
 LEASE_SECONDS = 2.0
@@ -66,10 +69,9 @@ async def _outage(cluster: Cluster, server: Any, seconds: float, make: Callable[
     steady = SteadyLoad(make, concurrency=12)
     running = asyncio.ensure_future(steady.run())
     try:
-        await asyncio.sleep(1.0)
-        before = Tally(list(steady.tally.outcomes))
-        assert before.ok and {o.call.url for o in before.ok if needs_it(o)} == set(cluster.urls), (
-            f"before the outage, not every instance served: {before.summary()}")
+        # Every instance serves before the outage: awaited (a loaded machine starts slowly).
+        await await_for(lambda: {o.call.url for o in steady.tally.outcomes if o.ok and needs_it(o)} == set(cluster.urls),
+                        STARTUP_BOUND, lambda: f"before the outage, not every instance served: {Tally(list(steady.tally.outcomes)).summary()}")
         await asyncio.to_thread(server.stop)
         down = time.monotonic()
         await asyncio.sleep(seconds)

@@ -5,7 +5,6 @@ embedded model through an alias, with the gateway's auth in front."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,6 +14,7 @@ import pytest
 from modelport.server import Settings
 from modelport.server.auth import KeyStore
 from modelport.server.testing import GatewayThread
+from tests.waiting import batch_reaching
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +39,8 @@ def _lines(model: str, prompts: list[str]) -> bytes:
     )
 
 
-def _wait(sdk: openai.OpenAI, batch_id: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = sdk.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired"):
-            return batch
-        time.sleep(0.1)
-    raise AssertionError(f"batch {batch_id} did not finish")
+def _wait(sdk: Any, batch_id: str, timeout: float = 60) -> Any:
+    return batch_reaching(sdk, batch_id, timeout=timeout)
 
 
 def test_openai_sdk_batch_workflow_on_the_embedded_model(gateway: GatewayThread, store: KeyStore, tmp_path: Path) -> None:

@@ -21,6 +21,16 @@ def test_writes_where_the_user_keeps_the_log():
     real.mkdir(parents=True, exist_ok=True)
     (real / "logs.db").write_bytes(b"fake call")
 """
+ANOTHER_PROCESS = """
+import subprocess, sys
+from tests import isolation
+
+def test_another_modelport_process_writes_meanwhile():
+    real = isolation.REAL_DIRS[0]
+    real.mkdir(parents=True, exist_ok=True)
+    # Not this process: as the user's own gateway writing its call log during the run.
+    subprocess.run([sys.executable, "-c", f"open({str(real / 'logs.db')!r}, 'wb').write(b'a real call')"], check=True)
+"""
 CLEAN = """
 def test_writes_nothing():
     pass
@@ -40,7 +50,15 @@ def _inner_run(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
 def test_a_run_that_writes_into_the_real_data_dir_fails(tmp_path: Path) -> None:
     result = _inner_run(tmp_path, LEAK)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "changed the user's real modelport files" in result.stdout
+    # On a line of its own, not glued to the progress line.
+    assert "\nthe tests wrote into the user's real modelport files" in result.stdout
+    assert "logs.db" in result.stdout
+
+
+def test_what_another_process_writes_meanwhile_is_named_not_blamed_on_the_tests(tmp_path: Path) -> None:
+    result = _inner_run(tmp_path, ANOTHER_PROCESS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "\nchanged in the user's real modelport dirs during the run, not by this test process" in result.stdout
     assert "logs.db" in result.stdout
 
 

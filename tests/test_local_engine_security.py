@@ -35,6 +35,7 @@ from modelport.errors import BadRequestError, ConfigError
 from modelport.server import Settings
 from modelport.server.testing import GatewayThread
 from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.waiting import wait_for
 from modelport.types import ChatRequest, Message
 
 MODEL = "local/smollm2"
@@ -55,13 +56,6 @@ def busy_slots(engine) -> int:
     return int(float(re.search(r"^llamacpp:requests_processing (\S+)$", engine.handle_metrics(), re.M).group(1)))
 
 
-def wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 # -- the engine's own listener ------------------------------------------------------------
@@ -154,15 +148,15 @@ def raw_post(port: int, body: dict) -> socket.socket:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_a_caller_who_hangs_up_frees_the_engine_at_once(engine, stream):
     with GatewayThread() as gw:
-        assert wait_for(lambda: busy_slots(engine) == 0, 120)
+        wait_for(lambda: busy_slots(engine) == 0, 120, "the engine still decodes an earlier test's request")
         sock = raw_post(gw.port, {**LONG, "stream": stream})
         try:
-            assert wait_for(lambda: busy_slots(engine) >= 1, 120), "the generation never started"
+            wait_for(lambda: busy_slots(engine) >= 1, 120, "the generation never started")
             time.sleep(0.5)
         finally:
             sock.close()
         # The engine stops at its next token; 15 s allows for a very loaded host.
-        assert wait_for(lambda: busy_slots(engine) == 0, 15), "the abandoned generation kept decoding"
+        wait_for(lambda: busy_slots(engine) == 0, 15, "the abandoned generation kept decoding")
 
 
 def test_a_non_streamed_call_to_a_remote_upstream_is_cancelled_when_its_caller_hangs_up(tmp_path):
@@ -173,10 +167,10 @@ def test_a_non_streamed_call_to_a_remote_upstream_is_cancelled_when_its_caller_h
         settings = Settings(log_calls=False, keys_path=str(tmp_path / "g.db"))
         with GatewayThread(settings, config=config, api_keys={"openai": "sk-x"}) as gw:
             sock = raw_post(gw.port, {"model": "remote", "messages": [{"role": "user", "content": "x"}]})
-            assert wait_for(lambda: len(slow.requests) == 1, 30), "the call never reached the upstream"
+            wait_for(lambda: len(slow.requests) == 1, 30, "the call never reached the upstream")
             sock.close()
             statuses = lambda: [label[3] for label in gw.app.metrics.requests if label[0] == "openai"]  # noqa: E731
-            assert wait_for(lambda: statuses() != [], 6), "the call was not cancelled: it still waits for the upstream"
+            wait_for(lambda: statuses() != [], 6, "the call was not cancelled: it still waits for the upstream")
             assert statuses() == [499]
 
 
@@ -192,7 +186,7 @@ def test_sigterm_with_only_abandoned_work_exits_promptly_without_a_traceback(tmp
         env={**os.environ, "MODELPORT_THREADS": "1"},
     )
     try:
-        assert wait_for(lambda: _health(port), 60), "the gateway did not start"
+        wait_for(lambda: _health(port), 60, "the gateway did not start")
         # Load the model first, so the long requests below are decoding when their callers leave.
         assert httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={**LONG, "max_tokens": 1}, timeout=120).status_code == 200
         socks = [raw_post(port, {**LONG, "stream": stream}) for stream in (False, True, False, True)]
@@ -254,7 +248,7 @@ def test_a_key_flooding_the_engine_cannot_keep_another_key_waiting(engine):
             await asyncio.gather(*flood, return_exceptions=True)
 
     asyncio.run(asyncio.wait_for(run(), 400))
-    assert wait_for(lambda: busy_slots(engine) == 0, 30)
+    wait_for(lambda: busy_slots(engine) == 0, 30, "a slot kept decoding after its callers left")
 
 
 # -- threads -------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from modelport import Client
 from modelport.tools import ToolLoopResponse
-from modelport.types import ToolCall
+from modelport.types import Message, ToolCall
 
 MODEL = "local/smollm2"
 GREEDY = {"temperature": 0, "seed": 1}
@@ -176,3 +176,42 @@ def test_a_reply_cut_by_max_tokens_leaks_no_protocol_json(client):
     answered = client.chat(MODEL, "Say hello to me in a long friendly sentence.", tool_choice="auto", **{**params, "max_tokens": 8})
     assert answered.finish_reason in ("length", "tool_calls", "stop")
     assert '{"' not in answered.text and '"answer"' not in answered.text, answered.text
+
+
+def test_a_call_whose_result_is_in_the_conversation_is_never_made_again(client):
+    """The agent-loop bug (simonw/llm's chain on local/smollm2 repeated get_weather(Paris) until
+    its client timed out): the grammar leaves no room for a call identical to one that was
+    answered. Forced to call again, the model must pick other arguments; left to choose, the
+    loop ends with words, and no call in it repeats another."""
+    answered = [Message.user("What's the weather in Paris?"),
+                Message.assistant(tool_calls=[ToolCall(id="call_1", name="get_weather", arguments='{"city":"Paris"}')]),
+                Message.tool("call_1", "Sunny, 24 degrees Celsius in Paris")]
+    forced = client.chat(MODEL, answered, tools=[get_weather], tool_choice="required", max_tokens=40, **GREEDY)
+    assert [c.name for c in forced.tool_calls] == ["get_weather"] and forced.tool_calls[0].args != {"city": "Paris"}
+    for seed in (1, 2, 3):
+        response = client.chat(MODEL, "What's the weather in Paris?", tools=[get_weather], run_tools=True,
+                               max_turns=6, max_tokens=60, seed=seed)
+        calls = [(c.name, c.arguments) for m in response.messages for c in m.tool_calls]
+        assert not response.max_turns_reached and response.finish_reason == "stop" and response.text.strip(), (seed, calls)
+        assert len(calls) == len(set(calls)), (seed, calls)
+
+
+def test_the_grammar_leaves_out_exactly_the_answered_arguments():
+    """What the exclusion allows, checked without the model (jsonschema for the schema part;
+    the engine's llguidance reads the same pattern): every earlier set of arguments is
+    refused, and a call that differs in one property it can name is allowed."""
+    from modelport.backends.local_grammar import excluding_repeats
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]},
+                                               "alerts": {"type": "boolean"}}, "required": ["city"], "additionalProperties": False}
+    earlier = [{"city": "Paris", "unit": "c"}, {"city": "Pa", "alerts": True}]
+    narrowed = excluding_repeats(schema, earlier)
+
+    def allowed(args: dict) -> bool:
+        return jsonschema.Draft202012Validator(narrowed).is_valid(args)
+
+    assert not any(allowed(args) for args in earlier)
+    assert allowed({"city": "London"}) and allowed({"city": "Paris,"}) and allowed({"city": "Paris", "unit": "f"})
+    assert allowed({"city": "Paris", "alerts": False})
+    # A tool without arguments has nothing new to be called with: it is not offered again.
+    assert excluding_repeats({"type": "object"}, [{}]) is None

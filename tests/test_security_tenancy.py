@@ -26,6 +26,7 @@ from modelport.server import Settings
 from modelport.server.auth import KeyStore
 from modelport.server.testing import GatewayThread
 from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.waiting import BATCH_ENDS, batch_reaching
 
 # The upstream answers each row this slowly: a batch of thousands of rows runs for seconds,
 # with rows finishing (and the journal being written) all the time.
@@ -74,15 +75,8 @@ def _upload(sdk: openai.OpenAI, tmp_path: Path, n: int, name: str = "requests.js
     return sdk.files.create(file=source.open("rb"), purpose="batch")
 
 
-def _wait(sdk: openai.OpenAI, batch_id: str, until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired"),
-          timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = sdk.batches.retrieve(batch_id)
-        if batch.status in until:
-            return batch
-        time.sleep(0.05)
-    raise AssertionError(f"batch {batch_id} did not reach {until}")
+def _wait(sdk: openai.OpenAI, batch_id: str, until: tuple[str, ...] = BATCH_ENDS, timeout: float = 60) -> Any:
+    return batch_reaching(sdk, batch_id, until, timeout)
 
 
 class HealthProbe:

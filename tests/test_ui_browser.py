@@ -53,7 +53,7 @@ def gateway(tmp_path: Path) -> Iterator[GatewayThread]:
 
 
 @pytest.fixture()
-def page(chromium_path: str, gateway: GatewayThread) -> Iterator[tuple[Any, list[str]]]:
+def page(chromium_path: str) -> Iterator[tuple[Any, list[str]]]:
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         try:
@@ -152,6 +152,7 @@ def test_every_page_loads_and_the_main_flows_work(page: tuple[Any, list[str]], g
     tab.click("#batch-start")
     tab.wait_for_selector("#batch-table tr.status-completed")
     assert "20/20" in tab.inner_text("#batch-table tr.status-completed")
+    expect(tab.locator("#batch-start")).to_be_enabled()  # the same rows may run again once it ended
     tab.screenshot(path=str(artifacts / "batches.png"))
 
     # Keys: create one (the secret shows once), then revoke it.
@@ -180,4 +181,47 @@ def test_every_page_loads_and_the_main_flows_work(page: tuple[Any, list[str]], g
     visit(tab, gateway, "usage")
     assert tab.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(17, 20, 24)"
     tab.screenshot(path=str(artifacts / "usage-dark-phone.png"))
+    assert problems == []
+
+
+@pytest.fixture()
+def local_gateway(tmp_path: Path) -> Iterator[GatewayThread]:
+    """A gateway as a new user without any provider key has it: the embedded model only."""
+    settings = Settings(log_calls=True, keys_path=str(tmp_path / "keys.db"), batch_dir=str(tmp_path / "batches"))
+    with GatewayThread(settings) as gw:
+        yield gw
+
+
+def test_the_console_for_a_user_with_only_the_local_model(page: tuple[Any, list[str]], local_gateway: GatewayThread,
+                                                          artifacts: Path) -> None:
+    import httpx
+
+    tab, problems = page
+    gateway = local_gateway
+    # The first /health after start shows the stores' checked state, as /ready does.
+    health = httpx.get(gateway.url + "/health").json()
+    assert health["dependencies"] and set(health["dependencies"].values()) == {"ok"}, health
+
+    # Spend is all $0: the chart shows tokens, not a scale of $1.0e-12 over an empty plot.
+    answer = httpx.post(gateway.url + "/v1/chat/completions", timeout=120,
+                        json={"model": "local/smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+    assert answer.status_code == 200, answer.text
+    visit(tab, gateway, "usage")
+    tab.wait_for_selector("#usage-free")
+    assert tab.input_value("#page-usage select[aria-label=metric]") == "output_tokens"
+    axis = tab.locator("#usage-out svg text").all_text_contents()
+    assert axis and not any("e-" in label or "$" in label for label in axis), axis
+    tab.screenshot(path=str(artifacts / "usage-local.png"))
+
+    # Compare starts with the models that work, not hosted ones without a key.
+    ready = {m for p in httpx.get(gateway.url + "/ui/api/models").json()["providers"] if p["key_set"] for m in p["models"]}
+    visit(tab, gateway, "compare")
+    picked = [tab.input_value(f"#page-compare select.compare-model >> nth={i}") for i in range(2)]
+    assert set(picked) <= ready and "local/smollm2" in picked, (picked, ready)
+
+    # Batches says where the CLI's batches are; Keys says why there are none.
+    visit(tab, gateway, "batches")
+    assert "modelport batch list" in tab.inner_text("#batch-cli-note")
+    visit(tab, gateway, "keys")
+    assert "No gateway keys yet" in tab.inner_text("#keys-empty")
     assert problems == []

@@ -15,7 +15,7 @@ from ..dialects.base import ClientDialect, EmbeddingsDialect
 from ..errors import (BadRequestError, ConnectionError, MissingKeyError, ModelportError, StreamError, TimeoutError,
                       UpstreamProtocolError, redact)
 from ..jsonio import JSONDecodeError, dumps, loads
-from ..providers import Provider, base_url
+from ..providers import Provider, base_url, gateway_in_the_way
 from ..retry import RetryPolicy, is_retryable_status
 from ..sse import SSEParser
 from ..transport import AsyncTransport, RawResponse, SyncTransport, Timeouts
@@ -95,6 +95,10 @@ class HttpBackend:
         err.body = _redact_value(err.body, [self._key])
         if err.kind == "authentication" and not err.hint:
             err.hint = self.provider.key_hint()
+        elsewhere = gateway_in_the_way(self.provider, self.base_url, raw.headers)
+        if elsewhere is not None:
+            # The gateway's own message ("models on this gateway: ...") reads as LM Studio's.
+            err.hint = elsewhere
         return err
 
     def _json_object(self, raw: RawResponse) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from ..types import (
     Tool,
     dump_json,
 )
-from .local_grammar import check_grammar_size, check_schema_size, compact_json_grammar
+from .local_grammar import check_grammar_size, check_schema_size, compact_json_grammar, excluding_repeats
 from . import current_caller
 from .local_slots import FairSlots
 
@@ -411,6 +411,7 @@ class _Plan:
             # A seed asks for the same text every time. Reusing a cached prompt prefix that was
             # computed in another batch shape changes the floating-point sums, and so the text.
             body.setdefault("cache_prompt", False)
+        answered = _answered_calls(body["messages"])
         body["messages"] = _plain_history(body["messages"])
         choice = request.tool_choice
         self.tools: list[Tool] = [] if choice is not None and choice.mode == "none" else list(request.tools)
@@ -418,7 +419,7 @@ class _Plan:
         answer_schema = request.response_format.schema if request.response_format and request.response_format.schema else None
         response_format = body.pop("response_format", None) or {}
         if self.tools_active:
-            schema, instructions = _tool_protocol(self.tools, choice, answer_schema)
+            schema, instructions = _tool_protocol(self.tools, choice, answer_schema, answered)
             body["messages"] = _with_system(body["messages"], instructions)
             body["grammar"] = compact_json_grammar(schema, param="tools")
         elif response_format.get("type") in ("json_schema", "json_object"):
@@ -620,12 +621,19 @@ def _reject_images(request: ChatRequest, model_id: str) -> None:
 # -- tool calling by prompt + constrained JSON -----------------------------------------
 
 
-def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any] | None,
+                   answered: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], str]:
     """The JSON schema the reply must match, and the system text that explains it.
 
     The reply is one object: ``{"tool": name, "arguments": {...}}`` (one branch per callable
     tool, so the name and its arguments' schema go together) or, unless a call is required,
     ``{"answer": ...}``. That allows one call per turn, which is all a 135M model does well.
+
+    A call whose result is already in this turn of the conversation (``answered``: arguments
+    by tool) cannot be made again: given a result, a 135M model otherwise tends to repeat the call it just
+    made, and an agent loop then runs until its client gives up. A tool that has nothing new
+    to be called with is not offered; when no call is left, the reply is an answer even if
+    a call was required (what a required call would repeat is in the conversation already).
     """
     by_name = {t.name: t for t in tools}
     if choice is not None and choice.name is not None:
@@ -638,23 +646,28 @@ def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any]
         callable_tools = [by_name[choice.name]]
     else:
         callable_tools = tools
-    must_call = choice is not None and choice.mode == "required"
+    closed = {t.name: _closed(t.parameters) for t in callable_tools}
+    # A tool whose every argument combination was already answered is not offered again.
+    narrowed = {name: excluding_repeats(schema, answered[name]) if name in answered else schema for name, schema in closed.items()}
+    arguments = {name: schema for name, schema in narrowed.items() if schema is not None}
+    must_call = choice is not None and choice.mode == "required" and bool(arguments)
     options = [
         {
             "type": "object",
-            "properties": {"tool": {"const": t.name}, "arguments": _closed(t.parameters)},
+            "properties": {"tool": {"const": name}, "arguments": schema},
             "required": ["tool", "arguments"],
             "additionalProperties": False,
         }
-        for t in callable_tools
+        for name, schema in arguments.items()
     ]
     lines = ["You can call these tools:"]
     lines += [f"- {t.name}: {t.description or 'no description'} Arguments (JSON schema): {dump_json(t.parameters)}" for t in tools]
     # No placeholder text in these instructions: a small model copies a placeholder such as
     # "<your reply>" verbatim into its answer. Fields are described, never templated.
     lines.append("Reply with one JSON object and nothing else.")
-    if must_call and len(callable_tools) == 1:
-        lines.append(f'Call the tool {callable_tools[0].name}: put "{callable_tools[0].name}" in "tool" and its arguments in "arguments".')
+    if must_call and len(arguments) == 1:
+        (only,) = arguments
+        lines.append(f'Call the tool {only}: put "{only}" in "tool" and its arguments in "arguments".')
     else:
         lines.append('To call a tool, put its name in "tool" and its arguments in "arguments".')
     if not must_call:
@@ -669,6 +682,26 @@ def _tool_protocol(tools: list[Tool], choice: Any, answer_schema: dict[str, Any]
         lines.append('To answer the user yourself, put your answer in "answer". Once a tool result is given, answer with it.')
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     return schema, "\n".join(lines)
+
+
+def _answered_calls(messages: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The arguments of each call since the user's last message that a tool message answers,
+    by tool name. Calls made for an earlier user message may well be due again (the weather,
+    an hour later), and leaving them out keeps the grammar small in a long conversation."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    turn = messages[last_user + 1:]
+    results = {m.get("tool_call_id") for m in turn if m.get("role") == "tool"}
+    answered: dict[str, list[dict[str, Any]]] = {}
+    for message in turn:
+        for call in message.get("tool_calls") or ():
+            function = call.get("function", {})
+            try:
+                arguments = json.loads(function.get("arguments") or "{}")
+            except json.JSONDecodeError:
+                continue  # unreadable arguments: no valid call can repeat them
+            if call.get("id") in results and isinstance(arguments, dict):
+                answered.setdefault(function.get("name", ""), []).append(arguments)
+    return answered
 
 
 def _closed(parameters: dict[str, Any] | None) -> dict[str, Any]:

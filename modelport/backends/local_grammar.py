@@ -85,3 +85,61 @@ def _enum_values(node: Any) -> int:
         elif key != "default" and key != "examples":
             total += _enum_values(value)
     return total
+
+
+def excluding_repeats(schema: dict[str, Any], earlier: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``schema`` (a tool's arguments) narrowed so that no ``earlier`` arguments match it again,
+    or None when the grammar cannot tell a new call from a repeat (then the tool is not offered).
+
+    llguidance's JSON schemas have no ``not``, so the difference is built from what they do
+    have: arguments differ from every earlier call when one property takes a value none of
+    them had. That is a string outside the earlier strings (a pattern), an enum or boolean
+    minus the earlier values, or an optional property that no earlier call set. It refuses a
+    few new calls too (a new pair of two earlier values), which is the safe side: a 135M model
+    that repeats a call whose result it was given only loops.
+    """
+    properties = schema.get("properties")
+    if schema.get("type") != "object" or not isinstance(properties, dict):
+        return None
+    branches = []
+    for name, prop in properties.items():
+        narrowed = _outside(prop, [args[name] for args in earlier if name in args])
+        if narrowed is not None:
+            branches.append({**schema, "properties": {**properties, name: narrowed},
+                             "required": sorted({*schema.get("required", []), name})})
+    if not branches:
+        return None
+    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
+def _outside(prop: Any, used: list[Any]) -> dict[str, Any] | None:
+    """The property's schema without the ``used`` values, when a JSON schema can say so."""
+    if not isinstance(prop, dict) or not used:
+        return prop if isinstance(prop, dict) else None  # never set before: setting it is new
+    if isinstance(prop.get("enum"), list):
+        left = [value for value in prop["enum"] if value not in used]
+        return {**prop, "enum": left} if left else None
+    if prop.get("type") == "boolean":
+        left = [value for value in (True, False) if value not in used]
+        return {**prop, "enum": left} if left else None
+    if prop.get("type") == "string" and "pattern" not in prop and all(isinstance(v, str) for v in used):
+        return {**prop, "pattern": f"^{_not_one_of(set(used))}$"}
+    return None
+
+
+def _not_one_of(words: set[str]) -> str:
+    """A regex for every string except ``words``: at the first character where a string leaves
+    the words' prefix tree it is new, and a string that ends inside the tree is new unless it
+    ends on a word."""
+    if not words:
+        return "(?s:.*)"
+    heads = sorted({word[0] for word in words if word})
+    options = [] if "" in words else [""]
+    options.append(f"[^{''.join(_in_class(c) for c in heads)}](?s:.*)" if heads else "(?s:.+)")
+    options += [_in_class(c, bracket=True) + _not_one_of({w[1:] for w in words if w[:1] == c}) for c in heads]
+    return "(" + "|".join(options) + ")"
+
+
+def _in_class(char: str, *, bracket: bool = False) -> str:
+    escaped = "\\" + char if char in "\\]^-[" else char
+    return f"[{escaped}]" if bracket else escaped

@@ -2,7 +2,8 @@
 answer in the route's dialect, and the interrupts (deadline, idle body, hang-up) that stop
 a request's work for a reason its code can tell apart from a shutdown.
 
-Every response, error or not, carries ``x-request-id``; every log line names it.
+Every response, error or not, carries ``x-request-id`` and ``x-modelport`` (the version);
+every log line names the request id.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import time
 from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import parse_qsl
 
+from .. import __version__
 from ..dialects.base import ServerDialect
 from ..errors import BadRequestError, MethodNotAllowedError, ModelportError, RequestTooLargeError, TimeoutError, error_for_status
 from ..jsonio import JSONDecodeError, dumps, loads
+from ..providers import GATEWAY_HEADER_NAME
 from ..types import ChatRequest, InvalidShape, Usage, validate_request
 from .auth import Caller
 from .fair import HEAVY_BYTES, FairExecutor
@@ -30,6 +33,9 @@ T = TypeVar("T")
 _NOT_JSON = frozenset({"text/plain", "multipart/form-data"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+# Every answer names the gateway: on LM Studio's or Ollama's port, a client (and `modelport
+# models`) can then tell a modelport gateway from the server it expected (providers.py).
+GATEWAY_HEADER = (GATEWAY_HEADER_NAME.encode(), __version__.encode())
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -146,7 +152,7 @@ class Request:
         """One whole response: JSON (``body`` any JSON value) or raw bytes with a content type."""
         payload = body if isinstance(body, bytes) else dumps(body)
         head = [(b"content-type", content_type) if content_type else _JSON_CONTENT_TYPE,
-                (b"content-length", str(len(payload)).encode()), self.id_header, *self.cors]
+                (b"content-length", str(len(payload)).encode()), self.id_header, GATEWAY_HEADER, *self.cors]
         if headers:
             head.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
         self.status = status

@@ -33,6 +33,7 @@ OLLAMA_VERSION = "0.12.0"
 KEEP_ALIVE_SECONDS = 300
 _PS_SIZE = 32
 _LATEST = ":latest"
+_ROOT_FOR_BROWSERS = b"Ollama is running (a modelport gateway, answering for Ollama; its console is at /ui)"
 
 
 class OllamaDoor:
@@ -179,7 +180,11 @@ class OllamaDoor:
         await req.respond({"version": OLLAMA_VERSION})
 
     async def root(self, req: Request) -> None:
-        await req.respond(b"Ollama is running", content_type=b"text/plain; charset=utf-8")
+        """Ollama's liveness answer, word for word for programs: some compare the body with
+        "Ollama is running" exactly. A person's browser (it asks for HTML) also learns what
+        answers; the x-modelport header says it to everything else."""
+        body = _ROOT_FOR_BROWSERS if "text/html" in req.headers.get("accept", "") else b"Ollama is running"
+        await req.respond(body, content_type=b"text/plain; charset=utf-8")
 
     async def pull(self, req: Request) -> None:
         """Only the embedded model, when installed, is "pulled": every other model is the

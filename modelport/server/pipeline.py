@@ -27,7 +27,7 @@ from ..prices import cost as price_cost
 from ..state.counters import Booking, Counters, too_many_tokens_error
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, Usage
 from .auth import Caller, KeyRing
-from .http import Interrupt, Receive, client_gone, timeout_error
+from .http import GATEWAY_HEADER, Interrupt, Receive, client_gone, timeout_error
 from .limits import MESSAGE_OVERHEAD_BOUND, message_floor, prompt_token_bound, settlement, text_token_bound
 from .metrics import Metrics
 from .router import Router, Target, may_fall_back
@@ -319,7 +319,7 @@ class CallPipeline:
                 self.metrics.time_to_first_token(exchange.model, time.perf_counter() - exchange.started)
                 exchange.status = 200
                 await send({"type": "http.response.start", "status": 200,
-                            "headers": [*_stream_headers(encoder), exchange.id_header, *exchange.cors]})
+                            "headers": [*_stream_headers(encoder), exchange.id_header, GATEWAY_HEADER, *exchange.cors]})
                 watcher = loop.create_task(_watch_disconnect(exchange, exchange.receive, interrupt))
                 if first is not None:
                     if info is not None:

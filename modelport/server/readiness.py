@@ -32,6 +32,7 @@ class Readiness:
         """Check ``name`` (e.g. "counters", "records") with ``check`` from now on; a second
         registration under the same name replaces the first."""
         self._checks[name] = check
+        self._last.pop(name, None)  # the replaced check's result says nothing of this one
         self._last_at = float("-inf")
 
     def unregister(self, name: str) -> None:
@@ -60,10 +61,11 @@ class Readiness:
     def known(self, max_age: float = 1.0) -> dict[str, str]:
         """The last results at once, never waiting on a dependency (for ``/health``, a
         liveness probe); a round of checks starts in the background when they are older
-        than ``max_age``. A check not yet run is "unknown"."""
+        than ``max_age``. A check registered since the last round is "not checked yet" (the
+        gateway runs a first round at startup)."""
         if self._checks and time.monotonic() - self._last_at > max_age and (self._running is None or self._running.done()):
             self._running = asyncio.ensure_future(self._run())
-        return {name: self._last.get(name, "unknown") for name in self._checks}
+        return {name: self._last.get(name, "not checked yet") for name in self._checks}
 
     async def _run(self) -> dict[str, str]:
         names = list(self._checks)

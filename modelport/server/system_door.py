@@ -26,6 +26,10 @@ class SystemDoor:
         yield Route("GET", "/metrics", self.metrics, dialect, "metrics")
 
     async def startup(self) -> None:
+        # A first round of checks (each bounded by the readiness timeout), so that /health
+        # shows the stores' state from the first probe on, not "not checked yet" beside an
+        # "ok" from /ready.
+        await self.services.readiness.status()
         worker = self.services.worker
         if worker is not None:
             from .workers import PeerMetrics

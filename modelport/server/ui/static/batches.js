@@ -13,11 +13,12 @@ export async function render(root) {
   const system = h("input", { placeholder: "optional", "aria-label": "system prompt" });
   const maxTokens = h("input", { type: "number", min: 1, value: 64, "aria-label": "max tokens" });
   const estimateButton = h("button", { id: "batch-estimate" }, "Estimate (dry run)");
-  const startButton = h("button", { class: "primary", id: "batch-start", disabled: true }, "Start batch");
+  const startButton = h("button", { class: "primary", id: "batch-start", disabled: true, title: "Estimate first: the dry run checks the rows and the template" }, "Start batch");
   const estimate = h("div", { id: "batch-estimate-out", class: "muted" });
   const error = h("p", { class: "error" });
   const body = h("tbody");
   let job = null;
+  let started = null; // the batch the Start button made: once it ends, the same job may start again
 
   const readJob = async () => {
     const picked = file.files[0];
@@ -25,7 +26,7 @@ export async function render(root) {
     return { filename: picked.name, content: await picked.text(), prompt: promptT.value, model: model.value,
       system: system.value || undefined, max_tokens: maxTokens.value ? Number(maxTokens.value) : undefined };
   };
-  for (const el of [file, promptT, model, system, maxTokens]) el.addEventListener("change", () => { startButton.disabled = true; });
+  for (const el of [file, promptT, model, system, maxTokens]) el.addEventListener("change", () => { job = null; startButton.disabled = true; });
   estimateButton.addEventListener("click", async () => {
     error.textContent = "";
     try {
@@ -42,7 +43,7 @@ export async function render(root) {
     error.textContent = "";
     startButton.disabled = true;
     try {
-      await api("batches", { method: "POST", body: job });
+      started = (await api("batches", { method: "POST", body: job })).id;
       estimate.replaceChildren(h("p", { class: "ok" }, "Started."));
       refresh();
     } catch (e) {
@@ -61,7 +62,12 @@ export async function render(root) {
         h("td", { class: b.failed ? "num error" : "num" }, b.failed + b.errors.length), h("td", { class: "num" }, money(b.cost)),
         h("td", {}, ["validating", "in_progress", "finalizing"].includes(b.status) ? h("button", { onclick: () => api(`batches/${b.id}/cancel`, { method: "POST" }).then(refresh) }, "Cancel") : null,
           b.output_file_id || b.error_file_id ? h("button", { class: "batch-download", onclick: () => download(`batches/${b.id}/output`, `${b.id}.jsonl`) }, "Download") : null))));
-      if (!batches.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No batches yet.")));
+      if (!batches.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No gateway batches yet.")));
+      const mine = started && batches.find((b) => b.id === started);
+      if (mine && ["completed", "failed", "cancelled", "expired"].includes(mine.status)) {
+        started = null;
+        startButton.disabled = job === null;
+      }
     } catch (e) {
       error.textContent = e.message;
       return;
@@ -72,6 +78,8 @@ export async function render(root) {
     h("div", { class: "panel" }, h("h3", {}, "New batch"), h("div", { class: "row" }, h("label", {}, "Rows (.csv or .jsonl)", file), h("label", {}, "Model", model),
       h("label", {}, "System", system), h("label", {}, "Max tokens", maxTokens)), h("label", {}, "Prompt template", promptT),
       h("div", { class: "row" }, estimateButton, startButton), estimate),
-    error, h("div", { class: "scroll" }, h("table", { id: "batch-table" }, h("thead", {}, h("tr", {}, ...["id", "status", "progress", "rate", "ETA", "errors", "spend", ""].map((n) => h("th", {}, n)))), body)));
+    error, h("p", { class: "muted", id: "batch-cli-note" }, "Batches run with ", h("code", {}, "modelport batch run"), " are listed by ",
+      h("code", {}, "modelport batch list"), "; this page lists the gateway's own (from here and its Batches API)."),
+    h("div", { class: "scroll" }, h("table", { id: "batch-table" }, h("thead", {}, h("tr", {}, ...["id", "status", "progress", "rate", "ETA", "errors", "spend", ""].map((n) => h("th", {}, n)))), body)));
   await refresh();
 }

@@ -8,6 +8,9 @@ function saved() { return JSON.parse(localStorage.getItem(SAVED) || "[]"); }
 export async function render(root) {
   const models = await loadModels();
   const ids = models.providers.flatMap((p) => p.models);
+  // The models that work first: a provider without its key only answers with an error.
+  const ready = models.providers.filter((p) => p.key_set).flatMap((p) => p.models);
+  const first = ready.length ? ready : ids;
   const pickers = [];
   const pickerRow = h("div", { class: "row" });
   const addPicker = async (value) => {
@@ -17,9 +20,9 @@ export async function render(root) {
     pickers.push(picker);
     pickerRow.append(h("label", {}, `Model ${pickers.length}`, picker));
   };
-  await addPicker(ids[0]);
-  await addPicker(ids[1] || ids[0]);
-  const add = h("button", { onclick: () => addPicker(ids[0]) }, "+ model");
+  await addPicker(first[0]);
+  await addPicker(first[1] || first[0]);
+  const add = h("button", { onclick: () => addPicker(first[pickers.length] || first[0]) }, "+ model");
   const prompt = h("textarea", { id: "compare-prompt", rows: 3, placeholder: "One prompt for every model", "aria-label": "prompt" });
   const maxTokens = h("input", { type: "number", min: 1, value: 128, "aria-label": "max tokens" });
   const run = h("button", { class: "primary", id: "compare-run" }, "Compare");

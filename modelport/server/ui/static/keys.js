@@ -22,6 +22,10 @@ export async function render(root) {
         if (!confirm(`Revoke ${k.name}? Callers using it stop at once.`)) return;
         try { await api(`keys/${encodeURIComponent(k.name)}`, { method: "DELETE" }); await load(); } catch (e) { error.textContent = e.message; }
       } }, "Revoke")))));
+    if (!keys.length) {
+      body.append(h("tr", { id: "keys-empty" }, h("td", { colspan: 6, class: "muted" },
+        "No gateway keys yet. A gateway on this machine without --auth needs none; create one to give a program or a person its own key, limits and spend.")));
+    }
   };
   const form = h("form", { class: "row", id: "key-form" }, h("label", {}, "Name", name), h("label", {}, "RPM", rpm), h("label", {}, "TPM", tpm),
     h("label", {}, "Budget $", budget), h("label", {}, "Models", models), h("label", {}, "Admin", admin), h("button", { class: "primary", type: "submit" }, "Create key"));

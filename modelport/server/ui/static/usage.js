@@ -21,11 +21,12 @@ function chart(series, metric) {
     for (const r of series) if (r.time === t) parts[slot(r.group)] += r[metric];
     return parts;
   });
-  const max = Math.max(1e-12, ...stacks.map((p) => p.reduce((a, b) => a + b, 0)));
+  const max = Math.max(0, ...stacks.map((p) => p.reduce((a, b) => a + b, 0)));
   const W = 720, H = 240, left = 84, bottom = 28, top0 = 10;
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${metric} over time` });
   const plotH = H - bottom - top0, plotW = W - left - 8;
-  for (const f of [0, 0.5, 1]) {
+  // All zero (a local model costs $0): one "0" line, not a scale of made-up fractions.
+  for (const f of max ? [0, 0.5, 1] : [0]) {
     const y = top0 + plotH * (1 - f);
     svg.append(s("line", { class: "axis", x1: left, x2: W - 8, y1: y, y2: y }));
     svg.append(s("text", { x: left - 4, y: y + 4, "text-anchor": "end" }, metric === "cost" ? money(max * f) : Math.round(max * f).toLocaleString()));
@@ -35,7 +36,7 @@ function chart(series, metric) {
     let y = top0 + plotH;
     parts.forEach((v, k) => {
       if (!v) return;
-      const hgt = (v / max) * plotH;
+      const hgt = (v / max) * plotH; // v > 0, so max > 0
       y -= hgt;
       const width = Math.max(1, Math.min(bw * 0.8, 64));
       const rect = s("rect", { class: `s${k}`, x: left + i * bw + (bw - width) / 2, y, width, height: hgt });
@@ -66,11 +67,19 @@ export async function render(root, { me }) {
         h("tbody", {}, ...data.totals.map((t) => h("tr", {}, h("td", {}, t.group), h("td", { class: "num" }, t.calls), h("td", { class: "num" }, t.errors),
           h("td", { class: "num" }, t.input_tokens.toLocaleString()), h("td", { class: "num" }, t.output_tokens.toLocaleString()),
           h("td", { class: "num" }, money(t.cost) + (t.unpriced_calls ? ` (+${t.unpriced_calls} unpriced)` : ""))))));
-      out.replaceChildren(data.series.length ? chart(data.series, metric.value) : h("p", { class: "muted" }, "No calls in this range."), h("div", { class: "scroll" }, table));
+      // Spend is the default chart, but with nothing spent (local models, free tiers) the
+      // tokens say more: shown instead until the user picks a chart.
+      const nothingSpent = !metricChosen && data.series.length && data.series.every((r) => !r.cost);
+      if (nothingSpent) metric.value = "output_tokens";
+      out.replaceChildren(data.series.length ? chart(data.series, metric.value) : h("p", { class: "muted" }, "No calls in this range."),
+        nothingSpent ? h("p", { class: "muted", id: "usage-free" }, "Nothing spent in this range: the chart shows output tokens.") : null,
+        h("div", { class: "scroll" }, table));
     } catch (e) {
       error.textContent = e.message;
     }
   };
+  let metricChosen = false;
+  metric.addEventListener("change", () => { metricChosen = true; });
   for (const el of [by, bucket, metric]) el.addEventListener("change", load);
   since.addEventListener("change", load);
   const csv = h("button", { id: "usage-csv", onclick: () => download(`usage?${params()}&format=csv`, `usage-by-${by.value}.csv`).catch((e) => { error.textContent = e.message; }) }, "Export CSV");
