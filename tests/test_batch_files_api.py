@@ -12,7 +12,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from modelport.batch.files_api import FilesAPI, asgi_app
+from modelport.batch.files_api import FilesAPI
+from modelport.server.batches_http import asgi_app
 from modelport.client import AsyncClient
 from tests.fakes.openai_upstream import OpenAIUpstream
 from tests.waiting import batch_reaching

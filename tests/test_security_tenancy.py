@@ -289,7 +289,7 @@ def test_a_multipart_flood_is_refused_without_stalling_the_gateway(gateway: Gate
 
 
 def test_multipart_parser_limits_and_fields() -> None:
-    from modelport.batch.files_api import parse_multipart
+    from modelport.server.batches_http import parse_multipart
     from modelport.errors import BadRequestError
 
     ctype = "multipart/form-data; boundary=b0"

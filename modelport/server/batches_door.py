@@ -72,7 +72,8 @@ class BatchesDoor:
             await self._files_api.shutdown()
 
     async def handle(self, req: Request) -> None:
-        from ..batch.files_api import Owner, handle
+        from ..batch.files_api import Owner
+        from .batches_http import handle
 
         api = self.files_api()
         caller = req.caller
