@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _contract_run(specs_dir: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, MODELPORT_SPECS_DIR=str(specs_dir), PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k", "anthropic",
-                           "tests/test_contract_anthropic_gemini.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                           "tests/dialects/test_contract_anthropic_gemini.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_a_skipped_contract_test_names_the_directory_it_looked_in_and_the_variable(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from openai import AsyncOpenAI  # noqa: E402
 
 from modelport.server.testing import GatewayThread  # noqa: E402
 from tests.fakes.anthropic_upstream import Answer  # noqa: E402
-from tests.test_responses_gateway import LOCAL, Upstreams, _fresh_upstreams, gateway, upstreams  # noqa: E402,F401
+from tests.server.test_responses_gateway import LOCAL, Upstreams, _fresh_upstreams, gateway, upstreams  # noqa: E402,F401
 
 agents.set_tracing_disabled(True)
 

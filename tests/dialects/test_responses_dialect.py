@@ -29,7 +29,7 @@ from modelport.types import (
     Usage,
     accumulate,
 )
-from tests.test_dialect_roundtrip import SETTINGS, Fresh, requests, response_events, responses
+from tests.dialects.test_dialect_roundtrip import SETTINGS, Fresh, requests, response_events, responses
 
 
 def expressible_responses(request: ChatRequest) -> ChatRequest:

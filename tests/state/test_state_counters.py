@@ -29,9 +29,9 @@ from modelport.state.redis_counters import RedisCounters
 from modelport.state.sqlite_counters import SQLiteCounters
 from tests.fakes.openai_upstream import OpenAIUpstream
 from tests.servers import RedisServer, free_port
+from tests.paths import ROOT
 
 KINDS = ("memory", "sqlite", "redis")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Clock:

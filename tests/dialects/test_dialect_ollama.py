@@ -25,7 +25,7 @@ from modelport.types import (
     ToolCall,
     Usage,
 )
-from tests.test_dialect_roundtrip import SETTINGS, Fresh, requests, response_events, responses
+from tests.dialects.test_dialect_roundtrip import SETTINGS, Fresh, requests, response_events, responses
 
 # What the leading base64 characters of an image say its type is (independent of the dialect's table).
 SNIFFED = {"iVBORw0KGgo": "image/png", "/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}

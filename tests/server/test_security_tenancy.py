@@ -27,6 +27,7 @@ from modelport.server.auth import KeyStore
 from modelport.server.testing import GatewayThread
 from tests.fakes.openai_upstream import OpenAIUpstream
 from tests.waiting import BATCH_ENDS, batch_reaching
+from tests.paths import ROOT
 
 # The upstream answers each row this slowly: a batch of thousands of rows runs for seconds,
 # with rows finishing (and the journal being written) all the time.
@@ -391,7 +392,7 @@ def _cli(tmp_path: Path, base_url: str, *args: str) -> subprocess.CompletedProce
     config = tmp_path / "config.toml"
     config.write_text(f'[providers.fake]\nbase_url = "{base_url}"\n')
     env = dict(os.environ, MODELPORT_CONFIG=str(config), MODELPORT_DATA_DIR=str(tmp_path / "data"),
-               PYTHONPATH=str(Path(__file__).parent.parent))
+               PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-c", "from modelport.cli import main; main()", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ from modelport.types import ChatRequest, Embedding, EmbeddingResponse, Message, 
 from tests.fakes.openai_upstream import Answer, OpenAIUpstream, fake_vector, openai_error, rate_limited
 from tests.specs import missing, spec_path
 from tests.fakes.server import FakeServer, Reply, cut_stream, drop_connection, http_error, malformed_json, stall_stream
-from tests.test_dialect_openai import as_stream_events, chat_requests, chat_responses
+from tests.dialects.test_dialect_openai import as_stream_events, chat_requests, chat_responses
 
 SPEC_PATH = spec_path("openai/openapi.yaml")
 needs_spec = pytest.mark.skipif(not SPEC_PATH.exists(), reason=missing(SPEC_PATH))

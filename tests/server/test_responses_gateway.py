@@ -30,7 +30,7 @@ from tests.fakes.anthropic_upstream import AnthropicUpstream
 from tests.fakes.gemini_upstream import GeminiUpstream, fake_signature
 from tests.fakes.openai_upstream import Answer
 from tests.fakes.responses_upstream import ResponsesUpstream
-from tests.test_contract_openai import SPEC_PATH, assert_valid
+from tests.dialects.test_contract_openai import SPEC_PATH, assert_valid
 
 LOCAL = "local/smollm2"
 KEYS = {"anthropic": "sk-ant-upstream", "gemini": "gm-upstream-key", "respup": "sk-resp-upstream"}

@@ -1,7 +1,7 @@
 """Contract tests: what the openai-responses dialect puts on the wire validates against
 OpenAI's OpenAPI spec (``Response``, ``ResponseStreamEvent``, ``CreateResponse``), for the
 gateway's answers, its stream events (failures and replays included) and the client's
-requests. The spec is read as tests/test_contract_openai.py reads it; absent, these skip.
+requests. The spec is read as tests/dialects/test_contract_openai.py reads it; absent, these skip.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from modelport import errors
 from modelport.dialects import openai_responses as R
 from modelport.sse import SSEParser
 from modelport.types import ChatRequest, ChatResponse, Message, ReasoningPart, StreamEvent, ToolCall
-from tests.test_contract_openai import assert_valid, needs_spec
-from tests.test_dialect_roundtrip import SETTINGS, requests, response_events, responses
+from tests.dialects.test_contract_openai import assert_valid, needs_spec
+from tests.dialects.test_dialect_roundtrip import SETTINGS, requests, response_events, responses
 
 ECHO = R.echo_fields({
     "model": "m", "input": "x", "instructions": "be brief", "metadata": {"k": "v"}, "temperature": 0.5, "max_output_tokens": 64,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()

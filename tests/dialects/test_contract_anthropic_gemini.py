@@ -124,7 +124,7 @@ def test_anthropic_responses_we_serve_match_the_message_spec():
     response = ChatResponse("msg_1", "m", Message("assistant", [TextPart("hi")], [ToolCall("call_1", "f", "{}")]), "tool_calls", Usage(10, 5, 2, 1))
     body = A.encode_response(response, "claude-x")
     # The spec requires text blocks' "citations" (nullable), but the real API leaves it out
-    # when there are none and strict clients reject a null (tests/test_wire_fields.py): the
+    # when there are none and strict clients reject a null (tests/dialects/test_wire_fields.py): the
     # spec is checked with the block as the real API sends it.
     for block in body["content"]:
         if block["type"] == "text":

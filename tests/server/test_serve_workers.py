@@ -25,8 +25,8 @@ from modelport.server.workers import engine_threads, resolve_workers, usable_cpu
 from tests.fakes.openai_upstream import OpenAIUpstream
 from tests.isolation import paths_under
 from tests.waiting import wait_for
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Served:

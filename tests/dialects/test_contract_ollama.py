@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ jsonschema = pytest.importorskip("jsonschema")
 yaml = pytest.importorskip("yaml")
 
 from modelport import errors  # noqa: E402
+from tests.paths import ROOT  # noqa: E402
 from modelport.dialects import ollama as OL  # noqa: E402
 from modelport.types import (  # noqa: E402
     ChatRequest,
@@ -34,7 +34,7 @@ from modelport.types import (  # noqa: E402
     Usage,
 )
 
-SPEC = Path(__file__).resolve().parents[2] / "shared/specs/ollama/openapi.yaml"
+SPEC = ROOT.parent / "shared/specs/ollama/openapi.yaml"
 # Fields the Ollama server reads on chat messages that this spec revision leaves out
 # (tool results carry tool_name; thinking models replay thinking).
 MESSAGE_EXTRAS = {"tool_name", "thinking"}

@@ -17,9 +17,10 @@ from modelport.server.auth import KeyStore
 from modelport.server.testing import GatewayThread
 from modelport.types import ChatRequest, ChatResponse, Message, Usage
 from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.paths import ROOT
 
 UPSTREAM_KEY = "sk-upstream-console-secret-123456"
-STATIC = Path(__file__).resolve().parents[1] / "modelport" / "server" / "ui" / "static"
+STATIC = ROOT / "modelport" / "server" / "ui" / "static"
 
 
 @pytest.fixture(scope="module")

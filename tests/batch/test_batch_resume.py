@@ -18,6 +18,7 @@ import pytest
 
 from modelport.batch.journal import DONE, FAILED, Journal
 from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.paths import ROOT
 
 ROWS = 600
 KILLS = 4
@@ -28,7 +29,7 @@ def _env(tmp_path: Path, base_url: str) -> dict[str, str]:
     config = tmp_path / "config.toml"
     config.write_text(f'[providers.fake]\nbase_url = "{base_url}"\n')
     env = dict(os.environ)
-    env.update(MODELPORT_CONFIG=str(config), MODELPORT_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(Path(__file__).parent.parent))
+    env.update(MODELPORT_CONFIG=str(config), MODELPORT_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT))
     return env
 
 

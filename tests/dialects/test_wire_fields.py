@@ -9,7 +9,6 @@ embedded model, and from the encoders for tool calls, which that model does not 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -21,8 +20,9 @@ from modelport.dialects import openai as O
 from modelport.server import Settings
 from modelport.server.testing import GatewayThread
 from modelport.types import ChatResponse, Message, StreamEvent, TextPart, ToolCall, Usage
+from tests.paths import TESTS
 
-REAL = Path(__file__).parent / "data" / "real_responses"
+REAL = TESTS / "data" / "real_responses"
 
 
 def real(name: str) -> list[Any]:

@@ -27,8 +27,8 @@ from modelport.server.testing import GatewayThread
 from tests.fakes.anthropic_upstream import AnthropicUpstream
 from tests.fakes.gemini_upstream import GeminiUpstream
 from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 # MODELPORT_SPECS_DIR wins (as on main's tests/specs.py); else shared/specs beside the checkout,
 # or beside the directory of worktrees.
 _CANDIDATES = [Path(os.environ["MODELPORT_SPECS_DIR"])] if os.environ.get("MODELPORT_SPECS_DIR") else [

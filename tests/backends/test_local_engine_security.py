@@ -35,11 +35,11 @@ from modelport.errors import BadRequestError, ConfigError
 from modelport.server import Settings
 from modelport.server.testing import GatewayThread
 from tests.fakes.openai_upstream import OpenAIUpstream
+from tests.paths import ROOT
 from tests.waiting import wait_for
 from modelport.types import ChatRequest, Message
 
 MODEL = "local/smollm2"
-ROOT = Path(__file__).resolve().parents[1]
 # SmolLM2 loops under greedy decoding, so this runs to max_tokens: minutes of work if nobody stops it.
 LONG = {"model": MODEL, "messages": [{"role": "user", "content": "Count from 1 to 5000, one number per line."}],
         "max_tokens": 2000, "temperature": 0, "seed": 1}

@@ -18,8 +18,9 @@ from modelport.server import Settings
 from modelport.server.testing import GatewayThread
 from tests.fakes import openai_upstream
 from tests.fakes.openai_upstream import Answer, OpenAIUpstream
+from tests.paths import TESTS
 
-NODE_DIR = Path(__file__).resolve().parent / "node" / "ollama"
+NODE_DIR = TESTS / "node" / "ollama"
 UPSTREAM_KEY = "sk-upstream-openai"
 
 

@@ -411,7 +411,7 @@ def test_timeout_error_names_the_provider_not_the_url(openai_upstream: OpenAIUps
 
 
 def test_embeddings_on_a_provider_without_them_are_a_400(gateway: GatewayThread, upstreams: dict[str, Any]) -> None:
-    """Found by the fuzz run (tests/test_fuzz_doors.py): Anthropic has no embeddings API."""
+    """Found by the fuzz run (tests/server/test_fuzz_doors.py): Anthropic has no embeddings API."""
     response = _post(gateway, "/v1/embeddings", {"model": "an", "input": "hi"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "model", response.text
     response = _post(gateway, "/v1beta/models/an:batchEmbedContents", {"requests": [{"content": {"parts": [{"text": "hi"}]}}]})

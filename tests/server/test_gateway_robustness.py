@@ -22,8 +22,9 @@ from modelport.server import Settings
 from modelport.server.testing import GatewayThread
 from tests.fakes.openai_upstream import OpenAIUpstream
 from tests.fakes.server import cut_stream
+from tests.paths import ROOT
 
-SPEC = Path(__file__).resolve().parents[1] / "../shared/specs/openai/openapi.yaml"
+SPEC = ROOT / "../shared/specs/openai/openapi.yaml"
 MODEL = "gpt-4o-mini"
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from modelport.server.testing import GatewayThread
-from tests.test_responses_gateway import Upstreams, _fresh_upstreams, gateway, upstreams  # noqa: F401
+from tests.server.test_responses_gateway import Upstreams, _fresh_upstreams, gateway, upstreams  # noqa: F401
+from tests.paths import TESTS
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE_DIR = TESTS / "node"
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed, so the openai npm package cannot be tested")
 
 
