@@ -19,6 +19,7 @@ from .. import __version__
 from ..dialects.base import ServerDialect
 from ..errors import BadRequestError, MethodNotAllowedError, ModelportError, RequestTooLargeError, TimeoutError, error_for_status
 from ..jsonio import JSONDecodeError, dumps, loads
+from ..throttle import ThrottledLog
 from ..providers import GATEWAY_HEADER_NAME
 from ..types import ChatRequest, InvalidShape, Usage, validate_request
 from .auth import Caller
@@ -26,6 +27,7 @@ from .fair import HEAVY_BYTES, FairExecutor
 from .settings import BODY_TIMEOUT
 
 log = logging.getLogger("modelport.server")
+_failures = ThrottledLog(log)
 T = TypeVar("T")
 
 # Bodies a browser sends cross-origin without a preflight; no JSON client labels JSON so.
@@ -163,7 +165,8 @@ class Request:
         """The error in the route's dialect (set by the route table, even for a path no route has)."""
         self.error_kind = exc.kind
         if exc.status >= 500:
-            log.warning("%s %s %s failed: %s", self.id, self.method, self.path, exc)
+            # One line, and one per condition every so often: an outage refuses every request.
+            _failures.warning(f"{exc.kind}:{exc.message}", "%s %s %s failed: %s", self.id, self.method, self.path, exc.message)
         dialect = self.dialect
         if dialect is None:
             from .. import dialects

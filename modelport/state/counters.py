@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import QuotaExceededError, RateLimitError, StateUnavailableError
+from ..throttle import ThrottledLog
 
 log = logging.getLogger("modelport.state")
+_failures = ThrottledLog(log)
 
 WINDOW = 60.0
 # How long a shared store keeps a request's worst-case cost held against the budget if no
@@ -193,7 +195,7 @@ class QueuedCounters(Counters):
                 try:
                     replies = await self._send([call for call, _ in batch])
                 except StateUnavailableError as exc:
-                    log.warning("counters store %s failed: %s", self.name, exc.detail or exc.message)
+                    _failures.warning(self.name, "counters store %s failed: %s", self.name, exc.detail or exc.message)
                     for _, future in batch:
                         if future is not None and not future.done():
                             future.set_exception(exc)

@@ -36,6 +36,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import StateUnavailableError
+from ..throttle import ThrottledLog
 from . import redact
 from .counters import (
     DEFAULT_HOLD_SECONDS,
@@ -51,6 +52,7 @@ from .counters import (
 )
 
 log = logging.getLogger("modelport.state")
+_failures = ThrottledLog(log)
 
 PREFIX = "modelport:counters:"
 # Socket timeouts: a Redis that does not answer within this costs a request no more.
@@ -219,7 +221,7 @@ class RedisCounters(QueuedCounters):
                     replies[i] = reply
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._down_until = time.monotonic() + RETRY_SECONDS
-            log.warning("counters store %s failed: %s: %s", self.name, type(exc).__name__, exc)
+            _failures.warning(self.name, "counters store %s failed: %s: %s", self.name, type(exc).__name__, exc)
             raise self.unavailable(exc) from None
         return [self.unavailable(reply) if isinstance(reply, Exception) else reply for reply in replies]
 
