@@ -619,7 +619,8 @@ def encode_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str
     the statuses and retry headers of the OpenAI door (Ollama's own are a subset of them),
     with the message in Ollama's shape."""
     status, body, headers = openai_error(exc)
-    return status, {"error": body["error"]["message"]}, headers
+    # The hints name OpenAI's model list; an Ollama client lists models with /api/tags.
+    return status, {"error": body["error"]["message"].replace("GET /v1/models", "GET /api/tags")}, headers
 
 
 # ---------------------------------------------------------------------------------------
