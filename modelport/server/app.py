@@ -89,7 +89,9 @@ class Gateway:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}", self.settings.body_timeout, self.fair))
+            settings = self.settings
+            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}", settings.body_timeout, self.fair,
+                                     settings.body_total_timeout))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
