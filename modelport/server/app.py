@@ -22,7 +22,7 @@ from ..errors import ModelportError, NotFoundError, PermissionDeniedError, Serve
 from ..hooks import Hooks, configured_hooks
 from ..state.counters import open_counters
 from ..types import ModelInfo
-from .auth import Caller, KeyRing, KeyStore
+from .auth import Caller, KeyRing, KeyStore, printable
 from .fair import FairExecutor
 from .hops import next_hop
 from .http import Receive, Request, Send
@@ -127,7 +127,8 @@ class Gateway:
             if req.error_kind is not None:
                 metrics.error(req.model, key, req.error_kind)
             if self.settings.access_log:
-                log.info("%s %s %s %d model=%s key=%s %.1fms", req.id, req.method, req.path, req.status, req.model, key, seconds * 1000)
+                log.info("%s %s %s %d model=%s key=%s %.1fms", req.id, req.method, req.path, req.status, req.model, printable(key),
+                         seconds * 1000)
 
     def _check_browser(self, req: Request) -> None:
         """Refuse what a web page the user did not choose sends (see origins.py)."""

@@ -15,10 +15,10 @@ from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import parse_qsl
 
 from ..dialects.base import ServerDialect
-from ..errors import BadRequestError, MethodNotAllowedError, ModelportError, RequestTooLargeError, TimeoutError, error_for_status
+from ..errors import AuthenticationError, BadRequestError, MethodNotAllowedError, ModelportError, RequestTooLargeError, TimeoutError, error_for_status
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..types import ChatRequest, InvalidShape, Usage, validate_request
-from .auth import Caller
+from .auth import CONTROL_CHARACTERS, Caller
 from .fair import HEAVY_BYTES, FairExecutor
 from .settings import BODY_TIMEOUT, BODY_TOTAL_TIMEOUT
 
@@ -82,12 +82,18 @@ class Request:
         return self.caller.name if self.caller is not None else "-"
 
     def presented_key(self) -> str | None:
-        """The gateway key, wherever the caller's SDK puts it."""
+        """The gateway key, wherever the caller's SDK puts it; refused if it holds a control
+        character (``?key=...%0A``: no key has one)."""
         headers = self.headers
         auth = headers.get("authorization")
         if auth and auth[:7].lower() == "bearer ":
-            return auth[7:].strip()
-        return headers.get("x-api-key") or headers.get("x-goog-api-key") or self.query.get("key")
+            key: str | None = auth[7:].strip()
+        else:
+            key = headers.get("x-api-key") or headers.get("x-goog-api-key") or self.query.get("key")
+        if key and CONTROL_CHARACTERS.search(key):
+            raise AuthenticationError("the gateway key holds a control character (a newline, tab or escape)",
+                                      hint="send the key exactly as `modelport keys create` printed it; in ?key=, drop a trailing %0A")
+        return key
 
     async def body(self, limit: int) -> bytes:
         length = self.headers.get("content-length")
