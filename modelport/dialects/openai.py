@@ -29,7 +29,7 @@ import time
 from array import array
 from typing import Any, Mapping
 
-from modelport.dialects.base import StreamEncoderBase
+from modelport.dialects.base import StreamEncoderBase, check_one_choice
 from modelport.errors import (
     BadRequestError,
     ModelportError,
@@ -485,6 +485,7 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     max_tokens = _optional(body, "max_completion_tokens", int, "an integer")
     if max_tokens is None:
         max_tokens = _optional(body, "max_tokens", int, "an integer")
+    check_one_choice(_optional(body, "n", int, "an integer"), "n")
     return ChatRequest(
         model=model,
         messages=_decode_messages(raw_messages),
