@@ -128,6 +128,8 @@ def default_threads() -> int:
 
 # Tokens of KV cache the engine's slots share (unified: one request may use all of it).
 DEFAULT_N_CTX = 8192
+# The embedding engine's context, the most tokens one input may have.
+EMBED_N_CTX = 2048
 
 
 def configured_n_ctx() -> int | None:
@@ -285,7 +287,7 @@ class LocalBackend:
             p.pooling_type = xlc.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
             p.n_parallel = 2
             # Pooled embeddings need the whole input in one physical batch.
-            p.n_ctx = p.n_batch = p.n_ubatch = 2048
+            p.n_ctx = p.n_batch = p.n_ubatch = EMBED_N_CTX
         else:
             p.n_parallel = self.n_parallel
             p.n_ctx = context_for(path, self.n_ctx)
@@ -328,22 +330,23 @@ class LocalBackend:
                 yield event
 
     def _engine_for(self, plan: _Plan) -> Any:
-        """The engine for a plan that can fit its context: a prompt whose text alone is more
-        bytes than the context's tokens can cover is refused before the engine tokenizes it
-        (15 MiB took it ~100 s of a core only to say "too long")."""
+        """The engine for a plan whose prompt can fit the context (see ``_refuse_unfitting``)."""
+        self._refuse_unfitting(plan.model_id, "the prompt", plan.prompt_bytes(), context_for(self._path(plan.model_id), self.n_ctx),
+                               "messages", _CONTEXT_HINT)
+        return self.engine(plan.model_id)
+
+    def _refuse_unfitting(self, model_id: str, what: str, size: int, n_ctx: int, param: str, hint: str) -> None:
+        """Refuse text of ``size`` UTF-8 bytes that is more than ``n_ctx`` tokens even at the
+        vocabulary's longest token, before the engine tokenizes it: 15 MiB took it ~100 s of
+        a core only to say "too long"."""
         from ..local_model import longest_token_bytes
 
-        path = self._path(plan.model_id)
-        longest = longest_token_bytes(path)
-        if longest:
-            size = plan.prompt_bytes()
-            n_ctx = context_for(path, self.n_ctx)
-            if size > n_ctx * longest:
-                raise ContextLengthError(
-                    f"the prompt is at least {-(-size // longest)} tokens ({size} bytes of text, at most {longest} bytes per token "
-                    f"of this model), more than local/{plan.model_id}'s context of {n_ctx} tokens",
-                    provider=PROVIDER, param="messages", code="context_length_exceeded", hint=_CONTEXT_HINT)
-        return self.engine(plan.model_id)
+        longest = longest_token_bytes(self._path(model_id))
+        if longest and size > n_ctx * longest:
+            raise ContextLengthError(
+                f"{what} is at least {-(-size // longest)} tokens ({size} bytes of text, at most {longest} bytes per token "
+                f"of this model), more than local/{model_id}'s context of {n_ctx} tokens",
+                provider=PROVIDER, param=param, code="context_length_exceeded", hint=hint)
 
     async def _aengine_chunks(self, plan: _Plan) -> AsyncIterator[dict[str, Any]]:
         """The engine's chunks for one completion, on an engine thread; closing the iterator
@@ -386,6 +389,9 @@ class LocalBackend:
     def embed(self, inputs: list[str] | str, model_id: str) -> EmbeddingResponse:
         openai = _openai()
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        for i, text in enumerate(texts):
+            self._refuse_unfitting(model_id, f"input[{i}]", len(text.encode()), EMBED_N_CTX, "input",
+                                   f"split the text into pieces of at most {EMBED_N_CTX} tokens each")
         _, body = openai.encode_embeddings_request(texts, model_id)
         result = _call(self.engine(model_id, embedding=True).handle_embeddings, body)
         if "error" in result:

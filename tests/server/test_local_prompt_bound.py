@@ -1,6 +1,7 @@
-"""A prompt the embedded model's context cannot hold is refused before the engine
-tokenizes it (15 MiB used to cost ~100 s of a core for the same 400): its text alone is
-more bytes than the context's tokens can stand for, at the vocabulary's longest token."""
+"""A prompt (or an input to embed) the embedded model's context cannot hold is refused
+before the engine tokenizes it (15 MiB used to cost ~100 s of a core for the same 400):
+its text alone is more bytes than the context's tokens can stand for, at the
+vocabulary's longest token."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def test_an_oversized_prompt_is_refused_before_the_engine_sees_it(tmp_path: Path
     with pytest.raises(ContextLengthError) as refused:
         LocalBackend().chat(ChatRequest("local/smollm2", [Message("user", [TextPart(text)])], max_tokens=5), "smollm2")
     assert "context of 8192 tokens" in refused.value.message and "n_ctx" in (refused.value.hint or "")
+    with pytest.raises(ContextLengthError) as refused:  # the embedding engine's context is 2048 tokens
+        LocalBackend().embed(["short", "x" * (200 * 1024)], "smollm2")
+    assert refused.value.message.startswith("input[1] is at least") and "context of 2048 tokens" in refused.value.message
 
     with GatewayThread(Settings(log_calls=False, keys_path=str(tmp_path / "g.db"))) as gw:
         started = time.monotonic()
