@@ -157,8 +157,8 @@ def _gguf_facts(path: str | os.PathLike[str]) -> tuple[int | None, int | None]:
 
 @functools.lru_cache(maxsize=16)
 def _read_gguf_facts(path: str, size: int, mtime_ns: int) -> tuple[int | None, int | None]:
-    """(trained context, longest token's UTF-8 length) from a GGUF header, each None when
-    missing or unreadable. Read once per file: the vocabulary is ~50,000 strings."""
+    """(trained context, most input bytes one token stands for) from a GGUF header, each
+    None when missing or unreadable. Read once per file: the vocabulary is ~50,000 strings."""
     import struct
 
     def read(f: Any, fmt: str) -> Any:

@@ -43,10 +43,10 @@ def check_url(part: str, url: str) -> str:
 
 
 # Query parameters that hold a secret or say where one is kept: libpq's password,
-# sslpassword and passfile, redis-py's password, and the token/secret/key/credential
-# names of other drivers. Matching by substring masks a harmless one now and then (sslkey
-# is a file path), never lets a secret through under a name not listed.
-_SECRET_PARAM = re.compile(r"pass|secret|token|key|auth|cred", re.IGNORECASE)
+# sslpassword and passfile, redis-py's password, and the pwd/token/secret/key/credential
+# names of other drivers. Matched by substring, so a variant spelling (db_password) is
+# masked too, at the price of a harmless one now and then (sslkey is a file path).
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
 
 
 def redact(url: str) -> str:
