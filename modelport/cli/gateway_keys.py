@@ -92,6 +92,8 @@ def _when(ts: float | None) -> str:
 @friendly_errors
 def usage(include_revoked: bool, as_json: bool, store_path: str | None) -> None:
     """Requests, tokens and spend of each gateway key, with its limits."""
+    from ..server.auth import printable
+
     records = _store(store_path).records(include_revoked=include_revoked)
     if as_json:
         import json
@@ -116,7 +118,7 @@ def usage(include_revoked: bool, as_json: bool, store_path: str | None) -> None:
             "expired" if r.expires and r.expires <= time.time() else (f"until {_when(r.expires)}" if r.expires else ""),
             "revoked" if r.revoked else "",
         ) if part) or "-"
-        click.echo(f"{r.name[:20]:20} {r.requests:>9} {r.input_tokens:>10} {r.output_tokens:>10} {r.cost:>10.4f}  {limits:28} {_when(r.last_used)}")
+        click.echo(f"{printable(r.name)[:20]:20} {r.requests:>9} {r.input_tokens:>10} {r.output_tokens:>10} {r.cost:>10.4f}  {limits:28} {_when(r.last_used)}")
         if r.models:
-            click.echo(f"{'':20} models: {', '.join(r.models)}")
+            click.echo(f"{'':20} models: {printable(', '.join(r.models))}")
 

@@ -10,8 +10,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
 
-from ..errors import ModelportError
+from ..errors import BadRequestError, ModelportError
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, StreamEvent
+
+
+def check_one_choice(count: int | None, param: str) -> None:
+    """Refuse a request for other than one choice (OpenAI's ``n``, Gemini's
+    ``candidateCount``). The canonical response holds one message, so forwarding a larger
+    count would bill the caller for answers it never gets; a count below 1 is no request."""
+    if count is None or count == 1:
+        return
+    if count < 1:
+        raise BadRequestError(f"{param}: expected a whole number of at least 1, got {count}", param=param, code="invalid_value",
+                              hint=f"leave {param} out for one answer")
+    raise BadRequestError(f"{param}: {count} answers per request are not supported: this gateway returns one",
+                          param=param, code="invalid_value",
+                          hint=f"send {count} requests (with different seeds for different answers), or leave {param} out")
 
 
 class EventDecoder(Protocol):

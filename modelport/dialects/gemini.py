@@ -31,7 +31,7 @@ import mimetypes
 import uuid
 from typing import Any, Mapping
 
-from modelport.dialects.base import StreamEncoderBase
+from modelport.dialects.base import StreamEncoderBase, check_one_choice
 from . import upstream_decoder
 from ..errors import AuthenticationError, BadRequestError, ModelportError, QuotaExceededError, StreamError, error_for_status
 from ..retry import parse_retry_after
@@ -716,8 +716,8 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
         raise _bad("expected an object", "generationConfig")
     where = "generationConfig."
     candidates = _opt_int(_field(config, "candidateCount"), where + "candidateCount")
-    if candidates is not None and candidates > 1:
-        raise _bad("only 1 candidate is supported", where + "candidateCount")
+    if candidates != 0:  # 0 is protobuf's "unset" in Gemini's JSON: one candidate
+        check_one_choice(candidates, where + "candidateCount")
     stop = _field(config, "stopSequences")
     return ChatRequest(
         model=(model or str(body.get("model") or "")).removeprefix("models/"),

@@ -24,7 +24,7 @@ import time
 from typing import Any, Sequence
 
 from modelport.dialects import upstream_decoder
-from modelport.dialects.base import StreamEncoderBase
+from modelport.dialects.base import StreamEncoderBase, check_one_choice
 from modelport.dialects.openai_family import bad, code_text, decode_metadata, decode_tools, encode_tool, new_id, optional
 from modelport.dialects.openai_family import (  # noqa: F401  (re-exported: the dialect interface)
     decode_embeddings_request,
@@ -393,6 +393,7 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     max_tokens = optional(body, "max_completion_tokens", int, "an integer")
     if max_tokens is None:
         max_tokens = optional(body, "max_tokens", int, "an integer")
+    check_one_choice(optional(body, "n", int, "an integer"), "n")
     return ChatRequest(
         model=model,
         messages=_decode_messages(raw_messages),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import fields, replace
 from typing import Any
 
 from .app import Gateway
-from .settings import Settings
+from .settings import LOOPBACK_HOSTS, Settings
 
 __all__ = ["Gateway", "Settings", "build_settings", "run"]
 
@@ -42,10 +43,25 @@ def run(settings: Settings, config_path: str | None = None, workers: int = 1) ->
     from .workers import Supervisor, listen, serve_worker
 
     logging.basicConfig(level=logging.INFO if settings.access_log else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    auth = "gateway keys required" if settings.auth_required else "open (loopback)"
+    if settings.auth_required:
+        auth = "gateway keys required"
+    elif settings.host in LOOPBACK_HOSTS:
+        auth = "open: no key needed, this machine only"
+    else:
+        auth = "open: no key needed, reachable from the network"
+        # On stderr, where problems go (a service manager logs it as one), not only in the banner.
+        print(f"warning: gateway keys are off (--no-auth, or [server] auth = false) and the gateway\n"
+              f"  listens on {settings.host}: anyone who can reach this port can call every model with\n"
+              "  your provider keys, read the call log and make gateway keys in the console.\n"
+              "  fix: create a key (modelport keys create NAME) and serve without --no-auth,\n"
+              "  or listen on 127.0.0.1 only.", file=sys.stderr, flush=True)
 
     def banner(where: str, extra: str = "") -> None:
-        print(f"modelport gateway on {where}  [{auth}{extra}]  OpenAI: {where}/v1  Anthropic/Gemini/Groq: {where}", flush=True)
+        print(f"modelport gateway on {where}  ({auth}{extra})\n"
+              f"  OpenAI (chat, Responses)  {where}/v1\n"
+              f"  Anthropic, Gemini, Groq   {where}\n"
+              f"  Ollama                    {where}  (OLLAMA_HOST)\n"
+              f"  web console               {where}/ui", flush=True)
 
     if workers == 1:
         sockets, port = listen(settings, 1)

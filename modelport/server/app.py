@@ -22,7 +22,7 @@ from ..errors import ModelportError, NotFoundError, PermissionDeniedError, Serve
 from ..hooks import Hooks, configured_hooks
 from ..state.counter_stores import open_counters
 from ..types import ModelInfo
-from .auth import Caller, KeyRing, KeyStore
+from .auth import Caller, KeyRing, KeyStore, printable
 from .fair import FairExecutor
 from .hops import next_hop
 from .http import Receive, Request, Send
@@ -90,7 +90,9 @@ class Gateway:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}", self.settings.body_timeout, self.fair))
+            settings = self.settings
+            await self._http(Request(scope, receive, send, f"{self._id_prefix}{next(self._ids):x}", settings.body_timeout, self.fair,
+                                     settings.body_total_timeout))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -126,7 +128,8 @@ class Gateway:
             if req.error_kind is not None:
                 metrics.error(req.model, key, req.error_kind)
             if self.settings.access_log:
-                log.info("%s %s %s %d model=%s key=%s %.1fms", req.id, req.method, req.path, req.status, req.model, key, seconds * 1000)
+                log.info("%s %s %s %d model=%s key=%s %.1fms", req.id, req.method, req.path, req.status, req.model, printable(key),
+                         seconds * 1000)
 
     def _check_browser(self, req: Request) -> None:
         """Refuse what a web page the user did not choose sends (see origins.py)."""

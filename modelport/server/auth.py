@@ -36,6 +36,16 @@ _KEY_SHAPE = re.compile(r"^mpk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
 T = TypeVar("T")
 P = ParamSpec("P")
 
+# C0/C1 control characters and DEL: in a key or a key's name they are a paste accident or
+# an attempt to forge a log line or a terminal's output, never meaningful.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character escaped (``\\n``, ``\\x1b``), for a terminal or a log."""
+    return CONTROL_CHARACTERS.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 # The versions of the gateway_keys table, oldest first (see modelport.state.records.migrate).
 _STEPS = (
     """CREATE TABLE gateway_keys (
@@ -174,6 +184,9 @@ class KeyStore:
         """Store a new key and return it: the only time its secret is ever seen."""
         if not name or not name.strip():
             raise BadRequestError("a key needs a name", hint="modelport keys create NAME")
+        if CONTROL_CHARACTERS.search(name):
+            raise BadRequestError(f"key name {name!r} holds a control character (a newline, tab or escape)", param="name",
+                                  hint="pick a name of letters, digits, spaces and punctuation")
         key_id = secrets.token_hex(ID_BYTES)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
@@ -290,7 +303,7 @@ class KeyRing:
 
     def lookup(self, key: str) -> tuple[str | None, Caller | None]:
         """(the key id if the key is well formed, the caller if the key is valid and live)."""
-        match = _KEY_SHAPE.match(key)
+        match = _KEY_SHAPE.fullmatch(key)  # not match: its "$" lets a trailing newline by
         if match is None:
             return None, None
         key_id, secret = match.groups()

@@ -17,14 +17,14 @@ from urllib.parse import parse_qsl
 
 from .. import __version__
 from ..dialects.base import ServerDialect
-from ..errors import BadRequestError, MethodNotAllowedError, ModelportError, RequestTooLargeError, TimeoutError, error_for_status
+from ..errors import AuthenticationError, BadRequestError, MethodNotAllowedError, ModelportError, RequestTooLargeError, TimeoutError, error_for_status
 from ..jsonio import JSONDecodeError, dumps, loads
 from ..throttle import ThrottledLog
 from ..providers import GATEWAY_HEADER_NAME
 from ..types import ChatRequest, InvalidShape, Usage, validate_request
-from .auth import Caller
+from .auth import CONTROL_CHARACTERS, Caller
 from .fair import HEAVY_BYTES, FairExecutor
-from .settings import BODY_TIMEOUT
+from .settings import BODY_TIMEOUT, BODY_TOTAL_TIMEOUT
 
 log = logging.getLogger("modelport.server")
 _failures = ThrottledLog(log)
@@ -49,12 +49,14 @@ class Request:
 
     __slots__ = ("scope", "receive", "send", "method", "path", "headers", "query", "id", "id_header",
                  "caller", "door", "dialect", "model", "status", "started", "error_kind", "usage", "cost", "disconnected", "metered",
-                 "body_timeout", "cors", "fair", "heavy")
+                 "body_timeout", "body_total_timeout", "cors", "fair", "heavy")
 
     def __init__(self, scope: dict[str, Any], receive: Receive, send: Send, request_id: str,
-                 body_timeout: float = BODY_TIMEOUT, fair: FairExecutor | None = None) -> None:
+                 body_timeout: float = BODY_TIMEOUT, fair: FairExecutor | None = None,
+                 body_total_timeout: float = BODY_TOTAL_TIMEOUT) -> None:
         self.scope, self.receive, self.send = scope, receive, send
         self.body_timeout = body_timeout
+        self.body_total_timeout = body_total_timeout
         # Where this request's heavy decoding runs (off the event loop, taking turns by key).
         self.fair = fair
         # Whether its body is big enough to decode there (see fair.py).
@@ -88,12 +90,18 @@ class Request:
         return self.caller.name if self.caller is not None else "-"
 
     def presented_key(self) -> str | None:
-        """The gateway key, wherever the caller's SDK puts it."""
+        """The gateway key, wherever the caller's SDK puts it; refused if it holds a control
+        character (``?key=...%0A``: no key has one)."""
         headers = self.headers
         auth = headers.get("authorization")
         if auth and auth[:7].lower() == "bearer ":
-            return auth[7:].strip()
-        return headers.get("x-api-key") or headers.get("x-goog-api-key") or self.query.get("key")
+            key: str | None = auth[7:].strip()
+        else:
+            key = headers.get("x-api-key") or headers.get("x-goog-api-key") or self.query.get("key")
+        if key and CONTROL_CHARACTERS.search(key):
+            raise AuthenticationError("the gateway key holds a control character (a newline, tab or escape)",
+                                      hint="send the key exactly as `modelport keys create` printed it; in ?key=, drop a trailing %0A")
+        return key
 
     async def body(self, limit: int) -> bytes:
         length = self.headers.get("content-length")
@@ -101,16 +109,22 @@ class Request:
             raise RequestTooLargeError(f"request body of {length} bytes is over this gateway's limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        idle = IdleWatch(self.body_timeout)
+        idle = IdleWatch(self.body_timeout, self.body_total_timeout)
         try:
             while True:
                 try:
                     message = await self.receive()
                 except asyncio.CancelledError:
-                    if idle.absorb() is None:
+                    reason = idle.absorb()
+                    if reason is None:
                         raise
-                    raise BadRequestError(f"no part of the request body arrived for {self.body_timeout:g} s", status=408,
-                                          code="request_timeout", param="body") from None
+                    if reason == "idle":
+                        raise BadRequestError(f"no part of the request body arrived for {self.body_timeout:g} s", status=408,
+                                              code="request_timeout", param="body") from None
+                    raise BadRequestError(
+                        f"the request body did not arrive whole within this gateway's limit of {self.body_total_timeout:g} s "
+                        f"({size} bytes came)", status=408, code="request_timeout", param="body",
+                        hint="send the body at once, or ask the gateway's operator to raise [server] body_total_timeout") from None
                 idle.progress()
                 if message["type"] == "http.disconnect":
                     self.disconnected = True
@@ -241,24 +255,30 @@ class Interrupt:
 
 
 class IdleWatch(Interrupt):
-    """Interrupts ("idle") once ``seconds`` pass without ``progress()``. One timer per body
-    read, re-armed only when it fires early: asyncio.timeout() around every receive
-    measured ~30 us per receive against ~1 us for the bare await."""
+    """Interrupts ("idle") once ``seconds`` pass without ``progress()``, and ("total") once
+    ``total`` seconds pass at all. One timer per body read, re-armed only when it fires
+    early: asyncio.timeout() around every receive measured ~30 us per receive against
+    ~1 us for the bare await."""
 
-    __slots__ = ("loop", "seconds", "last", "timer")
+    __slots__ = ("loop", "seconds", "last", "deadline", "timer")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, total: float) -> None:
         super().__init__()
         self.loop = asyncio.get_running_loop()
         self.seconds = seconds
         self.last = self.loop.time()
-        self.timer = self.loop.call_later(seconds, self._check)
+        self.deadline = self.last + total
+        self.timer = self.loop.call_later(min(seconds, total), self._check)
 
     def progress(self) -> None:
         self.last = self.loop.time()
 
     def _check(self) -> None:
-        left = self.last + self.seconds - self.loop.time()
+        now = self.loop.time()
+        if now >= self.deadline:
+            self.fire("total")
+            return
+        left = min(self.last + self.seconds, self.deadline) - now
         if left > 0:
             self.timer = self.loop.call_later(left, self._check)
         else:

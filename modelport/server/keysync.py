@@ -83,7 +83,7 @@ class KeySync:
             return
         key_id, caller = self.keys.lookup(key)
         if age > self.max_stale or (key_id is not None and caller is None):
-            # A records error names its database (without password); anything else only its type.
+            # A records error's message (never its detail, which names the database); anything else only its type.
             reason = (error.message if isinstance(error, ModelportError) else type(error).__name__) if error is not None \
                 else f"no read has finished for {age:.0f} s"
             raise StateUnavailableError(f"the gateway cannot read its keys ({reason}), so it cannot check this key",

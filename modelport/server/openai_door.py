@@ -58,7 +58,7 @@ class OpenAIDoor:
         if not isinstance(body, dict):
             raise BadRequestError("body: expected a JSON object", param="body")
         prompt = _prompt(body.get("prompt"))
-        chat_body = {k: v for k, v in body.items() if k not in ("prompt", "suffix", "echo", "best_of", "logprobs", "n")}
+        chat_body = {k: v for k, v in body.items() if k not in ("prompt", "suffix", "echo", "best_of", "logprobs")}
         chat_body["messages"] = [{"role": "user", "content": prompt}]
         if chat_body.get("max_tokens") is None:
             chat_body["max_tokens"] = LEGACY_DEFAULT_MAX_TOKENS

@@ -3,8 +3,8 @@
 The state layers register one async check each when they open a store that lives outside
 the process (``gateway.readiness.register("counters", counters.healthy)``). A check is an async
 callable: it returns (None or True) when the dependency answers, and returns False or
-raises (any exception, whose message is shown) when it does not. Nothing registered means
-nothing to wait for: ready.
+raises (any exception, whose message is shown; a modelport error's detail is not) when it
+does not. Nothing registered means nothing to wait for: ready.
 
 Checks run concurrently, each bounded by ``timeout``; one run is shared by every caller
 that asks meanwhile, and a result younger than ``max_age`` is reused, so a flood of probes
@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Awaitable, Callable
+
+from ..errors import ModelportError
 
 Check = Callable[[], Awaitable[object]]  # None/True: up; False or an exception: down
 
@@ -80,7 +82,9 @@ class Readiness:
         except asyncio.TimeoutError:
             return f"down: no answer within {self.timeout:g} s"
         except Exception as exc:  # any failure means "not reachable"; its message says why
-            return f"down: {str(exc)[:200] or type(exc).__name__}"
+            # A modelport error's message only: its detail names the store (/health is public).
+            reason = exc.message if isinstance(exc, ModelportError) else str(exc)
+            return f"down: {reason[:200] or type(exc).__name__}"
         return "ok"
 
 

@@ -7,6 +7,9 @@ from typing import Protocol
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 BODY_TIMEOUT = 15.0
+# A whole body, however steadily it trickles in: 16 MiB (the default max_body_bytes) at
+# ~55 KiB/s, a slow mobile uplink, still fits.
+BODY_TOTAL_TIMEOUT = 300.0
 
 
 class WorkerInfo(Protocol):
@@ -38,6 +41,9 @@ class Settings:
     header_timeout: float = 10.0
     # Longest wait for the next piece of a request body (else 408).
     body_timeout: float = BODY_TIMEOUT
+    # Longest time a whole request body may take (else 408): one byte every few seconds
+    # never trips body_timeout, and would hold the connection forever.
+    body_total_timeout: float = BODY_TOTAL_TIMEOUT
     # Upper bound of max_tokens; requests without one get this many.
     max_tokens: int = 16384
     request_timeout: float = 600.0

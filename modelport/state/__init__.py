@@ -15,7 +15,8 @@ Nothing here imports a database client until a URL that needs one is opened.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
 
@@ -41,13 +42,31 @@ def check_url(part: str, url: str) -> str:
     return url
 
 
+# Query parameters that hold a secret or say where one is kept: libpq's password,
+# sslpassword and passfile, redis-py's password, and the pwd/token/secret/key/credential
+# names of other drivers. Matched by substring, so a variant spelling (db_password) is
+# masked too, at the price of a harmless one now and then (sslkey is a file path).
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for logs, /health and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with every secret masked, for anything an operator sees (logs, `state
+    status`, an error's detail): the userinfo password and each secret-bearing query
+    parameter (``?password=``, which redis-py and libpq accept as well). API callers are
+    shown no state URL at all."""
+    password = urlsplit(url).password
+    # Edited in place rather than re-assembled: urlunsplit drops the "//" of unix:///path.
+    base, question, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    if password is not None:
+        base = base.replace(f":{password}@", ":***@", 1)
+    query = "&".join(_redact_param(pair) for pair in query.split("&"))
+    return base + question + query + hash_ + fragment
+
+
+def _redact_param(pair: str) -> str:
+    name, equals, _ = pair.partition("=")
+    return f"{name}=***" if equals and _SECRET_PARAM.search(unquote(name)) else pair
 
 
 def configured(part: str, config: dict | None = None) -> str | None:

@@ -96,6 +96,16 @@ def budget_error(budget: float, spent: float, held: float) -> QuotaExceededError
     )
 
 
+def unavailable_error(detail: str) -> StateUnavailableError:
+    """The 503 for a counters store that cannot be used. The caller learns only that the
+    gateway's store is away; ``detail`` (where it is, URL redacted, and why) is for the
+    operator's log and terminal, never an answer."""
+    return StateUnavailableError(
+        "the gateway's rate-limit store is unavailable, so requests under a key's limits are refused until it answers",
+        hint="retry in a moment", retry_after=1.0, detail=detail,
+    )
+
+
 def token_wait(entries: Iterable[Sequence[float]], excess: float, now: float, window: float) -> float:
     """Seconds until enough of the window's (time, tokens) entries, oldest first, leave it
     to take ``excess`` tokens off the running sum."""

@@ -250,9 +250,11 @@ class PostgresRecords:
         return _translate(statement)
 
     def _unavailable(self, exc: BaseException) -> StateUnavailableError:
+        # Where (URL redacted) only in the detail: a gateway's callers are shown no state URL.
         return StateUnavailableError(
-            f"the records database {self.url} cannot be reached ({type(exc).__name__})",
-            hint="check that PostgreSQL is running and reachable; modelport reconnects by itself when it is back",
+            "the gateway's records database is unavailable", hint="retry in a moment",
+            detail=f"PostgreSQL at {self.url} ([state] records) cannot be reached ({type(exc).__name__}: {exc}); "
+                   "check that it runs and is reachable from here; modelport reconnects by itself when it is back",
         )
 
     @contextmanager

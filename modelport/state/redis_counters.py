@@ -49,6 +49,7 @@ from .counters import (
     rpm_error,
     too_many_tokens_error,
     tpm_error,
+    unavailable_error,
 )
 
 log = logging.getLogger("modelport.state")
@@ -196,13 +197,10 @@ class RedisCounters(QueuedCounters):
         return [base + "w", base + "h", base + "s"]
 
     def unavailable(self, exc: BaseException | None = None) -> StateUnavailableError:
-        """The 503 for a Redis that does not answer (its URL without the password)."""
-        return StateUnavailableError(
-            f"the gateway's counters store ({self.name}) is not answering, so requests under a key's limits are refused until it does",
-            hint=f"check that Redis is running and reachable at {self.name} ([state] counters in the gateway's config); "
-                 "the gateway reconnects by itself",
-            retry_after=1.0, detail=f"{type(exc).__name__}: {exc}" if exc is not None else None,
-        )
+        """The 503 for a Redis that does not answer."""
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else "it failed less than a second ago"
+        return unavailable_error(f"Redis at {self.name} ([state] counters) is not answering ({why}); check that it runs and is "
+                                 "reachable from here; the gateway reconnects by itself")
 
     async def _send(self, calls: list[tuple[int, list[str], list[Any]]]) -> list[Any]:
         """The calls as one pipeline of EVALSHAs."""

@@ -38,6 +38,7 @@ from .counters import (
     too_many_tokens_error,
     token_wait,
     tpm_error,
+    unavailable_error,
 )
 from .records import SQLiteRecords, migrated
 from .runner import StoreRunner
@@ -87,11 +88,9 @@ class SQLiteCounters(QueuedCounters):
         self._swept = 0.0
 
     def unavailable(self, exc: BaseException) -> StateUnavailableError:
-        return StateUnavailableError(
-            f"the gateway's counters file ({self.name}) cannot be used, so requests under a key's limits are refused",
-            hint=f"check that {self.path} is on a local disk with free space and that no other program holds it locked",
-            retry_after=1.0, detail=f"{type(exc).__name__}: {exc} ({getattr(exc, 'sqlite_errorname', '?')})",
-        )
+        return unavailable_error(
+            f"the counters file {self.name} cannot be used ({type(exc).__name__}: {exc} ({getattr(exc, 'sqlite_errorname', '?')})); "
+            "check that it is on a local disk with free space and that no other program holds it locked")
 
     # -- worker thread ---------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """A fuzz run over every door of the gateway (#9): Anthropic Messages and token counting,
-Gemini generateContent/streamGenerateContent/countTokens/embedContent, and the Files and
-Batches API. Bodies are drawn from the providers' own OpenAPI specs (so most are nearly
-valid and get deep into the decoders), then damaged; none may be answered with a 5xx other
-than 502/503/504, the statuses of upstream conditions. (The OpenAI door has its own
-spec-driven fuzz in test_gateway_robustness.py.)
+Gemini generateContent/streamGenerateContent/countTokens/embedContent, the Files and
+Batches API, the Ollama API (chat, generate, embed), the Responses API and the console's
+API. Bodies are drawn from the providers' own OpenAPI specs where there is one, else from
+a valid request of each endpoint (so most are nearly valid and get deep into the
+decoders), then damaged; none may be answered with a 5xx other than 502/503/504, the
+statuses of upstream conditions. (The OpenAI door has its own spec-driven fuzz in
+test_gateway_robustness.py.)
 
 The specs live outside the repository (``MODELPORT_SPECS_DIR``, else ``shared/specs`` beside
 it or beside the directory of worktrees); without them the spec-driven runs are skipped. Runs are bounded in examples.
@@ -11,6 +13,7 @@ it or beside the directory of worktrees); without them the spec-driven runs are 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -261,3 +264,35 @@ def test_fuzzed_uploads_and_batch_creation_never_get_a_500(gateway: GatewayThrea
     if isinstance(create, dict) and uploaded.status_code == 200:
         create.setdefault("input_file_id", uploaded.json()["id"])
     _check(httpx.post(gateway.url + "/v1/batches", content=json.dumps(create), timeout=30))
+
+
+# -- the Ollama and Responses doors, the console's API -----------------------------------------------------
+# No spec in the checkout describes them: one valid request of each endpoint, damaged.
+
+HI = [{"role": "user", "content": "hi"}]
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    "/api/chat": {"model": "oa", "messages": HI, "stream": False, "options": {"num_predict": 5, "temperature": 0},
+                  "format": {"type": "object"}, "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                  "keep_alive": "5m", "think": False},
+    "/api/generate": {"model": "oa", "prompt": "hi", "system": "be brief", "stream": False, "raw": False,
+                      "options": {"num_predict": 5, "stop": ["."]}, "images": [], "format": "json", "suffix": ""},
+    "/api/embed": {"model": "oa", "input": ["hi", "there"], "truncate": True, "options": {}},
+    "/v1/responses": {"model": "oa", "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+                      "instructions": "be brief", "max_output_tokens": 5, "stream": False, "store": True,
+                      "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+                      "text": {"format": {"type": "text"}}, "reasoning": {"effort": "low"}, "metadata": {"a": "b"}},
+    "/ui/api/keys": {"name": "fuzzed", "rpm": 5, "tpm": 1000, "budget": 1.5, "models": ["oa"], "admin": False},
+    "/ui/api/batches/estimate": {"filename": "rows.csv", "content": "q\nhi\n", "prompt": "Say {q}", "model": "oa",
+                                 "system": "s", "max_tokens": 5},
+}
+CONSOLE = {"x-modelport-console": "1"}
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_ollama_responses_and_console_requests_never_get_a_500(gateway: GatewayThread, data: st.DataObject) -> None:
+    path = data.draw(st.sampled_from(sorted(VALID_BODIES)))
+    valid = VALID_BODIES[path]
+    body = data.draw(damaged(st.just(valid).map(copy.deepcopy), list(valid)))
+    headers = CONSOLE if path.startswith("/ui/") else {}
+    _check(httpx.post(gateway.url + path, content=json.dumps(body), headers=headers, timeout=30))
