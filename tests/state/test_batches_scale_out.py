@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from modelport.batch.files_api import FilesAPI, Owner
+from modelport.server.batches_door import BatchesDoor
 from modelport.client import AsyncClient
 from modelport.server import Settings
 from modelport.server.testing import GatewayThread
@@ -222,14 +223,14 @@ def test_a_batch_of_a_killed_gateway_is_finished_by_another_every_row_once(tmp_p
                     assert time.monotonic() - killed_at < 40, done
                     time.sleep(0.1)
                 assert done["status"] == "completed", done.get("errors")
-                assert gateway_b.app is not None and batch["id"] in gateway_b.app.files_api()._jobs  # B ran it to its end
+                assert gateway_b.app is not None and batch["id"] in gateway_b.app.find_door(BatchesDoor).files_api()._jobs  # B ran it to its end
                 if records is not None:
                     assert time.monotonic() - killed_at >= lease / 2  # not before A's lease ran out
                     # Nothing of the batch's state was on disk: uploads and journal are in PostgreSQL.
                     assert not list(batch_dir.glob("files/*")) and not list(batch_dir.glob("jobs/*.db"))
                     # Closed, the batch leaves neither journal rows nor scratch files behind on B, once
                     # its job has ended: "completed" shows before the job clears them.
-                    job = gateway_b.app.files_api()._jobs[batch["id"]]
+                    job = gateway_b.app.find_door(BatchesDoor).files_api()._jobs[batch["id"]]
                     while not job.future.done():
                         assert time.monotonic() - killed_at < 40, "the job did not end"
                         time.sleep(0.05)
