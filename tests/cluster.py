@@ -444,7 +444,7 @@ class Nginx:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         block = documented_nginx_block()
-        servers = [line for line in block.splitlines() if line.strip().startswith("server 10.")]
+        servers = [line for line in block.splitlines() if line.strip().startswith("server gw")]
         assert servers, "docs/deploy.md's nginx block lists no upstream servers"
         options = servers[0].split(":1234", 1)[1]  # what the doc sets per server (max_fails, ...)
         ours = "\n".join(f"    server {url.removeprefix('http://')}{options}" for url in urls)

@@ -79,7 +79,8 @@ class Gateway:
             cache=cache_for(None, self.config, url=settings.records),
             hooks=Hooks(configured_hooks(self.config)), prices=self.client.prices)
         self.fair = FairExecutor()
-        self.origins = OriginPolicy.build(settings.host, settings.allowed_origins, settings.allowed_hosts)
+        self.origins = OriginPolicy.build(settings.host, settings.allowed_origins, settings.allowed_hosts,
+                                          keys_required=self.auth_required)
         self._ids = count(1)
         self._id_prefix = "req_" + os.urandom(4).hex()
         self.doors = _make_doors(self)

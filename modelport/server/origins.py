@@ -8,10 +8,10 @@ checks keep those pages out while SDKs, curl and the console keep working:
   any mode, form posts). A request whose ``Origin`` is neither the gateway's own (the
   scheme and the ``Host`` it was reached by) nor in ``[server] allowed_origins`` is refused;
   the allowed ones get CORS headers, so a browser app the user chose can call on purpose.
-* **Host**, on a loopback bind. A DNS-rebinding page reaches the gateway under its own name,
-  so its requests are "same-origin" to the browser; only the ``Host`` header still shows the
-  foreign name. On loopback it must be a loopback name or address, the bound address, or in
-  ``[server] allowed_hosts``.
+* **Host**, on an open loopback bind. A DNS-rebinding page reaches the gateway under its own
+  name, so its requests are "same-origin" to the browser; only the ``Host`` header still
+  shows the foreign name. It must be a loopback name or address, the bound address, or in
+  ``[server] allowed_hosts`` (with gateway keys required, a page has no key to use).
 * **Fetch metadata.** Requests that carry no ``Origin`` (``<img>``, ``<script>``) still
   carry ``Sec-Fetch-Site``: cross-site ones are refused unless they are a top-level
   navigation, whose answer the page that started it cannot read.
@@ -62,7 +62,9 @@ class OriginPolicy:
     bound_host: str
     allowed_origins: frozenset[str] = frozenset()
     allowed_hosts: frozenset[str] = frozenset()
-    # Beyond loopback the gateway is reached by names nobody can list, and auth is on by default.
+    # Only an open gateway on loopback checks Host: beyond loopback it is reached by names
+    # nobody can list, and with keys a rebinding page, which has none, is refused anyway
+    # (so a reverse proxy in front of a keyed loopback gateway needs no allowed_hosts).
     checks_host: bool = True
     # Host headers already judged: clients send the same few, and parsing an address per
     # request would cost more than the rest of these checks together.
@@ -70,9 +72,9 @@ class OriginPolicy:
 
     @classmethod
     def build(cls, bound_host: str, allowed_origins: tuple[str, ...] | list[str] = (),
-              allowed_hosts: tuple[str, ...] | list[str] = ()) -> "OriginPolicy":
+              allowed_hosts: tuple[str, ...] | list[str] = (), *, keys_required: bool = False) -> "OriginPolicy":
         return cls(bound_host, frozenset(o.rstrip("/").lower() for o in allowed_origins), frozenset(h.lower() for h in allowed_hosts),
-                   is_loopback(bound_host))
+                   is_loopback(bound_host) and not keys_required)
 
     def allows_origin(self, origin: str, host_header: str | None) -> bool:
         origin = origin.rstrip("/").lower()

@@ -213,3 +213,11 @@ def test_embedded_requests_from_other_sites_are_refused_but_navigations_are_not(
         assert image.status_code == 403
         link = httpx.get(gw.url + "/ui", headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"})
         assert link.status_code == 200
+
+
+def test_a_keyed_loopback_gateway_answers_any_host_as_behind_a_reverse_proxy(upstream: OpenAIUpstream, tmp_path: Path) -> None:
+    with open_gateway(upstream, tmp_path, auth=True) as gw:
+        key = KeyStore(tmp_path / "keys.db").create("proxied")
+        answer = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers={"host": "api.internal.example", "authorization": f"Bearer {key}"})
+        assert answer.status_code == 200  # nginx on the same machine forwards its own Host
+        assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers={"host": "api.internal.example"}).status_code == 401

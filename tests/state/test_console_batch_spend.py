@@ -46,7 +46,7 @@ def test_the_console_shows_each_batch_s_spend_from_postgresql_records(tmp_path: 
     content = "city\n" + "\n".join(f"town{i}" for i in range(ROWS)) + "\n"
     job = {"filename": "towns.csv", "content": content, "prompt": "Describe {city} in a few words", "model": "openai/gpt-fake"}
     with GatewayThread(settings, config=config, api_keys={"openai": UPSTREAM_KEY}) as gw, \
-            httpx.Client(base_url=gw.url, timeout=60) as c:
+            httpx.Client(base_url=gw.url, timeout=60, headers={"x-modelport-console": "1"}) as c:
         started = c.post("/ui/api/batches", json=job)
         assert started.status_code == 200, started.text
         batch_id = started.json()["id"]
