@@ -126,7 +126,15 @@ def _full_text(db: RecordsDB) -> None:
 _USAGE_INDEX = ("CREATE INDEX calls_usage ON calls (created_at, provider, model, source, key_name, error_kind, cached, "
                 "input_tokens, output_tokens, cost)")
 
-STEPS: tuple[Step, ...] = (_CALLS_TABLE, _full_text, _USAGE_INDEX)
+# The gateway key's id beside its name: a revoked key's name may be given to a new key, and
+# the id is what tells their calls apart (rows logged before this step keep NULL). The
+# usage index gains it so usage per key id is still read from the index alone.
+_KEY_ID = """ALTER TABLE calls ADD COLUMN key_id TEXT;
+DROP INDEX calls_usage;
+CREATE INDEX calls_usage ON calls (created_at, provider, model, source, key_name, key_id, error_kind, cached,
+    input_tokens, output_tokens, cost)"""
+
+STEPS: tuple[Step, ...] = (_CALLS_TABLE, _full_text, _USAGE_INDEX, _KEY_ID)
 SCHEMA_VERSION = len(STEPS)
 
 
@@ -296,6 +304,7 @@ class LoggedCall:
     latency: float | None
     conversation_id: str | None
     key_name: str | None
+    key_id: str | None
     error_kind: str | None
     error: str | None
     cached: bool
@@ -311,6 +320,7 @@ class LoggedCall:
             "model": self.model,
             "conversation_id": self.conversation_id,
             "key_name": self.key_name,
+            "key_id": self.key_id,
             "prompt": self.prompt,
             "response_text": self.response_text,
             "usage": usage_to_dict(self.usage),
@@ -346,17 +356,20 @@ class UsageRow:
 _CALL_COLUMNS = (
     "id, created_at, source, provider, model, request_json, response_json, prompt, response, "
     "input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost, latency, "
-    "conversation_id, key_name, error_kind, error, cached, stream"
+    "conversation_id, key_name, key_id, error_kind, error, cached, stream"
 )
 
 # A call was billed when it produced a response that did not come from the cache. On
 # error_kind (set whenever error is), so the covering index calls_usage serves the sums.
 _BILLED = "(error_kind IS NULL AND cached = 0)"
+# Between a key's name and its id in a usage group by key (see _name_keys).
+_KEY_SEP = "\x1f"
 # What usage can be grouped by; `usage` also by local day, `usage_series` by time bucket.
 USAGE_BY = {
     "model": "provider || '/' || model",
     "provider": "provider",
-    "key": "coalesce(key_name, '(no key)')",
+    # Name and id (see _name_keys): two keys that held one name are two groups.
+    "key": f"coalesce(key_name, '(no key)') || coalesce(char({ord(_KEY_SEP)}) || key_id, '')",
     "source": "source",
 }
 USAGE_GROUPS = {"day": "date(created_at, 'localtime')", **USAGE_BY}
@@ -374,7 +387,7 @@ _USAGE_SUMS = (
     f"sum({_BILLED} AND cost IS NULL)"
 )
 # A call in a list: its facts and the start of its prompt and answer, without the JSON.
-_SUMMARY_COLUMNS = ("seq, id, created_at, source, provider, model, key_name, substr(prompt, 1, 200), substr(response, 1, 200), "
+_SUMMARY_COLUMNS = ("seq, id, created_at, source, provider, model, key_name, key_id, substr(prompt, 1, 200), substr(response, 1, 200), "
                     "input_tokens, output_tokens, cost, latency, error_kind, cached, stream")
 
 
@@ -399,6 +412,7 @@ class CallFilter:
     provider: str | None = None
     source: str | None = None
     key_name: str | None = None
+    key_id: str | None = None
     conversation_id: str | None = None
     since: str | datetime | None = None
     until: str | datetime | None = None
@@ -414,7 +428,7 @@ class CallFilter:
             where.append(f"(model {op} ? OR provider || '/' || model {op} ?)")
             params += [self.model, self.model]
         for column, value in (("provider", self.provider), ("source", self.source), ("key_name", self.key_name),
-                              ("conversation_id", self.conversation_id)):
+                              ("key_id", self.key_id), ("conversation_id", self.conversation_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -452,6 +466,7 @@ class CallSummary:
     provider: str
     model: str
     key_name: str | None
+    key_id: str | None
     prompt: str  # its first 200 characters
     response: str | None  # likewise
     input_tokens: int
@@ -478,7 +493,7 @@ class UsageBucket:
 def _row_to_call(row: tuple[Any, ...]) -> LoggedCall:
     (id_, created_at, source, provider, model, request_json, response_json, prompt, response_text,
      input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost, latency,
-     conversation_id, key_name, error_kind, error, cached, stream) = row
+     conversation_id, key_name, key_id, error_kind, error, cached, stream) = row
     return LoggedCall(
         id=id_,
         created_at=created_at,
@@ -494,6 +509,7 @@ def _row_to_call(row: tuple[Any, ...]) -> LoggedCall:
         latency=latency,
         conversation_id=conversation_id,
         key_name=key_name,
+        key_id=key_id,
         error_kind=error_kind,
         error=error,
         cached=bool(cached),
@@ -515,10 +531,10 @@ def _match_expression(search: str) -> str:
 
 
 _INSERT_CALL = (
-    "INSERT INTO calls (id, created_at, source, provider, model, conversation_id, key_name, "
+    "INSERT INTO calls (id, created_at, source, provider, model, conversation_id, key_name, key_id, "
     "prompt, response, request_json, response_json, finish_reason, input_tokens, output_tokens, "
     "cached_tokens, cache_write_tokens, reasoning_tokens, cost, latency, error_kind, error, "
-    "cached, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "cached, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -526,7 +542,7 @@ class _Pending:
     """One queued call, already plain data so the caller may reuse its objects at once."""
 
     __slots__ = ("id", "ts", "request", "response", "error_kind", "error", "provider", "model", "source",
-                 "latency", "conversation_id", "key_name", "cached", "usage", "batch_discount", "prices")
+                 "latency", "conversation_id", "key_name", "key_id", "cached", "usage", "batch_discount", "prices")
     id: str
     ts: float
     request: dict[str, Any]
@@ -539,6 +555,7 @@ class _Pending:
     latency: float | None
     conversation_id: str | None
     key_name: str | None
+    key_id: str | None
     cached: bool
     usage: Usage | None
     batch_discount: float
@@ -624,6 +641,7 @@ class CallLog:
         latency: float | None = None,
         conversation_id: str | None = None,
         key_name: str | None = None,
+        key_id: str | None = None,
         cached: bool = False,
         batch_discount: float = 0.0,
         prices: dict[str, Any] | None = None,
@@ -631,7 +649,8 @@ class CallLog:
         """Queue one call for the log and return its id at once.
 
         ``model`` is the provider's own model id (a ``provider/`` prefix is dropped); ``source`` one of SOURCES; ``latency``
-        in seconds (defaults to ``response.latency``); ``cached`` marks a response served
+        in seconds (defaults to ``response.latency``); ``key_name`` and ``key_id`` are the
+        gateway key's; ``cached`` marks a response served
         from the response cache (it cost nothing); ``batch_discount`` is passed to
         ``prices.cost`` for calls made through a provider's batch API; ``prices`` is the
         caller's config's ``[prices]`` table (by default the process's config file's).
@@ -664,6 +683,7 @@ class CallLog:
             latency=latency if latency is not None else (response.latency if response is not None else None),
             conversation_id=conversation_id,
             key_name=key_name,
+            key_id=key_id,
             cached=cached,
             batch_discount=batch_discount,
             prices=prices,
@@ -763,6 +783,7 @@ class CallLog:
             call.model,
             call.conversation_id,
             call.key_name,
+            call.key_id,
             self._redact(_prompt_text(request["messages"])),
             self._redact(_response_text(response["message"])) if response is not None else None,
             self._redact(json.dumps(request, ensure_ascii=False)),
@@ -859,7 +880,8 @@ class CallLog:
             raise ValueError(f"cannot group usage by {by!r}; choose one of {', '.join(USAGE_GROUPS)}")
         condition, params = CallFilter(model=model, since=since).where()
         sql = f"SELECT {USAGE_GROUPS[by]} AS grp, {_USAGE_SUMS} FROM calls{condition} GROUP BY grp ORDER BY grp"
-        return [_usage_row(row) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        rows = [_usage_row(row) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        return _name_keys(rows) if by == "key" else rows
 
     def usage_series(self, by: str = "model", bucket: str = "day", where: CallFilter = CallFilter()) -> list[UsageBucket]:
         """``usage`` per time ``bucket`` (one of BUCKETS, in UTC) and group (one of USAGE_BY),
@@ -871,7 +893,10 @@ class CallLog:
         condition, params = where.where()
         sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, {_USAGE_SUMS} FROM calls{condition}"
                " GROUP BY t, grp ORDER BY t, grp")
-        return [UsageBucket(row[0], _usage_row(row[1:])) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        found = [UsageBucket(row[0], _usage_row(row[1:])) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        if by == "key":
+            _name_keys([bucket_row.usage for bucket_row in found])
+        return found
 
     def last_conversation_id(self) -> str | None:
         """The conversation of the most recent call, among conversations with an answer, for
@@ -914,9 +939,23 @@ def _usage_row(row: tuple[Any, ...]) -> UsageRow:
     return UsageRow(group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, round(cost, 11), unpriced)
 
 
+def _name_keys(rows: list[UsageRow]) -> list[UsageRow]:
+    """Groups by key, made of a name and an id, named for humans: by the key's name, with
+    its id only where several keys held that name (a revoked key's name given to a new
+    key), so their usage shows apart and never merges into one key's."""
+    ids: dict[str, set[str]] = {}
+    for row in rows:
+        name, _, key_id = row.group.partition(_KEY_SEP)
+        ids.setdefault(name, set()).add(key_id)
+    for row in rows:
+        name, _, key_id = row.group.partition(_KEY_SEP)
+        row.group = f"{name} (key {key_id})" if key_id and len(ids[name]) > 1 else name
+    return rows
+
+
 def _summary(row: tuple[Any, ...]) -> CallSummary:
     """A CallSummary from the ``_SUMMARY_COLUMNS``."""
-    (seq, id_, created_at, source, provider, model, key_name, prompt, response, input_tokens, output_tokens, cost, latency,
+    (seq, id_, created_at, source, provider, model, key_name, key_id, prompt, response, input_tokens, output_tokens, cost, latency,
      error_kind, cached, stream) = row
-    return CallSummary(seq, id_, created_at, source, provider, model, key_name, prompt, response, input_tokens, output_tokens,
+    return CallSummary(seq, id_, created_at, source, provider, model, key_name, key_id, prompt, response, input_tokens, output_tokens,
                        cost, latency, error_kind, bool(cached), bool(stream))

@@ -81,7 +81,7 @@ def test_gateway_calls_are_logged_with_the_gateway_key_name(tmp_path):
         finally:
             del os.environ["MODELPORT_OPENAI_BASE_URL"]
     (call,) = logged(path)
-    assert (call.source, call.key_name, call.provider) == ("gateway", "team-a", "openai")
+    assert (call.source, call.key_name, call.key_id, call.provider) == ("gateway", "team-a", gateway_key.split("_")[1], "openai")
     assert call.response_text == "echo: through the gateway"
     assert_no_secret_in(path, PROVIDER_KEY, gateway_key)
 
