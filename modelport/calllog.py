@@ -527,6 +527,86 @@ def _match_expression(search: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# Retention
+
+# How often a gateway prunes its log, and the calls one piece of pruning deletes (one
+# transaction on the writer thread: calls recorded meanwhile are written between pieces).
+PRUNE_EVERY = 300.0
+_PRUNE_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What the call log keeps (``[log] max_age_days`` and ``max_mb``; None: no bound).
+
+    ``max_mb`` bounds the MB the log's calls and their full-text index take in the file:
+    its pages in use, not its size. Pruning frees pages that new calls reuse, so the file
+    stops growing near ``max_mb``; ``modelport logs prune --vacuum`` gives them back to the disk.
+    """
+
+    max_age_days: float | None = None
+    max_mb: float | None = None
+
+    @classmethod
+    def from_config(cls, loaded: dict[str, Any] | None = None) -> Retention:
+        """The ``[log]`` table's bounds (``loaded``, by default the process's config file)."""
+        table = config.section("log", loaded)
+        values = {}
+        for name in ("max_age_days", "max_mb"):
+            value = table.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"[log] {name} must be a positive number, not {value!r}",
+                                  hint=f"set {name} under [log] in the config to a number above 0, or remove it for no bound")
+            values[name] = value
+        return cls(**values)
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_age_days is not None or self.max_mb is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a prune did: the calls removed, and the MB in use (see Retention) before and after."""
+
+    removed: int
+    mb_before: float
+    mb_after: float
+    file_mb: float
+
+
+def _mb_in_use(db: SQLiteRecords) -> float:
+    """The MB of the file's pages in use (free pages excluded): three pragmas, no scan."""
+    pages, free, size = (db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "freelist_count", "page_size"))
+    return (pages - free) * size / 1e6
+
+
+def _prune_piece(db: SQLiteRecords, retention: Retention, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest calls the bounds exclude, in one transaction;
+    how many. Deleting from ``calls`` fires its trigger, which takes each call out of the
+    full-text index too."""
+    if retention.max_age_days is not None:
+        cutoff = _iso(time.time() - retention.max_age_days * 86400)
+        with db.transaction():
+            removed = db.execute("DELETE FROM calls WHERE seq IN (SELECT seq FROM calls WHERE created_at < ? ORDER BY seq LIMIT ?)",
+                                 (cutoff, limit)).rowcount
+        if removed:
+            return int(removed)
+    if retention.max_mb is None:
+        return 0
+    used = _mb_in_use(db)
+    if used <= retention.max_mb:
+        return 0
+    first, last = db.execute("SELECT min(seq), max(seq) FROM calls").fetchone()
+    if first is None:
+        return 0  # nothing left to delete: what remains is the schema and the index's own pages
+    # The share of the calls over the bound, oldest first (seq has no gaps but deleted ones).
+    over = min(limit, max(1, int((last - first + 1) * (used - retention.max_mb) / used) + 1))
+    with db.transaction():
+        return int(db.execute("DELETE FROM calls WHERE seq IN (SELECT seq FROM calls ORDER BY seq LIMIT ?)", (over,)).rowcount)
+
+
+# ---------------------------------------------------------------------------------------
 # Writing
 
 
@@ -608,6 +688,10 @@ class CallLog:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_log_path()
+        # What the writer prunes on its own, and when it last did (``retain``; off by default).
+        self._retention = Retention()
+        self._prune_every = PRUNE_EVERY
+        self._pruned = float("-inf")
         self.enabled = os.environ.get("MODELPORT_LOG", "").strip().lower() not in _OFF
         self._secrets = _environment_secrets()
         self._lock = threading.Lock()
@@ -621,6 +705,48 @@ class CallLog:
         # Reads run on a thread of their own, beside the writer's, with their own connection.
         self._reads: StoreRunner[SQLiteRecords] = StoreRunner("calllog-reads", lambda: connect(self.path))
         _live_logs.add(self)
+
+    def retain(self, retention: Retention, every: float | None = None) -> None:
+        """Keep the log within ``retention`` from now on: the writer prunes it after a write,
+        at most once every ``every`` seconds (default PRUNE_EVERY), the first time at the
+        first write. The gateway's log does; a CLI's, gone in a second, leaves it to `logs prune`."""
+        self._retention, self._prune_every = retention, PRUNE_EVERY if every is None else every
+
+    def prune(self, retention: Retention, *, vacuum: bool = False) -> Pruned:
+        """Delete the calls ``retention`` excludes, oldest first, now (blocking); with
+        ``vacuum``, give the freed pages back to the disk (rewrites the file)."""
+
+        def run() -> Pruned:
+            db = self._writes.conn
+            before, removed = _mb_in_use(db), 0
+            while piece := _prune_piece(db, retention, _PRUNE_BATCH):
+                removed += piece
+            if vacuum:
+                db.compact()
+            return Pruned(removed, before, _mb_in_use(db), (db.footprint() or 0) / 1e6)
+
+        self.flush()
+        return self._writes.call(run)
+
+    def _prune_due(self) -> None:
+        """On the writer, after a write: start pruning if it is time."""
+        if not self._retention.bounded or time.monotonic() - self._pruned < self._prune_every:
+            return
+        self._pruned = time.monotonic()
+        self._prune_step()
+
+    def _prune_step(self) -> None:
+        """One piece of pruning; the next is queued behind the writes recorded meanwhile."""
+        try:
+            removed = _prune_piece(self._writes.conn, self._retention, _PRUNE_BATCH)
+        except Exception as exc:  # a locked or full disk costs the log its pruning, never a call
+            _log.warning("modelport: could not prune the call log %s: %s", self.path, exc)
+            return
+        if removed == _PRUNE_BATCH and self._writing:  # a closed log's writer takes no more pieces
+            try:
+                self._writes.submit(self._prune_step)
+            except RuntimeError:
+                pass  # interpreter exit: the rest waits for the next run
 
     def add_secret(self, value: str) -> None:
         """Never store this value (e.g. a key the gateway or client holds), wherever it appears."""
@@ -741,6 +867,7 @@ class CallLog:
         finally:
             for _ in calls:
                 self._room.release()
+        self._prune_due()
 
     def _row_or_none(self, call: _Pending) -> tuple[Any, ...] | None:
         """The row for one call, or None (with a warning) when that call cannot be stored:
