@@ -17,7 +17,8 @@ a credential found in the environment, is redacted from every stored text.
 
 Switches: ``MODELPORT_LOG=0`` turns logging off everywhere (``MODELPORT_LOG=1`` turns it
 on for the SDK too); ``MODELPORT_LOG_PATH`` moves the file; the config file's ``[log]``
-table may set ``enabled`` and ``path``.
+table may set ``enabled`` and ``path``, and bound what the log keeps with ``max_age_days``
+and ``max_mb`` (``Retention``: a gateway's writer prunes by itself, ``modelport logs prune`` now).
 """
 
 from __future__ import annotations

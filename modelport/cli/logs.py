@@ -91,6 +91,7 @@ def logs(ctx: click.Context, count: int, model: str | None, since: str | None, s
       modelport logs --since 2h -q "rest api"
       modelport logs show                the last call in full
       modelport logs export -o calls.csv
+      modelport logs prune --max-age-days 30
 
     The log is a plain SQLite file (see `modelport logs path`): open it with sqlite3,
     datasette or pandas.
