@@ -46,15 +46,18 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (owner, id));
 CREATE INDEX IF NOT EXISTS items_response ON items(response_id);
 """,
-    # What a key has stored is counted before each storing request (StoreQuota).
-    "CREATE INDEX responses_owner ON responses(owner)",
+    # What a key has stored is counted before each storing request (StoreQuota) from this
+    # index alone: each response's size is kept beside it, so no blob row is read.
+    """ALTER TABLE responses ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+UPDATE responses SET size = length(response) + length(input);
+CREATE INDEX responses_owner ON responses(owner, expires, size)""",
 )
-RESPONSE_COLUMNS = ("id", "owner", "previous_id", "expires", "response", "input")
+RESPONSE_COLUMNS = ("id", "owner", "previous_id", "expires", "response", "input", "size")
 ITEM_COLUMNS = ("owner", "id", "response_id", "expires", "item")
 # A response saved again (same id, same owner) replaces the old; another key's never does.
-_PUT_RESPONSE = ("INSERT INTO responses (id, owner, previous_id, expires, response, input) VALUES (?, ?, ?, ?, ?, ?)"
+_PUT_RESPONSE = ("INSERT INTO responses (id, owner, previous_id, expires, response, input, size) VALUES (?, ?, ?, ?, ?, ?, ?)"
                  " ON CONFLICT (id) DO UPDATE SET previous_id = excluded.previous_id, expires = excluded.expires,"
-                 " response = excluded.response, input = excluded.input WHERE responses.owner = excluded.owner")
+                 " response = excluded.response, input = excluded.input, size = excluded.size WHERE responses.owner = excluded.owner")
 _PUT_ITEM = ("INSERT INTO items (owner, id, response_id, expires, item) VALUES (?, ?, ?, ?, ?)"
              " ON CONFLICT (owner, id) DO UPDATE SET response_id = excluded.response_id, expires = excluded.expires, item = excluded.item")
 
@@ -155,8 +158,9 @@ class ResponseStore:
         with self._conn().transaction() as db:
             for owner, stored in pending:
                 response = stored.response
-                db.execute(_PUT_RESPONSE,
-                           (response["id"], owner, response.get("previous_response_id"), expires, dumps(response), dumps(stored.input)))
+                response_blob, input_blob = dumps(response), dumps(stored.input)
+                db.execute(_PUT_RESPONSE, (response["id"], owner, response.get("previous_response_id"), expires, response_blob,
+                                           input_blob, len(response_blob) + len(input_blob)))
                 db.executemany(_PUT_ITEM, [(owner, item["id"], response["id"], expires, dumps(item))
                                            for item in [*stored.input, *(response.get("output") or ())] if isinstance(item.get("id"), str)])
             if now - self._purged > _PURGE_EVERY:
@@ -179,7 +183,7 @@ class ResponseStore:
         size = 0
         current: str | None = response_id
         while current is not None:
-            row = db.execute("SELECT previous_id, length(response) + length(input) FROM responses"
+            row = db.execute("SELECT previous_id, size FROM responses"
                              " WHERE id = ? AND owner = ? AND expires >= ?", (current, owner, now)).fetchone()
             if row is None:
                 break  # an expired ancestor: the chain starts after it
@@ -211,9 +215,8 @@ class ResponseStore:
         return found
 
     def _check_room(self, owner: str, quota: StoreQuota) -> None:
-        # Over the owner index; length() reads each row's header, not its blobs.
         count, size = self._conn().execute(
-            "SELECT count(*), coalesce(sum(length(response) + length(input)), 0) FROM responses WHERE owner = ? AND expires >= ?",
+            "SELECT count(*), coalesce(sum(size), 0) FROM responses WHERE owner = ? AND expires >= ?",
             (owner, time.time())).fetchone()
         quota.check(int(count), int(size))
 
