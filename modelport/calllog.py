@@ -589,7 +589,8 @@ def _prune_piece(db: SQLiteRecords, retention: Retention, limit: int) -> int:
     if retention.max_age_days is not None:
         cutoff = _iso(time.time() - retention.max_age_days * 86400)
         with db.transaction():
-            removed = db.execute("DELETE FROM calls WHERE seq IN (SELECT seq FROM calls WHERE created_at < ? ORDER BY seq LIMIT ?)",
+            # By created_at, so the index finds the old calls (by seq, a log with none is scanned whole).
+            removed = db.execute("DELETE FROM calls WHERE seq IN (SELECT seq FROM calls WHERE created_at < ? ORDER BY created_at LIMIT ?)",
                                  (cutoff, limit)).rowcount
         if removed:
             return int(removed)
