@@ -17,7 +17,8 @@ a credential found in the environment, is redacted from every stored text.
 
 Switches: ``MODELPORT_LOG=0`` turns logging off everywhere (``MODELPORT_LOG=1`` turns it
 on for the SDK too); ``MODELPORT_LOG_PATH`` moves the file; the config file's ``[log]``
-table may set ``enabled`` and ``path``.
+table may set ``enabled`` and ``path``, and bound what the log keeps with ``max_age_days``
+and ``max_mb`` (``Retention``: a gateway's writer prunes by itself, ``modelport logs prune`` now).
 """
 
 from __future__ import annotations
@@ -126,7 +127,15 @@ def _full_text(db: RecordsDB) -> None:
 _USAGE_INDEX = ("CREATE INDEX calls_usage ON calls (created_at, provider, model, source, key_name, error_kind, cached, "
                 "input_tokens, output_tokens, cost)")
 
-STEPS: tuple[Step, ...] = (_CALLS_TABLE, _full_text, _USAGE_INDEX)
+# The gateway key's id beside its name: a revoked key's name may be given to a new key, and
+# the id is what tells their calls apart (rows logged before this step keep NULL). The
+# usage index gains it so usage per key id is still read from the index alone.
+_KEY_ID = """ALTER TABLE calls ADD COLUMN key_id TEXT;
+DROP INDEX calls_usage;
+CREATE INDEX calls_usage ON calls (created_at, provider, model, source, key_name, key_id, error_kind, cached,
+    input_tokens, output_tokens, cost)"""
+
+STEPS: tuple[Step, ...] = (_CALLS_TABLE, _full_text, _USAGE_INDEX, _KEY_ID)
 SCHEMA_VERSION = len(STEPS)
 
 
@@ -296,6 +305,7 @@ class LoggedCall:
     latency: float | None
     conversation_id: str | None
     key_name: str | None
+    key_id: str | None
     error_kind: str | None
     error: str | None
     cached: bool
@@ -311,6 +321,7 @@ class LoggedCall:
             "model": self.model,
             "conversation_id": self.conversation_id,
             "key_name": self.key_name,
+            "key_id": self.key_id,
             "prompt": self.prompt,
             "response_text": self.response_text,
             "usage": usage_to_dict(self.usage),
@@ -346,17 +357,20 @@ class UsageRow:
 _CALL_COLUMNS = (
     "id, created_at, source, provider, model, request_json, response_json, prompt, response, "
     "input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost, latency, "
-    "conversation_id, key_name, error_kind, error, cached, stream"
+    "conversation_id, key_name, key_id, error_kind, error, cached, stream"
 )
 
 # A call was billed when it produced a response that did not come from the cache. On
 # error_kind (set whenever error is), so the covering index calls_usage serves the sums.
 _BILLED = "(error_kind IS NULL AND cached = 0)"
+# Between a key's name and its id in a usage group by key (see _name_keys).
+_KEY_SEP = "\x1f"
 # What usage can be grouped by; `usage` also by local day, `usage_series` by time bucket.
 USAGE_BY = {
     "model": "provider || '/' || model",
     "provider": "provider",
-    "key": "coalesce(key_name, '(no key)')",
+    # Name and id (see _name_keys): two keys that held one name are two groups.
+    "key": f"coalesce(key_name, '(no key)') || coalesce(char({ord(_KEY_SEP)}) || key_id, '')",
     "source": "source",
 }
 USAGE_GROUPS = {"day": "date(created_at, 'localtime')", **USAGE_BY}
@@ -374,7 +388,7 @@ _USAGE_SUMS = (
     f"sum({_BILLED} AND cost IS NULL)"
 )
 # A call in a list: its facts and the start of its prompt and answer, without the JSON.
-_SUMMARY_COLUMNS = ("seq, id, created_at, source, provider, model, key_name, substr(prompt, 1, 200), substr(response, 1, 200), "
+_SUMMARY_COLUMNS = ("seq, id, created_at, source, provider, model, key_name, key_id, substr(prompt, 1, 200), substr(response, 1, 200), "
                     "input_tokens, output_tokens, cost, latency, error_kind, cached, stream")
 
 
@@ -399,6 +413,7 @@ class CallFilter:
     provider: str | None = None
     source: str | None = None
     key_name: str | None = None
+    key_id: str | None = None
     conversation_id: str | None = None
     since: str | datetime | None = None
     until: str | datetime | None = None
@@ -414,7 +429,7 @@ class CallFilter:
             where.append(f"(model {op} ? OR provider || '/' || model {op} ?)")
             params += [self.model, self.model]
         for column, value in (("provider", self.provider), ("source", self.source), ("key_name", self.key_name),
-                              ("conversation_id", self.conversation_id)):
+                              ("key_id", self.key_id), ("conversation_id", self.conversation_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -452,6 +467,7 @@ class CallSummary:
     provider: str
     model: str
     key_name: str | None
+    key_id: str | None
     prompt: str  # its first 200 characters
     response: str | None  # likewise
     input_tokens: int
@@ -478,7 +494,7 @@ class UsageBucket:
 def _row_to_call(row: tuple[Any, ...]) -> LoggedCall:
     (id_, created_at, source, provider, model, request_json, response_json, prompt, response_text,
      input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost, latency,
-     conversation_id, key_name, error_kind, error, cached, stream) = row
+     conversation_id, key_name, key_id, error_kind, error, cached, stream) = row
     return LoggedCall(
         id=id_,
         created_at=created_at,
@@ -494,6 +510,7 @@ def _row_to_call(row: tuple[Any, ...]) -> LoggedCall:
         latency=latency,
         conversation_id=conversation_id,
         key_name=key_name,
+        key_id=key_id,
         error_kind=error_kind,
         error=error,
         cached=bool(cached),
@@ -511,14 +528,95 @@ def _match_expression(search: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# Retention
+
+# How often a gateway prunes its log, and the calls one piece of pruning deletes (one
+# transaction on the writer thread: calls recorded meanwhile are written between pieces).
+PRUNE_EVERY = 300.0
+_PRUNE_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What the call log keeps (``[log] max_age_days`` and ``max_mb``; None: no bound).
+
+    ``max_mb`` bounds the MB the log's calls and their full-text index take in the file:
+    its pages in use, not its size. Pruning frees pages that new calls reuse, so the file
+    stops growing near ``max_mb``; ``modelport logs prune --vacuum`` gives them back to the disk.
+    """
+
+    max_age_days: float | None = None
+    max_mb: float | None = None
+
+    @classmethod
+    def from_config(cls, loaded: dict[str, Any] | None = None) -> Retention:
+        """The ``[log]`` table's bounds (``loaded``, by default the process's config file)."""
+        table = config.section("log", loaded)
+        values = {}
+        for name in ("max_age_days", "max_mb"):
+            value = table.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"[log] {name} must be a positive number, not {value!r}",
+                                  hint=f"set {name} under [log] in the config to a number above 0, or remove it for no bound")
+            values[name] = value
+        return cls(**values)
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_age_days is not None or self.max_mb is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a prune did: the calls removed, and the MB in use (see Retention) before and after."""
+
+    removed: int
+    mb_before: float
+    mb_after: float
+    file_mb: float
+
+
+def _mb_in_use(db: SQLiteRecords) -> float:
+    """The MB of the file's pages in use (free pages excluded): three pragmas, no scan."""
+    pages, free, size = (db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "freelist_count", "page_size"))
+    return (pages - free) * size / 1e6
+
+
+def _prune_piece(db: SQLiteRecords, retention: Retention, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest calls the bounds exclude, in one transaction;
+    how many. Deleting from ``calls`` fires its trigger, which takes each call out of the
+    full-text index too."""
+    if retention.max_age_days is not None:
+        cutoff = _iso(time.time() - retention.max_age_days * 86400)
+        with db.transaction():
+            # By created_at, so the index finds the old calls (by seq, a log with none is scanned whole).
+            removed = db.execute("DELETE FROM calls WHERE seq IN (SELECT seq FROM calls WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+                                 (cutoff, limit)).rowcount
+        if removed:
+            return int(removed)
+    if retention.max_mb is None:
+        return 0
+    used = _mb_in_use(db)
+    if used <= retention.max_mb:
+        return 0
+    first, last = db.execute("SELECT min(seq), max(seq) FROM calls").fetchone()
+    if first is None:
+        return 0  # nothing left to delete: what remains is the schema and the index's own pages
+    # The share of the calls over the bound, oldest first (seq has no gaps but deleted ones).
+    over = min(limit, max(1, int((last - first + 1) * (used - retention.max_mb) / used) + 1))
+    with db.transaction():
+        return int(db.execute("DELETE FROM calls WHERE seq IN (SELECT seq FROM calls ORDER BY seq LIMIT ?)", (over,)).rowcount)
+
+
+# ---------------------------------------------------------------------------------------
 # Writing
 
 
 _INSERT_CALL = (
-    "INSERT INTO calls (id, created_at, source, provider, model, conversation_id, key_name, "
+    "INSERT INTO calls (id, created_at, source, provider, model, conversation_id, key_name, key_id, "
     "prompt, response, request_json, response_json, finish_reason, input_tokens, output_tokens, "
     "cached_tokens, cache_write_tokens, reasoning_tokens, cost, latency, error_kind, error, "
-    "cached, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "cached, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -526,7 +624,7 @@ class _Pending:
     """One queued call, already plain data so the caller may reuse its objects at once."""
 
     __slots__ = ("id", "ts", "request", "response", "error_kind", "error", "provider", "model", "source",
-                 "latency", "conversation_id", "key_name", "cached", "usage", "batch_discount", "prices")
+                 "latency", "conversation_id", "key_name", "key_id", "cached", "usage", "batch_discount", "prices")
     id: str
     ts: float
     request: dict[str, Any]
@@ -539,6 +637,7 @@ class _Pending:
     latency: float | None
     conversation_id: str | None
     key_name: str | None
+    key_id: str | None
     cached: bool
     usage: Usage | None
     batch_discount: float
@@ -591,6 +690,10 @@ class CallLog:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_log_path()
+        # What the writer prunes on its own, and when it last did (``retain``; off by default).
+        self._retention = Retention()
+        self._prune_every = PRUNE_EVERY
+        self._pruned = float("-inf")
         self.enabled = os.environ.get("MODELPORT_LOG", "").strip().lower() not in _OFF
         self._secrets = _environment_secrets()
         self._lock = threading.Lock()
@@ -604,6 +707,48 @@ class CallLog:
         # Reads run on a thread of their own, beside the writer's, with their own connection.
         self._reads: StoreRunner[SQLiteRecords] = StoreRunner("calllog-reads", lambda: connect(self.path))
         _live_logs.add(self)
+
+    def retain(self, retention: Retention, every: float | None = None) -> None:
+        """Keep the log within ``retention`` from now on: the writer prunes it after a write,
+        at most once every ``every`` seconds (default PRUNE_EVERY), the first time at the
+        first write. The gateway's log does; a CLI's, gone in a second, leaves it to `logs prune`."""
+        self._retention, self._prune_every = retention, PRUNE_EVERY if every is None else every
+
+    def prune(self, retention: Retention, *, vacuum: bool = False) -> Pruned:
+        """Delete the calls ``retention`` excludes, oldest first, now (blocking); with
+        ``vacuum``, give the freed pages back to the disk (rewrites the file)."""
+
+        def run() -> Pruned:
+            db = self._writes.conn
+            before, removed = _mb_in_use(db), 0
+            while piece := _prune_piece(db, retention, _PRUNE_BATCH):
+                removed += piece
+            if vacuum:
+                db.compact()
+            return Pruned(removed, before, _mb_in_use(db), (db.footprint() or 0) / 1e6)
+
+        self.flush()
+        return self._writes.call(run)
+
+    def _prune_due(self) -> None:
+        """On the writer, after a write: start pruning if it is time."""
+        if not self._retention.bounded or time.monotonic() - self._pruned < self._prune_every:
+            return
+        self._pruned = time.monotonic()
+        self._prune_step()
+
+    def _prune_step(self) -> None:
+        """One piece of pruning; the next is queued behind the writes recorded meanwhile."""
+        try:
+            removed = _prune_piece(self._writes.conn, self._retention, _PRUNE_BATCH)
+        except Exception as exc:  # a locked or full disk costs the log its pruning, never a call
+            _log.warning("modelport: could not prune the call log %s: %s", self.path, exc)
+            return
+        if removed == _PRUNE_BATCH and self._writing:  # a closed log's writer takes no more pieces
+            try:
+                self._writes.submit(self._prune_step)
+            except RuntimeError:
+                pass  # interpreter exit: the rest waits for the next run
 
     def add_secret(self, value: str) -> None:
         """Never store this value (e.g. a key the gateway or client holds), wherever it appears."""
@@ -624,6 +769,7 @@ class CallLog:
         latency: float | None = None,
         conversation_id: str | None = None,
         key_name: str | None = None,
+        key_id: str | None = None,
         cached: bool = False,
         batch_discount: float = 0.0,
         prices: dict[str, Any] | None = None,
@@ -631,7 +777,8 @@ class CallLog:
         """Queue one call for the log and return its id at once.
 
         ``model`` is the provider's own model id (a ``provider/`` prefix is dropped); ``source`` one of SOURCES; ``latency``
-        in seconds (defaults to ``response.latency``); ``cached`` marks a response served
+        in seconds (defaults to ``response.latency``); ``key_name`` and ``key_id`` are the
+        gateway key's; ``cached`` marks a response served
         from the response cache (it cost nothing); ``batch_discount`` is passed to
         ``prices.cost`` for calls made through a provider's batch API; ``prices`` is the
         caller's config's ``[prices]`` table (by default the process's config file's).
@@ -664,6 +811,7 @@ class CallLog:
             latency=latency if latency is not None else (response.latency if response is not None else None),
             conversation_id=conversation_id,
             key_name=key_name,
+            key_id=key_id,
             cached=cached,
             batch_discount=batch_discount,
             prices=prices,
@@ -721,6 +869,7 @@ class CallLog:
         finally:
             for _ in calls:
                 self._room.release()
+        self._prune_due()
 
     def _row_or_none(self, call: _Pending) -> tuple[Any, ...] | None:
         """The row for one call, or None (with a warning) when that call cannot be stored:
@@ -763,6 +912,7 @@ class CallLog:
             call.model,
             call.conversation_id,
             call.key_name,
+            call.key_id,
             self._redact(_prompt_text(request["messages"])),
             self._redact(_response_text(response["message"])) if response is not None else None,
             self._redact(json.dumps(request, ensure_ascii=False)),
@@ -859,7 +1009,8 @@ class CallLog:
             raise ValueError(f"cannot group usage by {by!r}; choose one of {', '.join(USAGE_GROUPS)}")
         condition, params = CallFilter(model=model, since=since).where()
         sql = f"SELECT {USAGE_GROUPS[by]} AS grp, {_USAGE_SUMS} FROM calls{condition} GROUP BY grp ORDER BY grp"
-        return [_usage_row(row) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        rows = [_usage_row(row) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        return _name_keys(rows) if by == "key" else rows
 
     def usage_series(self, by: str = "model", bucket: str = "day", where: CallFilter = CallFilter()) -> list[UsageBucket]:
         """``usage`` per time ``bucket`` (one of BUCKETS, in UTC) and group (one of USAGE_BY),
@@ -871,7 +1022,10 @@ class CallLog:
         condition, params = where.where()
         sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, {_USAGE_SUMS} FROM calls{condition}"
                " GROUP BY t, grp ORDER BY t, grp")
-        return [UsageBucket(row[0], _usage_row(row[1:])) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        found = [UsageBucket(row[0], _usage_row(row[1:])) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        if by == "key":
+            _name_keys([bucket_row.usage for bucket_row in found])
+        return found
 
     def last_conversation_id(self) -> str | None:
         """The conversation of the most recent call, among conversations with an answer, for
@@ -914,9 +1068,23 @@ def _usage_row(row: tuple[Any, ...]) -> UsageRow:
     return UsageRow(group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, round(cost, 11), unpriced)
 
 
+def _name_keys(rows: list[UsageRow]) -> list[UsageRow]:
+    """Groups by key, made of a name and an id, named for humans: by the key's name, with
+    its id only where several keys held that name (a revoked key's name given to a new
+    key), so their usage shows apart and never merges into one key's."""
+    ids: dict[str, set[str]] = {}
+    for row in rows:
+        name, _, key_id = row.group.partition(_KEY_SEP)
+        ids.setdefault(name, set()).add(key_id)
+    for row in rows:
+        name, _, key_id = row.group.partition(_KEY_SEP)
+        row.group = f"{name} (key {key_id})" if key_id and len(ids[name]) > 1 else name
+    return rows
+
+
 def _summary(row: tuple[Any, ...]) -> CallSummary:
     """A CallSummary from the ``_SUMMARY_COLUMNS``."""
-    (seq, id_, created_at, source, provider, model, key_name, prompt, response, input_tokens, output_tokens, cost, latency,
+    (seq, id_, created_at, source, provider, model, key_name, key_id, prompt, response, input_tokens, output_tokens, cost, latency,
      error_kind, cached, stream) = row
-    return CallSummary(seq, id_, created_at, source, provider, model, key_name, prompt, response, input_tokens, output_tokens,
+    return CallSummary(seq, id_, created_at, source, provider, model, key_name, key_id, prompt, response, input_tokens, output_tokens,
                        cost, latency, error_kind, bool(cached), bool(stream))

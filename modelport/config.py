@@ -132,7 +132,7 @@ def _load(path: str) -> dict[str, Any]:
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "": ("default_model", "aliases", "fallbacks", "providers", "local", "limits", "prices", "log", "cache", "server", "state"),
     "local": ("threads", "n_ctx"),
-    "log": ("enabled", "path", "redact"),
+    "log": ("enabled", "path", "redact", "max_age_days", "max_mb"),
     "cache": ("enabled", "ttl"),
     "providers.*": ("base_url", "dialect", "auth_header", "key_required", "signup", "key_env", "models", "headers", "extra",
                     "model_dialects"),

@@ -303,3 +303,67 @@ def test_default_switches(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_log_for_uses_the_path_from_the_environment(isolated_home) -> None:
     log = log_for("cli")
     assert log is not None and log.path == isolated_home / "logs.db"
+
+
+def age(path: Path, calls: int, days: float) -> None:
+    """Make the first ``calls`` calls of the log ``days`` old."""
+    then = (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE calls SET created_at = ? WHERE seq <= ?", (then, calls))
+    db.close()
+
+
+def fts_consistent(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")  # raises when out of step
+    db.close()
+
+
+def test_prune_by_age_then_by_size_oldest_first_with_the_search_index_in_step(log: CallLog) -> None:
+    from modelport.calllog import Retention, _mb_in_use, connect
+
+    for i in range(1500):
+        word = "ancient" if i < 1100 else "recent"
+        log.record(make_request(f"{word} question {i} " + "padding " * 200), make_response(f"{word} answer {i}"),
+                   provider="openai", model="gpt-4o-mini", source="cli")
+    assert log.flush(30)
+    age(log.path, 1100, days=40)
+    by_age = log.prune(Retention(max_age_days=30))
+    assert by_age.removed == 1100 and by_age.mb_after < by_age.mb_before
+    assert log.query(search="ancient", limit=None) == [] and len(log.query(search="recent", limit=None)) == 400
+    fts_consistent(log.path)
+    target = by_age.mb_after / 2
+    by_size = log.prune(Retention(max_mb=target))
+    assert 0 < by_size.removed < 400 and by_size.mb_after <= target
+    left = log.query(limit=None, oldest_first=True)
+    assert len(left) == 400 - by_size.removed and "recent question 1499 " in left[-1].prompt  # the newest stay
+    fts_consistent(log.path)
+    db = connect(log.path)
+    assert _mb_in_use(db) <= target
+    db.close()
+    assert log.prune(Retention(max_age_days=30, max_mb=target)).removed == 0
+
+
+def test_a_retained_log_prunes_itself_on_its_writer_after_a_write(log: CallLog) -> None:
+    from modelport.calllog import Retention
+
+    for i in range(2500):  # three pieces of pruning, each queued behind the writes made meanwhile
+        log.record(make_request(f"old {i}"), make_response(), provider="openai", model="gpt-4o-mini", source="gateway")
+    assert log.flush(30)
+    age(log.path, 2500, days=3)
+    log.retain(Retention(max_age_days=1), every=0.0)
+    log.record(make_request("new"), make_response(), provider="openai", model="gpt-4o-mini", source="gateway")
+    deadline = time.monotonic() + 30
+    while len(log.query(limit=None)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [c.prompt for c in log.query(limit=None)] == ["Be brief.\n\nnew"]
+
+
+def test_retention_settings_are_checked() -> None:
+    from modelport.calllog import Retention
+
+    assert Retention.from_config({"log": {"max_age_days": 30, "max_mb": 512.5}}) == Retention(30, 512.5)
+    assert not Retention.from_config({}).bounded
+    for bad in (0, -1, "30d", True):
+        with pytest.raises(ConfigError, match="max_mb must be a positive number"):
+            Retention.from_config({"log": {"max_mb": bad}})

@@ -24,7 +24,14 @@ def logged(path: Path) -> list:
 
 
 def assert_no_secret_in(path: Path, *secrets: str) -> None:
-    data = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    while True:
+        try:
+            data = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+            break
+        except FileNotFoundError:
+            # The WAL went between glob and read: its last connection closed (a log object
+            # collected) and moved it into the file, which is then read again.
+            continue
     for secret in secrets:
         assert secret.encode() not in data
 
@@ -81,7 +88,7 @@ def test_gateway_calls_are_logged_with_the_gateway_key_name(tmp_path):
         finally:
             del os.environ["MODELPORT_OPENAI_BASE_URL"]
     (call,) = logged(path)
-    assert (call.source, call.key_name, call.provider) == ("gateway", "team-a", "openai")
+    assert (call.source, call.key_name, call.key_id, call.provider) == ("gateway", "team-a", gateway_key.split("_")[1], "openai")
     assert call.response_text == "echo: through the gateway"
     assert_no_secret_in(path, PROVIDER_KEY, gateway_key)
 
@@ -103,3 +110,41 @@ def test_batch_rows_are_logged_as_batch_calls(tmp_path):
     assert sorted(c.response_text for c in calls) == ["echo: say one", "echo: say two"]
     assert {c.source for c in calls} == {"batch"}
     assert_no_secret_in(path, PROVIDER_KEY)
+
+
+def test_the_gateway_prunes_its_log_by_itself(monkeypatch):
+    import sqlite3
+    import time
+
+    from modelport import calllog
+    from modelport.server import Settings
+    from modelport.server.testing import GatewayThread
+    from modelport.types import ChatRequest, Message
+
+    path = Path(os.environ["MODELPORT_LOG_PATH"])
+    old = CallLog(path)
+    for i in range(2500):  # three pieces of pruning, run between the gateway's own writes
+        old.record(ChatRequest("openai/gpt-fake", [Message.user(f"stale {i}")]), error="long ago", provider="openai",
+                   model="gpt-fake", source="gateway")
+    old.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE calls SET created_at = '2020-01-01T00:00:00.000Z'")
+    db.close()
+    monkeypatch.setattr(calllog, "PRUNE_EVERY", 0.1)
+    config = {"providers": {"openai": {"base_url": ""}}, "log": {"max_age_days": 1}}
+    with OpenAIUpstream(api_key=PROVIDER_KEY) as upstream:
+        config["providers"]["openai"]["base_url"] = upstream.base_url
+        with GatewayThread(Settings(log_calls=True), config=config, api_keys={"openai": PROVIDER_KEY}) as gateway:
+            sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key="-", max_retries=0)
+            deadline = time.monotonic() + 30
+            while True:  # every answer comes at once; the writer prunes after writing its call
+                answer = sdk.chat.completions.create(model="openai/gpt-fake", messages=[{"role": "user", "content": "fresh"}])
+                assert answer.choices[0].message.content == "echo: fresh"
+                with sqlite3.connect(path) as db:
+                    stale = db.execute("SELECT count(*) FROM calls WHERE prompt LIKE 'stale%'").fetchone()[0]
+                db.close()
+                if stale == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+    assert stale == 0
+    assert {call.prompt for call in logged(path)} == {"fresh"}

@@ -91,6 +91,7 @@ def logs(ctx: click.Context, count: int, model: str | None, since: str | None, s
       modelport logs --since 2h -q "rest api"
       modelport logs show                the last call in full
       modelport logs export -o calls.csv
+      modelport logs prune --max-age-days 30
 
     The log is a plain SQLite file (see `modelport logs path`): open it with sqlite3,
     datasette or pandas.
@@ -218,6 +219,47 @@ def path() -> None:
     from ..calllog import default_log_path
 
     click.echo(str(default_log_path()))
+
+
+@logs.command()
+@click.option("--max-age-days", type=click.FloatRange(min=0, min_open=True), metavar="DAYS",
+              help="Remove calls older than this many days. Default: [log] max_age_days in the config.")
+@click.option("--max-mb", type=click.FloatRange(min=0, min_open=True), metavar="MB",
+              help="Then remove the oldest calls until the log's calls take at most this many MB. Default: [log] max_mb.")
+@click.option("--vacuum", is_flag=True, help="Also shrink the file to what it holds (rewrites it: slow on a big log).")
+@friendly_errors
+def prune(max_age_days: float | None, max_mb: float | None, vacuum: bool) -> None:
+    """Remove old calls from the log, oldest first.
+
+    A gateway does this by itself every few minutes when [log] max_age_days or max_mb is
+    set in the config; this command does it now, with those settings unless told others.
+
+    \b
+    Examples:
+      modelport logs prune --max-age-days 30    keep the last 30 days
+      modelport logs prune --max-mb 500         keep about the newest 500 MB of calls
+      modelport logs prune --vacuum             the config's bounds, then shrink the file
+
+    MB counts the space the calls (and their search index) take inside the file. The space
+    of removed calls is reused by new ones, so the file stops growing but keeps its size;
+    --vacuum gives that space back to the disk.
+    """
+    from dataclasses import replace
+
+    from ..calllog import Retention, default_log_path
+
+    retention = Retention.from_config()
+    retention = replace(retention, max_age_days=max_age_days or retention.max_age_days, max_mb=max_mb or retention.max_mb)
+    if not retention.bounded and not vacuum:
+        raise click.UsageError("nothing to prune by: give --max-age-days or --max-mb, or set max_age_days or max_mb under [log] "
+                               "in the config")
+    path = default_log_path()
+    if not path.exists():
+        click.echo(f"No call log yet at {path}: nothing to prune.", err=True)
+        return
+    done = _open_log().prune(retention, vacuum=vacuum)
+    click.echo(f"Removed {done.removed} call(s) from {path}: its calls took {done.mb_before:.1f} MB, now {done.mb_after:.1f} MB "
+               f"(the file is {done.file_mb:.1f} MB" + (")." if vacuum else "; --vacuum shrinks it)."))
 
 
 @logs.command()

@@ -68,9 +68,12 @@ class Gateway:
         self.readiness.register("records", self.keys.ping)
         self.auth_required = settings.auth_required
         from ..cache import cache_for
-        from ..calllog import log_for
+        from ..calllog import Retention, log_for
 
         self.call_log = log_for("gateway", settings.log_calls, self.config)
+        if self.call_log is not None:
+            # [log] max_age_days / max_mb: the log's writer prunes it every few minutes.
+            self.call_log.retain(Retention.from_config(self.config))
         self.pipeline = CallPipeline(
             settings=settings, router=self.router, keys=self.keys, counters=self.counters, metrics=self.metrics,
             call_log=self.call_log,

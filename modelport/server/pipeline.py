@@ -198,10 +198,12 @@ class CallPipeline:
         if self.hooks.log_views:
             request, response = self.hooks.log_view(request, response)
         exchange, target = call.exchange, call.target
+        caller = exchange.caller
+        # The key's id as well as its name: a name may later be given to another key.
         self.call_log.record(
             request, response, error, provider=target.provider.name, model=target.model_id, source=call.source,
-            latency=time.perf_counter() - exchange.started, key_name=exchange.caller.name if exchange.caller else None,
-            cached=call.cached, prices=self._prices,
+            latency=time.perf_counter() - exchange.started, key_name=caller.name if caller else None,
+            key_id=caller.record.id if caller else None, cached=call.cached, prices=self._prices,
         )
 
     async def _from_cache(self, request: ChatRequest) -> ChatResponse | None:

@@ -19,7 +19,7 @@ from ..errors import BadRequestError, NotFoundError
 from .fair import HEAVY_BYTES
 from .http import Request
 from .limits import estimate_tokens
-from .responses_store import ChainLimits, ResponseStore, Stored, committed, decode_chain, default_responses_path
+from .responses_store import ChainLimits, ResponseStore, Stored, StoreQuota, committed, decode_chain, default_responses_path
 from .routes import Route
 from .services import Services
 
@@ -66,7 +66,8 @@ class ResponsesDoor:
         store = echo["store"]
         owner = _owner(req)
         if store:
-            await self.store.ensure_writable()
+            settings = self.services.settings
+            await self.store.ensure_room(owner, StoreQuota(settings.max_stored_responses, int(settings.max_stored_mb * 2**20)))
         if request.stream:
             encoder = dialect.StreamEncoder(request.model, True, echo)
             await pipeline.stream(req, request, _Storing(encoder, self.store, owner, own_input) if store else encoder)

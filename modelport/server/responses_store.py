@@ -45,13 +45,19 @@ CREATE TABLE IF NOT EXISTS items (
     owner TEXT NOT NULL, id TEXT NOT NULL, response_id TEXT NOT NULL, expires REAL NOT NULL, item BLOB NOT NULL,
     PRIMARY KEY (owner, id));
 CREATE INDEX IF NOT EXISTS items_response ON items(response_id);
-""",)
-RESPONSE_COLUMNS = ("id", "owner", "previous_id", "expires", "response", "input")
+""",
+    # What a key has stored is counted before each storing request (StoreQuota) from this
+    # index alone: each response's size is kept beside it, so no blob row is read.
+    """ALTER TABLE responses ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+UPDATE responses SET size = length(response) + length(input);
+CREATE INDEX responses_owner ON responses(owner, expires, size)""",
+)
+RESPONSE_COLUMNS = ("id", "owner", "previous_id", "expires", "response", "input", "size")
 ITEM_COLUMNS = ("owner", "id", "response_id", "expires", "item")
 # A response saved again (same id, same owner) replaces the old; another key's never does.
-_PUT_RESPONSE = ("INSERT INTO responses (id, owner, previous_id, expires, response, input) VALUES (?, ?, ?, ?, ?, ?)"
+_PUT_RESPONSE = ("INSERT INTO responses (id, owner, previous_id, expires, response, input, size) VALUES (?, ?, ?, ?, ?, ?, ?)"
                  " ON CONFLICT (id) DO UPDATE SET previous_id = excluded.previous_id, expires = excluded.expires,"
-                 " response = excluded.response, input = excluded.input WHERE responses.owner = excluded.owner")
+                 " response = excluded.response, input = excluded.input, size = excluded.size WHERE responses.owner = excluded.owner")
 _PUT_ITEM = ("INSERT INTO items (owner, id, response_id, expires, item) VALUES (?, ?, ?, ?, ?)"
              " ON CONFLICT (owner, id) DO UPDATE SET response_id = excluded.response_id, expires = excluded.expires, item = excluded.item")
 
@@ -77,6 +83,27 @@ class ChainLimits:
             param="previous_response_id", code="conversation_too_large",
             hint="start a new conversation with the part that matters as input, or raise max_chain_turns / "
                  "max_chain_mb under [server] in the config")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreQuota:
+    """How much one key may keep stored: responses, and their bytes (each response's JSON
+    plus the input items it answered, as stored)."""
+
+    responses: int
+    bytes: int
+
+    def check(self, responses: int, size: int) -> None:
+        """Refuse another response for a key that holds ``responses`` of ``size`` bytes.
+        A 400, not a 429: waiting frees nothing, so an SDK must not retry it."""
+        if responses < self.responses and size < self.bytes:
+            return
+        raise BadRequestError(
+            f"this gateway key already stores {responses} responses ({size / 2**20:.1f} MiB), at this gateway's limit of "
+            f"{self.responses} responses and {self.bytes / 2**20:g} MiB per key (max_stored_responses, max_stored_mb)",
+            param="store", code="stored_responses_limit",
+            hint="delete old responses with DELETE /v1/responses/{id}, send store: false, or raise max_stored_responses / "
+                 "max_stored_mb under [server] in the config")
 
 
 def decode_chain(blobs: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
@@ -131,8 +158,9 @@ class ResponseStore:
         with self._conn().transaction() as db:
             for owner, stored in pending:
                 response = stored.response
-                db.execute(_PUT_RESPONSE,
-                           (response["id"], owner, response.get("previous_response_id"), expires, dumps(response), dumps(stored.input)))
+                response_blob, input_blob = dumps(response), dumps(stored.input)
+                db.execute(_PUT_RESPONSE, (response["id"], owner, response.get("previous_response_id"), expires, response_blob,
+                                           input_blob, len(response_blob) + len(input_blob)))
                 db.executemany(_PUT_ITEM, [(owner, item["id"], response["id"], expires, dumps(item))
                                            for item in [*stored.input, *(response.get("output") or ())] if isinstance(item.get("id"), str)])
             if now - self._purged > _PURGE_EVERY:
@@ -155,7 +183,7 @@ class ResponseStore:
         size = 0
         current: str | None = response_id
         while current is not None:
-            row = db.execute("SELECT previous_id, length(response) + length(input) FROM responses"
+            row = db.execute("SELECT previous_id, size FROM responses"
                              " WHERE id = ? AND owner = ? AND expires >= ?", (current, owner, now)).fetchone()
             if row is None:
                 break  # an expired ancestor: the chain starts after it
@@ -185,6 +213,12 @@ class ResponseStore:
             if len(rows) < len(chunk):
                 break
         return found
+
+    def _check_room(self, owner: str, quota: StoreQuota) -> None:
+        count, size = self._conn().execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM responses WHERE owner = ? AND expires >= ?",
+            (owner, time.time())).fetchone()
+        quota.check(int(count), int(size))
 
     def _delete(self, owner: str, response_id: str) -> bool:
         with self._conn().transaction() as db:
@@ -220,15 +254,11 @@ class ResponseStore:
             raise StateUnavailableError(f"the response could not be stored ({type(exc).__name__})",
                                         hint="retry, or send store: false for an answer that is not kept") from None
 
-    async def ensure_writable(self) -> None:
-        """Raise StateUnavailableError if the records database is known to be away and
-        still does not answer: a request that stores its response is refused before it
-        costs a model call. Free while the database is healthy (no I/O)."""
-        if getattr(self._io.opened, "failing", False):
-            await self._io.run(self._ping)
-
-    def _ping(self) -> None:
-        self._conn().execute("SELECT 1").fetchone()
+    async def ensure_room(self, owner: str, quota: StoreQuota) -> None:
+        """Refuse, before it costs a model call, a request whose response could not be
+        stored: ``owner`` already keeps ``quota``'s worth (a BadRequestError naming the fix),
+        or the records database does not answer (StateUnavailableError)."""
+        await self._io.run(self._check_room, owner, quota)
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
         return await self._io.run(self._get, owner, response_id)

@@ -64,6 +64,10 @@ class Settings:
     max_chain_turns: int = 512
     max_chain_mb: float = 32.0
     max_item_references: int = 1000
+    # What one key may keep stored in the Responses store: responses and MiB (else a 400
+    # naming the fix, before the model is called).
+    max_stored_responses: int = 10000
+    max_stored_mb: float = 256.0
     # Where state shared between gateway processes lives ([state] in the config; see
     # modelport.state): None keeps counters in this process and records in SQLite files.
     counters: str | None = None

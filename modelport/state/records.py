@@ -191,6 +191,8 @@ class SQLiteRecords:
     def compact(self) -> None:
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.execute("VACUUM")
+        # In WAL mode VACUUM writes the new file into the WAL: empty that too.
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self._conn.close()

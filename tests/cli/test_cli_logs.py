@@ -150,3 +150,28 @@ def test_cache_stats_and_clear(isolated_home) -> None:
     assert "responses    1" in run("cache", "stats").output
     assert "Removed 1 cached response(s)" in run("cache", "clear").output
     assert json.loads(run("cache", "stats", "--json").output)["entries"] == 0
+
+
+def test_logs_prune(ids: list[str]) -> None:
+    import sqlite3
+
+    from modelport import config
+    from modelport.calllog import default_log_path
+
+    with sqlite3.connect(default_log_path()) as db:
+        db.execute("UPDATE calls SET created_at = '2020-01-01T00:00:00.000Z' WHERE id IN (?, ?)", ids[:2])
+    db.close()
+    config._load.cache_clear()
+    result = CliRunner().invoke(main, ["logs", "prune"])
+    assert result.exit_code == 2 and "give --max-age-days or --max-mb" in result.output
+    result = run("logs", "prune", "--max-age-days", "30")
+    assert result.exit_code == 0 and "Removed 2 call(s)" in result.output and "MB" in result.output
+    assert [c["id"] for c in json.loads(run("logs", "--json").output)] == [ids[2]]
+    # Its defaults come from [log] in the config: a bound of a few bytes leaves no call.
+    config.config_path().parent.mkdir(parents=True, exist_ok=True)
+    config.config_path().write_text("[log]\nmax_mb = 0.000001\n")
+    config._load.cache_clear()
+    result = run("logs", "prune", "--vacuum")
+    assert "Removed 1 call(s)" in result.output and "--vacuum shrinks" not in result.output
+    assert "No calls logged yet" in run("logs").output
+    assert "--max-age-days DAYS" in run("logs", "prune", "--help").output

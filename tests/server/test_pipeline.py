@@ -79,7 +79,7 @@ def test_a_batch_through_the_batches_api_logs_each_row_with_its_key_cost_and_tok
     rows = logged(3)
     assert len(rows) == 3
     for row in rows:
-        assert row.source == "batch" and row.key_name == "batcher"
+        assert row.source == "batch" and row.key_name == "batcher" and row.key_id == key.split("_")[1]
         usage = row.usage
         assert usage.input_tokens > 0 and usage.output_tokens > 0
         assert row.cost == pytest.approx((usage.input_tokens * PRICES["input"] + usage.output_tokens * PRICES["output"]) / 1e6)

@@ -375,6 +375,31 @@ def test_a_stored_response_belongs_to_its_key(upstreams: Upstreams, tmp_path) ->
     assert any(c.model == "claude-fake" and "secret" in json.dumps(c.to_dict()) for c in calls)
 
 
+def test_a_key_at_its_stored_responses_limit_is_refused_before_the_model_is_called(upstreams: Upstreams, tmp_path) -> None:
+    keys = KeyStore(tmp_path / "gateway.db")
+    alice, bob = keys.create("alice"), keys.create("bob")
+    settings = Settings(log_calls=False, keys_path=str(tmp_path / "gateway.db"), auth=True, max_stored_responses=2)
+    with GatewayThread(settings, config=upstreams.config(), api_keys=KEYS) as gw:
+        kept = [oa(gw, alice).responses.create(model="claude-fake", input=f"turn {i}") for i in range(2)]
+        asked = len(upstreams.anthropic.requests)
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as refused:
+                oa(gw, alice).responses.create(model="claude-fake", input="one more", stream=stream)
+            assert refused.value.status_code == 400 and refused.value.code == "stored_responses_limit"
+            message = str(refused.value)
+            assert "max_stored_responses" in message and "DELETE /v1/responses/{id}" in message and "store: false" in message
+        assert len(upstreams.anthropic.requests) == asked  # refused before the model cost anything
+        # The way out the error names, each of them; and the limit is per key.
+        assert oa(gw, alice).responses.create(model="claude-fake", input="unkept", store=False).output_text == "echo: unkept"
+        assert oa(gw, bob).responses.create(model="claude-fake", input="bob's").output_text == "echo: bob's"
+        oa(gw, alice).responses.delete(kept[0].id)
+        assert oa(gw, alice).responses.create(model="claude-fake", input="again").output_text == "echo: again"
+    tiny = Settings(log_calls=False, keys_path=str(tmp_path / "gateway.db"), auth=True, max_stored_mb=0.0001)
+    with GatewayThread(tiny, config=upstreams.config(), api_keys=KEYS) as gw:
+        with pytest.raises(openai.BadRequestError, match="max_stored_mb"):
+            oa(gw, alice).responses.create(model="claude-fake", input="too much")  # alice keeps 2 responses over 100 bytes
+
+
 def test_a_codex_turn_as_codex_sends_it(gateway: GatewayThread, upstreams: Upstreams) -> None:
     """Codex's stateless second turn, as Codex sends it: store false, a reasoning item with no id
     and ``content: null``, a call with no id, web_search among the tools, always streamed."""

@@ -55,25 +55,33 @@ def auth_gw(upstream: OpenAIUpstream, tmp_path: Path, keys: dict[str, str]) -> I
         yield gw
 
 
+def key_id(key: str) -> str:
+    """The public id part of a gateway key (mpk_<id>_<secret>)."""
+    return key.split("_")[1]
+
+
 def client(gw: GatewayThread, key: str | None = None) -> httpx.Client:
     # As the console's own script: its header on every call (console changes need it).
     headers = {"x-modelport-console": "1", **({"authorization": f"Bearer {key}"} if key else {})}
     return httpx.Client(base_url=gw.url, timeout=60, headers=headers)
 
 
-def seed(gw: GatewayThread, n: int) -> None:
-    """n calls in the gateway's own log: alternating models, keys, sources; every 10th failed."""
+def seed(gw: GatewayThread, n: int, ids: dict[str, str] | None = None) -> None:
+    """n calls in the gateway's own log: alternating models, keys (by name, and by id when
+    ``ids`` gives them), sources; every 10th failed."""
+    ids = ids or {}
     log = gw.app.call_log
     assert log is not None
     for i in range(n):
         model = ("gpt-fake", "gpt-fake-mini")[i % 2]
         request = ChatRequest(f"openai/{model}", [Message.user(f"question number {i} about {'zebras' if i % 3 == 0 else 'lions'}")])
         if i % 10 == 9:
-            log.record(request, error="upstream broke", provider="openai", model=model, source="gateway", key_name="alice")
+            log.record(request, error="upstream broke", provider="openai", model=model, source="gateway", key_name="alice",
+                       key_id=ids.get("alice"))
         else:
             response = ChatResponse(f"r{i}", model, Message.assistant(f"answer {i}"), usage=Usage(10, 5), provider="openai")
             log.record(request, response, provider="openai", model=model, source=("gateway", "batch")[i % 2 == 0 and i % 4 == 0],
-                       key_name=("alice", "bob")[i % 2], latency=0.1)
+                       key_name=("alice", "bob")[i % 2], key_id=ids.get(("alice", "bob")[i % 2]), latency=0.1)
     assert log.flush(10)
 
 
@@ -229,7 +237,7 @@ def test_access_by_key(auth_gw: GatewayThread, keys: dict[str, str]) -> None:
             assert anonymous.get(f"/ui/api/{path}").status_code == 401, path
     with client(auth_gw, "mpk_000000000000_" + "x" * 43) as forged:
         assert forged.get("/ui/api/me").status_code == 401
-    seed(auth_gw, 20)
+    seed(auth_gw, 20, {"alice": key_id(keys["normal"]), "bob": key_id(keys["bob"])})
     with client(auth_gw, keys["normal"]) as alice:
         assert alice.get("/ui/api/me").json() == {"auth": True, "admin": False, "key": "alice"}
         assert alice.get("/ui/api/models").status_code == 200
@@ -267,6 +275,33 @@ def test_create_and_revoke_a_key(auth_gw: GatewayThread, keys: dict[str, str], u
             assert boss.delete("/ui/api/keys/carol").json() == {"name": "carol", "revoked": True}
             assert boss.delete("/ui/api/keys/carol").status_code == 404
             assert c.get("/ui/api/me").status_code == 401
+
+
+def test_a_new_key_given_a_revoked_keys_name_sees_none_of_its_calls(auth_gw: GatewayThread, keys: dict[str, str]) -> None:
+    chat = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+    with client(auth_gw, keys["admin"]) as boss:
+        first = boss.post("/ui/api/keys", json={"name": "ana"}).json()["key"]
+        with client(auth_gw, first) as ana:
+            for _ in range(3):
+                assert ana.post("/v1/chat/completions", json=chat).status_code == 200
+            assert sum(t["calls"] for t in ana.get("/ui/api/usage").json()["totals"]) == 3
+        assert boss.delete("/ui/api/keys/ana").status_code == 200
+        second = boss.post("/ui/api/keys", json={"name": "ana"}).json()["key"]
+        with client(auth_gw, second) as new_ana:
+            assert new_ana.get("/ui/api/me").json()["key"] == "ana"
+            for params in ({}, {"by": "key"}, {"key": "ana"}):
+                usage = new_ana.get("/ui/api/usage", params=params)
+                assert usage.status_code == 200 and usage.json()["totals"] == [], (params, usage.text)
+            assert len(new_ana.get("/ui/api/usage", params={"format": "csv"}).text.splitlines()) == 1  # the header alone
+            assert new_ana.get("/ui/api/logs").status_code == 403  # the call list is an admin's page
+            assert new_ana.post("/v1/chat/completions", json=chat).status_code == 200
+            [own] = new_ana.get("/ui/api/usage", params={"by": "key"}).json()["totals"]
+            assert own["group"] == "ana" and own["calls"] == 1
+        # The admin reads names, but the two keys' calls stay apart, each named with its id.
+        by_key = {t["group"]: t["calls"] for t in boss.get("/ui/api/usage", params={"by": "key"}).json()["totals"]}
+        assert by_key == {f"ana (key {key_id(first)})": 3, f"ana (key {key_id(second)})": 1}
+        logged = boss.get("/ui/api/logs", params={"key": "ana"}).json()["calls"]
+        assert sorted(c["key_id"] for c in logged) == sorted([key_id(first)] * 3 + [key_id(second)])
 
 
 def test_modelport_ui_serves_the_console_without_opening_a_browser(tmp_path: Path) -> None:

@@ -166,7 +166,8 @@ def test_a_response_stored_on_one_instance_is_found_on_another(upstream: OpenAIU
 def test_an_old_responses_file_keeps_its_responses(tmp_path: Path) -> None:
     import asyncio
 
-    from modelport.server.responses_store import ChainLimits, ResponseStore, Stored, decode_chain
+    from modelport.errors import BadRequestError
+    from modelport.server.responses_store import ChainLimits, ResponseStore, Stored, StoreQuota, decode_chain
 
     path = tmp_path / "responses.db"
     with sqlite3.connect(path) as db:  # as the SQLite-only store made it
@@ -185,6 +186,10 @@ def test_an_old_responses_file_keeps_its_responses(tmp_path: Path) -> None:
             await store.persist("k", Stored({"id": "resp_new", "previous_response_id": "resp_old"}, []))
             assert decode_chain(await store.chain("k", "resp_new", ChainLimits(512, 2**20))) == []
             assert await store.get("other", "resp_old") is None
+            # The old response's size (17 + 2 bytes) was set by the upgrade, the new one's (51 + 2) when stored.
+            await store.ensure_room("k", StoreQuota(3, 19 + 53 + 1))
+            with pytest.raises(BadRequestError, match="stores 2 responses"):
+                await store.ensure_room("k", StoreQuota(3, 19 + 53))
         finally:
             await store.aclose()
 

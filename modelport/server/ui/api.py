@@ -214,9 +214,12 @@ class ConsoleDoor:
         """The page's filters as the call log's, checked here so a bad one is a 400 naming it."""
         from ...calllog import CallFilter, FilterError
 
-        key = query.get("key") if self._is_admin(req) else req.caller.name
+        # A normal key sees its own calls: those of its id, never those of an earlier key
+        # that held its name (revoked, its name given to this one). An admin filters by name.
+        admin = self._is_admin(req)
         found = CallFilter(model=query.get("model") or None, provider=query.get("provider") or None,
-                           source=query.get("source") or None, key_name=key or None, status=query.get("status") or None,
+                           source=query.get("source") or None, key_name=(query.get("key") or None) if admin else None,
+                           key_id=None if admin else req.caller.record.id, status=query.get("status") or None,
                            since=query.get("since") or None, until=query.get("until") or None,
                            search=query.get("q", "").strip() or None)
         try:

@@ -29,7 +29,7 @@ export async function render(root) {
       for (const call of page.calls) {
         body.append(h("tr", { class: "click call-row", onclick: () => open(call.id) },
           h("td", {}, call.created_at.replace("T", " ").slice(0, 19)), h("td", {}, `${call.provider}/${call.model}`),
-          h("td", { class: "hide-narrow" }, call.source), h("td", { class: "hide-narrow" }, call.key_name || ""),
+          h("td", { class: "hide-narrow" }, call.source), h("td", { class: "hide-narrow", title: call.key_id ? `key id ${call.key_id}` : null }, call.key_name || ""),
           h("td", {}, call.prompt), h("td", { class: "num" }, `${call.input_tokens}/${call.output_tokens}`),
           h("td", { class: "num" }, money(call.cost)), h("td", { class: call.error_kind ? "error" : "ok" }, call.error_kind || "ok")));
       }
