@@ -28,6 +28,9 @@ class AnthropicDoor:
     async def messages(self, req: Request) -> None:
         pipeline = self.services.pipeline
         request = await req.decode(dialect.decode_request, await req.json(self.services.settings.max_body_bytes))
+        forwarded = {name: req.headers[name] for name in dialect.FORWARDED_HEADERS if name in req.headers}
+        if forwarded:
+            request.dialect_headers = {"anthropic": forwarded}
         if request.stream:
             await pipeline.stream(req, request, dialect.StreamEncoder(request.model))
             return
