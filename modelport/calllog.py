@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -375,9 +375,25 @@ class UsageRow:
     cost: float
     # Calls that were billed but whose price is unknown: ``cost`` is then a lower bound.
     unpriced_calls: int
+    cache_write_tokens: int = 0
+    # USD prompt caching saved against the full input rate (``prices.cache_saving``).
+    cache_saved: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def cache_savings(rows: Iterable[tuple[Any, str, str, int, int]]) -> dict[Any, tuple[int, float]]:
+    """Cache-write tokens and the USD prompt caching saved, per group, from rows of (group,
+    provider, model, cached tokens, cache-write tokens): a cached token saves what its
+    model's price says, so totals are summed per model first. Unknown prices save nothing."""
+    from .prices import cache_saving, price_for
+
+    out: dict[Any, tuple[int, float]] = {}
+    for group, provider, model, read, written in rows:
+        writes, saved = out.get(group, (0, 0.0))
+        out[group] = (writes + written, round(saved + (cache_saving(read, written, price_for(provider, model)) or 0.0), 11))
+    return out
 
 
 _CALL_COLUMNS = (
@@ -791,9 +807,14 @@ class CallLog:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " GROUP BY grp ORDER BY grp"
+        # Per model within each group, because what a cached token saves is the model's price.
+        cache_sql = (f"SELECT {group} AS grp, provider, model, sum(cached_tokens), sum(cache_write_tokens) FROM calls "
+                     f"WHERE {' AND '.join([*where, _BILLED])} GROUP BY grp, provider, model")
         with self._reader() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [UsageRow(*row[:8], round(row[8], 11), row[9]) for row in rows]
+            caching = conn.execute(cache_sql, params).fetchall()
+        savings = cache_savings(caching)
+        return [UsageRow(*row[:8], round(row[8], 11), row[9], *savings.get(row[0], (0, 0.0))) for row in rows]
 
     def last_conversation_id(self) -> str | None:
         """The conversation of the most recent call, among conversations with an answer, for

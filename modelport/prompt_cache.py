@@ -32,15 +32,16 @@ def wanted(request: ChatRequest, provider_default: bool) -> bool:
 def for_upstream(request: ChatRequest, dialect: Any, provider_default: bool) -> ChatRequest:
     """``request`` as it goes to an upstream of ``dialect``: with breakpoints placed when
     they are wanted, the dialect takes them and the request has none."""
-    limit = getattr(dialect, "CACHE_BREAKPOINTS", 0)
+    limit = breakpoints_for(dialect)
     if not limit or not wanted(request, provider_default) or has_breakpoints(request):
         return request
     return mark_stable_prefix(request, limit)
 
 
-def mark_stable_prefix(request: ChatRequest, limit: int) -> ChatRequest:
-    """A copy with at most ``limit`` breakpoints: on the last tool, the last system part and
-    the end of the conversation before its newest message (the caller's request is kept)."""
+def mark_stable_prefix(request: ChatRequest, limit: int, *, turns: bool = True) -> ChatRequest:
+    """A copy with at most ``limit`` breakpoints: on the last tool, the last system part and,
+    with ``turns``, the end of the conversation before its newest message (the caller's
+    request is kept). A batch passes ``turns=False``: its rows share no conversation."""
     placed = 0
     tools = list(request.tools)
     if tools and placed < limit:
@@ -51,11 +52,16 @@ def mark_stable_prefix(request: ChatRequest, limit: int) -> ChatRequest:
     if systems and placed < limit:
         messages[systems[-1]] = _mark_end(messages[systems[-1]])
         placed += 1
-    turns = [i for i, m in enumerate(messages) if m.role != "system"]
-    if len(turns) > 1 and placed < limit:
+    conversation = [i for i, m in enumerate(messages) if m.role != "system"]
+    if turns and len(conversation) > 1 and placed < limit:
         # The newest message changes on every call; everything before it was sent before.
-        messages[turns[-2]] = _mark_end(messages[turns[-2]])
+        messages[conversation[-2]] = _mark_end(messages[conversation[-2]])
     return replace(request, tools=tools, messages=messages)
+
+
+def breakpoints_for(dialect: Any) -> int:
+    """How many breakpoints a request in ``dialect`` may carry; 0: it takes none."""
+    return getattr(dialect, "CACHE_BREAKPOINTS", 0)
 
 
 def _last_markable(message: Message) -> int | None:

@@ -302,3 +302,14 @@ def test_default_switches(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_log_for_uses_the_path_from_the_environment(isolated_home) -> None:
     log = log_for("cli")
     assert log is not None and log.path == isolated_home / "logs.db"
+
+
+def test_usage_reports_cache_writes_and_what_caching_saved(log: CallLog) -> None:
+    # claude-sonnet-4-5: input $3, cache reads $0.30, cache writes $3.75 per million tokens.
+    log.record(make_request(), make_response(usage=Usage(10_000, 10, cache_write_tokens=9_000)), provider="anthropic",
+               model="claude-sonnet-4-5", source="gateway")
+    log.record(make_request(), make_response(usage=Usage(10_000, 10, cached_tokens=9_000)), provider="anthropic",
+               model="claude-sonnet-4-5", source="gateway")
+    row = log.usage("model")[0]
+    assert (row.cached_tokens, row.cache_write_tokens) == (9_000, 9_000)
+    assert row.cache_saved == pytest.approx(9_000 * (3.0 - 0.3) / 1e6 - 9_000 * 0.75 / 1e6)

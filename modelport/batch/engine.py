@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from ..errors import ConfigError, ModelportError
+from ..prompt_cache import has_breakpoints
 from ..serialize import response_to_dict
 from ..types import ChatRequest, ChatResponse, Usage
 from .journal import Journal
@@ -227,6 +228,7 @@ class Engine:
         sem = asyncio.Semaphore(max(1, self.spec.concurrency))
         tasks: set[asyncio.Task[None]] = set()
         cursor = -1
+        warming = True
         try:
             while not self._stop:
                 page = self.journal.open_rows(after=cursor, limit=PAGE)
@@ -258,6 +260,11 @@ class Engine:
                     task = asyncio.create_task(self._row(idx, key, data, request))
                     tasks.add(task)
                     task.add_done_callback(lambda t: (tasks.discard(t), sem.release(), self._row_ended(t)))
+                    if warming and has_breakpoints(request):
+                        # Rows sent together would each write the shared prefix to the
+                        # provider's cache; one row first, and the rest read it.
+                        await asyncio.wait({task})
+                    warming = False
                 if self._fatal is not None:
                     break
             if tasks:

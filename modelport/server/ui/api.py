@@ -303,15 +303,28 @@ class ConsoleDoor:
         sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, count(*), "
                "sum(error_kind IS NOT NULL), "
                f"sum(CASE WHEN {_BILLED} THEN input_tokens ELSE 0 END), sum(CASE WHEN {_BILLED} THEN output_tokens ELSE 0 END), "
-               f"total(CASE WHEN {_BILLED} THEN cost END), sum({_BILLED} AND cost IS NULL) FROM calls"
+               f"total(CASE WHEN {_BILLED} THEN cost END), sum({_BILLED} AND cost IS NULL), "
+               f"sum(CASE WHEN {_BILLED} THEN cached_tokens ELSE 0 END) FROM calls"
                + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY t, grp ORDER BY t, grp")
+        # What caching saved depends on each model's price: summed per model, then per group.
+        cache_sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, provider, model, "
+                     "sum(cached_tokens), sum(cache_write_tokens) FROM calls WHERE " + " AND ".join([*where, _BILLED])
+                     + " GROUP BY t, grp, provider, model")
 
-        def read() -> list[tuple[Any, ...]]:
+        def read() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
             conn = self._conn()
-            return [] if conn is None else conn.execute(sql, params).fetchall()
+            if conn is None:
+                return [], []
+            return conn.execute(sql, params).fetchall(), conn.execute(cache_sql, params).fetchall()
 
-        names = ("time", "group", "calls", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls")
-        rows = [dict(zip(names, (*row[:6], round(row[6], 9), row[7]))) for row in await self._run(read)]
+        from ...calllog import cache_savings
+
+        totals_rows, caching = await self._run(read)
+        savings = cache_savings(((t, grp), *rest) for t, grp, *rest in caching)
+        names = ("time", "group", "calls", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls", "cached_tokens",
+                 "cache_saved")
+        rows = [dict(zip(names, (*row[:6], round(row[6], 9), row[7], row[8], savings.get((row[0], row[1]), (0, 0.0))[1])))
+                for row in totals_rows]
         if query.get("format") == "csv":
             out = io.StringIO()
             writer = csv.DictWriter(out, fieldnames=names)
@@ -321,7 +334,8 @@ class ConsoleDoor:
         totals: dict[str, dict[str, Any]] = {}
         for row in rows:
             total = totals.setdefault(row["group"], {"group": row["group"], "calls": 0, "errors": 0, "input_tokens": 0,
-                                                     "output_tokens": 0, "cost": 0.0, "unpriced_calls": 0})
+                                                     "output_tokens": 0, "cost": 0.0, "unpriced_calls": 0, "cached_tokens": 0,
+                                                     "cache_saved": 0.0})
             for name in names[2:]:
                 total[name] += row[name]
         return {"by": by, "bucket": bucket, "series": rows, "totals": sorted(totals.values(), key=lambda t: -t["cost"])}
