@@ -193,7 +193,7 @@ def _schema_dict(schema: Any) -> dict[str, Any] | None:
     raise TypeError("schema must be a JSON Schema dict or a pydantic model class")
 
 
-_OPTIONS = ("concurrency", "rpm", "tpm", "max_cost", "cache", "max_retries", "timeout")
+_OPTIONS = ("concurrency", "rpm", "tpm", "max_cost", "cache", "cache_prefix", "max_retries", "timeout")
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -206,7 +206,7 @@ async def abatch(rows: Any, model: str | None = None, prompt: str | None = None,
                  on_progress: Callable[[Stats], None] | None = None, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
     """Results as an async iterator, in input order, each as soon as it and all before it are final.
 
-    Options: concurrency, rpm, tpm, max_cost, cache, max_retries, timeout; every other
+    Options: concurrency, rpm, tpm, max_cost, cache, cache_prefix, max_retries, timeout; every other
     keyword is a request parameter (temperature, max_tokens, ...)."""
     options, params = _split(kwargs)
     spec = _spec_for(model, prompt, system, schema, params, options, rows)

@@ -10,9 +10,10 @@ Default behaviour, derived from the request:
   ``any``) with input ``{"echo": "<that text>"}``.
 * usage: input tokens = words in all texts, output tokens = words answered.
 * prompt caching as the Messages API describes it: the prompt is read in Anthropic's order
-  (tools, system, messages, block by block; tools and non-text blocks weigh no words) and each
+  (tools, system, messages, block by block; tools, images and tool calls weigh no words) and each
   ``cache_control`` breakpoint (a block's, or the top-level one on the last block) names the
-  prefix up to it. The longest marked prefix seen before is a cache read; the rest up to the
+  prefix up to it. The longest prefix written before that ends at a breakpoint or up to
+  ``LOOKBACK`` blocks before one is a cache read; the rest up to the
   last breakpoint is a cache write (``cache_creation_input_tokens``); ``input_tokens`` is
   what is left. A scripted ``Answer.cached_tokens`` overrides it.
 * streams: every event has its ``event:`` line; text goes out word by word, tool input in
@@ -33,6 +34,9 @@ from typing import Any
 
 from tests.fakes.openai_upstream import Answer
 from tests.fakes.server import Fault, FakeServer, Recorded, Reply, http_error
+
+# How many blocks before a breakpoint the cache is searched for an earlier prefix.
+LOOKBACK = 20
 
 __all__ = ["Answer", "AnthropicUpstream", "anthropic_error", "error_mid_stream", "overloaded", "rate_limited"]
 
@@ -125,16 +129,19 @@ class AnthropicUpstream(FakeServer):
             marks.append(len(blocks) - 1)
         if not marks:
             return 0, 0
-        keys = {i: _prefix_key(body["model"], blocks[: i + 1]) for i in marks}
+        def key(i: int) -> str:
+            return _prefix_key(body["model"], blocks[: i + 1])
 
         def upto(i: int) -> int:
             return sum(words for _, words in blocks[: i + 1])
 
-        hits = [i for i in marks if keys[i] in self.cached_prefixes]
+        # A breakpoint also finds a prefix cached at any of the LOOKBACK blocks before it, so
+        # a conversation whose marker moved on by a turn reads what the last turn wrote.
+        candidates = {j for i in marks for j in range(max(0, i - LOOKBACK), i + 1)}
+        hits = [j for j in candidates if key(j) in self.cached_prefixes]
         read = upto(max(hits)) if hits else 0
-        last = max(marks)
-        written = 0 if keys[last] in self.cached_prefixes else upto(last) - read
-        self.cached_prefixes.update(keys.values())
+        written = max(0, upto(max(marks)) - read)
+        self.cached_prefixes.update(key(i) for i in marks)
         return read, written
 
     def _count_tokens(self, request: Recorded) -> Reply:
@@ -149,7 +156,23 @@ class AnthropicUpstream(FakeServer):
 def _texts(content: Any) -> list[str]:
     if isinstance(content, str):
         return [content]
+    return [t for b in content or () if isinstance(b, dict) for t in _block_texts(b)]
+
+
+def _plain_texts(content: Any) -> list[str]:
+    """The caller's own words in a turn: its text blocks, not the tool results it carries."""
+    if isinstance(content, str):
+        return [content]
     return [b.get("text", "") for b in content or () if isinstance(b, dict) and b.get("type") == "text"]
+
+
+def _block_texts(block: dict[str, Any]) -> list[str]:
+    """The text a block puts in the prompt: its own, or a tool result's content."""
+    if block.get("type") == "text":
+        return [block.get("text", "")]
+    if block.get("type") == "tool_result":
+        return _texts(block.get("content"))
+    return []
 
 
 def _prompt_blocks(body: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
@@ -159,7 +182,7 @@ def _prompt_blocks(body: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
 
     found = [(tool, 0) for tool in body.get("tools") or () if isinstance(tool, dict)]
     for block in blocks(body.get("system")) + [b for m in body.get("messages") or () for b in blocks(m.get("content"))]:
-        found.append((block, len(block.get("text", "").split()) if block.get("type") == "text" else 0))
+        found.append((block, sum(len(t.split()) for t in _block_texts(block))))
     return found
 
 
@@ -175,7 +198,7 @@ def _prompt_words(body: dict[str, Any]) -> int:
 
 
 def _default_answer(body: dict[str, Any]) -> Answer:
-    users = [" ".join(_texts(m.get("content"))) for m in body["messages"] if m.get("role") == "user"]
+    users = [" ".join(_plain_texts(m.get("content"))) for m in body["messages"] if m.get("role") == "user"]
     last = users[-1] if users else ""
     choice, tools = body.get("tool_choice") or {}, body.get("tools") or []
     forced = choice.get("name") if choice.get("type") == "tool" else (tools[0]["name"] if choice.get("type") == "any" and tools else None)
