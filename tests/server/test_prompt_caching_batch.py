@@ -126,3 +126,36 @@ def test_sigkill_and_resume_keep_every_row_and_its_cost_once(tmp_path: Path) -> 
     assert sum(1 for r in records if r["usage"].get("cached_tokens")) == ROWS - 1
     status = _status(env, "killed")
     assert status["cost"] == pytest.approx(sum(_row_cost(r["usage"]) for r in records))
+
+
+def test_native_mode_marks_the_shared_prefix_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from modelport.batch import arun, open_job
+    from modelport.batch.spec import JobSpec
+    from modelport.client import AsyncClient
+    from tests.fakes.anthropic_batches import AnthropicBatchesUpstream
+
+    monkeypatch.setenv("MODELPORT_BATCH_POLL_SECONDS", "0.05")
+    source = _source(tmp_path)
+    with AnthropicBatchesUpstream() as fake:
+        spec = JobSpec(job_id="native-cached", model="anthropic/claude-sonnet-4-5", prompt="Classify: {text}", system=SYSTEM,
+                       input=str(source), input_format="jsonl", output=str(tmp_path / "out.jsonl"), output_format="jsonl",
+                       mode="native", params={"max_tokens": 8})
+        journal, spec = open_job(tmp_path / "job.db", spec)
+        client = AsyncClient(max_retries=0, config={"providers": {"anthropic": {"base_url": fake.base_url}}}, api_keys={"anthropic": "k"})
+
+        async def main():
+            try:
+                return await arun(journal, spec, client=client)
+            finally:
+                await client.aclose()
+
+        stats = asyncio.run(main())
+        journal.close()
+        assert stats.status == "completed"
+        params = [item["params"] for items in fake.requests_of.values() for item in items]
+    assert len(params) == ROWS
+    for p in params:
+        assert p["system"][0]["cache_control"] == {"type": "ephemeral"}
+        assert p["messages"][0]["content"][0] == {"type": "text", "text": "Classify: ", "cache_control": {"type": "ephemeral"}}
