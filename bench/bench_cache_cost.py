@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import anthropic  # noqa: E402
+import anthropic
 
-from modelport.server import Settings  # noqa: E402
-from modelport.server.testing import GatewayThread  # noqa: E402
-from tests.fakes.anthropic_upstream import AnthropicUpstream  # noqa: E402
-from tests.server.test_prompt_caching import claude_code_request  # noqa: E402
+from modelport.server import Settings
+from modelport.server.testing import GatewayThread
+from tests.fakes.anthropic_upstream import AnthropicUpstream
+from tests.server.test_prompt_caching import claude_code_request
 
 
 def strip_markers(value):

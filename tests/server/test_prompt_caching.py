@@ -22,20 +22,15 @@ from modelport.server import Settings
 from modelport.server.auth import KeyStore
 from modelport.server.testing import GatewayThread
 from modelport.types import Usage
-from tests.fakes.anthropic_upstream import AnthropicUpstream
-from tests.fakes.gemini_upstream import GeminiUpstream
-from tests.fakes.openai_upstream import Answer, OpenAIUpstream
-
-UPSTREAM_KEYS = {"openai": "sk-upstream-openai", "anthropic": "sk-ant-upstream", "gemini": "gm-upstream-key"}
+from tests.fakes.openai_upstream import Answer
+from tests.test_gateway_sdks import UPSTREAM_KEYS
+from tests.test_gateway_sdks import Upstreams as SdkUpstreams
 CLAUDE = "anthropic/claude-sonnet-4-5"  # priced in the built-in table, with cache rates
 CACHE_MARK = {"type": "ephemeral"}
 
 
-class Upstreams:
-    def __init__(self, stack: ExitStack) -> None:
-        self.openai = stack.enter_context(OpenAIUpstream(api_key=UPSTREAM_KEYS["openai"]))
-        self.anthropic = stack.enter_context(AnthropicUpstream(api_key=UPSTREAM_KEYS["anthropic"]))
-        self.gemini = stack.enter_context(GeminiUpstream(api_key=UPSTREAM_KEYS["gemini"]))
+class Upstreams(SdkUpstreams):
+    """The three fakes of the SDK tests, routed to priced models and an auto_cache provider."""
 
     def config(self) -> dict[str, Any]:
         return {
