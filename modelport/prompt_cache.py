@@ -29,6 +29,12 @@ def wanted(request: ChatRequest, provider_default: bool) -> bool:
     return request.auto_cache if request.auto_cache is not None else provider_default
 
 
+def may_write_cache(request: ChatRequest, provider_default: bool) -> bool:
+    """Whether the request may write to a provider's prompt cache (billed above the input
+    rate): it carries breakpoints, or gets them placed."""
+    return wanted(request, provider_default) or has_breakpoints(request)
+
+
 def for_upstream(request: ChatRequest, dialect: Any, provider_default: bool) -> ChatRequest:
     """``request`` as it goes to an upstream of ``dialect``: with breakpoints placed when
     they are wanted, the dialect takes them and the request has none."""

@@ -320,3 +320,21 @@ def test_prompt_cache_key_is_dropped_for_anthropic(gateway: GatewayThread, upstr
     oa(gateway, key).chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}],
                                              prompt_cache_key="tenant-7", max_tokens=16)
     assert "prompt_cache_key" not in upstreams.anthropic.last_request.body
+
+
+def test_a_marked_prompt_is_booked_at_the_cache_write_rate(gateway: GatewayThread, store: KeyStore) -> None:
+    from modelport.dialects import anthropic as dialect
+    from modelport.server.limits import prompt_token_bound
+
+    marked = {"model": "claude-sonnet-4-5", "max_tokens": 32,
+              "system": [{"type": "text", "text": words("s", 2000), "cache_control": CACHE_MARK}],
+              "messages": [{"role": "user", "content": "hi"}]}
+    plain = {**marked, "system": words("s", 2000)}
+    tokens = prompt_token_bound(dialect.decode_request(marked))
+    price = price_for("anthropic", "claude-sonnet-4-5")
+    at_input_rate, at_write_rate = cost(Usage(tokens, 32), price), cost(Usage(tokens, 32, cache_write_tokens=tokens), price)
+    budget = (at_input_rate + at_write_rate) / 2
+    # The budget covers the prompt at the input rate, not at the rate a cache write is billed.
+    with pytest.raises(anthropic.RateLimitError, match="budget"):
+        an(gateway, store.create("write-rate-marked", budget=budget)).messages.create(**marked)
+    an(gateway, store.create("write-rate-plain", budget=budget)).messages.create(**plain)
