@@ -260,10 +260,9 @@ class Engine:
                     task = asyncio.create_task(self._row(idx, key, data, request))
                     tasks.add(task)
                     task.add_done_callback(lambda t: (tasks.discard(t), sem.release(), self._row_ended(t)))
-                    if warming and (self.renderer.shares_prefix or has_breakpoints(request)):
+                    if warming and has_breakpoints(request):
                         # Rows sent together would each write the shared prefix to the
-                        # provider's cache (or the engine's KV cache); one row first, and
-                        # the rest read it.
+                        # provider's cache; one row first, and the rest read it.
                         await asyncio.wait({task})
                     warming = False
                 if self._fatal is not None:

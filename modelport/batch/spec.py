@@ -95,13 +95,6 @@ class Renderer:
         head = self._base.messages[:-1]
         return self._shared_prefix_marked(replace(self._base, messages=[*head, Message.user(text)]), self._template_head())
 
-    @property
-    def shares_prefix(self) -> bool:
-        """Whether the rows share a prompt prefix worth caching (tools, a system prompt, a
-        template's start) and the job caches it: the provider's prompt cache, or the
-        embedded engine's KV cache, which every later row reuses."""
-        return self.spec.cache_prefix and bool(self.spec.system or self.spec.params.get("tools") or self._template_head())
-
     def _template_head(self) -> str | None:
         """The template's literal text before its first field: the same in every row."""
         if self.spec.prompt is None:
