@@ -59,6 +59,31 @@ _CALL_ID = re.compile(r"^[0-9A-Za-z]{26}$")
 _BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
 
 
+
+_USAGE_NAMES = ("time", "group", "calls", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls", "cached_tokens",
+                "cache_saved")
+
+
+def _usage_series(conn: sqlite3.Connection | None, by: str, bucket: str, where: list[str], params: list[Any]) -> list[dict[str, Any]]:
+    """Calls, tokens, spend and what prompt caching saved, per time bucket and group."""
+    if conn is None:
+        return []
+    from ...calllog import cache_savings
+
+    t, grp = f"substr(created_at, 1, {BUCKETS[bucket]}) AS t", f"{USAGE_BY[by]} AS grp"
+    sql = (f"SELECT {t}, {grp}, count(*), sum(error_kind IS NOT NULL), "
+           f"sum(CASE WHEN {_BILLED} THEN input_tokens ELSE 0 END), sum(CASE WHEN {_BILLED} THEN output_tokens ELSE 0 END), "
+           f"total(CASE WHEN {_BILLED} THEN cost END), sum({_BILLED} AND cost IS NULL), "
+           f"sum(CASE WHEN {_BILLED} THEN cached_tokens ELSE 0 END) FROM calls"
+           + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY t, grp ORDER BY t, grp")
+    # What caching saved depends on each model's price: summed per model, then per group.
+    cache_sql = (f"SELECT {t}, {grp}, provider, model, sum(cached_tokens), sum(cache_write_tokens) FROM calls WHERE "
+                 + " AND ".join([*where, _BILLED]) + " GROUP BY t, grp, provider, model")
+    savings = cache_savings(((row[0], row[1]), *row[2:]) for row in conn.execute(cache_sql, params).fetchall())
+    return [dict(zip(_USAGE_NAMES, (*row[:6], round(row[6], 9), *row[7:9], savings.get((row[0], row[1]), (0, 0.0))[1])))
+            for row in conn.execute(sql, params).fetchall()]
+
+
 class ConsoleDoor:
     """``page`` for the files, ``api`` for the JSON."""
 
@@ -300,43 +325,17 @@ class ConsoleDoor:
         if not self._is_admin(req) and query.get("key") not in (None, "", req.caller.name):
             raise PermissionDeniedError("a normal gateway key sees only its own usage", param="key")
         where, params = self._filters(req, query)
-        sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, count(*), "
-               "sum(error_kind IS NOT NULL), "
-               f"sum(CASE WHEN {_BILLED} THEN input_tokens ELSE 0 END), sum(CASE WHEN {_BILLED} THEN output_tokens ELSE 0 END), "
-               f"total(CASE WHEN {_BILLED} THEN cost END), sum({_BILLED} AND cost IS NULL), "
-               f"sum(CASE WHEN {_BILLED} THEN cached_tokens ELSE 0 END) FROM calls"
-               + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY t, grp ORDER BY t, grp")
-        # What caching saved depends on each model's price: summed per model, then per group.
-        cache_sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, provider, model, "
-                     "sum(cached_tokens), sum(cache_write_tokens) FROM calls WHERE " + " AND ".join([*where, _BILLED])
-                     + " GROUP BY t, grp, provider, model")
-
-        def read() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-            conn = self._conn()
-            if conn is None:
-                return [], []
-            return conn.execute(sql, params).fetchall(), conn.execute(cache_sql, params).fetchall()
-
-        from ...calllog import cache_savings
-
-        totals_rows, caching = await self._run(read)
-        savings = cache_savings(((t, grp), *rest) for t, grp, *rest in caching)
-        names = ("time", "group", "calls", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls", "cached_tokens",
-                 "cache_saved")
-        rows = [dict(zip(names, (*row[:6], round(row[6], 9), row[7], row[8], savings.get((row[0], row[1]), (0, 0.0))[1])))
-                for row in totals_rows]
+        rows = await self._run(lambda: _usage_series(self._conn(), by, bucket, where, params))
         if query.get("format") == "csv":
             out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=names)
+            writer = csv.DictWriter(out, fieldnames=_USAGE_NAMES)
             writer.writeheader()
             writer.writerows(rows)
             return out.getvalue().encode(), "text/csv; charset=utf-8", f"usage-by-{by}.csv"
         totals: dict[str, dict[str, Any]] = {}
         for row in rows:
-            total = totals.setdefault(row["group"], {"group": row["group"], "calls": 0, "errors": 0, "input_tokens": 0,
-                                                     "output_tokens": 0, "cost": 0.0, "unpriced_calls": 0, "cached_tokens": 0,
-                                                     "cache_saved": 0.0})
-            for name in names[2:]:
+            total = totals.setdefault(row["group"], {"group": row["group"], **dict.fromkeys(_USAGE_NAMES[2:], 0)})
+            for name in _USAGE_NAMES[2:]:
                 total[name] += row[name]
         return {"by": by, "bucket": bucket, "series": rows, "totals": sorted(totals.values(), key=lambda t: -t["cost"])}
 
