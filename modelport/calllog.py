@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -87,7 +87,6 @@ _CALLS_TABLE = """CREATE TABLE calls (
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
     reasoning_tokens INTEGER NOT NULL DEFAULT 0,
     cost REAL,
     latency REAL,
@@ -135,7 +134,11 @@ DROP INDEX calls_usage;
 CREATE INDEX calls_usage ON calls (created_at, provider, model, source, key_name, key_id, error_kind, cached,
     input_tokens, output_tokens, cost)"""
 
-STEPS: tuple[Step, ...] = (_CALLS_TABLE, _full_text, _USAGE_INDEX, _KEY_ID)
+# Tokens written to a provider's prompt cache (billed above the input rate), beside the
+# cached tokens read: what caching cost and saved.
+_CACHE_WRITES = "ALTER TABLE calls ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0"
+
+STEPS: tuple[Step, ...] = (_CALLS_TABLE, _full_text, _USAGE_INDEX, _KEY_ID, _CACHE_WRITES)
 SCHEMA_VERSION = len(STEPS)
 
 
@@ -349,9 +352,25 @@ class UsageRow:
     cost: float
     # Calls that were billed but whose price is unknown: ``cost`` is then a lower bound.
     unpriced_calls: int
+    cache_write_tokens: int = 0
+    # USD prompt caching saved against the full input rate (``prices.cache_saving``).
+    cache_saved: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def cache_savings(rows: Iterable[tuple[Any, str, str, int, int]]) -> dict[Any, tuple[int, float]]:
+    """Cache-write tokens and the USD prompt caching saved, per group, from rows of (group,
+    provider, model, cached tokens, cache-write tokens): a cached token saves what its
+    model's price says, so totals are summed per model first. Unknown prices save nothing."""
+    from .prices import cache_saving, price_for
+
+    out: dict[Any, tuple[int, float]] = {}
+    for group, provider, model, read, written in rows:
+        writes, saved = out.get(group, (0, 0.0))
+        out[group] = (writes + written, round(saved + (cache_saving(read, written, price_for(provider, model)) or 0.0), 11))
+    return out
 
 
 _CALL_COLUMNS = (
@@ -1008,8 +1027,12 @@ class CallLog:
         if by not in USAGE_GROUPS:
             raise ValueError(f"cannot group usage by {by!r}; choose one of {', '.join(USAGE_GROUPS)}")
         condition, params = CallFilter(model=model, since=since).where()
-        sql = f"SELECT {USAGE_GROUPS[by]} AS grp, {_USAGE_SUMS} FROM calls{condition} GROUP BY grp ORDER BY grp"
-        rows = [_usage_row(row) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        group = USAGE_GROUPS[by]
+        sql = f"SELECT {group} AS grp, {_USAGE_SUMS} FROM calls{condition} GROUP BY grp ORDER BY grp"
+        cache_sql = _cache_sql(group, condition)
+        found, caching = self._read(lambda db: (db.execute(sql, params).fetchall(), db.execute(cache_sql, params).fetchall()))
+        savings = cache_savings(caching)
+        rows = [_usage_row(row, savings.get(row[0])) for row in found]
         return _name_keys(rows) if by == "key" else rows
 
     def usage_series(self, by: str = "model", bucket: str = "day", where: CallFilter = CallFilter()) -> list[UsageBucket]:
@@ -1020,12 +1043,15 @@ class CallLog:
         if bucket not in BUCKETS:
             raise ValueError(f"cannot bucket usage by {bucket!r}; choose one of {', '.join(BUCKETS)}")
         condition, params = where.where()
-        sql = (f"SELECT substr(created_at, 1, {BUCKETS[bucket]}) AS t, {USAGE_BY[by]} AS grp, {_USAGE_SUMS} FROM calls{condition}"
-               " GROUP BY t, grp ORDER BY t, grp")
-        found = [UsageBucket(row[0], _usage_row(row[1:])) for row in self._read(lambda db: db.execute(sql, params).fetchall())]
+        t = f"substr(created_at, 1, {BUCKETS[bucket]})"
+        sql = f"SELECT {t} AS t, {USAGE_BY[by]} AS grp, {_USAGE_SUMS} FROM calls{condition} GROUP BY t, grp ORDER BY t, grp"
+        cache_sql = _cache_sql(f"{t} || char(0) || {USAGE_BY[by]}", condition)
+        found, caching = self._read(lambda db: (db.execute(sql, params).fetchall(), db.execute(cache_sql, params).fetchall()))
+        savings = cache_savings(caching)
+        buckets = [UsageBucket(row[0], _usage_row(row[1:], savings.get(f"{row[0]}\0{row[1]}"))) for row in found]
         if by == "key":
-            _name_keys([bucket_row.usage for bucket_row in found])
-        return found
+            _name_keys([bucket_row.usage for bucket_row in buckets])
+        return buckets
 
     def last_conversation_id(self) -> str | None:
         """The conversation of the most recent call, among conversations with an answer, for
@@ -1062,10 +1088,20 @@ class CallLog:
         return messages
 
 
-def _usage_row(row: tuple[Any, ...]) -> UsageRow:
-    """A UsageRow from a group and the ``_USAGE_SUMS`` columns."""
+def _usage_row(row: tuple[Any, ...], caching: tuple[int, float] | None = None) -> UsageRow:
+    """A UsageRow from a group and the ``_USAGE_SUMS`` columns, with the group's cache-write
+    tokens and what caching saved (``cache_savings``)."""
     group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost, unpriced = row
-    return UsageRow(group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, round(cost, 11), unpriced)
+    writes, saved = caching or (0, 0.0)
+    return UsageRow(group, calls, errors, hits, input_tokens, output_tokens, cached_tokens, reasoning_tokens, round(cost, 11), unpriced,
+                    writes, saved)
+
+
+def _cache_sql(group: str, condition: str) -> str:
+    """The billed calls' cached and cache-write tokens per ``group`` and model: what a cached
+    token saves is its model's price, so ``cache_savings`` sums per model first."""
+    billed = f"{condition} AND {_BILLED}" if condition else f" WHERE {_BILLED}"
+    return f"SELECT {group} AS grp, provider, model, sum(cached_tokens), sum(cache_write_tokens) FROM calls{billed} GROUP BY grp, provider, model"
 
 
 def _name_keys(rows: list[UsageRow]) -> list[UsageRow]:

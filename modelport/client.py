@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 _PLAIN_PARAMS = frozenset(
     {
         "temperature", "top_p", "top_k", "max_tokens", "seed", "presence_penalty", "frequency_penalty",
-        "parallel_tool_calls", "reasoning_effort", "metadata", "extra",
+        "parallel_tool_calls", "reasoning_effort", "metadata", "extra", "cache_key", "cache_retention",
     }
 )
 
 # Every keyword argument a request takes (the rest is refused, or goes in ``extra``).
-REQUEST_PARAMS = _PLAIN_PARAMS | {"stop", "tools", "tool_choice", "response_format"}
+REQUEST_PARAMS = _PLAIN_PARAMS | {"stop", "tools", "tool_choice", "response_format", "cache_prompt"}
 
 Prompt = str | Message | Sequence[Message | dict[str, Any]] | None
 
@@ -114,6 +114,12 @@ class _ClientCore:
         for name in list(params):
             if name in _PLAIN_PARAMS:
                 fields[name] = params.pop(name)
+        # cache_prompt=True: prompt-cache breakpoints on the stable prefix (tools, system, the
+        # turns before the newest) where the provider takes them; False: none, whatever the
+        # provider's auto_cache says.
+        cache_prompt = params.pop("cache_prompt", None)
+        if cache_prompt is not None:
+            fields["auto_cache"] = cache_prompt
         stop = params.pop("stop", None)
         if stop is not None:
             fields["stop"] = [stop] if isinstance(stop, str) else list(stop)

@@ -83,6 +83,18 @@ def cost(usage: Usage, price: Price | None, *, batch_discount: float = 0.0) -> f
     return round(total / 1_000_000 * (1.0 - batch_discount), 11)
 
 
+def cache_saving(cached_tokens: int, cache_write_tokens: int, price: Price | None) -> float | None:
+    """USD that prompt caching saved on these tokens against paying the input rate for them
+    (negative when writes cost more than reads gave back), or None when the price is unknown.
+    Base rates: the long-context ones depend on each call's size, which a total has lost."""
+    if price is None:
+        return None
+    read_rate = price.input if price.cached_input is None else price.cached_input
+    write_rate = price.input if price.cache_write is None else price.cache_write
+    saved = cached_tokens * (price.input - read_rate) + cache_write_tokens * (price.input - write_rate)
+    return round(saved / 1_000_000, 11)
+
+
 def price_for(provider: str, model: str, *, overrides: dict[str, Any] | None = None) -> Price | None:
     """The price of ``provider/model``: config overrides first, then the built-in table.
 

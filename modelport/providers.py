@@ -49,6 +49,9 @@ class Provider:
     # (model-id glob, dialect): models this provider serves in another wire format than its
     # own, first match wins; e.g. OpenAI models that exist only on the Responses API.
     model_dialects: tuple[tuple[str, str], ...] = ()
+    # Place prompt-cache breakpoints on requests that carry none (``auto_cache = true``);
+    # only a dialect with breakpoints (Anthropic's) uses it, a request's own choice wins.
+    auto_cache: bool = False
 
     def dialect_for(self, model_id: str) -> str:
         """The dialect chat calls to ``model_id`` speak."""
@@ -159,6 +162,10 @@ def _row(name: str, spec: Any, base: Provider | None) -> Provider:
     for key in ("base_url", "dialect", "auth_header", "key_required", "signup"):
         if key in spec:
             fields[key] = spec[key]
+    if "auto_cache" in spec:
+        if not isinstance(spec["auto_cache"], bool):
+            raise ConfigError(f"config [providers.{name}] auto_cache must be true or false")
+        fields["auto_cache"] = spec["auto_cache"]
     for key in ("key_env", "models"):
         if key in spec:
             value = spec[key]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelport.types import (
+    CacheMark,
     ChatRequest,
     ChatResponse,
     ImagePart,
@@ -35,11 +36,14 @@ from modelport.types import (
 # two requests that mean the same thing serialize (and therefore cache) identically.
 _FLOAT_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INT_PARAMS = ("top_k", "max_tokens", "seed")
+# The request's prompt-cache settings that are None unless given; ``dialect_headers`` is not
+# kept: it belongs to one call from a caller, not to the request's meaning.
+_CACHE_FIELDS = ("cache_key", "cache_retention", "auto_cache")
 
 
 def part_to_dict(part: Part) -> dict[str, Any]:
     if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text}
+        return _with_cache({"type": "text", "text": part.text}, part.cache)
     if isinstance(part, ReasoningPart):
         out: dict[str, Any] = {"type": "reasoning", "text": part.text}
         if part.signature is not None:
@@ -51,18 +55,24 @@ def part_to_dict(part: Part) -> dict[str, Any]:
             value = getattr(part, name)
             if value is not None:
                 out[name] = value
-        return out
+        return _with_cache(out, part.cache)
     raise TypeError(f"cannot serialize message part of type {type(part).__name__}")
+
+
+def _with_cache(out: dict[str, Any], mark: CacheMark) -> dict[str, Any]:
+    if mark:
+        out["cache"] = mark
+    return out
 
 
 def part_from_dict(data: dict[str, Any]) -> Part:
     kind = data.get("type")
     if kind == "text":
-        return TextPart(data["text"])
+        return TextPart(data["text"], cache=data.get("cache", False))
     if kind == "reasoning":
         return ReasoningPart(data["text"], data.get("signature"))
     if kind == "image":
-        return ImagePart(data.get("url"), data.get("data"), data.get("media_type"), data.get("detail"))
+        return ImagePart(data.get("url"), data.get("data"), data.get("media_type"), data.get("detail"), cache=data.get("cache", False))
     raise ValueError(f"unknown message part type {kind!r}")
 
 
@@ -70,11 +80,11 @@ def tool_call_to_dict(call: ToolCall) -> dict[str, Any]:
     out: dict[str, Any] = {"id": call.id, "name": call.name, "arguments": call.arguments}
     if call.signature is not None:
         out["signature"] = call.signature
-    return out
+    return _with_cache(out, call.cache)
 
 
 def tool_call_from_dict(data: dict[str, Any]) -> ToolCall:
-    return ToolCall(data["id"], data["name"], data.get("arguments", "{}"), data.get("signature"))
+    return ToolCall(data["id"], data["name"], data.get("arguments", "{}"), data.get("signature"), cache=data.get("cache", False))
 
 
 def message_to_dict(message: Message) -> dict[str, Any]:
@@ -87,7 +97,7 @@ def message_to_dict(message: Message) -> dict[str, Any]:
         out["name"] = message.name
     if message.is_error:
         out["is_error"] = True
-    return out
+    return _with_cache(out, message.cache)
 
 
 def message_from_dict(data: dict[str, Any]) -> Message:
@@ -98,6 +108,7 @@ def message_from_dict(data: dict[str, Any]) -> Message:
         data.get("tool_call_id"),
         data.get("name"),
         bool(data.get("is_error", False)),
+        data.get("cache", False),
     )
 
 
@@ -105,11 +116,11 @@ def tool_to_dict(tool: Tool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
     if tool.strict is not None:
         out["strict"] = tool.strict
-    return out
+    return _with_cache(out, tool.cache)
 
 
 def tool_from_dict(data: dict[str, Any]) -> Tool:
-    return Tool(data["name"], data.get("description", ""), data["parameters"], data.get("strict"))
+    return Tool(data["name"], data.get("description", ""), data["parameters"], data.get("strict"), data.get("cache", False))
 
 
 def usage_to_dict(usage: Usage) -> dict[str, int]:
@@ -162,6 +173,11 @@ def request_to_dict(request: ChatRequest, *, include_stream: bool = True) -> dic
         out["stream"] = True
     if request.extra:
         out["extra"] = dict(request.extra)
+    _with_cache(out, request.cache)
+    for name in _CACHE_FIELDS:
+        value = getattr(request, name)
+        if value is not None:
+            out[name] = value
     return out
 
 
@@ -187,6 +203,10 @@ def request_from_dict(data: dict[str, Any]) -> ChatRequest:
         metadata=dict(data["metadata"]) if data.get("metadata") is not None else None,
         stream=bool(data.get("stream", False)),
         extra=dict(data.get("extra", {})),
+        cache=data.get("cache", False),
+        cache_key=data.get("cache_key"),
+        cache_retention=data.get("cache_retention"),
+        auto_cache=data.get("auto_cache"),
     )
 
 

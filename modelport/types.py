@@ -42,10 +42,18 @@ def effort_for_budget(budget: int) -> str:
     return "high"
 
 
+# A prompt-cache breakpoint: the provider may cache the prompt up to and including the item
+# that carries it. False: no breakpoint; True: one with the provider's default lifetime;
+# "5m" or "1h": one with that lifetime (Anthropic's ``ttl``).
+CacheMark = Union[bool, str]
+CACHE_TTLS: tuple[str, ...] = ("5m", "1h")
+
+
 @dataclass(slots=True)
 class TextPart:
     text: str
     type: Literal["text"] = "text"
+    cache: CacheMark = False
 
 
 @dataclass(slots=True)
@@ -57,6 +65,7 @@ class ImagePart:
     media_type: str | None = None
     detail: str | None = None
     type: Literal["image"] = "image"
+    cache: CacheMark = False
 
     @property
     def data_url(self) -> str:
@@ -98,6 +107,7 @@ class ToolCall:
     signature: str | None = None
     # The Responses API's item id (fc_...); ``id`` is its call_id, the one results answer.
     item_id: str | None = None
+    cache: CacheMark = False
 
     @property
     def args(self) -> dict[str, Any]:
@@ -134,6 +144,9 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     is_error: bool = False
+    # role == "tool": a breakpoint on the result as a whole (Anthropic marks the tool_result
+    # block itself, not the text inside it).
+    cache: CacheMark = False
 
     @property
     def text(self) -> str:
@@ -166,6 +179,7 @@ class Tool:
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
+    cache: CacheMark = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +220,19 @@ class ChatRequest:
     stream: bool = False
     # Passed through verbatim to the provider's JSON body; the caller's explicit escape hatch.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Prompt caching. ``cache``: a breakpoint on the request as a whole (the provider places
+    # it on the last cacheable item, Anthropic's top-level cache_control). ``cache_key`` and
+    # ``cache_retention``: the routing key and lifetime of providers that cache by prefix on
+    # their own (OpenAI's prompt_cache_key, prompt_cache_retention). ``auto_cache``: place
+    # breakpoints where caching certainly pays when the request has none (None: the
+    # provider's setting decides).
+    cache: CacheMark = False
+    cache_key: str | None = None
+    cache_retention: str | None = None
+    auto_cache: bool | None = None
+    # Request headers of the caller's wire format that only an upstream speaking the same
+    # dialect understands (anthropic-beta), by dialect name: {"anthropic": {...}}.
+    dialect_headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -448,6 +475,13 @@ def _is_str(value: Any, optional: bool = False) -> bool:
     return isinstance(value, str) or (optional and value is None)
 
 
+_CACHE_PROBLEM = f"expected true, false or a lifetime ({', '.join(CACHE_TTLS)})"
+
+
+def _is_cache_mark(value: Any) -> bool:
+    return isinstance(value, bool) or value in CACHE_TTLS
+
+
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT
 
@@ -456,7 +490,7 @@ def check_message(message: Any, where: str) -> None:
     """Every field of a Message has its declared type (raises InvalidShape naming it)."""
     # The common case (text parts, no calls) in one pass; anything else takes the full check.
     if (type(message) is Message and message.role in _ROLES and not message.tool_calls and type(message.content) is list
-            and all(type(p) is TextPart and type(p.text) is str for p in message.content)
+            and message.cache is False and all(type(p) is TextPart and type(p.text) is str and p.cache is False for p in message.content)
             and (message.tool_call_id is None or type(message.tool_call_id) is str) and (message.name is None or type(message.name) is str)):
         return
     _need(isinstance(message, Message), where, "expected a Message")
@@ -464,6 +498,7 @@ def check_message(message: Any, where: str) -> None:
     _need(isinstance(message.content, list), f"{where}.content", "expected a list of parts")
     for i, part in enumerate(message.content):
         here = f"{where}.content[{i}]"
+        _need(_is_cache_mark(getattr(part, "cache", False)), f"{here}.cache", _CACHE_PROBLEM)
         if isinstance(part, (TextPart, ReasoningPart)):
             _need(_is_str(part.text), f"{here}.text", "expected a string")
             _need(_is_str(getattr(part, "signature", None), True), f"{here}.signature", "expected a string")
@@ -480,6 +515,8 @@ def check_message(message: Any, where: str) -> None:
         for name in ("id", "name", "arguments"):
             _need(_is_str(getattr(call, name)), f"{here}.{name}", "expected a string")
         _need(_is_str(call.signature, True), f"{here}.signature", "expected a string")
+        _need(_is_cache_mark(call.cache), f"{here}.cache", _CACHE_PROBLEM)
+    _need(_is_cache_mark(message.cache), f"{where}.cache", _CACHE_PROBLEM)
     for name in ("tool_call_id", "name"):
         _need(_is_str(getattr(message, name), True), f"{where}.{name}", "expected a string")
 
@@ -545,6 +582,14 @@ def _check_request(request: ChatRequest) -> None:
     for i, tool in enumerate(request.tools):
         _need(isinstance(tool, Tool) and _is_str(tool.name) and _is_str(tool.description), f"tools[{i}]", "expected a tool with a name and a description")
         _check_schema(tool.parameters, f"tools[{i}].parameters")
+        _need(_is_cache_mark(tool.cache), f"tools[{i}].cache", _CACHE_PROBLEM)
+    _need(_is_cache_mark(request.cache), "cache", _CACHE_PROBLEM)
+    for name in ("cache_key", "cache_retention"):
+        _need(_is_str(getattr(request, name), True), name, "expected a string")
+    _need(request.auto_cache is None or isinstance(request.auto_cache, bool), "auto_cache", "expected a boolean")
+    _need(isinstance(request.dialect_headers, dict) and all(
+        isinstance(h, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in h.items())
+        for h in request.dialect_headers.values()), "dialect_headers", "expected an object of header objects")
     fmt = request.response_format
     if fmt is not None and fmt.schema is not None:
         _check_schema(fmt.schema, "response_format.schema")

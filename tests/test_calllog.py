@@ -111,7 +111,7 @@ CREATE TABLE calls (
     provider TEXT NOT NULL, model TEXT NOT NULL, conversation_id TEXT, key_name TEXT,
     prompt TEXT NOT NULL DEFAULT '', response TEXT, request_json TEXT NOT NULL, response_json TEXT,
     finish_reason TEXT, input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
-    cached_tokens INTEGER NOT NULL DEFAULT 0, cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
     reasoning_tokens INTEGER NOT NULL DEFAULT 0, cost REAL, latency REAL, error_kind TEXT, error TEXT,
     cached INTEGER NOT NULL DEFAULT 0, stream INTEGER NOT NULL DEFAULT 0
 );
@@ -367,3 +367,14 @@ def test_retention_settings_are_checked() -> None:
     for bad in (0, -1, "30d", True):
         with pytest.raises(ConfigError, match="max_mb must be a positive number"):
             Retention.from_config({"log": {"max_mb": bad}})
+
+
+def test_usage_reports_cache_writes_and_what_caching_saved(log: CallLog) -> None:
+    # claude-sonnet-4-5: input $3, cache reads $0.30, cache writes $3.75 per million tokens.
+    log.record(make_request(), make_response(usage=Usage(10_000, 10, cache_write_tokens=9_000)), provider="anthropic",
+               model="claude-sonnet-4-5", source="gateway")
+    log.record(make_request(), make_response(usage=Usage(10_000, 10, cached_tokens=9_000)), provider="anthropic",
+               model="claude-sonnet-4-5", source="gateway")
+    row = log.usage("model")[0]
+    assert (row.cached_tokens, row.cache_write_tokens) == (9_000, 9_000)
+    assert row.cache_saved == pytest.approx(9_000 * (3.0 - 0.3) / 1e6 - 9_000 * 0.75 / 1e6)

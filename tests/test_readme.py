@@ -120,8 +120,20 @@ def test_gateway_examples_run_against_a_live_gateway_on_the_embedded_model():
             assert printed.strip(), code
 
 
+def test_prompt_caching_example_marks_the_prefix_and_reads_the_cache():
+    from tests.fakes.anthropic_upstream import AnthropicUpstream
+
+    with AnthropicUpstream() as upstream:
+        printed = run_example(block_using("anthropic/"), {"MODELPORT_ANTHROPIC_BASE_URL": upstream.url, "ANTHROPIC_API_KEY": "sk-readme"})
+        first, _, last = list(upstream.requests)
+    assert first.body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert last.body["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    lines = printed.splitlines()
+    assert lines[0].startswith("0 of ") and lines[1].split()[0] == "1800" and int(lines[2].split()[0]) > 1000
+
+
 def test_every_python_example_is_run_by_a_test_above():
-    providers = ("openai/", "gemini/", "groq/", "lmstudio/")
+    providers = ("openai/", "gemini/", "groq/", "lmstudio/", "anthropic/")
     for code in PYTHON_BLOCKS:
         local = '"local/smollm2"' in code
         remote = [p for p in providers if f'"{p}' in code]

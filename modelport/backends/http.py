@@ -72,15 +72,23 @@ class HttpBackend:
         name = self.provider.dialect_for(model_id)
         return self.dialect if name == self.provider.dialect else dialects.get(name)
 
-    def _prepare(self, request: ChatRequest, model_id: str, stream: bool) -> tuple[str, bytes]:
+    def _prepare(self, request: ChatRequest, model_id: str, stream: bool) -> tuple[str, bytes, dict[str, str]]:
+        """The URL, body and headers of a chat call. The caller's headers of this dialect
+        (``ChatRequest.dialect_headers``) go along; the provider's own win over them."""
         self.require_key()
         if request.stream != stream:
             request = _with_stream(request, stream)
         if self.provider.extra:
             request = _with_extra(request, dict(self.provider.extra))
         dialect = self.chat_dialect(model_id)
+        if request.auto_cache or self.provider.auto_cache:
+            from ..prompt_cache import for_upstream
+
+            request = for_upstream(request, dialect, self.provider.auto_cache)
         body = dialect.encode_request(request, model_id)
-        return self.base_url + dialect.chat_path(model_id, stream), dumps(body)
+        forwarded = request.dialect_headers.get(self.provider.dialect_for(model_id))
+        headers = {**forwarded, **self._headers} if forwarded else self._headers
+        return self.base_url + dialect.chat_path(model_id, stream), dumps(body), headers
 
     def _error(self, raw: RawResponse) -> ModelportError:
         try:
@@ -152,11 +160,11 @@ class HttpBackend:
             self._sync = SyncTransport(self.timeouts)
         return self._sync
 
-    def _post(self, url: str, body: bytes) -> RawResponse:
+    def _post(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> RawResponse:
         transport, deadline, attempt = self._sync_transport(), self._deadline(), 0
         while True:
             try:
-                raw = transport.request("POST", url, self._headers, body, _remaining(deadline))
+                raw = transport.request("POST", url, headers or self._headers, body, _remaining(deadline))
                 if raw.status < 400:
                     return raw
                 err, retryable = self._status_error(raw)
@@ -168,16 +176,16 @@ class HttpBackend:
 
     def chat(self, request: ChatRequest, model_id: str) -> ChatResponse:
         started = time.perf_counter()
-        url, body = self._prepare(request, model_id, False)
-        return self._decode(self._post(url, body), started, self.chat_dialect(model_id))
+        url, body, headers = self._prepare(request, model_id, False)
+        return self._decode(self._post(url, body, headers), started, self.chat_dialect(model_id))
 
     def stream(self, request: ChatRequest, model_id: str) -> Iterator[StreamEvent]:
-        url, body = self._prepare(request, model_id, True)
+        url, body, headers = self._prepare(request, model_id, True)
         transport, deadline, attempt = self._sync_transport(), self._deadline(), 0
         while True:
             began = False
             try:
-                with transport.stream("POST", url, self._headers, body, _remaining(deadline)) as (head, chunks):
+                with transport.stream("POST", url, headers, body, _remaining(deadline)) as (head, chunks):
                     if head.status < 400:
                         # From the first byte on, a failure is the caller's to see: no retry.
                         began = True
@@ -208,8 +216,8 @@ class HttpBackend:
             self._async = AsyncTransport(self.timeouts)
         return self._async
 
-    async def _apost(self, url: str, body: bytes) -> RawResponse:
-        return await self._asend("POST", url, body, self._headers)
+    async def _apost(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> RawResponse:
+        return await self._asend("POST", url, body, headers or self._headers)
 
     async def arequest(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> RawResponse:
         """Any other call on the provider's API (the native batch APIs use it), with the same
@@ -233,16 +241,16 @@ class HttpBackend:
 
     async def achat(self, request: ChatRequest, model_id: str) -> ChatResponse:
         started = time.perf_counter()
-        url, body = self._prepare(request, model_id, False)
-        return self._decode(await self._apost(url, body), started, self.chat_dialect(model_id))
+        url, body, headers = self._prepare(request, model_id, False)
+        return self._decode(await self._apost(url, body, headers), started, self.chat_dialect(model_id))
 
     async def astream(self, request: ChatRequest, model_id: str) -> AsyncGenerator[StreamEvent, None]:
-        url, body = self._prepare(request, model_id, True)
+        url, body, headers = self._prepare(request, model_id, True)
         transport, deadline, attempt = self._async_transport(), self._deadline(), 0
         while True:
             began = False
             try:
-                async with transport.stream("POST", url, self._headers, body, _remaining(deadline)) as (head, chunks):
+                async with transport.stream("POST", url, headers, body, _remaining(deadline)) as (head, chunks):
                     if head.status < 400:
                         began = True
                         reader = _EventReader(self.chat_dialect(model_id))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from .engine import Engine, Stats
 from .journal import Journal
 from .writers import record_for
-from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, estimate_input_tokens, new_job_id
+from .spec import DEFAULT_OUTPUT_ESTIMATE, JobSpec, Renderer, cached_prefix_tokens, estimate_input_tokens, new_job_id
 
 if TYPE_CHECKING:
     from ..client import AsyncClient
@@ -197,7 +197,7 @@ def _schema_dict(schema: Any) -> dict[str, Any] | None:
     raise TypeError("schema must be a JSON Schema dict or a pydantic model class")
 
 
-_OPTIONS = ("concurrency", "rpm", "tpm", "max_cost", "cache", "max_retries", "timeout")
+_OPTIONS = ("concurrency", "rpm", "tpm", "max_cost", "cache", "cache_prefix", "max_retries", "timeout")
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -210,7 +210,7 @@ async def abatch(rows: Any, model: str | None = None, prompt: str | None = None,
                  on_progress: Callable[[Stats], None] | None = None, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
     """Results as an async iterator, in input order, each as soon as it and all before it are final.
 
-    Options: concurrency, rpm, tpm, max_cost, cache, max_retries, timeout; every other
+    Options: concurrency, rpm, tpm, max_cost, cache, cache_prefix, max_retries, timeout; every other
     keyword is a request parameter (temperature, max_tokens, ...)."""
     options, params = _split(kwargs)
     spec = _spec_for(model, prompt, system, schema, params, options, rows)
@@ -360,10 +360,12 @@ def estimate(spec: JobSpec, rows: Any, client: BatchClient | None = None) -> dic
 
     client = client or make_client(spec)
     renderer = Renderer(spec, client)
-    n = input_tokens = output_tokens = 0
+    n = input_tokens = output_tokens = prefix_tokens = 0
     errors: Counter[str] = Counter()
     total_cost: float | None = 0.0
+    uncached_cost: float | None = 0.0
     prices: dict[str, Any] = {}
+    discount = NATIVE_BATCH_DISCOUNT if spec.mode == "native" else 0.0
     for _, data in rows:
         n += 1
         try:
@@ -379,14 +381,21 @@ def estimate(spec: JobSpec, rows: Any, client: BatchClient | None = None) -> dic
         key = f"{provider.name}/{model_id}"
         if key not in prices:
             prices[key] = price_for(provider.name, model_id)
-        row_cost = cost(Usage(tin, tout), prices[key], batch_discount=NATIVE_BATCH_DISCOUNT if spec.mode == "native" else 0.0)
+        # The first row with a marked prefix writes it to the provider's cache, the rest read it.
+        shared = cached_prefix_tokens(request)
+        prefix_tokens = prefix_tokens or shared
+        usage = Usage(tin, tout, *((0, shared) if n == 1 else (shared, 0)))
+        row_cost = cost(usage, prices[key], batch_discount=discount)
         total_cost = None if row_cost is None or total_cost is None else total_cost + row_cost
+        plain = cost(Usage(tin, tout), prices[key], batch_discount=discount)
+        uncached_cost = None if plain is None or uncached_cost is None else uncached_cost + plain
     return {
         "rows": n, "unrenderable_rows": sum(errors.values()),
         # The reason most of them cannot be built, so a dry run says why and not only how many.
         "unrenderable_reason": errors.most_common(1)[0][0] if errors else None, "input_tokens": input_tokens, "output_tokens": output_tokens,
         "output_estimate": "max_tokens per row (upper bound)" if spec.params.get("max_tokens") else f"{DEFAULT_OUTPUT_ESTIMATE} per row (assumed)",
         "cost": total_cost, "unknown_price": sorted(k for k, v in prices.items() if v is None),
+        "cached_prefix_tokens": prefix_tokens, "cost_without_cache": uncached_cost,
     }
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..errors import ConfigError, ModelportError
+from ..prompt_cache import has_breakpoints
 from ..serialize import response_to_dict
 from ..types import ChatRequest, ChatResponse, Usage
 from .ratelimit import Limits, RateLimiter, limit_seeds
@@ -237,6 +238,7 @@ class Engine:
             sem.release()
             self._row_ended(task)
 
+        warming = True
         try:
             while not self._stop:
                 page = self.journal.open_rows(after=cursor, limit=PAGE)
@@ -268,6 +270,11 @@ class Engine:
                     task = asyncio.create_task(self._row(idx, key, data, request))
                     tasks.add(task)
                     task.add_done_callback(ended)
+                    if warming and has_breakpoints(request):
+                        # Rows sent together would each write the shared prefix to the
+                        # provider's cache; one row first, and the rest read it.
+                        await asyncio.wait({task})
+                    warming = False
                 if self._fatal is not None:
                     break
             if tasks:

@@ -4,13 +4,16 @@ how each row becomes a ChatRequest, and token/cost estimates."""
 from __future__ import annotations
 
 import secrets
+import string
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequestError
-from ..types import ChatRequest, Message, ResponseFormat
+from .. import dialects
+from ..errors import BadRequestError, ModelportError
+from ..prompt_cache import breakpoints_for, has_breakpoints, mark_stable_prefix
+from ..types import ChatRequest, Message, Part, ResponseFormat, TextPart
 
 if TYPE_CHECKING:
     from .seams import BatchClient
@@ -38,6 +41,9 @@ class JobSpec:
     tpm: float | None = None
     max_cost: float | None = None
     cache: bool = False
+    # Mark the prefix every row shares (tools, system prompt, the template's text before its
+    # first field) as a prompt-cache breakpoint, on providers that take breakpoints.
+    cache_prefix: bool = True
     max_retries: int = 6
     timeout: float = 120.0
     mode: str = "live"
@@ -75,6 +81,7 @@ class Renderer:
         self.client = client
         self.openai_format = spec.input_format == "openai"
         self._base: ChatRequest | None = None
+        self._breakpoints: dict[str, int] = {}
         if not self.openai_format:
             self._base = client.request(spec.model, "-", system=spec.system, **dict(spec.params))
             if spec.schema is not None:
@@ -82,14 +89,47 @@ class Renderer:
 
     def __call__(self, data: Any) -> ChatRequest:
         if self.openai_format:
-            return self._openai_line(data)
+            return self._shared_prefix_marked(self._openai_line(data), None)
         assert self._base is not None
         if isinstance(data, dict) and "messages" in data and self.spec.prompt is None:
             messages = self.client.request(self.spec.model, None, system=self.spec.system, messages=data["messages"]).messages
-            return replace(self._base, messages=messages)
+            return self._shared_prefix_marked(replace(self._base, messages=messages), None)
         text = self.render_text(data)
         head = self._base.messages[:-1]
-        return replace(self._base, messages=[*head, Message.user(text)])
+        return self._shared_prefix_marked(replace(self._base, messages=[*head, Message.user(text)]), self._template_head())
+
+    def _template_head(self) -> str | None:
+        """The template's literal text before its first field: the same in every row."""
+        if self.spec.prompt is None:
+            return None
+        head = next(iter(string.Formatter().parse(self.spec.prompt)), ("", None))[0]
+        return head or None
+
+    def _shared_prefix_marked(self, request: ChatRequest, head: str | None) -> ChatRequest:
+        """The row with breakpoints on what every row shares, when the job caches its prefix,
+        the provider takes breakpoints and the row has none of its own: the first row writes
+        the cache, the others read it."""
+        if not self.spec.cache_prefix or has_breakpoints(request):
+            return request
+        limit = self._breakpoints_of(request.model)
+        last = request.messages[-1]
+        split = head is not None and limit > 0 and last.role == "user" and last.text.startswith(head)
+        request = mark_stable_prefix(request, limit - 1 if split else limit, turns=False) if limit else request
+        if split:
+            assert head is not None
+            rest = last.text[len(head):]
+            parts: list[Part] = [TextPart(head, cache=True), *([TextPart(rest)] if rest else [])]
+            request.messages = [*request.messages[:-1], Message("user", parts)]
+        return request
+
+    def _breakpoints_of(self, model: str) -> int:
+        if model not in self._breakpoints:
+            try:
+                provider, model_id = self.client.resolve(model)
+            except ModelportError:
+                return 0  # the row fails on its own when it is sent
+            self._breakpoints[model] = breakpoints_for(dialects.get(provider.dialect_for(model_id)))
+        return self._breakpoints[model]
 
     def render_text(self, data: Any) -> str:
         template = self.spec.prompt
@@ -134,3 +174,16 @@ def estimate_input_tokens(request: ChatRequest) -> int:
     for m in request.messages:
         chars += sum(len(c.arguments) for c in m.tool_calls)
     return max(1, chars // CHARS_PER_TOKEN + 4 * len(request.messages))
+
+
+def cached_prefix_tokens(request: ChatRequest) -> int:
+    """Estimated tokens of the prompt up to its last breakpoint (0 with none), counted as
+    ``estimate_input_tokens`` counts: the text of the messages, in order."""
+    chars = upto = 0
+    for message in request.messages:
+        for part in message.content:
+            if isinstance(part, TextPart):
+                chars += len(part.text)
+                if part.cache:
+                    upto = chars
+    return upto // CHARS_PER_TOKEN

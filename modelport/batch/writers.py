@@ -53,12 +53,15 @@ def row_record(idx: int, data: Any, result: Any, error: Any, cost: float | None,
     usage = response.get("usage") or {}
     if error is None and (result or {}).get("parse_error"):
         error = {"type": "invalid_output", "status": None, "code": None, "message": result["parse_error"]}
+    tokens = {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)}
+    # Prompt-cache reads and writes (part of input_tokens), where the provider reported any.
+    tokens.update((name, usage[name]) for name in ("cached_tokens", "cache_write_tokens") if usage.get(name))
     return {
         "index": idx,
         "input": data,
         "answer": _text(response) if response else None,
         "parsed": (result or {}).get("parsed"),
-        "usage": {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)},
+        "usage": tokens,
         "cost": cost,
         "cached": cached,
         "finish_reason": response.get("finish_reason"),

@@ -59,6 +59,8 @@ def _job_path(job: str) -> Path:
 @click.option("--max-cost", type=click.FloatRange(min=0), help="stop cleanly once this many USD are spent; resume with a higher one")
 @click.option("--dry-run", is_flag=True, help="estimate tokens and cost; send nothing")
 @click.option("--cache", is_flag=True, help="answer identical requests from the local response cache")
+@click.option("--no-cache-prefix", is_flag=True,
+              help="do not mark the prefix every row shares (tools, system prompt, the template's start) for the provider's prompt cache")
 @click.option("--mode", type=click.Choice(["live", "native"]), default="live", show_default=True, help="native: the provider's own batch API (half price, slower)")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: spread the rows over a Ray cluster")
 @option_option("request parameter, repeatable, e.g. -o temperature=0 -o max_tokens=200")
@@ -70,8 +72,8 @@ def _job_path(job: str) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="print the final summary as JSON")
 @friendly_errors
 def run(input: Path, model: str | None, prompt: str | None, system: str | None, schema_file: Path | None, output: Path | None,
-        concurrency: int, rpm: float | None, tpm: float | None, max_cost: float | None, dry_run: bool, cache: bool, mode: str,
-        engine: str, options: tuple[str, ...], input_format: str | None, max_retries: int, timeout: float, job_id: str | None,
+        concurrency: int, rpm: float | None, tpm: float | None, max_cost: float | None, dry_run: bool, cache: bool,
+        no_cache_prefix: bool, mode: str, engine: str, options: tuple[str, ...], input_format: str | None, max_retries: int, timeout: float, job_id: str | None,
         quiet: bool, as_json: bool) -> None:
     """Run a job over INPUT (JSONL, CSV, Parquet, or OpenAI batch-format JSONL).
 
@@ -107,7 +109,7 @@ def run(input: Path, model: str | None, prompt: str | None, system: str | None, 
         job_id=job_id or new_job_id(), model=model, prompt=prompt, system=system, params=parse_options(options), schema=schema,
         input=str(input.resolve()), input_format=fmt, output=str(output.resolve()), output_format=output_format(output, fmt),
         concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, cache=cache, max_retries=max_retries, timeout=timeout,
-        mode=mode,
+        mode=mode, cache_prefix=not no_cache_prefix,
     )
     if dry_run:
         _dry_run(spec, as_json)
@@ -289,6 +291,11 @@ def _dry_run(spec: Any, as_json: bool) -> None:
     table.add_row("output tokens", f"~{result['output_tokens']:,} ({result['output_estimate']})")
     cost = result["cost"]
     table.add_row("cost", "unknown: no price for " + ", ".join(result["unknown_price"]) if cost is None else f"~${cost:.4f}")
+    if result["cached_prefix_tokens"]:
+        # The prefix every row shares, written to the provider's cache once and read after.
+        table.add_row("shared prefix", f"~{result['cached_prefix_tokens']:,} tokens per row, cached")
+        uncached = result["cost_without_cache"]
+        table.add_row("cost without the cache", "unknown" if uncached is None else f"~${uncached:.4f}")
     Console().print(table)
 
 

@@ -331,8 +331,8 @@ def usage(by: str, since: str, model: str | None, as_json: bool) -> None:
         rows = _open_log().usage(by, since=bound, model=model)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    fields = ("calls", "errors", "cache_hits", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
-              "cost", "unpriced_calls")
+    fields = ("calls", "errors", "cache_hits", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
+              "reasoning_tokens", "cost", "unpriced_calls", "cache_saved")
     total = {name: sum(getattr(row, name) for row in rows) for name in fields}
     if as_json:
         click.echo(json.dumps({"by": by, "since": bound, "rows": [r.to_dict() for r in rows], "total": total}, indent=2))
@@ -360,8 +360,12 @@ def usage(by: str, since: str, model: str | None, as_json: bool) -> None:
         columns.append(("errors", lambda r: str(r.errors)))
     if total["cache_hits"]:
         columns.append(("cache hits", lambda r: str(r.cache_hits)))
+    columns.append(("tokens in", lambda r: f"{r.input_tokens:,}"))
+    if total["cached_tokens"] or total["cache_write_tokens"]:
+        # Prompt caching: tokens read from the provider's cache, and what that saved.
+        columns.append(("cached in", lambda r: f"{r.cached_tokens:,}"))
+        columns.append(("cache saved", lambda r: _money(r.cache_saved)))
     columns += [
-        ("tokens in", lambda r: f"{r.input_tokens:,}"),
         ("tokens out", lambda r: f"{r.output_tokens:,}"),
         ("cost", lambda r: _cost_with_unpriced(r.cost, r.unpriced_calls)),
     ]

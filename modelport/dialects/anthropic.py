@@ -15,6 +15,9 @@ Policies, decided once here:
   dropped from requests. ``redacted_thinking`` blocks have no canonical form and are skipped.
 * Tool-call ids that break Anthropic's ``^[a-zA-Z0-9_-]+$`` are rewritten deterministically,
   so a call and its result still pair up when the history comes back.
+* Prompt-cache breakpoints (``cache_control``) travel both ways wherever the Messages API
+  allows them: system and content blocks, tools, tool_use and tool_result blocks, and the
+  top level. A block with a breakpoint is never shortened to a string.
 * Not expressible: seed, presence/frequency penalties, ``n``, the response_format name and
   strict flag, image ``detail``; they are dropped.
 """
@@ -34,7 +37,9 @@ from ..errors import BadRequestError, ModelportError, OverloadedError, QuotaExce
 from ..retry import parse_retry_after
 from ..sse import format_event
 from ..types import (
+    CACHE_TTLS,
     REASONING_BUDGETS,
+    CacheMark,
     ChatRequest,
     ChatResponse,
     FinishReason,
@@ -56,6 +61,11 @@ from ..types import (
 )
 
 DEFAULT_MAX_TOKENS = 4096
+# Request headers of a caller that turn on features of the API (betas such as 1h cache
+# lifetimes or long context): meaningful to an Anthropic upstream only.
+FORWARDED_HEADERS = ("anthropic-beta",)
+# The most cache_control breakpoints one request may carry.
+CACHE_BREAKPOINTS = 4
 # Anthropic's floor for thinking.budget_tokens.
 MIN_THINKING_BUDGET = 1024
 JSON_OBJECT_INSTRUCTION = "Respond with a single JSON object and nothing else."
@@ -88,11 +98,24 @@ def _tool_id(call_id: str) -> str:
     return "toolu_" + hashlib.sha256(call_id.encode()).hexdigest()[:24]
 
 
+def _marked(block: dict[str, Any], mark: CacheMark) -> dict[str, Any]:
+    """``block`` with its cache_control when ``mark`` sets a breakpoint (True: the default
+    lifetime, which the wire leaves unsaid; "5m"/"1h": that ``ttl``)."""
+    if mark:
+        block["cache_control"] = {"type": "ephemeral"} if mark is True else {"type": "ephemeral", "ttl": mark}
+    return block
+
+
 def _image_block(part: ImagePart) -> dict[str, Any]:
     image = ImagePart.from_url(part.data_url)
     if image.url is not None:
-        return {"type": "image", "source": {"type": "url", "url": image.url}}
-    return {"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.data}}
+        return _marked({"type": "image", "source": {"type": "url", "url": image.url}}, part.cache)
+    return _marked({"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.data}}, part.cache)
+
+
+def _plain_text(blocks: list[dict[str, Any]]) -> bool:
+    """One text block without a breakpoint: the wire's string shorthand says the same."""
+    return len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]
 
 
 def _content_blocks(parts: list[Part], *, unsigned_reasoning: bool = False) -> list[dict[str, Any]]:
@@ -102,7 +125,7 @@ def _content_blocks(parts: list[Part], *, unsigned_reasoning: bool = False) -> l
     for part in parts:
         if isinstance(part, TextPart):
             if part.text:
-                blocks.append({"type": "text", "text": part.text})
+                blocks.append(_marked({"type": "text", "text": part.text}, part.cache))
         elif isinstance(part, ImagePart):
             blocks.append(_image_block(part))
         elif part.signature or unsigned_reasoning:
@@ -111,7 +134,7 @@ def _content_blocks(parts: list[Part], *, unsigned_reasoning: bool = False) -> l
 
 
 def _tool_use_block(call: ToolCall) -> dict[str, Any]:
-    return {"type": "tool_use", "id": _tool_id(call.id), "name": call.name, "input": call.args_object()}
+    return _marked({"type": "tool_use", "id": _tool_id(call.id), "name": call.name, "input": call.args_object()}, call.cache)
 
 
 def _usage_to_wire(usage: Usage) -> dict[str, Any]:
@@ -199,12 +222,13 @@ def _encode_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
         if role == "tool":
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(message.tool_call_id or "")}
             content = _content_blocks(message.content)
-            if len(content) == 1 and content[0]["type"] == "text":
+            if _plain_text(content):
                 block["content"] = content[0]["text"]
             elif content:
                 block["content"] = content
             if message.is_error:
                 block["is_error"] = True
+            _marked(block, message.cache)
             if results_turn is None:
                 results_turn = []
                 wire.append({"role": "user", "content": results_turn})
@@ -220,8 +244,7 @@ def _encode_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
             wire.append({"role": "assistant", "content": blocks})
         else:
             blocks = _content_blocks(message.content)
-            single = len(blocks) == 1 and blocks[0]["type"] == "text"
-            wire.append({"role": "user", "content": blocks[0]["text"] if single else blocks})
+            wire.append({"role": "user", "content": blocks[0]["text"] if _plain_text(blocks) else blocks})
     return wire, system
 
 
@@ -235,7 +258,8 @@ def encode_request(request: ChatRequest, model_id: str) -> dict[str, Any]:
     elif fmt is not None and fmt.type != "text":
         system.append(TextPart(JSON_OBJECT_INSTRUCTION))
     if system:
-        body["system"] = system[0].text if len(system) == 1 else [{"type": "text", "text": p.text} for p in system]
+        blocks = [_marked({"type": "text", "text": p.text}, p.cache) for p in system]
+        body["system"] = blocks[0]["text"] if _plain_text(blocks) else blocks
     if thinking is not None:
         body["thinking"] = thinking
     if request.temperature is not None:
@@ -255,6 +279,7 @@ def encode_request(request: ChatRequest, model_id: str) -> dict[str, Any]:
         body["metadata"] = {"user_id": request.metadata["user_id"]}
     if request.stream:
         body["stream"] = True
+    _marked(body, request.cache)
     body.update(request.extra)
     return body
 
@@ -266,7 +291,7 @@ def _encode_tool(tool: Tool) -> dict[str, Any]:
     wire["input_schema"] = tool.parameters or {"type": "object", "properties": {}}
     if tool.strict is not None:
         wire["strict"] = tool.strict
-    return wire
+    return _marked(wire, tool.cache)
 
 
 # -- client side: decode the response --------------------------------------------------------
@@ -418,14 +443,31 @@ def _message_id(upstream_id: str | None) -> str:
     return upstream_id if upstream_id and upstream_id.startswith("msg_") else _new_id("msg_")
 
 
+def _decode_cache(block: Mapping[str, Any], where: str) -> CacheMark:
+    """A block's cache_control as a breakpoint (False when it has none)."""
+    wire = block.get("cache_control")
+    if wire is None:
+        return False
+    here = f"{where}.cache_control" if where else "cache_control"
+    if not isinstance(wire, dict) or wire.get("type") != "ephemeral":
+        raise _bad("expected {\"type\": \"ephemeral\"} with an optional ttl", here)
+    ttl = wire.get("ttl")
+    if ttl is None:
+        return True
+    if ttl not in CACHE_TTLS:
+        raise _bad(f"ttl {ttl!r} is not one of {', '.join(CACHE_TTLS)}", f"{here}.ttl")
+    return ttl
+
+
 def _decode_image(block: Mapping[str, Any], where: str) -> ImagePart:
     source = block.get("source")
     if not isinstance(source, dict):
         raise _bad("field required", f"{where}.source")
+    cache = _decode_cache(block, where)
     if source.get("type") == "base64":
-        return ImagePart(data=_need(source, "data", str, f"{where}.source."), media_type=source.get("media_type"))
+        return ImagePart(data=_need(source, "data", str, f"{where}.source."), media_type=source.get("media_type"), cache=cache)
     if source.get("type") == "url":
-        return ImagePart(url=_need(source, "url", str, f"{where}.source."))
+        return ImagePart(url=_need(source, "url", str, f"{where}.source."), cache=cache)
     raise _bad(f"image source type {source.get('type')!r} is not supported", f"{where}.source.type")
 
 
@@ -446,13 +488,14 @@ def _decode_parts(blocks: list[dict[str, Any]], where: str, calls: list[ToolCall
         kind, here = block["type"], f"{where}[{i}]"
         if kind == "text":
             if block.get("text"):
-                parts.append(TextPart(_need(block, "text", str, here + ".")))
+                parts.append(TextPart(_need(block, "text", str, here + "."), cache=_decode_cache(block, here)))
         elif kind == "image":
             parts.append(_decode_image(block, here))
         elif kind == "thinking":
             parts.append(ReasoningPart(block.get("thinking") or "", block.get("signature") or None))
         elif kind == "tool_use" and calls is not None:
-            calls.append(ToolCall(_need(block, "id", str, here + "."), _need(block, "name", str, here + "."), dump_json(block.get("input") or {})))
+            calls.append(ToolCall(_need(block, "id", str, here + "."), _need(block, "name", str, here + "."), dump_json(block.get("input") or {}),
+                                  cache=_decode_cache(block, here)))
         elif kind != "redacted_thinking":
             raise _bad(f"content block type {kind!r} is not supported here", f"{here}.type")
     return parts
@@ -485,7 +528,8 @@ def _decode_message(wire: Any, i: int, names: dict[str, str]) -> list[Message]:
         call_id = _need(block, "tool_use_id", str, here + ".")
         result = block.get("content")
         parts = _decode_parts(_decode_blocks(result, f"{here}.content"), f"{here}.content") if result is not None else []
-        messages.append(Message("tool", parts, tool_call_id=call_id, name=names.get(call_id), is_error=bool(block.get("is_error"))))
+        messages.append(Message("tool", parts, tool_call_id=call_id, name=names.get(call_id), is_error=bool(block.get("is_error")),
+                                cache=_decode_cache(block, here)))
     if rest or not messages:
         messages.append(Message("user", _decode_parts(rest, f"{where}.content")))
     return messages
@@ -502,6 +546,7 @@ def _decode_tool(wire: Any, i: int) -> Tool:
         wire.get("description") or "",
         _need(wire, "input_schema", dict, where),
         wire.get("strict"),
+        _decode_cache(wire, where[:-1]),
     )
 
 
@@ -585,6 +630,7 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
         reasoning_effort=_decode_effort(body),
         metadata={"user_id": metadata["user_id"]} if metadata.get("user_id") else None,
         stream=bool(_maybe(body, "stream", bool)),
+        cache=_decode_cache(body, ""),
     )
 
 

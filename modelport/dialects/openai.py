@@ -104,6 +104,7 @@ def encode_request(req: ChatRequest, model_id: str) -> dict[str, Any]:
         body["reasoning_effort"] = req.reasoning_effort
     if req.metadata:
         body["metadata"] = dict(req.metadata)
+    encode_cache_fields(req, body)
     if req.stream:
         body["stream"] = True
         # Without this an OpenAI stream carries no usage at all.
@@ -373,6 +374,21 @@ def _stream_error(error: Any, provider: str) -> StreamError:
 # ---------------------------------------------------------------------------------------
 
 
+def encode_cache_fields(req: ChatRequest, body: dict[str, Any]) -> None:
+    """The prompt cache's routing key and lifetime, as chat completions and Responses name
+    them; OpenAI caches prefixes on its own, so breakpoint markers have no field here."""
+    if req.cache_key is not None:
+        body["prompt_cache_key"] = req.cache_key
+    if req.cache_retention is not None:
+        body["prompt_cache_retention"] = req.cache_retention
+
+
+def decode_cache_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """``encode_cache_fields`` read back: the ChatRequest fields a caller's body sets."""
+    return {"cache_key": optional(body, "prompt_cache_key", str, "a string"),
+            "cache_retention": optional(body, "prompt_cache_retention", str, "a string")}
+
+
 def decode_request(body: Any, model: str | None = None) -> ChatRequest:
     """The canonical request for an incoming chat-completions body.
 
@@ -412,6 +428,7 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
         reasoning_effort=optional(body, "reasoning_effort", str, "a string"),
         metadata=decode_metadata(body.get("metadata")),
         stream=bool(optional(body, "stream", bool, "a boolean")),
+        **decode_cache_fields(body),
     )
 
 

@@ -50,6 +50,7 @@ from modelport.types import (
 
 # Errors, retry hints, embeddings and models are the same as chat completions', and so
 # are the request decoders' small helpers.
+from .openai import decode_cache_fields, encode_cache_fields
 from .openai_family import DEFAULT_PARAMETERS, bad, decode_metadata, new_id, optional
 from .openai_family import (  # noqa: F401  (re-exported: the dialect interface)
     decode_embeddings_request,
@@ -160,6 +161,7 @@ def encode_request(req: ChatRequest, model_id: str) -> dict[str, Any]:
         body["reasoning"] = {"effort": req.reasoning_effort}
     if req.metadata:
         body["metadata"] = dict(req.metadata)
+    encode_cache_fields(req, body)
     # Stateless: the whole history goes out each time and reasoning comes back replayable.
     body["store"] = False
     body["include"] = ["reasoning.encrypted_content"]
@@ -542,6 +544,7 @@ def decode_request(body: Any, model: str | None = None) -> ChatRequest:
         reasoning_effort=effort,
         metadata=decode_metadata(body.get("metadata")),
         stream=bool(optional(body, "stream", bool, "a boolean")),
+        **decode_cache_fields(body),
     )
 
 

@@ -31,6 +31,9 @@ class AnthropicDoor:
         body = await req.json(self.services.settings.max_body_bytes)
         pipeline.refuse_unaffordable(req, listed(body, "messages"))
         request = await req.decode(dialect.decode_request, body)
+        forwarded = {name: req.headers[name] for name in dialect.FORWARDED_HEADERS if name in req.headers}
+        if forwarded:
+            request.dialect_headers = {"anthropic": forwarded}
         if request.stream:
             await pipeline.stream(req, request, dialect.StreamEncoder(request.model))
             return

@@ -24,6 +24,7 @@ from ..dialects.base import StreamEncoder
 from ..errors import ModelportError, PermissionDeniedError
 from ..hooks import CallInfo, Hooks
 from ..prices import cost as price_cost
+from ..prompt_cache import may_write_cache
 from ..state.counters import Booking, Counters, too_many_tokens_error
 from ..types import ChatRequest, ChatResponse, EmbeddingResponse, Message, StreamAccumulator, StreamEvent, Usage
 from .auth import Caller, KeyRing
@@ -141,8 +142,11 @@ class CallPipeline:
         call.prompt_tokens = await exchange.off_loop(prompt_token_bound, request)
         # Backends that share one engine between callers (the embedded model) share it fairly.
         current_caller.set(exchange.key_name)
+        # A prompt the provider may write to its cache costs more than the input rate (the
+        # cache-write rate): the worst case books every prompt token at it.
+        writes = call.prompt_tokens if may_write_cache(request, any(t.provider.auto_cache for t in targets)) else 0
         call.booking = await self._book(exchange, targets, request.model, call.prompt_tokens + (request.max_tokens or 0),
-                                        Usage(call.prompt_tokens, request.max_tokens or 0))
+                                        Usage(call.prompt_tokens, request.max_tokens or 0, cache_write_tokens=writes))
         return call
 
     def refuse_unaffordable(self, exchange: Exchange, messages: int) -> None:

@@ -175,3 +175,18 @@ def test_logs_prune(ids: list[str]) -> None:
     assert "Removed 1 call(s)" in result.output and "--vacuum shrinks" not in result.output
     assert "No calls logged yet" in run("logs").output
     assert "--max-age-days DAYS" in run("logs", "prune", "--help").output
+
+
+def test_usage_shows_cached_input_and_what_caching_saved(isolated_home, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")  # room for every column
+    log = CallLog()
+    for cached in (0, 9_000):
+        log.record(ChatRequest("anthropic/claude-sonnet-4-5", [Message.user("hi")]),
+                   ChatResponse("r", "claude-sonnet-4-5", Message.assistant("yo"), usage=Usage(10_000, 10, cached_tokens=cached)),
+                   provider="anthropic", model="claude-sonnet-4-5", source="gateway")
+    log.close()
+    # 9,000 tokens read at $0.30 instead of $3 per million: $0.0243 saved.
+    total = json.loads(run("usage", "--json").output)["total"]
+    assert total["cached_tokens"] == 9_000 and total["cache_saved"] == pytest.approx(0.0243)
+    table = run("usage", "--by", "model").output
+    assert "cached in" in table and "cache saved" in table and "$0.0243" in table

@@ -388,7 +388,7 @@ def test_stream_encoder_error_event():
 # -- server side --------------------------------------------------------------------------------
 
 
-def test_decode_request_accepts_system_blocks_string_content_and_ignores_unknown_fields():
+def test_decode_request_accepts_system_blocks_string_content_keeps_cache_markers_and_ignores_unknown_fields():
     body = {
         "model": "claude-x",
         "max_tokens": 100,
@@ -403,7 +403,8 @@ def test_decode_request_accepts_system_blocks_string_content_and_ignores_unknown
         "brand_new_field": 1,
     }
     request = A.decode_request(body)
-    assert request.messages == [Message("system", [TextPart("A"), TextPart("B")]), Message.user("hi"), Message.system("mid")]
+    # The system block's cache_control is a breakpoint of the canonical request, not dropped.
+    assert request.messages == [Message("system", [TextPart("A", cache=True), TextPart("B")]), Message.user("hi"), Message.system("mid")]
     assert request.max_tokens == 100 and request.stop == ["X"] and request.reasoning_effort == "medium"
     assert request.tool_choice == ToolChoice("required", "f") and request.parallel_tool_calls is False
     assert request.response_format == ResponseFormat("json_schema", {"type": "object"})

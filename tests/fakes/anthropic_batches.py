@@ -1,7 +1,7 @@
 """A fake Anthropic Message Batches API (``/v1/messages/batches``) on the loopback interface.
 
 Written by hand from Anthropic's wire format, without modelport's dialect. Each request is answered ``"echo: <last user
-text>"``; params with ``model == "bad-model"`` get an ``errored`` result. While ``hold`` is
+text>"`` (the texts of its blocks joined, as the model reads one turn); params with ``model == "bad-model"`` get an ``errored`` result. While ``hold`` is
 set, batches stay ``in_progress``. ``creates`` counts batch creations.
 """
 
@@ -76,7 +76,7 @@ class AnthropicBatchesUpstream(FakeServer):
                 result = {"type": "errored", "error": {"type": "error", "error": {"type": "not_found_error", "message": "model: bad-model"}}}
             else:
                 content = params["messages"][-1]["content"]
-                text = "echo: " + (content if isinstance(content, str) else content[-1]["text"])
+                text = "echo: " + (content if isinstance(content, str) else "".join(b.get("text", "") for b in content))
                 result = {"type": "succeeded", "message": {
                     "id": "msg_fake", "type": "message", "role": "assistant", "model": params["model"],
                     "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,

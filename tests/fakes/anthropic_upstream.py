@@ -9,6 +9,13 @@ Default behaviour, derived from the request:
   tool (``any`` or ``tool``) the answer is one ``tool_use`` of that tool (the first tool for
   ``any``) with input ``{"echo": "<that text>"}``.
 * usage: input tokens = words in all texts, output tokens = words answered.
+* prompt caching as the Messages API describes it: the prompt is read in Anthropic's order
+  (tools, system, messages, block by block; tools, images and tool calls weigh no words) and each
+  ``cache_control`` breakpoint (a block's, or the top-level one on the last block) names the
+  prefix up to it. The longest prefix written before that ends at a breakpoint or up to
+  ``LOOKBACK`` blocks before one is a cache read; the rest up to the
+  last breakpoint is a cache write (``cache_creation_input_tokens``); ``input_tokens`` is
+  what is left. A scripted ``Answer.cached_tokens`` overrides it.
 * streams: every event has its ``event:`` line; text goes out word by word, tool input in
   two ``input_json_delta`` fragments, with a ``ping`` after the first block starts.
 
@@ -27,6 +34,9 @@ from typing import Any
 
 from tests.fakes.openai_upstream import Answer
 from tests.fakes.server import Fault, FakeServer, Recorded, Reply, http_error
+
+# How many blocks before a breakpoint the cache is searched for an earlier prefix.
+LOOKBACK = 20
 
 __all__ = ["Answer", "AnthropicUpstream", "anthropic_error", "error_mid_stream", "overloaded", "rate_limited"]
 
@@ -75,6 +85,7 @@ class AnthropicUpstream(FakeServer):
         self.api_key = api_key
         self.models = models
         self._answers: deque[Answer] = deque()
+        self.cached_prefixes: set[str] = set()
         self.route("POST", "/v1/messages", self._authorised(self._messages))
         self.route("POST", "/v1/messages/count_tokens", self._authorised(self._count_tokens))
         self.route("GET", "/v1/models", self._authorised(self._list_models))
@@ -104,10 +115,34 @@ class AnthropicUpstream(FakeServer):
             if required not in body:
                 return Reply.json(_error_body("invalid_request_error", f"{required}: Field required"), 400)
         answer = self._answers.popleft() if self._answers else _default_answer(body)
-        message = _completion(body, answer)
+        message = _completion(body, answer, self._cache_usage(body))
         if body.get("stream"):
             return Reply.stream(_stream(message))
         return Reply.json(message, headers={"request-id": "req_fake01"})
+
+    def _cache_usage(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(words read from the cache, words written to it) for this request; remembers
+        every marked prefix it writes."""
+        blocks = _prompt_blocks(body)
+        marks = [i for i, (block, _) in enumerate(blocks) if block.get("cache_control")]
+        if body.get("cache_control") and blocks:
+            marks.append(len(blocks) - 1)
+        if not marks:
+            return 0, 0
+        def key(i: int) -> str:
+            return _prefix_key(body["model"], blocks[: i + 1])
+
+        def upto(i: int) -> int:
+            return sum(words for _, words in blocks[: i + 1])
+
+        # A breakpoint also finds a prefix cached at any of the LOOKBACK blocks before it, so
+        # a conversation whose marker moved on by a turn reads what the last turn wrote.
+        candidates = {j for i in marks for j in range(max(0, i - LOOKBACK), i + 1)}
+        hits = [j for j in candidates if key(j) in self.cached_prefixes]
+        read = upto(max(hits)) if hits else 0
+        written = max(0, upto(max(marks)) - read)
+        self.cached_prefixes.update(key(i) for i in marks)
+        return read, written
 
     def _count_tokens(self, request: Recorded) -> Reply:
         body = request.body if isinstance(request.body, dict) else {}
@@ -121,7 +156,40 @@ class AnthropicUpstream(FakeServer):
 def _texts(content: Any) -> list[str]:
     if isinstance(content, str):
         return [content]
+    return [t for b in content or () if isinstance(b, dict) for t in _block_texts(b)]
+
+
+def _plain_texts(content: Any) -> list[str]:
+    """The caller's own words in a turn: its text blocks, not the tool results it carries."""
+    if isinstance(content, str):
+        return [content]
     return [b.get("text", "") for b in content or () if isinstance(b, dict) and b.get("type") == "text"]
+
+
+def _block_texts(block: dict[str, Any]) -> list[str]:
+    """The text a block puts in the prompt: its own, or a tool result's content."""
+    if block.get("type") == "text":
+        return [block.get("text", "")]
+    if block.get("type") == "tool_result":
+        return _texts(block.get("content"))
+    return []
+
+
+def _prompt_blocks(body: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
+    """The prompt as (block, words) in the order a cache prefix runs: tools, system, messages."""
+    def blocks(content: Any) -> list[dict[str, Any]]:
+        return [{"type": "text", "text": content}] if isinstance(content, str) else [b for b in content or () if isinstance(b, dict)]
+
+    found = [(tool, 0) for tool in body.get("tools") or () if isinstance(tool, dict)]
+    for block in blocks(body.get("system")) + [b for m in body.get("messages") or () for b in blocks(m.get("content"))]:
+        found.append((block, sum(len(t.split()) for t in _block_texts(block))))
+    return found
+
+
+def _prefix_key(model: str, blocks: list[tuple[dict[str, Any], int]]) -> str:
+    """What a cached prefix is known by: the model and the blocks, breakpoints aside."""
+    plain = [{k: v for k, v in block.items() if k != "cache_control"} for block, _ in blocks]
+    return hashlib.sha256(_json_text([model, plain]).encode()).hexdigest()
 
 
 def _prompt_words(body: dict[str, Any]) -> int:
@@ -130,7 +198,7 @@ def _prompt_words(body: dict[str, Any]) -> int:
 
 
 def _default_answer(body: dict[str, Any]) -> Answer:
-    users = [" ".join(_texts(m.get("content"))) for m in body["messages"] if m.get("role") == "user"]
+    users = [" ".join(_plain_texts(m.get("content"))) for m in body["messages"] if m.get("role") == "user"]
     last = users[-1] if users else ""
     choice, tools = body.get("tool_choice") or {}, body.get("tools") or []
     forced = choice.get("name") if choice.get("type") == "tool" else (tools[0]["name"] if choice.get("type") == "any" and tools else None)
@@ -139,7 +207,7 @@ def _default_answer(body: dict[str, Any]) -> Answer:
     return Answer(text=f"echo: {last}")
 
 
-def _completion(body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+def _completion(body: dict[str, Any], answer: Answer, cache: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if answer.reasoning:
         content.append({"type": "thinking", "thinking": answer.reasoning, "signature": "fake-signature"})
@@ -149,11 +217,12 @@ def _completion(body: dict[str, Any], answer: Answer) -> dict[str, Any]:
         content.append({"type": "tool_use", "id": call_id, "name": name, "input": json.loads(arguments)})
     prompt = answer.prompt_tokens if answer.prompt_tokens is not None else _prompt_words(body)
     output = answer.completion_tokens if answer.completion_tokens is not None else len((answer.text or "").split()) + len(answer.tool_calls)
+    read, written = (answer.cached_tokens, 0) if answer.cached_tokens else cache
     usage = {
-        "input_tokens": prompt - answer.cached_tokens,  # Anthropic's input excludes cache reads
+        "input_tokens": prompt - read - written,  # Anthropic's input excludes cache reads and writes
         "output_tokens": output,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": answer.cached_tokens,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
         "cache_creation": None,
         "server_tool_use": None,
         "service_tier": "standard",

@@ -202,6 +202,20 @@ def test_usage_groups_over_time_and_exports_csv(open_gw: GatewayThread) -> None:
         assert {r["group"] for r in rows} == {"gateway", "batch"} and sum(int(r["calls"]) for r in rows) == 40
 
 
+def test_usage_shows_cached_input_and_what_caching_saved(open_gw: GatewayThread) -> None:
+    log = open_gw.app.call_log
+    assert log is not None
+    request = ChatRequest("anthropic/claude-sonnet-4-5", [Message.user("a long prompt")])
+    response = ChatResponse("r", "claude-sonnet-4-5", Message.assistant("ok"), usage=Usage(10_000, 5, cached_tokens=9_000))
+    log.record(request, response, provider="anthropic", model="claude-sonnet-4-5", source="gateway", key_name="alice")
+    assert log.flush(10)
+    with client(open_gw) as c:
+        totals = {t["group"]: t for t in c.get("/ui/api/usage", params={"by": "model"}).json()["totals"]}
+    # 9,000 tokens read at $0.30 instead of $3 per million.
+    claude = totals["anthropic/claude-sonnet-4-5"]
+    assert claude["cached_tokens"] == 9_000 and claude["cache_saved"] == pytest.approx(0.0243)
+
+
 def test_batch_upload_dry_run_then_start(open_gw: GatewayThread, upstream: OpenAIUpstream) -> None:
     content = "city\n" + "\n".join(f"town{i}" for i in range(20)) + "\n"
     job = {"filename": "towns.csv", "content": content, "prompt": "Describe {city}", "model": "fake", "max_tokens": 16}

@@ -48,9 +48,12 @@ PAGE_SIZE = 50
 MAX_PAGE = 500
 MAX_UPLOAD_ROWS = 50_000
 # The usage series' columns, in the CSV export's order.
-_USAGE_NAMES = ("time", "group", "calls", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls")
+_USAGE_NAMES = ("time", "group", "calls", "errors", "input_tokens", "output_tokens", "cost", "unpriced_calls", "cached_tokens",
+                "cache_saved")
 _CALL_ID = re.compile(r"^[0-9A-Za-z]{26}$")
 _BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
+
+
 
 
 class ConsoleDoor:
@@ -273,8 +276,7 @@ class ConsoleDoor:
             return out.getvalue().encode(), "text/csv; charset=utf-8", f"usage-by-{by}.csv"
         totals: dict[str, dict[str, Any]] = {}
         for row in rows:
-            total = totals.setdefault(row["group"], {"group": row["group"], "calls": 0, "errors": 0, "input_tokens": 0,
-                                                     "output_tokens": 0, "cost": 0.0, "unpriced_calls": 0})
+            total = totals.setdefault(row["group"], {"group": row["group"], **dict.fromkeys(_USAGE_NAMES[2:], 0)})
             for name in _USAGE_NAMES[2:]:
                 total[name] += row[name]
         return {"by": by, "bucket": bucket, "series": rows, "totals": sorted(totals.values(), key=lambda t: -t["cost"])}
@@ -479,7 +481,7 @@ def _progress(batch: dict[str, Any], spend: Spend | None, now: float) -> dict[st
 def _usage_view(bucket: UsageBucket) -> dict[str, Any]:
     usage = bucket.usage
     return dict(zip(_USAGE_NAMES, (bucket.time, usage.group, usage.calls, usage.errors, usage.input_tokens, usage.output_tokens,
-                                   round(usage.cost, 9), usage.unpriced_calls)))
+                                   round(usage.cost, 9), usage.unpriced_calls, usage.cached_tokens, usage.cache_saved)))
 
 
 def _key_view(record: Any) -> dict[str, Any]:

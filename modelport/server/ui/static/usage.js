@@ -63,9 +63,10 @@ export async function render(root, { me }) {
     error.textContent = "";
     try {
       const data = await api(`usage?${params()}`);
-      const table = h("table", { id: "usage-table" }, h("thead", {}, h("tr", {}, h("th", {}, by.value), ...["calls", "errors", "input tokens", "output tokens", "spend"].map((n) => h("th", { class: "num" }, n)))),
+      const table = h("table", { id: "usage-table" }, h("thead", {}, h("tr", {}, h("th", {}, by.value), ...["calls", "errors", "input tokens", "cached input", "cache saved", "output tokens", "spend"].map((n) => h("th", { class: "num" }, n)))),
         h("tbody", {}, ...data.totals.map((t) => h("tr", {}, h("td", {}, t.group), h("td", { class: "num" }, t.calls), h("td", { class: "num" }, t.errors),
-          h("td", { class: "num" }, t.input_tokens.toLocaleString()), h("td", { class: "num" }, t.output_tokens.toLocaleString()),
+          h("td", { class: "num" }, t.input_tokens.toLocaleString()), h("td", { class: "num" }, t.cached_tokens.toLocaleString()),
+          h("td", { class: "num" }, money(t.cache_saved)), h("td", { class: "num" }, t.output_tokens.toLocaleString()),
           h("td", { class: "num" }, money(t.cost) + (t.unpriced_calls ? ` (+${t.unpriced_calls} unpriced)` : ""))))));
       // Spend is the default chart, but with nothing spent (local models, free tiers) the
       // tokens say more: shown instead until the user picks a chart.
