@@ -327,20 +327,19 @@ class CallPipeline:
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [*_stream_headers(encoder), exchange.id_header, GATEWAY_HEADER, *exchange.cors]})
                 watcher = loop.create_task(_watch_disconnect(exchange, exchange.receive, interrupt))
-                if first is not None:
+
+                async def emit(event: StreamEvent) -> None:
                     if info is not None:
-                        first = hooks.on_stream_event(info, first)
-                    acc.add(first)
-                    chunk = encoder.encode(first)
+                        event = hooks.on_stream_event(info, event)
+                    acc.add(event)
+                    chunk = encoder.encode(event)
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+                if first is not None:
+                    await emit(first)
                     async for event in events:
-                        if info is not None:
-                            event = hooks.on_stream_event(info, event)
-                        acc.add(event)
-                        chunk = encoder.encode(event)
-                        if chunk:
-                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        await emit(event)
                 tail = encoder.close()
                 complete = True
             except asyncio.CancelledError:
