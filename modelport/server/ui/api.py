@@ -60,7 +60,7 @@ class ConsoleDoor:
     """``page`` for the files, ``api`` for the JSON."""
 
     def __init__(self, services: Services) -> None:
-        self.gateway = services
+        self.services = services
         self._files: dict[str, tuple[bytes, str, str]] | None = None
         # The default call log, read when the gateway logs no calls itself (opened once found,
         # by whichever reading thread looks first).
@@ -84,7 +84,7 @@ class ConsoleDoor:
         yield Route("*", re.compile(r"^/ui/?((?:[A-Za-z0-9_-]+\.[a-z]+)?)$"), self.page, openai_dialect, "ui-page", public=True)
 
     def _batches_door(self) -> BatchesDoor:
-        return self.gateway.find_door(BatchesDoor)
+        return self.services.find_door(BatchesDoor)
 
     def files_api(self) -> Any:
         return self._batches_door().files_api()
@@ -152,22 +152,22 @@ class ConsoleDoor:
     def _admin(self, req: Any) -> None:
         """Only an admin key (or anyone, on an open gateway) may use this endpoint."""
         caller = req.caller
-        if self.gateway.auth_required and (caller is None or not caller.record.admin):
+        if self.services.auth_required and (caller is None or not caller.record.admin):
             raise PermissionDeniedError("this console page needs an admin gateway key",
                                         hint="make one with `modelport keys create NAME --admin`")
 
     def _is_admin(self, req: Any) -> bool:
         caller = req.caller
-        return not self.gateway.auth_required or (caller is not None and caller.record.admin)
+        return not self.services.auth_required or (caller is not None and caller.record.admin)
 
     async def me(self, req: Any) -> dict[str, Any]:
         caller = req.caller
-        return {"auth": self.gateway.auth_required, "admin": self._is_admin(req), "key": caller.name if caller else None}
+        return {"auth": self.services.auth_required, "admin": self._is_admin(req), "key": caller.name if caller else None}
 
     async def models(self, req: Any) -> dict[str, Any]:
-        router = self.gateway.router
+        router = self.services.router
         groups: dict[str, list[str]] = {}
-        for info in self.gateway.list_models(req):
+        for info in self.services.list_models(req):
             groups.setdefault(info.provider, []).append(info.id)
         providers: list[dict[str, Any]] = []
         for name, provider in sorted(router.client.providers.items()):
@@ -184,7 +184,7 @@ class ConsoleDoor:
     def _price(self, model: str) -> dict[str, float] | None:
         """USD per million tokens, so the page can show what an answer cost (None: unknown)."""
         try:
-            price = self.gateway.router.targets(model)[0].price
+            price = self.services.router.targets(model)[0].price
         except ModelportError:
             return None
         return None if price is None else {"input": price.input, "output": price.output}
@@ -194,8 +194,8 @@ class ConsoleDoor:
     def _log(self) -> CallLog | None:
         """The call log to read: the gateway's, else the default file's; None while no call
         was logged there (reading must not make the file). Blocking: off the event loop."""
-        if self.gateway.call_log is not None:
-            return self.gateway.call_log
+        if self.services.call_log is not None:
+            return self.services.call_log
         with self._default_log_lock:
             if self._default_log is None:
                 from ...calllog import CallLog, default_log_path
@@ -285,8 +285,8 @@ class ConsoleDoor:
 
     async def keys(self, req: Any) -> dict[str, Any]:
         self._admin(req)
-        await self.gateway.sync_keys()
-        records = await self.gateway.keys.run(lambda store: store.records())
+        await self.services.sync_keys()
+        records = await self.services.keys.run(lambda store: store.records())
         return {"keys": [_key_view(r) for r in records]}
 
     async def create_key(self, req: Any) -> dict[str, Any]:
@@ -313,8 +313,8 @@ class ConsoleDoor:
         admin = body.get("admin", False)
         if not isinstance(admin, bool):
             raise BadRequestError("admin: true or false", param="admin")
-        key = await self.gateway.keys.run(lambda store: store.create(name.strip(), models=models, admin=admin, **options))
-        await self.gateway.sync_keys()
+        key = await self.services.keys.run(lambda store: store.create(name.strip(), models=models, admin=admin, **options))
+        await self.services.sync_keys()
         # The one and only time this secret leaves the server.
         return {"name": name.strip(), "key": key, "admin": admin, "models": models, **options}
 
@@ -323,9 +323,9 @@ class ConsoleDoor:
         from urllib.parse import unquote
 
         name = unquote(name)
-        if not await self.gateway.keys.run(lambda store: store.revoke(name)):
+        if not await self.services.keys.run(lambda store: store.revoke(name)):
             raise NotFoundError(f"no live gateway key named {name!r}", param="name")
-        await self.gateway.sync_keys()
+        await self.services.sync_keys()
         return {"name": name, "revoked": True}
 
     # -- batches ---------------------------------------------------------------------------
@@ -361,7 +361,7 @@ class ConsoleDoor:
 
     async def _job_body(self, req: Any) -> tuple[Any, list[Any]]:
         """The upload and template from the page: ``{filename, content, prompt, model, system?, max_tokens?}``."""
-        body = await req.json(self.gateway.settings.max_body_bytes)
+        body = await req.json(self.services.settings.max_body_bytes)
         if not isinstance(body, dict):
             raise BadRequestError("send a JSON object: {filename, content, prompt, model, system?, max_tokens?}", param="body")
         for field in ("filename", "content", "prompt"):
@@ -389,9 +389,9 @@ class ConsoleDoor:
         rows = await asyncio.to_thread(_read_rows, body["content"], spec.input_format)
         if model is not None:
             # An unknown model is the page's mistake (404 naming the models), not N unrenderable rows.
-            target = self.gateway.router.targets(model)[0]
+            target = self.services.router.targets(model)[0]
             if req.caller is not None:
-                self.gateway.keys.check_model(req.caller, model, target.name)
+                self.services.keys.check_model(req.caller, model, target.name)
         return spec, rows
 
     async def estimate_batch(self, req: Any) -> dict[str, Any]:
