@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generator, Itera
 from . import plugins
 from .config import default_model, load_config
 from .errors import BadRequestError, ModelportError
+from .hooks import Hooks, configured_hooks
 from .keys import resolve_key
 from .providers import Provider, provider_table, resolve
 from .retry import RetryPolicy
@@ -69,6 +70,7 @@ class _ClientCore:
 
         # Everything reads this one config: logging, caching and the log's prices too.
         self._log = log_for(source, log, self.config)
+        self._log_views: Hooks | None = None  # made with the first logged call: plugins are read then
         self._cache = cache_for(cache, self.config)
         self.prices = config_prices(self.config)  # the config's [prices] table
 
@@ -180,6 +182,11 @@ class _ClientCore:
     def _record(self, request: ChatRequest, provider: str, model_id: str, started: float, response: ChatResponse | None = None,
                 error: BaseException | None = None, cached: bool = False) -> None:
         if self._log is not None:
+            if self._log_views is None:
+                # The gateway's log stage, the same hooks: [log] redact masks the SDK's and CLI's log too.
+                self._log_views = Hooks(h for h in configured_hooks(self.config) if hasattr(h, "log_view"))
+            if self._log_views.log_views:
+                request, response = self._log_views.log_view(request, response)
             self._log.record(request, response, error, provider=provider, model=model_id, source=self._source,
                              latency=time.perf_counter() - started, cached=cached, prices=self.prices)
 

@@ -128,3 +128,14 @@ def test_redact_text_keeps_what_is_not_personal() -> None:
         assert redact_text(kept) == kept
     assert redact_text("write to bob@example.org") == "write to [email]"
     assert redact_text("(415) 555-0100") == "[phone]"
+
+
+def test_the_sdk_logs_through_the_same_redaction_hook(openai_upstream: OpenAIUpstream) -> None:
+    from modelport import Client
+
+    client = Client(log=True, config={"providers": {"openai": {"base_url": openai_upstream.base_url}}, "log": {"redact": True}},
+                    api_keys={"openai": "sk-x"})
+    answer = client.chat("openai/gpt-fake", "write to ada@lovelace.example")
+    assert "ada@lovelace.example" in answer.text  # the answer itself is untouched
+    [row] = logged(1)
+    assert "ada@lovelace.example" not in row.prompt and "[email]" in row.prompt
