@@ -353,6 +353,14 @@ class KeyRing:
         usage, self._unsaved = self._unsaved, {}
         return usage
 
+    def give_back_usage(self, usage: dict[str, list[Any]]) -> None:
+        """``take_usage``'s answer again, after its write failed: kept for the next try."""
+        for key_id, totals in usage.items():
+            current = self._unsaved.setdefault(key_id, [0, 0, 0, 0.0, 0.0])
+            for i in range(4):
+                current[i] += totals[i]
+            current[4] = max(current[4], totals[4])
+
 
 # The keys' part of `modelport state migrate` (see modelport.state.copy): with their usage totals.
 KEYS_COPY = StoreCopy("gateway keys", _keys_file, open_keys, (Table("gateway_keys", COLUMNS, ("id",)),))

@@ -54,7 +54,7 @@ class KeySync:
             try:
                 records = await self.keys.run(save_and_read)
             except Exception as exc:
-                self._restore_usage(usage)
+                self.keys.give_back_usage(usage)
                 if self.error is None:
                     log.warning("cannot read the gateway keys (%s); serving the last ones read for up to %g s", exc, self.max_stale)
                 self.error = exc
@@ -63,13 +63,6 @@ class KeySync:
                 log.warning("the gateway keys can be read again")
                 self.error = None
             self.keys.load(records)
-
-    def _restore_usage(self, usage: dict[str, list[Any]]) -> None:
-        for key_id, totals in usage.items():
-            current = self.keys._unsaved.setdefault(key_id, [0, 0, 0, 0.0, 0.0])
-            for i in range(4):
-                current[i] += totals[i]
-            current[4] = max(current[4], totals[4])
 
     def check_fresh(self, key: str | None) -> None:
         """Fail closed while the key store cannot be read: the keys last read stay good for

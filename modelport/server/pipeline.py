@@ -109,6 +109,13 @@ class _Call:
     cut_off: bool = False  # stopped while the upstream worked: what it used is unknown
     info: CallInfo | None = None
 
+    def described(self) -> CallInfo:
+        """What the hooks are told of this call, made once when a hook first needs it."""
+        if self.info is None:
+            caller = self.exchange.caller
+            self.info = CallInfo(self.exchange.id, caller.name if caller else None, self.source)
+        return self.info
+
 
 class CallPipeline:
     def __init__(self, *, settings: Settings, router: Router, keys: KeyRing, counters: Counters, metrics: Metrics,
@@ -130,8 +137,7 @@ class CallPipeline:
         book the key's limits at the worst case (a bound on the prompt plus max_tokens)."""
         call = _Call(exchange, request, source)
         if self.hooks.before:
-            call.info = CallInfo(exchange.id, exchange.caller.name if exchange.caller else None, source)
-            request = await self.hooks.before_request(call.info, request)
+            request = await self.hooks.before_request(call.described(), request)
         targets = call.targets = self.router.targets(request.model)
         call.target = targets[0]
         exchange.model = request.model
@@ -239,13 +245,11 @@ class CallPipeline:
     async def _after(self, call: _Call, response: ChatResponse) -> ChatResponse:
         if not self.hooks.after:
             return response
-        info = call.info or CallInfo(call.exchange.id, call.exchange.caller.name if call.exchange.caller else None, call.source)
-        return await self.hooks.after_response(info, call.request, response)
+        return await self.hooks.after_response(call.described(), call.request, response)
 
     async def _failed(self, call: _Call, error: BaseException) -> None:
         if self.hooks.errors:
-            info = call.info or CallInfo(call.exchange.id, call.exchange.caller.name if call.exchange.caller else None, call.source)
-            await self.hooks.on_error(info, call.request, error)
+            await self.hooks.on_error(call.described(), call.request, error)
 
     # -- the calls -------------------------------------------------------------------------
 
@@ -310,7 +314,7 @@ class CallPipeline:
         error: ModelportError | None = None
         send = exchange.send
         hooks = self.hooks
-        info = call.info or (CallInfo(exchange.id, exchange.caller.name if exchange.caller else None, source) if hooks.events else None)
+        info = call.described() if hooks.events else None
         complete = False
         try:
             try:
